@@ -1,0 +1,4 @@
+//! The command-line interface: argument parsing and one function per subcommand.
+
+pub mod args;
+pub mod jobs;

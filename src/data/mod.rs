@@ -1,0 +1,14 @@
+//! Datasets: idx, CIFAR binary and image-folder readers, splits and batching.
+
+pub mod batch;
+pub mod cifar;
+pub mod dataset;
+pub mod folder;
+pub mod idx;
+pub mod source;
+pub mod splits;
+
+pub use batch::{Augment, Batch, Normalization, make_batch};
+pub use dataset::{Dataset, Subset, TrainTest};
+pub use source::{DataFormat, DataSource};
+pub use splits::{SplitSpec, Splits};

@@ -1,0 +1,102 @@
+//! Where the data comes from: format, directory, and the default dataset.
+
+use super::dataset::TrainTest;
+use super::{cifar, folder, idx};
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Default dataset directory (Debian package `dataset-fashion-mnist`).
+pub const DEFAULT_DATA_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// On-disk dataset formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// idx files (MNIST / Fashion-MNIST).
+    Idx,
+    /// CIFAR-10 binary batches.
+    Cifar,
+    /// Image folders `ROOT/train|test/<class>/*.png|jpg`.
+    Folder,
+}
+
+/// A dataset on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Format.
+    pub format: DataFormat,
+    /// Channels for image folders.
+    pub channels: usize,
+    /// `[height, width]` for image folders.
+    pub size: [usize; 2],
+}
+
+impl Default for DataSource {
+    fn default() -> Self {
+        DataSource { dir: PathBuf::from(DEFAULT_DATA_DIR), format: DataFormat::Idx, channels: 1, size: [28, 28] }
+    }
+}
+
+impl DataSource {
+    /// Whether this is the default Fashion-MNIST location.
+    pub fn is_default(&self) -> bool {
+        self.dir == Path::new(DEFAULT_DATA_DIR)
+    }
+
+    /// Loads the training and test sets.
+    pub fn load(&self) -> Result<TrainTest> {
+        if !self.dir.is_dir() {
+            if self.is_default() {
+                bail!(
+                    "the default dataset (Fashion-MNIST) is not installed: {} does not exist.\n  install it with: sudo apt-get install dataset-fashion-mnist\n  or pass --data DIR --format idx|cifar|folder",
+                    self.dir.display()
+                );
+            }
+            bail!("data directory {} does not exist", self.dir.display());
+        }
+        let (train, test) = match self.format {
+            DataFormat::Idx => (idx::load_split(&self.dir, "train")?, idx::load_split(&self.dir, "t10k")?),
+            DataFormat::Cifar => cifar::load_dir(&self.dir)?,
+            DataFormat::Folder => {
+                let [h, w] = self.size;
+                let train = folder::load_split(&self.dir, "train", self.channels, h, w, None)?;
+                let test = folder::load_split(&self.dir, "test", self.channels, h, w, Some(&train.classes))?;
+                (train, test)
+            }
+        };
+        if (train.channels, train.height, train.width) != (test.channels, test.height, test.width) {
+            bail!(
+                "{}: train images are {}×{}×{} but test images are {}×{}×{}",
+                self.dir.display(),
+                train.channels,
+                train.height,
+                train.width,
+                test.channels,
+                test.height,
+                test.width
+            );
+        }
+        let mut test = test;
+        if test.classes.len() < train.classes.len() {
+            test.classes = train.classes.clone();
+        }
+        let mut train = train;
+        if train.classes.len() < test.classes.len() {
+            train.classes = test.classes.clone();
+        }
+        Ok(TrainTest { train: Arc::new(train), test: Arc::new(test) })
+    }
+
+    /// Random crop + flip makes sense for natural images, not for digits/clothes in idx files.
+    pub fn default_augment(&self) -> bool {
+        match self.format {
+            DataFormat::Idx => false,
+            DataFormat::Cifar => true,
+            DataFormat::Folder => self.channels == 3,
+        }
+    }
+}

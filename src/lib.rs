@@ -1,0 +1,11 @@
+//! ccq: learned mixed-precision quantization of convolutional networks, implementing
+//! competitive-collaborative quantization (CCQ, DAC 2020) on burn.
+//!
+//! The modules follow the pipeline: [`data`] → [`model`] → [`quant`] → [`train`] → [`search`].
+
+pub mod data;
+pub mod host;
+pub mod model;
+pub mod progress;
+pub mod quant;
+pub mod train;

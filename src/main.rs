@@ -1,0 +1,39 @@
+//! `ccq`: learned mixed-precision quantization of CNNs from the command line.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Learned mixed-precision quantization of convolutional networks (CCQ).
+#[derive(Parser, Debug)]
+#[command(name = "ccq", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a full-precision model.
+    Train(cli::jobs::TrainArgs),
+    /// Quantization-aware training at uniform bits (--bits W/A) or a per-layer policy (--policy).
+    Qat(cli::jobs::QatArgs),
+    /// Evaluate a checkpoint on the test split.
+    Eval(cli::jobs::EvalArgs),
+    /// Print a checkpoint's layers, bits, size and BOPs.
+    Info(cli::jobs::InfoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cli::jobs::train(a),
+        Command::Qat(a) => cli::jobs::qat(a),
+        Command::Eval(a) => cli::jobs::eval(a),
+        Command::Info(a) => cli::jobs::info(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

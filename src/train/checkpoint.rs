@@ -1,0 +1,178 @@
+//! Checkpoints: a directory with `model.safetensors` (weights, BN statistics, quantizer
+//! parameters) and `checkpoint.json` (model, policy, normalisation, data, accuracy), both written
+//! atomically (temporary file, then rename).
+
+use super::trainer::{Devices, EpochStats, Eval};
+use crate::data::{DataSource, Normalization, SplitSpec};
+use crate::model::{Model, ModelSpec, build};
+use crate::quant::policy::Policy;
+use crate::quant::quantizer::QuantScheme;
+use anyhow::{Context, Result, bail};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Weights file name inside a checkpoint directory.
+pub const WEIGHTS: &str = "model.safetensors";
+/// Metadata file name inside a checkpoint directory.
+pub const META: &str = "checkpoint.json";
+const FORMAT: &str = "ccq-checkpoint";
+const VERSION: u32 = 1;
+
+/// One epoch of a training run, as recorded in the metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch index (0-based) within its job.
+    pub epoch: usize,
+    /// Training statistics.
+    pub train: EpochStats,
+    /// Validation accuracy after the epoch.
+    pub val: Eval,
+}
+
+/// Everything about a checkpoint except its tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Always `ccq-checkpoint`.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Architecture and input shape.
+    pub spec: ModelSpec,
+    /// Quantizable layer names, in policy order.
+    pub layers: Vec<String>,
+    /// Bit policy (`None`: full precision).
+    pub policy: Option<Policy>,
+    /// Quantizers the weights were trained with.
+    pub scheme: QuantScheme,
+    /// Input normalisation (from the training split).
+    pub normalization: Normalization,
+    /// Dataset it was trained on.
+    pub data: DataSource,
+    /// How validation and bandit images were carved from the training files.
+    pub split: SplitSpec,
+    /// Epochs trained in the job that wrote it.
+    pub epochs: usize,
+    /// Validation accuracy.
+    pub val: Option<Eval>,
+    /// Test accuracy (reported only).
+    pub test: Option<Eval>,
+    /// Per-epoch history of the job that wrote it.
+    pub history: Vec<EpochRecord>,
+    /// Checkpoint this one was fine-tuned from, if any.
+    pub parent: Option<PathBuf>,
+}
+
+impl CheckpointMeta {
+    /// Metadata for a fresh checkpoint of `model`.
+    pub fn new(model: &Model, policy: Option<Policy>, scheme: QuantScheme, normalization: Normalization, data: DataSource, split: SplitSpec) -> Self {
+        CheckpointMeta {
+            format: FORMAT.into(),
+            version: VERSION,
+            spec: model.spec.clone(),
+            layers: model.layer_names(),
+            policy,
+            scheme,
+            normalization,
+            data,
+            split,
+            epochs: 0,
+            val: None,
+            test: None,
+            history: Vec::new(),
+            parent: None,
+        }
+    }
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    /// Where it was read from (the directory).
+    pub dir: PathBuf,
+    /// Metadata.
+    pub meta: CheckpointMeta,
+    /// The model with its weights, on the training device.
+    pub model: Model,
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Saves `model` and `meta` into directory `dir` (created if needed).
+pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let weights = dir.join(WEIGHTS);
+    let tmp = tmp_path(&weights);
+    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+    model.net.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+    std::fs::rename(&tmp, &weights).with_context(|| format!("cannot rename {} to {}", tmp.display(), weights.display()))?;
+    let json = serde_json::to_string_pretty(meta)?;
+    write_atomic(&dir.join(META), json.as_bytes())
+}
+
+/// The checkpoint directory for a user-given path (the directory itself or its weights file).
+pub fn resolve_dir(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        Ok(path.to_path_buf())
+    } else if path.is_file() {
+        Ok(path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")))
+    } else {
+        bail!("checkpoint {} does not exist", path.display())
+    }
+}
+
+/// Reads only the metadata of a checkpoint.
+pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
+    let dir = resolve_dir(path)?;
+    let meta_path = dir.join(META);
+    let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}: not a ccq checkpoint (cannot read {META})", dir.display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt checkpoint metadata", meta_path.display()))?;
+    if meta.format != FORMAT {
+        bail!("{}: format `{}` is not a ccq checkpoint", meta_path.display(), meta.format);
+    }
+    if meta.version != VERSION {
+        bail!("{}: checkpoint version {} is not supported (this ccq reads version {VERSION})", meta_path.display(), meta.version);
+    }
+    Ok((dir, meta))
+}
+
+/// Loads a checkpoint onto the training device, checking that model, weights and policy agree.
+pub fn load(path: &Path, devices: &Devices) -> Result<Checkpoint> {
+    let (dir, meta) = load_meta(path)?;
+    let mut model = build(&meta.spec, &devices.train)?;
+    if model.layer_names() != meta.layers {
+        bail!("{}: its layer list does not match a {} model", dir.display(), meta.spec.kind.name());
+    }
+    if let Some(p) = &meta.policy
+        && p.names != meta.layers
+    {
+        bail!("{}: the policy's layers do not match the model's", dir.display());
+    }
+    let weights = dir.join(WEIGHTS);
+    if !weights.is_file() {
+        bail!("{}: missing {WEIGHTS}", dir.display());
+    }
+    let mut store = SafetensorsStore::from_file(&weights);
+    let result = model.net.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e:?}", weights.display()))?;
+    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
+        bail!(
+            "{}: weights do not match a {} model (missing: {:?}, unexpected: {:?}, errors: {:?})",
+            weights.display(),
+            meta.spec.kind.name(),
+            result.missing.iter().map(|m| &m.0).take(5).collect::<Vec<_>>(),
+            result.unused.iter().take(5).collect::<Vec<_>>(),
+            result.errors.iter().take(3).map(|e| format!("{e:?}")).collect::<Vec<_>>()
+        );
+    }
+    Ok(Checkpoint { dir, meta, model })
+}

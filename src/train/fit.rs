@@ -1,0 +1,77 @@
+//! Multi-epoch training with per-epoch validation: full-precision training and uniform or
+//! per-layer quantization-aware training share it.
+
+use super::checkpoint::EpochRecord;
+use super::schedule::cosine;
+use super::trainer::{Devices, Hyper, evaluate, sgd, train_epoch};
+use crate::data::{Augment, Normalization, Splits};
+use crate::model::{Model, QuantCtx};
+use crate::progress;
+use crate::quant::policy::Policy;
+use crate::quant::quantizer::QuantScheme;
+use anyhow::Result;
+use burn::module::Module;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// How to train.
+#[derive(Clone, Debug)]
+pub struct FitPlan {
+    /// Total epochs of the job.
+    pub epochs: usize,
+    /// First epoch to run (non-zero when resuming).
+    pub start_epoch: usize,
+    /// Peak learning rate (start of the cosine).
+    pub lr: f64,
+    /// Final learning rate (end of the cosine).
+    pub lr_end: f64,
+    /// Optimiser settings.
+    pub hyper: Hyper,
+    /// Data augmentation.
+    pub augment: Option<Augment>,
+    /// Seed of the shuffling (each epoch derives its own).
+    pub seed: u64,
+}
+
+/// RNG of epoch `epoch` of a job seeded with `seed`: identical whether or not the job resumed.
+pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64 + 1))
+}
+
+/// Trains `model` under `policy` (per-iteration cosine from `lr` to `lr_end` over all epochs),
+/// evaluating on the validation split after each epoch and calling `on_epoch` (e.g. to save).
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    mut model: Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    splits: &Splits,
+    norm: &Normalization,
+    plan: &FitPlan,
+    devices: &Devices,
+    on_epoch: &mut dyn FnMut(&Model, &EpochRecord) -> Result<()>,
+) -> Result<Model> {
+    let ctx = QuantCtx::new(scheme, &policy.bits);
+    let mut optim = sgd(&plan.hyper);
+    for epoch in plan.start_epoch..plan.epochs {
+        let mut rng = epoch_rng(plan.seed, epoch);
+        let total = plan.epochs as f64;
+        let lr_at = |t: f64| cosine(plan.lr, plan.lr_end, (epoch as f64 + t) / total);
+        let label = format!("epoch {}/{}", epoch + 1, plan.epochs);
+        let (net, stats) = train_epoch(model.net, &mut optim, &ctx, &splits.train, norm, &plan.hyper, plan.augment, &mut rng, None, &lr_at, &label, &devices.train);
+        model.net = net;
+        let val = evaluate(&model.net.valid(), &ctx, &splits.val, norm, 500, None, &devices.eval);
+        progress::println(format!(
+            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val top-1 {:.2}% | {:.1}s, {:.0} img/s",
+            epoch + 1,
+            plan.epochs,
+            stats.loss,
+            100.0 * stats.acc,
+            100.0 * val.top1,
+            stats.seconds,
+            stats.images as f64 / stats.seconds.max(1e-9)
+        ));
+        on_epoch(&model, &EpochRecord { epoch, train: stats, val })?;
+    }
+    Ok(model)
+}
