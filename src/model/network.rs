@@ -263,7 +263,7 @@ impl Builder<'_> {
 }
 
 /// Channel widths of the compact ConvNet's three stages.
-pub const CONVNET_WIDTHS: [usize; 3] = [32, 64, 128];
+pub const CONVNET_WIDTHS: [usize; 3] = [16, 32, 64];
 
 /// Builds a model for `spec` on `device` (weights freshly initialised).
 pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
