@@ -8,4 +8,5 @@ pub mod host;
 pub mod model;
 pub mod progress;
 pub mod quant;
+pub mod search;
 pub mod train;

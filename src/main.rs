@@ -22,6 +22,8 @@ enum Command {
     Eval(cli::jobs::EvalArgs),
     /// Print a checkpoint's layers, bits, size and BOPs.
     Info(cli::jobs::InfoArgs),
+    /// Search a mixed-precision policy with CCQ (the main job).
+    Quantize(Box<cli::quantize::QuantizeArgs>),
 }
 
 fn main() {
@@ -31,6 +33,7 @@ fn main() {
         Command::Qat(a) => cli::jobs::qat(a),
         Command::Eval(a) => cli::jobs::eval(a),
         Command::Info(a) => cli::jobs::info(a),
+        Command::Quantize(a) => cli::quantize::quantize(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

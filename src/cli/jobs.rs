@@ -14,7 +14,7 @@ use ccq::train::fit::{FitPlan, fit};
 use ccq::train::{Devices, Eval, evaluate};
 use burn::module::Module;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// `ccq train`: full-precision training.
@@ -332,7 +332,3 @@ pub fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether `path` is a directory holding a checkpoint.
-pub fn is_checkpoint(path: &Path) -> bool {
-    path.join(checkpoint::META).is_file()
-}

@@ -45,7 +45,7 @@ impl Normalization {
 }
 
 /// Random crop (zero padding `pad`) and horizontal flip.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Augment {
     /// Padding of the random crop.
     pub pad: usize,

@@ -1,0 +1,246 @@
+//! `ccq quantize`: the CCQ search, end to end.
+
+use super::args::{CommonArgs, DataArgs};
+use super::jobs::{QuantArgs, TrainArgs, calibration_batches, prepare_for, train};
+use anyhow::{Result, bail};
+use ccq::data::Normalization;
+use ccq::model::ModelKind;
+use ccq::progress;
+use ccq::quant::cost::cost_table;
+use ccq::quant::policy::Ladder;
+use ccq::search::bandit::LambdaSchedule;
+use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
+use ccq::search::target::{Lowering, Target, check_reachable};
+use ccq::train::checkpoint::{self, CheckpointMeta};
+use ccq::train::schedule::WarmRestart;
+use ccq::train::Devices;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `ccq quantize` arguments.
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Full-precision checkpoint to quantize (default: train --model on the data first, into RUN_DIR/fp).
+    pub checkpoint: Option<PathBuf>,
+    /// Architecture to train when no checkpoint is given.
+    #[arg(long, value_enum, default_value = "convnet")]
+    pub model: ModelKind,
+    /// Epochs of that full-precision training.
+    #[arg(long, default_value_t = 10)]
+    pub fp_epochs: usize,
+    /// Peak learning rate of that full-precision training.
+    #[arg(long, default_value_t = 0.05)]
+    pub fp_lr: f64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Stop when FP32/quantized weight size reaches this ratio.
+    #[arg(long, group = "target")]
+    pub target_compression: Option<f64>,
+    /// Stop when quantized weights (scales included) fit in this many bytes.
+    #[arg(long, group = "target")]
+    pub target_size: Option<u64>,
+    /// Stop when the average weight bits reach this.
+    #[arg(long, group = "target")]
+    pub target_avg_bits: Option<f64>,
+    /// Stop when BOPs per image reach this.
+    #[arg(long, group = "target")]
+    pub target_bops: Option<u64>,
+    /// Maximum number of steps T.
+    #[arg(long, default_value_t = 30)]
+    pub qsteps: usize,
+    /// Bit ladder, highest first.
+    #[arg(long, default_value = "8,6,4,3,2")]
+    pub ladder: String,
+    /// A layer lowered to this many bits or fewer goes to sleep.
+    #[arg(long, default_value_t = 3)]
+    pub floor_bits: u32,
+    /// Weights and activations on separate ladders (separate arms) instead of tied.
+    #[arg(long)]
+    pub untied: bool,
+    /// Activation ladder when --untied (default: the weight ladder).
+    #[arg(long)]
+    pub act_ladder: Option<String>,
+    /// η of the exponential weights.
+    #[arg(long, default_value_t = 1.0)]
+    pub eta: f64,
+    /// λ on odd steps.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_odd: f64,
+    /// λ on even steps is `a·(T−t)/T + b`: this is a.
+    #[arg(long, default_value_t = 0.6)]
+    pub lambda_a: f64,
+    /// ... and this is b.
+    #[arg(long, default_value_t = 0.4)]
+    pub lambda_b: f64,
+    /// lr_min of the fine-tuning schedule (the reference's --lr).
+    #[arg(long, default_value_t = 0.005)]
+    pub lr: f64,
+    /// lr_max of the cosine phase.
+    #[arg(long, default_value_t = 0.02)]
+    pub lr_max: f64,
+    /// Epochs at lr_min before the cosine.
+    #[arg(long, default_value_t = 5)]
+    pub ft_const_epochs: usize,
+    /// Epochs of the cosine.
+    #[arg(long, default_value_t = 10)]
+    pub ft_cosine_epochs: usize,
+    /// Minimum fine-tuning epochs per step.
+    #[arg(long, default_value_t = 3)]
+    pub ft_min_epochs: usize,
+    /// Maximum fine-tuning epochs per step.
+    #[arg(long, default_value_t = 15)]
+    pub ft_max_epochs: usize,
+    /// Training images per fine-tuning epoch (default: the whole training split).
+    #[arg(long)]
+    pub ft_samples: Option<usize>,
+    /// Stop fine-tuning when val ≥ ratio × the step's best val (reference 0.99).
+    #[arg(long, default_value_t = 0.99, conflicts_with = "stop_within")]
+    pub stop_ratio: f64,
+    /// Instead: stop when val is within this many points of the pre-step val.
+    #[arg(long)]
+    pub stop_within: Option<f64>,
+    /// Epochs of the brief fine-tuning at the top rung before the search.
+    #[arg(long, default_value_t = 1)]
+    pub init_epochs: usize,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+    /// Run directory.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory (its saved settings are used).
+    #[arg(long, conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// Stop this invocation after N steps (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl QuantizeArgs {
+    fn target(&self) -> Result<Option<Target>> {
+        let t = if let Some(r) = self.target_compression {
+            if r <= 1.0 {
+                bail!("--target-compression must be above 1");
+            }
+            Some(Target::Compression(r))
+        } else if let Some(b) = self.target_size {
+            Some(Target::SizeBytes(b))
+        } else if let Some(b) = self.target_avg_bits {
+            if !(b > 0.0 && b <= 32.0) {
+                bail!("--target-avg-bits must be in (0, 32]");
+            }
+            Some(Target::AvgBits(b))
+        } else {
+            self.target_bops.map(Target::Bops)
+        };
+        Ok(t)
+    }
+
+    fn config(&self, augment: Option<ccq::data::Augment>) -> Result<SearchConfig> {
+        let ladder = Ladder::parse(&self.ladder)?;
+        let act_ladder = match &self.act_ladder {
+            Some(s) => Ladder::parse(s)?,
+            None => ladder.clone(),
+        };
+        if !(2..=8).contains(&self.floor_bits) {
+            bail!("--floor-bits must be within 2..8");
+        }
+        if self.ft_min_epochs > self.ft_max_epochs || self.ft_max_epochs == 0 {
+            bail!("need 1 ≤ --ft-max-epochs and --ft-min-epochs ≤ --ft-max-epochs");
+        }
+        let stop = match self.stop_within {
+            Some(p) => StopRule::WithinPoints(p),
+            None => StopRule::BestRatio(self.stop_ratio),
+        };
+        Ok(SearchConfig {
+            lowering: Lowering { ladder, act_ladder, tied: !self.untied, floor: self.floor_bits },
+            eta: self.eta,
+            lambda: LambdaSchedule { odd: self.lambda_odd, a: self.lambda_a, b: self.lambda_b },
+            qsteps: self.qsteps,
+            target: self.target()?,
+            finetune: Finetune {
+                schedule: WarmRestart { lr_min: self.lr, lr_max: self.lr_max, const_epochs: self.ft_const_epochs, cosine_epochs: self.ft_cosine_epochs },
+                min_epochs: self.ft_min_epochs,
+                max_epochs: self.ft_max_epochs,
+                stop,
+                epoch_samples: self.ft_samples,
+            },
+            init_epochs: self.init_epochs,
+            hyper: self.common.hyper(1e-4),
+            scheme: self.quant.scheme(),
+            seed: self.common.seed,
+            augment,
+        })
+    }
+}
+
+/// Runs `ccq quantize`.
+pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    a.common.apply()?;
+    let devices = Devices::flex();
+    devices.seed(a.common.seed);
+    let start = Instant::now();
+    let (run, state, ck) = if let Some(run) = &a.resume {
+        let state = search::load_state(run)?;
+        let ck = checkpoint::load(&run.join(&state.checkpoint), &devices)?;
+        progress::println(format!("resuming {} after step {}", run.display(), state.step));
+        (run.clone(), Some(state), ck)
+    } else {
+        let run = a.out.clone().expect("clap requires --out without --resume");
+        if run.join(search::STATE).is_file() {
+            bail!("{} already holds a search; continue it with --resume {0}, or choose another --out", run.display());
+        }
+        let fp = match &a.checkpoint {
+            Some(c) => c.clone(),
+            None => {
+                let fp = run.join("fp");
+                progress::println(format!("no checkpoint given: training {} for {} epochs into {}", a.model.name(), a.fp_epochs, fp.display()));
+                train(TrainArgs { model: a.model, data: a.data.clone(), epochs: a.fp_epochs, lr: a.fp_lr, out: fp.clone(), resume: true, common: CommonArgs { threads: None, ..a.common.clone() } })?;
+                fp
+            }
+        };
+        let ck = checkpoint::load(&fp, &devices)?;
+        if ck.meta.policy.is_some() {
+            bail!("{}: CCQ starts from a full-precision checkpoint, this one is already quantized", ck.dir.display());
+        }
+        (run, None, ck)
+    };
+    let p = prepare_for(&ck, &a.data)?;
+    let norm: Normalization = ck.meta.normalization.clone();
+    let meta = CheckpointMeta { parent: Some(ck.dir.clone()), history: Vec::new(), test: None, ..ck.meta.clone() };
+    let env = SearchEnv { splits: &p.splits, norm: &norm, devices: &devices, meta, stop_after: a.stop_after };
+    let (model, state) = match state {
+        Some(s) => (ck.model, s),
+        None => {
+            let cfg = a.config(a.data.augment(&p.source)?)?;
+            if let Some(t) = &cfg.target {
+                check_reachable(t, &ck.model.layers, &cfg.lowering, cfg.scheme.weight)?;
+            }
+            let calib = calibration_batches(&p, &norm, &devices, 4);
+            search::init(&run, ck.model, cfg, ck.dir.clone(), &env, &calib)?
+        }
+    };
+    let (model, state) = search::run(&run, model, state, &env)?;
+    if state.finished.is_none() {
+        println!("stopped after step {} as asked; continue with: ccq quantize --resume {}", state.step, run.display());
+        return Ok(());
+    }
+    let report = search::finish(&run, &model, &state, &env)?;
+    print!("{}", cost_table(&model.layers, &report.cost));
+    println!(
+        "CCQ finished ({}) after {} steps: val top-1 {:.2}% (FP {:.2}%), test top-1 {:.2}%, compression {:.2}x, {} B of weights; {:.0}s this invocation, {:.0}s of search in total; run {}",
+        report.finished,
+        report.steps,
+        100.0 * report.val,
+        100.0 * report.fp_val,
+        100.0 * report.test,
+        report.cost.compression,
+        report.cost.size_bytes(),
+        start.elapsed().as_secs_f64(),
+        state.seconds,
+        run.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! The competitive-collaborative search: layers compete for the next bit reduction on the bandit
+//! split, then all layers fine-tune together. State is saved after every step; a killed run
+//! resumes from its last finished step and ends with the same policy as an uninterrupted one.
+
+use super::bandit::{LambdaSchedule, memory_prior, mix, normalise, sample, update_weights};
+use super::target::{Arm, ArmKind, Lowering, Target, saving};
+use crate::data::{Augment, Normalization, Splits};
+use crate::model::{Model, QuantCtx};
+use crate::progress;
+use crate::quant::calibrate::rescale_steps;
+use crate::quant::cost::{ModelCost, model_cost};
+use crate::quant::policy::{LayerBits, Policy};
+use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
+use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
+use crate::train::fit::epoch_rng;
+use crate::train::schedule::WarmRestart;
+use crate::train::{Devices, Eval, Hyper, evaluate, sgd, train_epoch};
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// When a step's collaborative fine-tuning stops (after at least `min_epochs`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopRule {
+    /// Validation top-1 ≥ ratio × the best validation top-1 seen in this step (reference: 0.99).
+    BestRatio(f64),
+    /// Validation top-1 within this many points of the accuracy before the step.
+    WithinPoints(f64),
+}
+
+/// The collaboration phase of a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finetune {
+    /// Learning-rate schedule (warm restart each step).
+    pub schedule: WarmRestart,
+    /// Epochs before the stop rule is consulted (reference: 3).
+    pub min_epochs: usize,
+    /// Hard cap on epochs per step.
+    pub max_epochs: usize,
+    /// Accuracy-driven stop.
+    pub stop: StopRule,
+    /// Images per fine-tuning epoch (None: the whole training split).
+    pub epoch_samples: Option<usize>,
+}
+
+/// Every setting of a search (saved with its state so a resume uses the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Ladders, floor, tied or not.
+    pub lowering: Lowering,
+    /// Learning rate of the exponential weights (reference: 1).
+    pub eta: f64,
+    /// λ schedule.
+    pub lambda: LambdaSchedule,
+    /// Maximum number of steps T.
+    pub qsteps: usize,
+    /// Stop when met.
+    pub target: Option<Target>,
+    /// Collaboration settings.
+    pub finetune: Finetune,
+    /// Epochs of the brief fine-tuning at the top rung before the search.
+    pub init_epochs: usize,
+    /// Optimiser.
+    pub hyper: Hyper,
+    /// Quantizers.
+    pub scheme: QuantScheme,
+    /// Seed of sampling and shuffling.
+    pub seed: u64,
+    /// Augmentation during fine-tuning.
+    pub augment: Option<Augment>,
+}
+
+/// One competitor's numbers in a step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArmRecord {
+    /// Layer name.
+    pub layer: String,
+    /// What it lowers.
+    pub kind: ArmKind,
+    /// Bandit top-1 of the trial (None: asleep).
+    pub a: Option<f64>,
+    /// Exponential weight after the update.
+    pub alpha: f64,
+    /// Inter-layer probability.
+    pub p: f64,
+    /// Memory prior.
+    pub r: f64,
+    /// Mixed probability.
+    #[serde(rename = "P")]
+    pub mixed: f64,
+}
+
+/// One line of `steps.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Step t (1-based).
+    pub step: usize,
+    /// λ_t.
+    pub lambda: f64,
+    /// Every arm.
+    pub arms: Vec<ArmRecord>,
+    /// Chosen layer.
+    pub chosen: String,
+    /// What moved.
+    pub chosen_kind: ArmKind,
+    /// Its bits before.
+    pub bits_before: LayerBits,
+    /// Its bits after.
+    pub bits_after: LayerBits,
+    /// Validation top-1 right after lowering, before fine-tuning.
+    pub val_before: f64,
+    /// Validation top-1 after fine-tuning.
+    pub val_after: f64,
+    /// Fine-tuning epochs used.
+    pub epochs: usize,
+    /// Weight size in bits after the step.
+    pub size_bits: u64,
+    /// Compression after the step.
+    pub compression: f64,
+    /// Average weight bits after the step.
+    pub avg_bits: f64,
+    /// BOPs after the step.
+    pub bops: u64,
+    /// Wall time of the step.
+    pub seconds: f64,
+}
+
+/// Resumable state of a search, `state.json` in the run directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchState {
+    /// Settings.
+    pub config: SearchConfig,
+    /// Steps finished.
+    pub step: usize,
+    /// Current policy.
+    pub policy: Policy,
+    /// Checkpoint directory (inside the run) with the weights after `step`.
+    pub checkpoint: String,
+    /// The full-precision checkpoint the search started from.
+    pub source: PathBuf,
+    /// Validation top-1 of the FP model.
+    pub fp_val: f64,
+    /// Validation top-1 after the top-rung fine-tuning.
+    pub start_val: f64,
+    /// Current validation top-1.
+    pub val: f64,
+    /// Why the search ended, once it has.
+    pub finished: Option<String>,
+    /// Wall time spent so far, over all invocations.
+    pub seconds: f64,
+    /// Step records.
+    pub steps: Vec<StepRecord>,
+}
+
+/// Exponential weights over the arms, reset every step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Competition {
+    /// α per arm.
+    pub alpha: Vec<f64>,
+}
+
+impl Competition {
+    /// α = 1 for awake arms, 0 for asleep ones.
+    pub fn new(awake: &[bool]) -> Self {
+        let mut c = Competition { alpha: vec![0.0; awake.len()] };
+        c.reset(awake);
+        c
+    }
+
+    /// The reset at the end of a step: awake arms back to 1, asleep arms at 0.
+    pub fn reset(&mut self, awake: &[bool]) {
+        for (a, w) in self.alpha.iter_mut().zip(awake) {
+            *a = if *w { 1.0 } else { 0.0 };
+        }
+    }
+
+    /// Updates with the trial accuracies and returns the inter-layer probabilities.
+    pub fn score(&mut self, acc: &[Option<f64>], eta: f64) -> Vec<f64> {
+        update_weights(&mut self.alpha, acc, eta);
+        normalise(&self.alpha)
+    }
+}
+
+/// File names in a run directory.
+pub const STATE: &str = "state.json";
+/// Step log.
+pub const STEPS: &str = "steps.jsonl";
+/// Final policy.
+pub const POLICY: &str = "policy.json";
+/// Final checkpoint directory.
+pub const FINAL: &str = "final";
+
+/// What the search needs besides its state.
+pub struct SearchEnv<'a> {
+    /// Splits.
+    pub splits: &'a Splits,
+    /// Input normalisation.
+    pub norm: &'a Normalization,
+    /// Devices.
+    pub devices: &'a Devices,
+    /// Checkpoint metadata template (model, data, split) for the checkpoints the run writes.
+    pub meta: CheckpointMeta,
+    /// Stop this invocation after this many steps (the run stays resumable).
+    pub stop_after: Option<usize>,
+}
+
+fn eval(model: &Model, policy: &Policy, scheme: QuantScheme, subset: &crate::data::Subset, env: &SearchEnv, label: Option<&str>) -> Eval {
+    evaluate(&model.net.valid(), &QuantCtx::new(scheme, &policy.bits), subset, env.norm, 500, label, &env.devices.eval)
+}
+
+/// Fine-tunes every layer together under `policy`; returns the model, epochs used and final val.
+fn collaborate(mut model: Model, policy: &Policy, cfg: &SearchConfig, env: &SearchEnv, step: usize, pre_val: f64) -> (Model, usize, f64) {
+    let ft = &cfg.finetune;
+    let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
+    let mut optim = sgd(&cfg.hyper);
+    let (mut best, mut last, mut used) = (0.0f64, pre_val, 0);
+    for e in 0..ft.max_epochs {
+        let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
+        let lr_at = |t: f64| ft.schedule.lr(e as f64 + t);
+        let label = format!("ft {}", e + 1);
+        let (net, _) = train_epoch(model.net, &mut optim, &ctx, &env.splits.train, env.norm, &cfg.hyper, cfg.augment, &mut rng, ft.epoch_samples, &lr_at, &label, &env.devices.train);
+        model.net = net;
+        last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None).top1;
+        best = best.max(last);
+        used = e + 1;
+        if used >= ft.min_epochs {
+            let stop = match ft.stop {
+                StopRule::BestRatio(r) => last >= r * best,
+                StopRule::WithinPoints(pts) => last >= pre_val - pts / 100.0,
+            };
+            if stop {
+                break;
+            }
+        }
+    }
+    (model, used, last)
+}
+
+fn save_step(run: &Path, name: &str, model: &Model, state: &SearchState, env: &SearchEnv) -> Result<()> {
+    let mut meta = env.meta.clone();
+    meta.policy = Some(state.policy.clone());
+    meta.scheme = state.config.scheme;
+    meta.val = Some(Eval { top1: state.val, ..Default::default() });
+    checkpoint::save(&run.join(name), model, &meta)?;
+    let mut lines = String::new();
+    for s in &state.steps {
+        lines.push_str(&serde_json::to_string(s)?);
+        lines.push('\n');
+    }
+    write_atomic(&run.join(STEPS), lines.as_bytes())?;
+    write_atomic(&run.join(STATE), serde_json::to_string_pretty(state)?.as_bytes())
+}
+
+/// Loads the state of a run directory.
+pub fn load_state(run: &Path) -> Result<SearchState> {
+    let p = run.join(STATE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("{}: not a ccq quantize run (cannot read {STATE})", run.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: corrupt search state", p.display()))
+}
+
+/// Starts a search from a full-precision `model`: top-rung quantization, calibration, a brief
+/// fine-tuning; writes the initial state into `run`.
+pub fn init(run: &Path, mut model: Model, cfg: SearchConfig, source: PathBuf, env: &SearchEnv, calib: &[burn::prelude::Tensor<4>]) -> Result<(Model, SearchState)> {
+    std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
+    let names = model.layer_names();
+    let fp_val = eval(&model, &Policy::float(&names), cfg.scheme, &env.splits.val, env, Some("fp val")).top1;
+    let policy = cfg.lowering.start(&names);
+    crate::quant::calibrate::calibrate(&mut model.net, &policy, cfg.scheme, calib);
+    let (model, _, val) = if cfg.init_epochs > 0 {
+        let init_ft = Finetune { min_epochs: cfg.init_epochs, max_epochs: cfg.init_epochs, ..cfg.finetune.clone() };
+        let c = SearchConfig { finetune: init_ft, ..cfg.clone() };
+        collaborate(model, &policy, &c, env, 0, fp_val)
+    } else {
+        let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
+        (model, 0, v)
+    };
+    progress::println(format!("start: FP val top-1 {:.2}%, {} val top-1 {:.2}% after {} epoch(s)", 100.0 * fp_val, policy.bits.get(1).copied().unwrap_or(policy.bits[0]), 100.0 * val, cfg.init_epochs));
+    let state = SearchState {
+        config: cfg,
+        step: 0,
+        policy,
+        checkpoint: "step-000".into(),
+        source,
+        fp_val,
+        start_val: val,
+        val,
+        finished: None,
+        seconds: 0.0,
+        steps: Vec::new(),
+    };
+    save_step(run, &state.checkpoint, &model, &state, env)?;
+    Ok((model, state))
+}
+
+/// Runs (or continues) the search until the target is met, no arm is awake, `qsteps` is
+/// reached, or `env.stop_after` steps have run in this invocation.
+pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv) -> Result<(Model, SearchState)> {
+    let cfg = state.config.clone();
+    let names = model.layer_names();
+    let arms = cfg.lowering.arms(names.len());
+    let scheme_w: WeightQuantizer = cfg.scheme.weight;
+    let bar = progress::bar(cfg.qsteps as u64, "search");
+    bar.set_position(state.step as u64);
+    let mut ran = 0;
+    let mut competition = Competition::new(&vec![true; arms.len()]);
+    while state.finished.is_none() {
+        let started = Instant::now();
+        let cost = model_cost(&model.layers, &state.policy, scheme_w);
+        let awake: Vec<bool> = arms.iter().map(|&a| cfg.lowering.awake(a, &state.policy)).collect();
+        if let Some(t) = &cfg.target
+            && t.met(&cost)
+        {
+            state.finished = Some(format!("target met: {}", t.describe(&cost)));
+            break;
+        }
+        if !awake.iter().any(|&a| a) {
+            state.finished = Some("no layer awake".into());
+            break;
+        }
+        if state.step >= cfg.qsteps {
+            state.finished = Some(format!("reached --qsteps {}", cfg.qsteps));
+            break;
+        }
+        if env.stop_after.is_some_and(|n| ran >= n) {
+            break;
+        }
+        let t = state.step + 1;
+        competition.reset(&awake);
+        // 1. Competition on the bandit split: each awake arm one rung lower, no training.
+        let trial_bar = progress::bar(arms.len() as u64, "compete");
+        let mut acc = vec![None; arms.len()];
+        let mut savings = vec![0.0; arms.len()];
+        for (i, &arm) in arms.iter().enumerate() {
+            trial_bar.inc(1);
+            let Some(trial) = cfg.lowering.lower(arm, &state.policy).filter(|_| awake[i]) else {
+                continue;
+            };
+            savings[i] = saving(&model.layers, &state.policy, &trial, scheme_w, cfg.target.as_ref());
+            let needs_rescale = cfg.scheme != QuantScheme::default();
+            let a = if needs_rescale {
+                let mut m = Model { spec: model.spec.clone(), net: model.net.clone(), layers: model.layers.clone() };
+                rescale_steps(&mut m.net, arm.layer, state.policy.bits[arm.layer], trial.bits[arm.layer]);
+                eval(&m, &trial, cfg.scheme, &env.splits.bandit, env, None)
+            } else {
+                eval(&model, &trial, cfg.scheme, &env.splits.bandit, env, None)
+            };
+            acc[i] = Some(a.top1);
+        }
+        trial_bar.finish_and_clear();
+        let p = competition.score(&acc, cfg.eta);
+        // 2–4. Memory prior, mixing, seeded selection.
+        let r = memory_prior(&savings, &awake);
+        let lambda = cfg.lambda.at(t, cfg.qsteps);
+        let mixed = mix(&p, &r, lambda);
+        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1_000_003 * t as u64));
+        let chosen = sample(&mixed, &mut rng).context("no arm has positive probability")?;
+        let arm: Arm = arms[chosen];
+        let before = state.policy.bits[arm.layer];
+        let lowered = cfg.lowering.lower(arm, &state.policy).context("chosen arm cannot be lowered")?;
+        let after = lowered.bits[arm.layer];
+        rescale_steps(&mut model.net, arm.layer, before, after);
+        let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
+        // 5. Collaboration: all layers fine-tune together.
+        let (m, epochs, val_after) = collaborate(model, &lowered, &cfg, env, t, state.val);
+        model = m;
+        let cost = model_cost(&model.layers, &lowered, scheme_w);
+        let arm_records = arms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ArmRecord {
+                layer: names[a.layer].clone(),
+                kind: a.kind,
+                a: acc[i],
+                alpha: competition.alpha[i],
+                p: p[i],
+                r: r[i],
+                mixed: mixed[i],
+            })
+            .collect();
+        // 6. Reset happens at the top of the next step (α back to 1 for awake arms).
+        state.policy = lowered;
+        state.val = val_after;
+        state.step = t;
+        let record = StepRecord {
+            step: t,
+            lambda,
+            arms: arm_records,
+            chosen: names[arm.layer].clone(),
+            chosen_kind: arm.kind,
+            bits_before: before,
+            bits_after: after,
+            val_before,
+            val_after,
+            epochs,
+            size_bits: cost.size_bits,
+            compression: cost.compression,
+            avg_bits: cost.avg_bits,
+            bops: cost.bops,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        progress::println(format!(
+            "step {t:>3}: {} {} → {} | val {:.2}% → {:.2}% after {epochs} epoch(s) | {:.2}x, avg {:.2} bits | λ {lambda:.2}",
+            record.chosen, before, after, 100.0 * val_before, 100.0 * val_after, cost.compression, cost.avg_bits
+        ));
+        state.seconds += record.seconds;
+        state.steps.push(record);
+        let old = std::mem::replace(&mut state.checkpoint, format!("step-{t:03}"));
+        save_step(run, &state.checkpoint, &model, &state, env)?;
+        let _ = std::fs::remove_dir_all(run.join(old));
+        ran += 1;
+        bar.set_position(t as u64);
+        bar.set_message(format!("{:.2}x, val {:.2}%", cost.compression, 100.0 * val_after));
+    }
+    bar.finish_and_clear();
+    if state.finished.is_some() {
+        save_step(run, &state.checkpoint, &model, &state, env)?;
+    }
+    Ok((model, state))
+}
+
+/// The `policy.json` of a finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyReport {
+    /// Per-layer bits (the format `ccq qat --policy` reads).
+    pub layers: std::collections::BTreeMap<String, LayerBits>,
+    /// Layer order.
+    pub order: Vec<String>,
+    /// Cost.
+    pub cost: ModelCost,
+    /// FP validation top-1.
+    pub fp_val: f64,
+    /// Final validation top-1.
+    pub val: f64,
+    /// Final test top-1 (reported only).
+    pub test: f64,
+    /// Steps run.
+    pub steps: usize,
+    /// Why it stopped.
+    pub finished: String,
+}
+
+/// Writes the final checkpoint and `policy.json`; returns the report.
+pub fn finish(run: &Path, model: &Model, state: &SearchState, env: &SearchEnv) -> Result<PolicyReport> {
+    let Some(reason) = state.finished.clone() else {
+        bail!("the search has not finished");
+    };
+    let test = eval(model, &state.policy, state.config.scheme, &env.splits.test, env, Some("test"));
+    let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
+    let mut meta = env.meta.clone();
+    meta.policy = Some(state.policy.clone());
+    meta.scheme = state.config.scheme;
+    meta.val = Some(Eval { top1: state.val, ..Default::default() });
+    meta.test = Some(test);
+    checkpoint::save(&run.join(FINAL), model, &meta)?;
+    let report = PolicyReport {
+        layers: state.policy.names.iter().cloned().zip(state.policy.bits.iter().copied()).collect(),
+        order: state.policy.names.clone(),
+        cost,
+        fp_val: state.fp_val,
+        val: state.val,
+        test: test.top1,
+        steps: state.step,
+        finished: reason,
+    };
+    write_atomic(&run.join(POLICY), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    Ok(report)
+}

@@ -1,0 +1,266 @@
+//! Search targets and the arms that compete: which bits a lowering touches, and what it saves.
+
+use crate::model::LayerInfo;
+use crate::quant::cost::{ModelCost, model_cost};
+use crate::quant::policy::{FLOAT_BITS, LayerBits, Ladder, Policy};
+use crate::quant::quantizer::WeightQuantizer;
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// When the search may stop.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// FP32 weight bits / quantized weight bits ≥ R.
+    Compression(f64),
+    /// Quantized weight size ≤ bytes (scales included).
+    SizeBytes(u64),
+    /// Average weight bits ≤ B.
+    AvgBits(f64),
+    /// BOPs per image ≤ N.
+    Bops(u64),
+}
+
+impl Target {
+    /// Whether `cost` meets the target.
+    pub fn met(&self, cost: &ModelCost) -> bool {
+        match *self {
+            Target::Compression(r) => cost.compression >= r,
+            Target::SizeBytes(b) => cost.size_bytes() <= b,
+            Target::AvgBits(b) => cost.avg_bits <= b,
+            Target::Bops(n) => cost.bops <= n,
+        }
+    }
+
+    /// The value of the target's metric in `cost`, as text.
+    pub fn describe(&self, cost: &ModelCost) -> String {
+        match self {
+            Target::Compression(r) => format!("compression {:.2}x (target ≥ {r}x)", cost.compression),
+            Target::SizeBytes(b) => format!("size {} B (target ≤ {b} B)", cost.size_bytes()),
+            Target::AvgBits(b) => format!("average weight bits {:.3} (target ≤ {b})", cost.avg_bits),
+            Target::Bops(n) => format!("BOPs {} (target ≤ {n})", cost.bops),
+        }
+    }
+
+    /// Whether the metric is BOPs (then activation lowerings save something too).
+    pub fn is_bops(&self) -> bool {
+        matches!(self, Target::Bops(_))
+    }
+}
+
+/// What one arm of the competition lowers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArmKind {
+    /// Weights and input activations together (the reference).
+    Tied,
+    /// Weights only.
+    Weight,
+    /// Input activations only.
+    Act,
+}
+
+/// One competitor: a layer, and which of its bit-widths moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arm {
+    /// Layer index.
+    pub layer: usize,
+    /// What moves.
+    pub kind: ArmKind,
+}
+
+/// The ladders and floor the search lowers on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lowering {
+    /// Weight ladder (also the activation ladder when tied).
+    pub ladder: Ladder,
+    /// Activation ladder when untied.
+    pub act_ladder: Ladder,
+    /// Tied weights and activations.
+    pub tied: bool,
+    /// Floor: an arm lowered to bits ≤ floor goes to sleep.
+    pub floor: u32,
+}
+
+impl Lowering {
+    /// The arms of a model with `n` layers. The first layer reads the 8-bit input, so it has no
+    /// activation arm.
+    pub fn arms(&self, n: usize) -> Vec<Arm> {
+        if self.tied {
+            (0..n).map(|layer| Arm { layer, kind: ArmKind::Tied }).collect()
+        } else {
+            let mut v: Vec<Arm> = (0..n).map(|layer| Arm { layer, kind: ArmKind::Weight }).collect();
+            v.extend((1..n).map(|layer| Arm { layer, kind: ArmKind::Act }));
+            v
+        }
+    }
+
+    /// Starting policy: every layer at the top rung(s).
+    pub fn start(&self, names: &[String]) -> Policy {
+        let a = if self.tied { self.ladder.top() } else { self.act_ladder.top() };
+        Policy::uniform(names, LayerBits { w: self.ladder.top(), a })
+    }
+
+    /// The bits moved by `arm` in `bits`.
+    fn moved(&self, arm: Arm, bits: LayerBits) -> (u32, &Ladder) {
+        match arm.kind {
+            ArmKind::Tied | ArmKind::Weight => (bits.w, &self.ladder),
+            ArmKind::Act => (bits.a, &self.act_ladder),
+        }
+    }
+
+    /// Whether `arm` can still be lowered: above the floor and a rung below exists.
+    pub fn awake(&self, arm: Arm, policy: &Policy) -> bool {
+        let (b, ladder) = self.moved(arm, policy.bits[arm.layer]);
+        b > self.floor && b != FLOAT_BITS && ladder.next_below(b).is_some()
+    }
+
+    /// `policy` with `arm` one rung lower (None if it cannot be lowered).
+    pub fn lower(&self, arm: Arm, policy: &Policy) -> Option<Policy> {
+        if !self.awake(arm, policy) {
+            return None;
+        }
+        let mut p = policy.clone();
+        let b = &mut p.bits[arm.layer];
+        match arm.kind {
+            ArmKind::Tied => {
+                let next = self.ladder.next_below(b.w)?;
+                b.w = next;
+                b.a = next;
+            }
+            ArmKind::Weight => b.w = self.ladder.next_below(b.w)?,
+            ArmKind::Act => b.a = self.act_ladder.next_below(b.a)?,
+        }
+        p.fix_input_layer();
+        Some(p)
+    }
+
+    /// The lowest policy the search can reach: every arm lowered until it sleeps.
+    pub fn lowest(&self, names: &[String]) -> Policy {
+        let mut p = self.start(names);
+        let arms = self.arms(names.len());
+        loop {
+            let mut changed = false;
+            for &arm in &arms {
+                if let Some(q) = self.lower(arm, &p) {
+                    p = q;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return p;
+            }
+        }
+    }
+}
+
+/// What lowering `arm` saves in the target's metric (weight bits, or BOPs for a BOPs target).
+pub fn saving(layers: &[LayerInfo], policy: &Policy, lowered: &Policy, scheme: WeightQuantizer, target: Option<&Target>) -> f64 {
+    let a = model_cost(layers, policy, scheme);
+    let b = model_cost(layers, lowered, scheme);
+    if target.is_some_and(Target::is_bops) {
+        a.bops.saturating_sub(b.bops) as f64
+    } else {
+        a.size_bits.saturating_sub(b.size_bits) as f64
+    }
+}
+
+/// Refuses a target the ladder and floor cannot reach, naming the best reachable value.
+pub fn check_reachable(target: &Target, layers: &[LayerInfo], lowering: &Lowering, scheme: WeightQuantizer) -> Result<()> {
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let best = model_cost(layers, &lowering.lowest(&names), scheme);
+    if !target.met(&best) {
+        let best_value = match target {
+            Target::Compression(_) => format!("{:.3}x compression", best.compression),
+            Target::SizeBytes(_) => format!("{} bytes", best.size_bytes()),
+            Target::AvgBits(_) => format!("{:.3} average weight bits", best.avg_bits),
+            Target::Bops(_) => format!("{} BOPs", best.bops),
+        };
+        bail!(
+            "target cannot be met with ladder {:?} and floor {}: the best reachable is {best_value} (lower --floor-bits or extend the ladder)",
+            lowering.ladder.0,
+            lowering.floor
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LayerKind;
+
+    fn layers() -> Vec<LayerInfo> {
+        let l = |name: &str, params: usize, macs: u64| LayerInfo {
+            name: name.into(),
+            kind: LayerKind::Conv,
+            in_channels: 1,
+            out_channels: 1,
+            kernel: 1,
+            params,
+            macs,
+            float_params: 0,
+        };
+        vec![l("a", 100, 1000), l("b", 1000, 5000), l("c", 10, 10)]
+    }
+
+    fn tied() -> Lowering {
+        Lowering { ladder: Ladder::default(), act_ladder: Ladder::default(), tied: true, floor: 3 }
+    }
+
+    #[test]
+    fn lowering_walks_the_ladder_and_sleeps_at_the_floor() {
+        let lw = tied();
+        let names: Vec<String> = layers().iter().map(|l| l.name.clone()).collect();
+        let mut p = lw.start(&names);
+        assert_eq!(p.bits[1], LayerBits { w: 8, a: 8 });
+        let arm = Arm { layer: 1, kind: ArmKind::Tied };
+        let mut seen = vec![];
+        while let Some(q) = lw.lower(arm, &p) {
+            p = q;
+            seen.push(p.bits[1].w);
+        }
+        assert_eq!(seen, vec![6, 4, 3], "8→6→4→3, then asleep at the floor");
+        assert!(!lw.awake(arm, &p));
+        assert_eq!(p.bits[1].a, 3, "tied activations move with the weights");
+        // the first layer keeps its 8-bit input
+        let p0 = lw.lower(Arm { layer: 0, kind: ArmKind::Tied }, &lw.start(&names)).unwrap();
+        assert_eq!(p0.bits[0], LayerBits { w: 6, a: 8 });
+        let floor2 = Lowering { floor: 2, ..tied() };
+        assert_eq!(floor2.lowest(&names).bits[2].w, 2);
+    }
+
+    #[test]
+    fn untied_arms() {
+        let lw = Lowering { tied: false, act_ladder: Ladder(vec![8, 4]), ..tied() };
+        let arms = lw.arms(3);
+        assert_eq!(arms.len(), 5, "3 weight arms, 2 activation arms (none for the input layer)");
+        let names: Vec<String> = layers().iter().map(|l| l.name.clone()).collect();
+        let p = lw.lower(Arm { layer: 2, kind: ArmKind::Act }, &lw.start(&names)).unwrap();
+        assert_eq!(p.bits[2], LayerBits { w: 8, a: 4 });
+    }
+
+    #[test]
+    fn target_accounting() {
+        let ls = layers();
+        let lw = tied();
+        let names: Vec<String> = ls.iter().map(|l| l.name.clone()).collect();
+        let start = lw.start(&names);
+        let c = model_cost(&ls, &start, WeightQuantizer::Dorefa);
+        assert_eq!(c.size_bits, 1110 * 8 + 3 * 32);
+        assert!(Target::Compression(3.9).met(&c));
+        assert!(!Target::Compression(4.0).met(&c));
+        assert!(Target::SizeBytes(c.size_bytes()).met(&c));
+        assert!(!Target::SizeBytes(c.size_bytes() - 1).met(&c));
+        assert!(Target::AvgBits(8.0).met(&c));
+        assert!(!Target::Bops(c.bops - 1).met(&c));
+        let lowered = lw.lower(Arm { layer: 1, kind: ArmKind::Tied }, &start).unwrap();
+        assert_eq!(saving(&ls, &start, &lowered, WeightQuantizer::Dorefa, None), 2000.0);
+        let bops_saved = saving(&ls, &start, &lowered, WeightQuantizer::Dorefa, Some(&Target::Bops(1)));
+        assert_eq!(bops_saved, 5000.0 * (64.0 - 36.0));
+        // floor 3: at best every layer at 3 bits → 32·1110 / (3·1110 + 96) ≈ 10.36x
+        assert!(check_reachable(&Target::Compression(10.0), &ls, &lw, WeightQuantizer::Dorefa).is_ok());
+        let e = check_reachable(&Target::Compression(12.0), &ls, &lw, WeightQuantizer::Dorefa).unwrap_err().to_string();
+        assert!(e.contains("10.3"), "{e}");
+    }
+}
