@@ -10,6 +10,13 @@ use std::sync::Arc;
 /// Default dataset directory (Debian package `dataset-fashion-mnist`).
 pub const DEFAULT_DATA_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// The error for a missing default dataset, with the command that installs it.
+pub fn missing_default_error<T>() -> Result<T> {
+    bail!(
+        "the default dataset (Fashion-MNIST) is not installed: {DEFAULT_DATA_DIR} does not exist.\n  install it with: sudo apt-get install dataset-fashion-mnist\n  or pass --data DIR --format idx|cifar|folder"
+    )
+}
+
 /// On-disk dataset formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -51,10 +58,7 @@ impl DataSource {
     pub fn load(&self) -> Result<TrainTest> {
         if !self.dir.is_dir() {
             if self.is_default() {
-                bail!(
-                    "the default dataset (Fashion-MNIST) is not installed: {} does not exist.\n  install it with: sudo apt-get install dataset-fashion-mnist\n  or pass --data DIR --format idx|cifar|folder",
-                    self.dir.display()
-                );
+                return missing_default_error();
             }
             bail!("data directory {} does not exist", self.dir.display());
         }

@@ -1,0 +1,83 @@
+//! A tiny end-to-end run of the CLI on synthetic data: train, QAT, CCQ search, and
+//! resume-equals-uninterrupted.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn ccq(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq")).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
+    text
+}
+
+fn ccq_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq")).args(args).output().unwrap();
+    assert!(!out.status.success(), "ccq {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_qat_quantize_and_resume() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_idx_dataset(&data);
+    let d = data.to_str().unwrap();
+    let fp = t.path().join("fp");
+    let small = ["--val-size", "30", "--bandit-size", "30", "--batch-size", "32", "--threads", "1", "-q"];
+    let mut args = vec!["train", "--model", "convnet", "--data", d, "--format", "idx", "--epochs", "2", "--lr", "0.05", "--out", fp.to_str().unwrap()];
+    args.extend(small);
+    ccq(&args);
+    let meta = json(&fp.join("checkpoint.json"));
+    assert!(meta["test"]["top1"].as_f64().unwrap() > 0.6, "the synthetic task is learnable: {}", meta["test"]);
+    assert!(ccq(&["info", fp.to_str().unwrap()]).contains("stem.conv"));
+
+    let q = t.path().join("w4a4");
+    ccq(&["qat", fp.to_str().unwrap(), "--bits", "4/4", "--epochs", "1", "--out", q.to_str().unwrap(), "--batch-size", "32", "--threads", "1", "-q"]);
+    let qm = json(&q.join("checkpoint.json"));
+    assert_eq!(qm["policy"]["bits"][1]["w"], 4);
+    assert!(ccq(&["eval", q.to_str().unwrap(), "--threads", "1", "-q"]).contains("test top-1"));
+
+    let search = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["quantize", fp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--qsteps", "4", "--ft-min-epochs", "1", "--ft-max-epochs", "1", "--init-epochs", "1", "--seed", "5"];
+        a.extend(extra);
+        a.extend(["--batch-size", "32", "--threads", "1", "-q"]);
+        ccq(&a)
+    };
+    let full = t.path().join("run-full");
+    let text = search(&full, &[]);
+    assert!(text.contains("CCQ finished"), "{text}");
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(full.join("steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(steps.len(), 4);
+    for s in &steps {
+        let arms = s["arms"].as_array().unwrap();
+        let total: f64 = arms.iter().map(|a| a["P"].as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-9, "P sums to 1");
+        assert!(s["compression"].as_f64().unwrap() > 4.0);
+    }
+    let policy = json(&full.join("policy.json"));
+    assert!(policy["cost"]["compression"].as_f64().unwrap() > steps[0]["compression"].as_f64().unwrap());
+    assert!(full.join("final/model.safetensors").is_file());
+
+    // Same run, killed after two steps, then resumed.
+    let part = t.path().join("run-resumed");
+    let text = search(&part, &["--stop-after", "2"]);
+    assert!(text.contains("--resume"), "{text}");
+    assert_eq!(json(&part.join("state.json"))["step"], 2);
+    ccq(&["quantize", "--resume", part.to_str().unwrap(), "--threads", "1", "-q"]);
+    let resumed = json(&part.join("policy.json"));
+    assert_eq!(resumed["layers"], policy["layers"], "resumed run ends with the same policy");
+    assert_eq!(resumed["val"], policy["val"], "and the same accuracy");
+
+    // A target the floor cannot reach is refused up front.
+    let e = ccq_fails(&["quantize", fp.to_str().unwrap(), "--out", t.path().join("x").to_str().unwrap(), "--target-compression", "20", "-q"]);
+    assert!(e.contains("best reachable"), "{e}");
+    let e = ccq_fails(&["qat", fp.to_str().unwrap(), "--bits", "9/4", "--out", t.path().join("y").to_str().unwrap()]);
+    assert!(e.contains("9"), "{e}");
+}
