@@ -24,6 +24,8 @@ enum Command {
     Info(cli::jobs::InfoArgs),
     /// Search a mixed-precision policy with CCQ (the main job).
     Quantize(Box<cli::quantize::QuantizeArgs>),
+    /// Time a QAT training step or inference on random data.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Eval(a) => cli::jobs::eval(a),
         Command::Info(a) => cli::jobs::info(a),
         Command::Quantize(a) => cli::quantize::quantize(*a),
+        Command::Bench(a) => cli::bench::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,5 +1,6 @@
 //! The command-line interface: argument parsing and one function per subcommand.
 
 pub mod args;
+pub mod bench;
 pub mod jobs;
 pub mod quantize;
