@@ -4,6 +4,7 @@
 //! The modules follow the pipeline: [`data`] → [`model`] → [`quant`] → [`train`] → [`search`].
 
 pub mod data;
+pub mod export;
 pub mod host;
 pub mod model;
 pub mod progress;

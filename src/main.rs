@@ -24,6 +24,10 @@ enum Command {
     Info(cli::jobs::InfoArgs),
     /// Search a mixed-precision policy with CCQ (the main job).
     Quantize(Box<cli::quantize::QuantizeArgs>),
+    /// Export a quantized checkpoint or run as packed integers (.ccq), optionally ONNX QDQ.
+    Export(cli::deploy::ExportArgs),
+    /// Run a .ccq model with the integer-only engine on the test split.
+    Infer(cli::deploy::InferArgs),
     /// Time a QAT training step or inference on random data.
     Bench(cli::bench::BenchArgs),
 }
@@ -37,6 +41,8 @@ fn main() {
         Command::Info(a) => cli::jobs::info(a),
         Command::Quantize(a) => cli::quantize::quantize(*a),
         Command::Bench(a) => cli::bench::bench(a),
+        Command::Export(a) => cli::deploy::export(a),
+        Command::Infer(a) => cli::deploy::infer(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -98,7 +98,7 @@ pub struct EvalArgs {
     pub common: CommonArgs,
 }
 
-/// `ccq info`.
+/// `ccq info` (a checkpoint, or a `.ccq` file).
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Checkpoint (directory, or its weights file).
@@ -306,6 +306,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 
 /// Runs `ccq info`.
 pub fn info(a: InfoArgs) -> Result<()> {
+    if a.checkpoint.is_file() && a.checkpoint.extension().is_some_and(|e| e == "ccq") {
+        return super::deploy::info_ccq(&a.checkpoint);
+    }
     let (dir, meta) = checkpoint::load_meta(&a.checkpoint)?;
     let devices = Devices::flex();
     let model = build(&meta.spec, &devices.eval).context("rebuilding the model")?;

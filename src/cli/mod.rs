@@ -2,5 +2,6 @@
 
 pub mod args;
 pub mod bench;
+pub mod deploy;
 pub mod jobs;
 pub mod quantize;

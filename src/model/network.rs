@@ -97,7 +97,8 @@ pub struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<4>, ctx: &QuantCtx) -> Tensor<4> {
+    /// `relu(conv2(relu(conv1 x)) + shortcut x)`, or `pool(relu(conv1 x))` for a plain stage.
+    pub fn forward(&self, x: Tensor<4>, ctx: &QuantCtx) -> Tensor<4> {
         let y = relu(self.conv1.forward(x.clone(), ctx));
         let y = match &self.conv2 {
             Some(conv2) => {
@@ -114,7 +115,8 @@ impl Block {
     }
 }
 
-fn pool(x: Tensor<4>, window: usize) -> Tensor<4> {
+/// Max-pool by window code: 0 none, 2 = 2×2/2, 3 = 3×3/2 pad 1.
+pub fn pool(x: Tensor<4>, window: usize) -> Tensor<4> {
     match window {
         0 => x,
         2 => max_pool2d(x, MaxPoolOptions::new([2, 2])),
