@@ -74,10 +74,10 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = 0.4)]
     pub lambda_b: f64,
     /// lr_min of the fine-tuning schedule (the reference's --lr).
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = 0.001)]
     pub lr: f64,
     /// lr_max of the cosine phase.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = 0.005)]
     pub lr_max: f64,
     /// Epochs at lr_min before the cosine.
     #[arg(long, default_value_t = 5)]
