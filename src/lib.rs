@@ -9,5 +9,6 @@ pub mod host;
 pub mod model;
 pub mod progress;
 pub mod quant;
+pub mod report;
 pub mod search;
 pub mod train;

@@ -18,34 +18,9 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// `ccq quantize` arguments.
-#[derive(Args, Debug)]
-pub struct QuantizeArgs {
-    /// Full-precision checkpoint to quantize (default: train --model on the data first, into RUN_DIR/fp).
-    pub checkpoint: Option<PathBuf>,
-    /// Architecture to train when no checkpoint is given.
-    #[arg(long, value_enum, default_value = "convnet")]
-    pub model: ModelKind,
-    /// Epochs of that full-precision training.
-    #[arg(long, default_value_t = 10)]
-    pub fp_epochs: usize,
-    /// Peak learning rate of that full-precision training.
-    #[arg(long, default_value_t = 0.05)]
-    pub fp_lr: f64,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Stop when FP32/quantized weight size reaches this ratio.
-    #[arg(long, group = "target")]
-    pub target_compression: Option<f64>,
-    /// Stop when quantized weights (scales included) fit in this many bytes.
-    #[arg(long, group = "target")]
-    pub target_size: Option<u64>,
-    /// Stop when the average weight bits reach this.
-    #[arg(long, group = "target")]
-    pub target_avg_bits: Option<f64>,
-    /// Stop when BOPs per image reach this.
-    #[arg(long, group = "target")]
-    pub target_bops: Option<u64>,
+/// The CCQ constants, shared by `ccq quantize` and `ccq compare`.
+#[derive(Args, Debug, Clone)]
+pub struct SearchFlags {
     /// Maximum number of steps T.
     #[arg(long, default_value_t = 30)]
     pub qsteps: usize,
@@ -105,6 +80,38 @@ pub struct QuantizeArgs {
     pub init_epochs: usize,
     #[command(flatten)]
     pub quant: QuantArgs,
+}
+
+/// `ccq quantize` arguments.
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Full-precision checkpoint to quantize (default: train --model on the data first, into RUN_DIR/fp).
+    pub checkpoint: Option<PathBuf>,
+    /// Architecture to train when no checkpoint is given.
+    #[arg(long, value_enum, default_value = "convnet")]
+    pub model: ModelKind,
+    /// Epochs of that full-precision training.
+    #[arg(long, default_value_t = 10)]
+    pub fp_epochs: usize,
+    /// Peak learning rate of that full-precision training.
+    #[arg(long, default_value_t = 0.05)]
+    pub fp_lr: f64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Stop when FP32/quantized weight size reaches this ratio.
+    #[arg(long, group = "target")]
+    pub target_compression: Option<f64>,
+    /// Stop when quantized weights (scales included) fit in this many bytes.
+    #[arg(long, group = "target")]
+    pub target_size: Option<u64>,
+    /// Stop when the average weight bits reach this.
+    #[arg(long, group = "target")]
+    pub target_avg_bits: Option<f64>,
+    /// Stop when BOPs per image reach this.
+    #[arg(long, group = "target")]
+    pub target_bops: Option<u64>,
+    #[command(flatten)]
+    pub search: SearchFlags,
     /// Run directory.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -119,7 +126,8 @@ pub struct QuantizeArgs {
 }
 
 impl QuantizeArgs {
-    fn target(&self) -> Result<Option<Target>> {
+    /// The requested target, if any.
+    pub fn target(&self) -> Result<Option<Target>> {
         let t = if let Some(r) = self.target_compression {
             if r <= 1.0 {
                 bail!("--target-compression must be above 1");
@@ -137,8 +145,11 @@ impl QuantizeArgs {
         };
         Ok(t)
     }
+}
 
-    fn config(&self, augment: Option<ccq::data::Augment>) -> Result<SearchConfig> {
+impl SearchFlags {
+    /// The search settings for `target` and `common` flags.
+    pub fn config(&self, target: Option<Target>, common: &CommonArgs, augment: Option<ccq::data::Augment>) -> Result<SearchConfig> {
         let ladder = Ladder::parse(&self.ladder)?;
         let act_ladder = match &self.act_ladder {
             Some(s) => Ladder::parse(s)?,
@@ -159,7 +170,7 @@ impl QuantizeArgs {
             eta: self.eta,
             lambda: LambdaSchedule { odd: self.lambda_odd, a: self.lambda_a, b: self.lambda_b },
             qsteps: self.qsteps,
-            target: self.target()?,
+            target,
             finetune: Finetune {
                 schedule: WarmRestart { lr_min: self.lr, lr_max: self.lr_max, const_epochs: self.ft_const_epochs, cosine_epochs: self.ft_cosine_epochs },
                 min_epochs: self.ft_min_epochs,
@@ -168,9 +179,9 @@ impl QuantizeArgs {
                 epoch_samples: self.ft_samples,
             },
             init_epochs: self.init_epochs,
-            hyper: self.common.hyper(1e-4),
+            hyper: common.hyper(1e-4),
             scheme: self.quant.scheme(),
-            seed: self.common.seed,
+            seed: common.seed,
             augment,
         })
     }
@@ -214,7 +225,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let (model, state) = match state {
         Some(s) => (ck.model, s),
         None => {
-            let cfg = a.config(a.data.augment(&p.source)?)?;
+            let cfg = a.search.config(a.target()?, &a.common, a.data.augment(&p.source)?)?;
             if let Some(t) = &cfg.target {
                 check_reachable(t, &ck.model.layers, &cfg.lowering, cfg.scheme.weight)?;
             }

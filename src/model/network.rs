@@ -155,25 +155,81 @@ impl Network {
 }
 
 impl Network {
+    /// The conv layers in policy order (the classifier is `fc`, last).
+    pub fn convs(&self) -> Vec<&ConvBn> {
+        let mut v = vec![&self.stem];
+        for b in &self.blocks {
+            v.push(&b.conv1);
+            v.extend(b.conv2.iter());
+            v.extend(b.shortcut.iter());
+        }
+        v
+    }
+
+    /// Mutable conv layers in policy order.
+    pub fn convs_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut v = vec![&mut self.stem];
+        for b in &mut self.blocks {
+            v.push(&mut b.conv1);
+            v.extend(b.conv2.iter_mut());
+            v.extend(b.shortcut.iter_mut());
+        }
+        v
+    }
+
     /// Calls `f(index, quantizer params, weight as [out, rest])` for every quantizable layer.
     pub fn for_each_quant(&mut self, f: &mut dyn FnMut(usize, &mut QuantParams, Tensor<2>)) {
-        let mut conv = |c: &mut ConvBn| {
+        for c in self.convs_mut() {
             let w = c.conv.weight.val();
             let [o, i, k1, k2] = w.dims();
             f(c.conv.index, &mut c.conv.quant, w.reshape([o, i * k1 * k2]));
-        };
-        conv(&mut self.stem);
-        for b in &mut self.blocks {
-            conv(&mut b.conv1);
-            if let Some(c) = &mut b.conv2 {
-                conv(c);
-            }
-            if let Some(c) = &mut b.shortcut {
-                conv(c);
-            }
         }
         let w = self.fc.weight.val();
         f(self.fc.index, &mut self.fc.quant, w);
+    }
+
+    /// Every quantizable layer's weights, flattened, in policy order.
+    pub fn weights_host(&self) -> Vec<Vec<f32>> {
+        let mut v: Vec<Vec<f32>> = self.convs().iter().map(|c| crate::host::to_f32(c.conv.weight.val())).collect();
+        v.push(crate::host::to_f32(self.fc.weight.val()));
+        v
+    }
+
+    /// Replaces every quantizable layer's weights (flattened, policy order), keeping parameter ids.
+    pub fn set_weights_host(&mut self, w: &[Vec<f32>]) {
+        use burn::tensor::TensorData;
+        let mut it = w.iter();
+        for c in self.convs_mut() {
+            let values = it.next().expect("one weight vector per layer").clone();
+            let p = c.conv.weight.clone();
+            c.conv.weight = p.map(|t| {
+                let (shape, device) = (t.shape(), t.device());
+                let fresh = Tensor::<4>::from_data(TensorData::new(values, shape), &device);
+                if device.is_autodiff() { fresh.require_grad() } else { fresh }
+            });
+        }
+        let values = it.next().expect("one weight vector per layer").clone();
+        let p = self.fc.weight.clone();
+        self.fc.weight = p.map(|t| {
+            let (shape, device) = (t.shape(), t.device());
+            let fresh = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
+            if device.is_autodiff() { fresh.require_grad() } else { fresh }
+        });
+    }
+
+    /// Gradients of every quantizable layer's weights (zeros where none), policy order.
+    pub fn weight_grads(&self, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+        let mut v: Vec<Vec<f32>> = self
+            .convs()
+            .iter()
+            .map(|c| {
+                let w = c.conv.weight.val();
+                w.grad(grads).map(crate::host::to_f32).unwrap_or_else(|| vec![0.0; w.shape().num_elements()])
+            })
+            .collect();
+        let w = self.fc.weight.val();
+        v.push(w.grad(grads).map(crate::host::to_f32).unwrap_or_else(|| vec![0.0; w.shape().num_elements()]));
+        v
     }
 }
 

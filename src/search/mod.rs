@@ -1,5 +1,8 @@
 //! Mixed-precision search: CCQ's competition and collaboration.
 
+pub mod allocate;
 pub mod bandit;
+pub mod baselines;
 pub mod ccq;
+pub mod hessian;
 pub mod target;
