@@ -28,6 +28,10 @@ enum Command {
     Export(cli::deploy::ExportArgs),
     /// Run a .ccq model with the integer-only engine on the test split.
     Infer(cli::deploy::InferArgs),
+    /// Compare CCQ with Hessian-aware, uniform and random policies at the same budgets.
+    Compare(Box<cli::compare::CompareArgs>),
+    /// Render the HTML report of a ccq quantize run.
+    Report(cli::compare::ReportArgs),
     /// Time a QAT training step or inference on random data.
     Bench(cli::bench::BenchArgs),
 }
@@ -42,6 +46,8 @@ fn main() {
         Command::Quantize(a) => cli::quantize::quantize(*a),
         Command::Bench(a) => cli::bench::bench(a),
         Command::Export(a) => cli::deploy::export(a),
+        Command::Compare(a) => cli::compare::compare(*a),
+        Command::Report(a) => cli::compare::report(a),
         Command::Infer(a) => cli::deploy::infer(a),
     };
     if let Err(e) = result {

@@ -75,6 +75,30 @@ fn train_qat_quantize_and_resume() {
     assert_eq!(resumed["layers"], policy["layers"], "resumed run ends with the same policy");
     assert_eq!(resumed["val"], policy["val"], "and the same accuracy");
 
+    // Side-by-side comparison at two budgets, every method, then the single-run report.
+    let cmp = t.path().join("compare");
+    let text = ccq(&[
+        "compare", fp.to_str().unwrap(), "--target-compression", "5,7", "--ft-epochs", "1", "--ft-min-epochs", "1", "--ft-max-epochs", "1",
+        "--init-epochs", "0", "--hessian-images", "64", "--hessian-samples", "2", "--out", cmp.to_str().unwrap(), "--batch-size", "32", "--threads", "1", "-q",
+    ]);
+    assert!(text.contains("FP32 test top-1"), "{text}");
+    let report = json(&cmp.join("report.json"));
+    let results = report["results"].as_array().unwrap();
+    for m in ["ccq", "hawq", "uniform", "uniform-ends8", "random"] {
+        for b in [5.0, 7.0] {
+            let r = results.iter().find(|r| r["method"] == m && r["budget"].as_f64() == Some(b)).unwrap_or_else(|| panic!("{m} at {b}x missing"));
+            if r["bits"].as_array().unwrap().is_empty() {
+                assert!(m == "uniform-ends8" || m == "uniform", "{m} at {b}x: {}", r["note"]);
+            } else {
+                assert!(r["compression"].as_f64().unwrap() >= b, "{m} meets {b}x");
+            }
+        }
+    }
+    let page = std::fs::read_to_string(cmp.join("report.html")).unwrap();
+    assert!(page.contains("<svg id=\"pareto\"") && page.contains("<table id=\"results\"") && page.contains("<svg id=\"trace-acc\""));
+    ccq(&["report", full.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(full.join("report.html")).unwrap().contains("<table id=\"steps\""));
+
     // A target the floor cannot reach is refused up front.
     let e = ccq_fails(&["quantize", fp.to_str().unwrap(), "--out", t.path().join("x").to_str().unwrap(), "--target-compression", "20", "-q"]);
     assert!(e.contains("best reachable"), "{e}");

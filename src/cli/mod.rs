@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod compare;
 pub mod deploy;
 pub mod jobs;
 pub mod quantize;

@@ -221,7 +221,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let p = prepare_for(&ck, &a.data)?;
     let norm: Normalization = ck.meta.normalization.clone();
     let meta = CheckpointMeta { parent: Some(ck.dir.clone()), history: Vec::new(), test: None, ..ck.meta.clone() };
-    let env = SearchEnv { splits: &p.splits, norm: &norm, devices: &devices, meta, stop_after: a.stop_after };
+    let env = SearchEnv { splits: &p.splits, norm: &norm, devices: &devices, meta, stop_after: a.stop_after, keep: Vec::new() };
     let (model, state) = match state {
         Some(s) => (ck.model, s),
         None => {

@@ -207,6 +207,13 @@ pub struct SearchEnv<'a> {
     pub meta: CheckpointMeta,
     /// Stop this invocation after this many steps (the run stays resumable).
     pub stop_after: Option<usize>,
+    /// Compression milestones: the first checkpoint reaching each is kept in `at-<R>x/`.
+    pub keep: Vec<f64>,
+}
+
+/// Directory of the kept checkpoint for compression milestone `r`.
+pub fn milestone_dir(run: &Path, r: f64) -> PathBuf {
+    run.join(format!("at-{r}x"))
 }
 
 fn eval(model: &Model, policy: &Policy, scheme: QuantScheme, subset: &crate::data::Subset, env: &SearchEnv, label: Option<&str>) -> Eval {
@@ -411,6 +418,16 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
         state.steps.push(record);
         let old = std::mem::replace(&mut state.checkpoint, format!("step-{t:03}"));
         save_step(run, &state.checkpoint, &model, &state, env)?;
+        for &r in &env.keep {
+            let dir = milestone_dir(run, r);
+            if cost.compression >= r && !dir.join(checkpoint::META).is_file() {
+                let mut meta = env.meta.clone();
+                meta.policy = Some(state.policy.clone());
+                meta.scheme = cfg.scheme;
+                meta.val = Some(Eval { top1: state.val, ..Default::default() });
+                checkpoint::save(&dir, &model, &meta)?;
+            }
+        }
         let _ = std::fs::remove_dir_all(run.join(old));
         ran += 1;
         bar.set_position(t as u64);
