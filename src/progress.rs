@@ -27,9 +27,11 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
     }
     let pb = MULTI.add(ProgressBar::new(len));
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({per_sec}, ETA {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_prefix(label.to_string());
     pb

@@ -7,14 +7,24 @@ use std::path::Path;
 use std::process::Command;
 
 fn ccq(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq")).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
     text
 }
 
 fn ccq_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "ccq {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -30,22 +40,79 @@ fn train_qat_quantize_and_resume() {
     common::write_idx_dataset(&data);
     let d = data.to_str().unwrap();
     let fp = t.path().join("fp");
-    let small = ["--val-size", "30", "--bandit-size", "30", "--batch-size", "32", "--threads", "1", "-q"];
-    let mut args = vec!["train", "--model", "convnet", "--data", d, "--format", "idx", "--epochs", "2", "--lr", "0.05", "--out", fp.to_str().unwrap()];
+    let small = [
+        "--val-size",
+        "30",
+        "--bandit-size",
+        "30",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
+    ];
+    let mut args = vec![
+        "train",
+        "--model",
+        "convnet",
+        "--data",
+        d,
+        "--format",
+        "idx",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--out",
+        fp.to_str().unwrap(),
+    ];
     args.extend(small);
     ccq(&args);
     let meta = json(&fp.join("checkpoint.json"));
-    assert!(meta["test"]["top1"].as_f64().unwrap() > 0.6, "the synthetic task is learnable: {}", meta["test"]);
+    assert!(
+        meta["test"]["top1"].as_f64().unwrap() > 0.6,
+        "the synthetic task is learnable: {}",
+        meta["test"]
+    );
     assert!(ccq(&["info", fp.to_str().unwrap()]).contains("stem.conv"));
 
     let q = t.path().join("w4a4");
-    ccq(&["qat", fp.to_str().unwrap(), "--bits", "4/4", "--epochs", "1", "--out", q.to_str().unwrap(), "--batch-size", "32", "--threads", "1", "-q"]);
+    ccq(&[
+        "qat",
+        fp.to_str().unwrap(),
+        "--bits",
+        "4/4",
+        "--epochs",
+        "1",
+        "--out",
+        q.to_str().unwrap(),
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
+    ]);
     let qm = json(&q.join("checkpoint.json"));
     assert_eq!(qm["policy"]["bits"][1]["w"], 4);
     assert!(ccq(&["eval", q.to_str().unwrap(), "--threads", "1", "-q"]).contains("test top-1"));
 
     let search = |out: &Path, extra: &[&str]| {
-        let mut a = vec!["quantize", fp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--qsteps", "4", "--ft-min-epochs", "1", "--ft-max-epochs", "1", "--init-epochs", "1", "--seed", "5"];
+        let mut a = vec![
+            "quantize",
+            fp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--qsteps",
+            "4",
+            "--ft-min-epochs",
+            "1",
+            "--ft-max-epochs",
+            "1",
+            "--init-epochs",
+            "1",
+            "--seed",
+            "5",
+        ];
         a.extend(extra);
         a.extend(["--batch-size", "32", "--threads", "1", "-q"]);
         ccq(&a)
@@ -53,7 +120,11 @@ fn train_qat_quantize_and_resume() {
     let full = t.path().join("run-full");
     let text = search(&full, &[]);
     assert!(text.contains("CCQ finished"), "{text}");
-    let steps: Vec<serde_json::Value> = std::fs::read_to_string(full.join("steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(full.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(steps.len(), 4);
     for s in &steps {
         let arms = s["arms"].as_array().unwrap();
@@ -62,7 +133,9 @@ fn train_qat_quantize_and_resume() {
         assert!(s["compression"].as_f64().unwrap() > 4.0);
     }
     let policy = json(&full.join("policy.json"));
-    assert!(policy["cost"]["compression"].as_f64().unwrap() > steps[0]["compression"].as_f64().unwrap());
+    assert!(
+        policy["cost"]["compression"].as_f64().unwrap() > steps[0]["compression"].as_f64().unwrap()
+    );
     assert!(full.join("final/model.safetensors").is_file());
 
     // Same run, killed after two steps, then resumed.
@@ -70,38 +143,99 @@ fn train_qat_quantize_and_resume() {
     let text = search(&part, &["--stop-after", "2"]);
     assert!(text.contains("--resume"), "{text}");
     assert_eq!(json(&part.join("state.json"))["step"], 2);
-    ccq(&["quantize", "--resume", part.to_str().unwrap(), "--threads", "1", "-q"]);
+    ccq(&[
+        "quantize",
+        "--resume",
+        part.to_str().unwrap(),
+        "--threads",
+        "1",
+        "-q",
+    ]);
     let resumed = json(&part.join("policy.json"));
-    assert_eq!(resumed["layers"], policy["layers"], "resumed run ends with the same policy");
+    assert_eq!(
+        resumed["layers"], policy["layers"],
+        "resumed run ends with the same policy"
+    );
     assert_eq!(resumed["val"], policy["val"], "and the same accuracy");
 
     // Side-by-side comparison at two budgets, every method, then the single-run report.
     let cmp = t.path().join("compare");
     let text = ccq(&[
-        "compare", fp.to_str().unwrap(), "--target-compression", "5,7", "--ft-epochs", "1", "--ft-min-epochs", "1", "--ft-max-epochs", "1",
-        "--init-epochs", "0", "--hessian-images", "64", "--hessian-samples", "2", "--out", cmp.to_str().unwrap(), "--batch-size", "32", "--threads", "1", "-q",
+        "compare",
+        fp.to_str().unwrap(),
+        "--target-compression",
+        "5,7",
+        "--ft-epochs",
+        "1",
+        "--ft-min-epochs",
+        "1",
+        "--ft-max-epochs",
+        "1",
+        "--init-epochs",
+        "0",
+        "--hessian-images",
+        "64",
+        "--hessian-samples",
+        "2",
+        "--out",
+        cmp.to_str().unwrap(),
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
     ]);
     assert!(text.contains("FP32 test top-1"), "{text}");
     let report = json(&cmp.join("report.json"));
     let results = report["results"].as_array().unwrap();
     for m in ["ccq", "hawq", "uniform", "uniform-ends8", "random"] {
         for b in [5.0, 7.0] {
-            let r = results.iter().find(|r| r["method"] == m && r["budget"].as_f64() == Some(b)).unwrap_or_else(|| panic!("{m} at {b}x missing"));
+            let r = results
+                .iter()
+                .find(|r| r["method"] == m && r["budget"].as_f64() == Some(b))
+                .unwrap_or_else(|| panic!("{m} at {b}x missing"));
             if r["bits"].as_array().unwrap().is_empty() {
-                assert!(m == "uniform-ends8" || m == "uniform", "{m} at {b}x: {}", r["note"]);
+                assert!(
+                    m == "uniform-ends8" || m == "uniform",
+                    "{m} at {b}x: {}",
+                    r["note"]
+                );
             } else {
                 assert!(r["compression"].as_f64().unwrap() >= b, "{m} meets {b}x");
             }
         }
     }
     let page = std::fs::read_to_string(cmp.join("report.html")).unwrap();
-    assert!(page.contains("<svg id=\"pareto\"") && page.contains("<table id=\"results\"") && page.contains("<svg id=\"trace-acc\""));
+    assert!(
+        page.contains("<svg id=\"pareto\"")
+            && page.contains("<table id=\"results\"")
+            && page.contains("<svg id=\"trace-acc\"")
+    );
     ccq(&["report", full.to_str().unwrap()]);
-    assert!(std::fs::read_to_string(full.join("report.html")).unwrap().contains("<table id=\"steps\""));
+    assert!(
+        std::fs::read_to_string(full.join("report.html"))
+            .unwrap()
+            .contains("<table id=\"steps\"")
+    );
 
     // A target the floor cannot reach is refused up front.
-    let e = ccq_fails(&["quantize", fp.to_str().unwrap(), "--out", t.path().join("x").to_str().unwrap(), "--target-compression", "20", "-q"]);
+    let e = ccq_fails(&[
+        "quantize",
+        fp.to_str().unwrap(),
+        "--out",
+        t.path().join("x").to_str().unwrap(),
+        "--target-compression",
+        "20",
+        "-q",
+    ]);
     assert!(e.contains("best reachable"), "{e}");
-    let e = ccq_fails(&["qat", fp.to_str().unwrap(), "--bits", "9/4", "--out", t.path().join("y").to_str().unwrap()]);
+    let e = ccq_fails(&[
+        "qat",
+        fp.to_str().unwrap(),
+        "--bits",
+        "9/4",
+        "--out",
+        t.path().join("y").to_str().unwrap(),
+    ]);
     assert!(e.contains("9"), "{e}");
 }

@@ -18,14 +18,37 @@ fn round_trip_gives_identical_outputs() {
     let t = tempfile::tempdir().unwrap();
     let devices = Devices::flex();
     devices.seed(3);
-    let spec = ModelSpec { kind: ModelKind::Resnet20, channels: 1, height: 12, width: 12, classes: 3 };
+    let spec = ModelSpec {
+        kind: ModelKind::Resnet20,
+        channels: 1,
+        height: 12,
+        width: 12,
+        classes: 3,
+    };
     let mut model = build(&spec, &devices.train).unwrap();
-    let scheme = QuantScheme { weight: WeightQuantizer::LsqChannel, act: ActQuantizer::Pact };
+    let scheme = QuantScheme {
+        weight: WeightQuantizer::LsqChannel,
+        act: ActQuantizer::Pact,
+    };
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 4, a: 3 });
-    let x = Tensor::<4>::random([4, 1, 12, 12], Distribution::Normal(0.0, 1.0), &devices.eval);
+    let x = Tensor::<4>::random(
+        [4, 1, 12, 12],
+        Distribution::Normal(0.0, 1.0),
+        &devices.eval,
+    );
     calibrate(&mut model.net, &policy, scheme, std::slice::from_ref(&x));
-    let norm = Normalization { mean: vec![0.5], std: vec![0.2] };
-    let meta = CheckpointMeta::new(&model, Some(policy.clone()), scheme, norm, DataSource::default(), SplitSpec::default());
+    let norm = Normalization {
+        mean: vec![0.5],
+        std: vec![0.2],
+    };
+    let meta = CheckpointMeta::new(
+        &model,
+        Some(policy.clone()),
+        scheme,
+        norm,
+        DataSource::default(),
+        SplitSpec::default(),
+    );
     checkpoint::save(t.path(), &model, &meta).unwrap();
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let before = to_f32(model.net.valid().forward(x.clone(), &ctx));
@@ -33,15 +56,28 @@ fn round_trip_gives_identical_outputs() {
     assert_eq!(back.meta.policy.as_ref().unwrap(), &policy);
     assert_eq!(back.meta.scheme, scheme);
     let after = to_f32(back.model.net.valid().forward(x, &ctx));
-    assert_eq!(before, after, "weights, BN statistics and quantizer parameters survive the round trip");
-    assert!(std::fs::read_dir(t.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+    assert_eq!(
+        before, after,
+        "weights, BN statistics and quantizer parameters survive the round trip"
+    );
+    assert!(
+        std::fs::read_dir(t.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp"))
+    );
 
     // A checkpoint whose metadata names another architecture is refused.
     let mut other = meta.clone();
     other.spec.kind = ModelKind::Convnet;
     let other_model = build(&other.spec, &devices.train).unwrap();
     other.layers = other_model.layer_names();
-    std::fs::write(t.path().join(checkpoint::META), serde_json::to_string(&other).unwrap()).unwrap();
+    std::fs::write(
+        t.path().join(checkpoint::META),
+        serde_json::to_string(&other).unwrap(),
+    )
+    .unwrap();
     let e = format!("{:#}", checkpoint::load(t.path(), &devices).err().unwrap());
     assert!(e.contains("do not match"), "{e}");
 

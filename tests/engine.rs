@@ -38,7 +38,9 @@ fn pixels(n: usize, len: usize, seed: u64) -> Vec<u8> {
     let mut s = seed;
     (0..n * len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 56) as u8
         })
         .collect()
@@ -47,15 +49,27 @@ fn pixels(n: usize, len: usize, seed: u64) -> Vec<u8> {
 fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
     let devices = Devices::flex();
     devices.seed(11);
-    let spec = ModelSpec { kind, channels: 1, height: 16, width: 16, classes: 5 };
+    let spec = ModelSpec {
+        kind,
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 5,
+    };
     let mut model = build(&spec, &devices.train).unwrap();
-    let norm = Normalization { mean: vec![0.3], std: vec![0.25] };
+    let norm = Normalization {
+        mean: vec![0.3],
+        std: vec![0.25],
+    };
     let policy = Policy::uniform(&model.layer_names(), bits);
     let len = 16 * 16;
     let imgs = pixels(8, len, 5);
     let to_input = |p: &[u8]| {
         let v: Vec<f32> = p.iter().map(|&x| (x as f32 / 255.0 - 0.3) / 0.25).collect();
-        Tensor::<4>::from_data(TensorData::new(v, [p.len() / len, 1, 16, 16]), &devices.eval)
+        Tensor::<4>::from_data(
+            TensorData::new(v, [p.len() / len, 1, 16, 16]),
+            &devices.eval,
+        )
     };
     calibrate(&mut model.net, &policy, scheme, &[to_input(&imgs)]);
     let (int, probes) = to_int_model(&model, &policy, scheme, &norm).unwrap();
@@ -72,32 +86,71 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
             let ints = &regs[*reg];
             assert_eq!(ints.len(), f.len(), "{name}");
             let max = f.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-            let bad = ints.iter().zip(f).filter(|(i, f)| ((**i as f64 * scale) as f32 - **f).abs() > 1e-3 * max).count();
+            let bad = ints
+                .iter()
+                .zip(f)
+                .filter(|(i, f)| ((**i as f64 * scale) as f32 - **f).abs() > 1e-3 * max)
+                .count();
             // A value sitting on a rounding boundary may land one level apart; nearly all agree.
-            assert!(bad * 100 <= ints.len(), "{kind:?} {name}: {bad} of {} values differ from the fake-quant model", ints.len());
+            assert!(
+                bad * 100 <= ints.len(),
+                "{kind:?} {name}: {bad} of {} values differ from the fake-quant model",
+                ints.len()
+            );
         }
     }
 }
 
 #[test]
 fn convnet_dorefa_pact_matches_fake_quant() {
-    check(ModelKind::Convnet, QuantScheme::default(), LayerBits { w: 4, a: 4 });
-    check(ModelKind::Convnet, QuantScheme::default(), LayerBits { w: 8, a: 8 });
+    check(
+        ModelKind::Convnet,
+        QuantScheme::default(),
+        LayerBits { w: 4, a: 4 },
+    );
+    check(
+        ModelKind::Convnet,
+        QuantScheme::default(),
+        LayerBits { w: 8, a: 8 },
+    );
 }
 
 #[test]
 fn resnet_lsq_matches_fake_quant() {
-    check(ModelKind::Resnet20, QuantScheme { weight: WeightQuantizer::LsqChannel, act: ActQuantizer::Lsq }, LayerBits { w: 3, a: 3 });
-    check(ModelKind::Resnet20, QuantScheme { weight: WeightQuantizer::Dorefa, act: ActQuantizer::Pact }, LayerBits { w: 2, a: 2 });
+    check(
+        ModelKind::Resnet20,
+        QuantScheme {
+            weight: WeightQuantizer::LsqChannel,
+            act: ActQuantizer::Lsq,
+        },
+        LayerBits { w: 3, a: 3 },
+    );
+    check(
+        ModelKind::Resnet20,
+        QuantScheme {
+            weight: WeightQuantizer::Dorefa,
+            act: ActQuantizer::Pact,
+        },
+        LayerBits { w: 2, a: 2 },
+    );
 }
 
 #[test]
 fn format_errors() {
     let devices = Devices::flex();
-    let spec = ModelSpec { kind: ModelKind::Convnet, channels: 1, height: 12, width: 12, classes: 3 };
+    let spec = ModelSpec {
+        kind: ModelKind::Convnet,
+        channels: 1,
+        height: 12,
+        width: 12,
+        classes: 3,
+    };
     let model = build(&spec, &devices.train).unwrap();
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 3, a: 3 });
-    let norm = Normalization { mean: vec![0.5], std: vec![0.5] };
+    let norm = Normalization {
+        mean: vec![0.5],
+        std: vec![0.5],
+    };
     let (int, _) = to_int_model(&model, &policy, QuantScheme::default(), &norm).unwrap();
     let bytes = int.to_bytes();
     let err = |b: &[u8]| format!("{:#}", IntModel::from_bytes(b).unwrap_err());
@@ -114,5 +167,8 @@ fn format_errors() {
     magic[0] = b'X';
     assert!(err(&magic).contains("magic"));
     let float = Policy::float(&model.layer_names());
-    assert!(to_int_model(&model, &float, QuantScheme::default(), &norm).is_err(), "float layers cannot be exported");
+    assert!(
+        to_int_model(&model, &float, QuantScheme::default(), &norm).is_err(),
+        "float layers cannot be exported"
+    );
 }

@@ -4,14 +4,23 @@
 use std::process::Command;
 
 fn ccq(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq")).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
     text
 }
 
 fn test_top1(dir: &std::path::Path) -> f64 {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).unwrap())
+            .unwrap();
     v["test"]["top1"].as_f64().unwrap()
 }
 
@@ -23,11 +32,36 @@ fn fashion_mnist_fp_and_w4a4() {
     );
     let t = tempfile::tempdir().unwrap();
     let fp = t.path().join("fp");
-    ccq(&["train", "--model", "convnet", "--epochs", "1", "--out", fp.to_str().unwrap(), "-q"]);
+    ccq(&[
+        "train",
+        "--model",
+        "convnet",
+        "--epochs",
+        "1",
+        "--out",
+        fp.to_str().unwrap(),
+        "-q",
+    ]);
     let fp_acc = test_top1(&fp);
-    assert!(fp_acc >= 0.85, "one epoch of the ConvNet reaches 85% (got {fp_acc})");
+    assert!(
+        fp_acc >= 0.85,
+        "one epoch of the ConvNet reaches 85% (got {fp_acc})"
+    );
     let q = t.path().join("w4a4");
-    ccq(&["qat", fp.to_str().unwrap(), "--bits", "4/4", "--epochs", "1", "--out", q.to_str().unwrap(), "-q"]);
+    ccq(&[
+        "qat",
+        fp.to_str().unwrap(),
+        "--bits",
+        "4/4",
+        "--epochs",
+        "1",
+        "--out",
+        q.to_str().unwrap(),
+        "-q",
+    ]);
     let q_acc = test_top1(&q);
-    assert!(q_acc >= fp_acc - 0.02, "W4A4 QAT of every layer stays within 2 points: FP {fp_acc}, W4A4 {q_acc}");
+    assert!(
+        q_acc >= fp_acc - 0.02,
+        "W4A4 QAT of every layer stays within 2 points: FP {fp_acc}, W4A4 {q_acc}"
+    );
 }

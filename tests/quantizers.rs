@@ -20,11 +20,18 @@ fn dorefa_has_2_pow_k_levels_in_minus_one_one() {
         let q = to_f32(dorefa_weight(w.clone(), bits));
         let d = distinct(&q);
         assert!(d.len() <= 1 << bits, "{bits} bits: {} levels", d.len());
-        assert!(d.len() >= (1 << bits).min(8) - 1, "{bits} bits uses its levels: {}", d.len());
+        assert!(
+            d.len() >= (1 << bits).min(8) - 1,
+            "{bits} bits uses its levels: {}",
+            d.len()
+        );
         assert!(q.iter().all(|x| (-1.0..=1.0).contains(x)));
         // levels sit on the grid 2k/(2^b-1) - 1
         let n = ((1u32 << bits) - 1) as f32;
-        assert!(d.iter().all(|x| (((x + 1.0) / 2.0 * n) - ((x + 1.0) / 2.0 * n).round()).abs() < 1e-3));
+        assert!(
+            d.iter()
+                .all(|x| (((x + 1.0) / 2.0 * n) - ((x + 1.0) / 2.0 * n).round()).abs() < 1e-3)
+        );
         let ends = (d[0] + 1.0).abs() < 1e-6 || (d.last().unwrap() - 1.0).abs() < 1e-6;
         assert!(ends, "the largest |tanh w| maps to ±1: {d:?}");
     }
@@ -33,7 +40,8 @@ fn dorefa_has_2_pow_k_levels_in_minus_one_one() {
 #[test]
 fn pact_levels_range_and_alpha_gradient() {
     let dev = Device::flex().autodiff();
-    let x = Tensor::<1>::from_data(TensorData::from([-1.0f32, 0.1, 0.5, 0.9, 1.5, 3.0]), &dev).require_grad();
+    let x = Tensor::<1>::from_data(TensorData::from([-1.0f32, 0.1, 0.5, 0.9, 1.5, 3.0]), &dev)
+        .require_grad();
     let alpha = Tensor::<1>::from_data(TensorData::from([1.0f32]), &dev).require_grad();
     let y = pact(x.clone(), alpha.clone(), 2);
     let v = to_f32(y.clone());
@@ -44,9 +52,17 @@ fn pact_levels_range_and_alpha_gradient() {
     }
     let g = y.sum().backward();
     let ga = to_f32(alpha.grad(&g).unwrap());
-    assert_eq!(ga, vec![2.0], "α gets gradient 1 from each of the two inputs above it");
+    assert_eq!(
+        ga,
+        vec![2.0],
+        "α gets gradient 1 from each of the two inputs above it"
+    );
     let gx = to_f32(x.grad(&g).unwrap());
-    assert_eq!(gx, vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0], "STE inside [0, α], zero outside");
+    assert_eq!(
+        gx,
+        vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+        "STE inside [0, α], zero outside"
+    );
 }
 
 #[test]
@@ -74,13 +90,19 @@ fn lsq_per_channel_scales() {
         let row = &v[c * 30..(c + 1) * 30];
         for x in row {
             let k = x / step;
-            assert!((k - k.round()).abs() < 1e-4, "channel {c}: {x} is not a multiple of {step}");
+            assert!(
+                (k - k.round()).abs() < 1e-4,
+                "channel {c}: {x} is not a multiple of {step}"
+            );
             assert!(k.round() >= qn && k.round() <= qp);
         }
         assert!(distinct(row).len() <= 8);
     }
     let g = q.sum().backward();
     let gs = to_f32(s.grad(&g).unwrap());
-    assert!(gs.iter().all(|x| x.is_finite()) && gs.iter().any(|x| *x != 0.0), "steps learn: {gs:?}");
+    assert!(
+        gs.iter().all(|x| x.is_finite()) && gs.iter().any(|x| *x != 0.0),
+        "steps learn: {gs:?}"
+    );
     assert!(w.grad(&g).is_some());
 }

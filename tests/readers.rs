@@ -6,8 +6,18 @@ use ccq::data::{DataFormat, DataSource, SplitSpec, cifar, idx};
 use common::*;
 use std::path::PathBuf;
 
-fn source(dir: &std::path::Path, format: DataFormat, channels: usize, size: [usize; 2]) -> DataSource {
-    DataSource { dir: dir.to_path_buf(), format, channels, size }
+fn source(
+    dir: &std::path::Path,
+    format: DataFormat,
+    channels: usize,
+    size: [usize; 2],
+) -> DataSource {
+    DataSource {
+        dir: dir.to_path_buf(),
+        format,
+        channels,
+        size,
+    }
 }
 
 fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
@@ -20,17 +30,49 @@ fn idx_reads_plain_and_gzip() {
     write_idx_dataset(t.path());
     let d = source(t.path(), DataFormat::Idx, 1, [0, 0]).load().unwrap();
     assert_eq!((d.train.len(), d.test.len()), (240, 90));
-    assert_eq!((d.train.channels, d.train.height, d.train.width), (1, 12, 12));
+    assert_eq!(
+        (d.train.channels, d.train.height, d.train.width),
+        (1, 12, 12)
+    );
     assert_eq!(d.train.classes.len(), 3);
     let (p, l) = synthetic(240, 12, 1);
     assert_eq!(d.train.pixels, p);
-    assert_eq!(d.train.labels, l.iter().map(|&x| x as u16).collect::<Vec<_>>());
-    let s = SplitSpec { val: 20, bandit: 30, seed: 3 }.carve(&d).unwrap();
-    assert_eq!((s.train.len(), s.val.len(), s.bandit.len(), s.test.len()), (190, 20, 30, 90));
-    let mut all: Vec<usize> = s.train.idx.iter().chain(&s.val.idx).chain(&s.bandit.idx).copied().collect();
+    assert_eq!(
+        d.train.labels,
+        l.iter().map(|&x| x as u16).collect::<Vec<_>>()
+    );
+    let s = SplitSpec {
+        val: 20,
+        bandit: 30,
+        seed: 3,
+    }
+    .carve(&d)
+    .unwrap();
+    assert_eq!(
+        (s.train.len(), s.val.len(), s.bandit.len(), s.test.len()),
+        (190, 20, 30, 90)
+    );
+    let mut all: Vec<usize> = s
+        .train
+        .idx
+        .iter()
+        .chain(&s.val.idx)
+        .chain(&s.bandit.idx)
+        .copied()
+        .collect();
     all.sort();
-    assert_eq!(all, (0..240).collect::<Vec<_>>(), "splits partition the training files");
-    let again = SplitSpec { val: 20, bandit: 30, seed: 3 }.carve(&d).unwrap();
+    assert_eq!(
+        all,
+        (0..240).collect::<Vec<_>>(),
+        "splits partition the training files"
+    );
+    let again = SplitSpec {
+        val: 20,
+        bandit: 30,
+        seed: 3,
+    }
+    .carve(&d)
+    .unwrap();
     assert_eq!(again.bandit.idx, s.bandit.idx, "splits are deterministic");
 }
 
@@ -48,21 +90,41 @@ fn idx_errors_name_the_file() {
     assert!(err(idx::parse_labels(&idx_images(1, 1, 1, &[0]), &p)).contains("wrong magic"));
 
     write_idx_dataset(t.path());
-    std::fs::write(t.path().join("train-labels-idx1-ubyte"), idx_labels(&[0; 10])).unwrap();
+    std::fs::write(
+        t.path().join("train-labels-idx1-ubyte"),
+        idx_labels(&[0; 10]),
+    )
+    .unwrap();
     let e = err(source(t.path(), DataFormat::Idx, 1, [0, 0]).load());
     assert!(e.contains("240 images") && e.contains("10 labels"), "{e}");
 
     std::fs::remove_file(t.path().join("t10k-images-idx3-ubyte")).unwrap();
-    std::fs::write(t.path().join("train-labels-idx1-ubyte"), idx_labels(&[0; 240])).unwrap();
-    assert!(err(source(t.path(), DataFormat::Idx, 1, [0, 0]).load()).contains("t10k-images-idx3-ubyte"));
+    std::fs::write(
+        t.path().join("train-labels-idx1-ubyte"),
+        idx_labels(&[0; 240]),
+    )
+    .unwrap();
+    assert!(
+        err(source(t.path(), DataFormat::Idx, 1, [0, 0]).load()).contains("t10k-images-idx3-ubyte")
+    );
 
-    std::fs::write(t.path().join("t10k-images-idx3-ubyte.gz"), [0x1f, 0x8b, 1, 2, 3]).unwrap();
+    std::fs::write(
+        t.path().join("t10k-images-idx3-ubyte.gz"),
+        [0x1f, 0x8b, 1, 2, 3],
+    )
+    .unwrap();
     assert!(err(source(t.path(), DataFormat::Idx, 1, [0, 0]).load()).contains("gzip"));
 }
 
 #[test]
 fn missing_data_directories() {
-    let e = err(source(std::path::Path::new("/nonexistent/ccq-data"), DataFormat::Idx, 1, [0, 0]).load());
+    let e = err(source(
+        std::path::Path::new("/nonexistent/ccq-data"),
+        DataFormat::Idx,
+        1,
+        [0, 0],
+    )
+    .load());
     assert!(e.contains("/nonexistent/ccq-data"), "{e}");
     let e = err(ccq::data::source::missing_default_error::<()>());
     assert!(e.contains("apt-get install dataset-fashion-mnist"), "{e}");
@@ -78,28 +140,42 @@ fn cifar_batches() {
     }
     std::fs::write(t.path().join("data_batch_1.bin"), &rec).unwrap();
     std::fs::write(t.path().join("test_batch.bin"), &rec[..3073 * 2]).unwrap();
-    let d = source(t.path(), DataFormat::Cifar, 3, [32, 32]).load().unwrap();
+    let d = source(t.path(), DataFormat::Cifar, 3, [32, 32])
+        .load()
+        .unwrap();
     assert_eq!((d.train.len(), d.test.len(), d.train.channels), (4, 2, 3));
     assert_eq!(d.train.labels, vec![0, 1, 2, 3]);
     assert_eq!(d.train.image(1)[5], (5u8) ^ 1);
 
     std::fs::write(t.path().join("data_batch_2.bin"), &rec[..3073 + 100]).unwrap();
     let e = err(source(t.path(), DataFormat::Cifar, 3, [32, 32]).load());
-    assert!(e.contains("data_batch_2.bin") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("data_batch_2.bin") && e.contains("truncated"),
+        "{e}"
+    );
     std::fs::remove_file(t.path().join("data_batch_2.bin")).unwrap();
 
     let mut bad = rec.clone();
     bad[3073] = 12;
     let mut px = vec![];
     let mut lb = vec![];
-    let e = err(cifar::parse_batch(&bad, std::path::Path::new("b.bin"), &mut px, &mut lb));
+    let e = err(cifar::parse_batch(
+        &bad,
+        std::path::Path::new("b.bin"),
+        &mut px,
+        &mut lb,
+    ));
     assert!(e.contains("label 12"), "{e}");
     std::fs::remove_file(t.path().join("test_batch.bin")).unwrap();
-    assert!(err(source(t.path(), DataFormat::Cifar, 3, [32, 32]).load()).contains("test_batch.bin"));
+    assert!(
+        err(source(t.path(), DataFormat::Cifar, 3, [32, 32]).load()).contains("test_batch.bin")
+    );
 }
 
 fn png(path: &std::path::Path, w: u32, h: u32, v: u8) {
-    image::RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v])).save(path).unwrap();
+    image::RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v]))
+        .save(path)
+        .unwrap();
 }
 
 #[test]
@@ -113,18 +189,33 @@ fn image_folders() {
             png(&d.join("b.png"), 6, 5, v);
         }
     }
-    let d = source(t.path(), DataFormat::Folder, 3, [5, 6]).load().unwrap();
+    let d = source(t.path(), DataFormat::Folder, 3, [5, 6])
+        .load()
+        .unwrap();
     assert_eq!(d.train.classes, vec!["cat", "dog"]);
-    assert_eq!((d.train.len(), d.train.channels, d.train.height, d.train.width), (4, 3, 5, 6));
+    assert_eq!(
+        (
+            d.train.len(),
+            d.train.channels,
+            d.train.height,
+            d.train.width
+        ),
+        (4, 3, 5, 6)
+    );
     assert_eq!(d.train.labels, vec![0, 0, 1, 1]);
     // planar RGB: red plane first, then green, then blue
     let img = d.train.image(2);
     assert_eq!((img[0], img[30], img[60]), (200, 100, 55));
-    let g = source(t.path(), DataFormat::Folder, 1, [5, 6]).load().unwrap();
+    let g = source(t.path(), DataFormat::Folder, 1, [5, 6])
+        .load()
+        .unwrap();
     assert_eq!(g.train.channels, 1);
 
     let e = err(source(t.path(), DataFormat::Folder, 3, [6, 6]).load());
-    assert!(e.contains("a.png") && e.contains("declared input size"), "{e}");
+    assert!(
+        e.contains("a.png") && e.contains("declared input size"),
+        "{e}"
+    );
 
     std::fs::write(t.path().join("train/dog/c.jpg"), b"not a jpeg").unwrap();
     let e = err(source(t.path(), DataFormat::Folder, 3, [5, 6]).load());

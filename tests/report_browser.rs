@@ -9,7 +9,14 @@ fn result(method: &str, budget: f64, compression: f64, top1: f64, bits: &[u32]) 
     MethodResult {
         method: method.into(),
         budget,
-        bits: bits.iter().enumerate().map(|(i, &b)| LayerBits { w: b, a: if i == 0 { 8 } else { b } }).collect(),
+        bits: bits
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| LayerBits {
+                w: b,
+                a: if i == 0 { 8 } else { b },
+            })
+            .collect(),
         size_bytes: 1000,
         compression,
         avg_bits: 32.0 / compression,
@@ -35,7 +42,12 @@ fn report_renders_in_chromium() {
     let report = Report {
         title: "browser check".into(),
         model: "convnet".into(),
-        layers: vec!["stem.conv".into(), "stage1.conv".into(), "stage2.conv".into(), "fc".into()],
+        layers: vec![
+            "stem.conv".into(),
+            "stage1.conv".into(),
+            "stage2.conv".into(),
+            "fc".into(),
+        ],
         fp_test: 0.915,
         ft_epochs: 2,
         results: vec![
@@ -53,17 +65,46 @@ fn report_renders_in_chromium() {
     let url = format!("file://{}", page.display());
     let profile = dir.path().join("profile");
     let common = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
     ];
-    let out = Command::new(chromium()).args(common).arg(format!("--user-data-dir={}", profile.display())).arg("--dump-dom").arg(&url).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(chromium())
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("<svg id=\"pareto\""), "the Pareto plot is in the DOM");
-    assert!(dom.contains("<svg id=\"bits0\"") && dom.contains("<svg id=\"bits1\""), "one bit chart per budget");
+    assert!(
+        dom.contains("<svg id=\"pareto\""),
+        "the Pareto plot is in the DOM"
+    );
+    assert!(
+        dom.contains("<svg id=\"bits0\"") && dom.contains("<svg id=\"bits1\""),
+        "one bit chart per budget"
+    );
     assert_eq!(dom.matches("<circle").count(), 4, "one marker per result");
-    assert!(dom.matches("class=\"bar\"").count() >= 16, "a bar per layer per method per budget");
-    assert_eq!(dom.matches("<tr>").count(), 5, "results table: header + 4 rows");
+    assert!(
+        dom.matches("class=\"bar\"").count() >= 16,
+        "a bar per layer per method per budget"
+    );
+    assert_eq!(
+        dom.matches("<tr>").count(),
+        5,
+        "results table: header + 4 rows"
+    );
 
     let shot = dir.path().join("shot.png");
     let out = Command::new(chromium())
@@ -74,11 +115,22 @@ fn report_renders_in_chromium() {
         .arg(&url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let img = image::open(&shot).unwrap().to_rgb8();
     // The CCQ series colour (#1f77b4) and the HAWQ one (#d62728) are drawn.
-    let near = |p: &image::Rgb<u8>, c: [u8; 3]| p.0.iter().zip(c).all(|(a, b)| (*a as i32 - b as i32).abs() < 20);
+    let near = |p: &image::Rgb<u8>, c: [u8; 3]| {
+        p.0.iter()
+            .zip(c)
+            .all(|(a, b)| (*a as i32 - b as i32).abs() < 20)
+    };
     let blue = img.pixels().filter(|p| near(p, [0x1f, 0x77, 0xb4])).count();
     let red = img.pixels().filter(|p| near(p, [0xd6, 0x27, 0x28])).count();
-    assert!(blue > 200 && red > 200, "plots are rendered (blue {blue}, red {red} pixels)");
+    assert!(
+        blue > 200 && red > 200,
+        "plots are rendered (blue {blue}, red {red} pixels)"
+    );
 }

@@ -42,7 +42,10 @@ impl DataArgs {
         if self.data.is_none() && self.format.is_none() {
             return Ok(fallback.cloned().unwrap_or_default());
         }
-        let dir = self.data.clone().unwrap_or_else(|| DataSource::default().dir);
+        let dir = self
+            .data
+            .clone()
+            .unwrap_or_else(|| DataSource::default().dir);
         let format = self.format.unwrap_or(DataFormat::Idx);
         let size = parse_size(&self.image_size)?;
         let channels = match format {
@@ -53,12 +56,21 @@ impl DataArgs {
         if format == DataFormat::Folder && !(channels == 1 || channels == 3) {
             bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
         }
-        Ok(DataSource { dir, format, channels, size })
+        Ok(DataSource {
+            dir,
+            format,
+            channels,
+            size,
+        })
     }
 
     /// The split sizes.
     pub fn split(&self) -> SplitSpec {
-        SplitSpec { val: self.val_size, bandit: self.bandit_size, seed: self.split_seed }
+        SplitSpec {
+            val: self.val_size,
+            bandit: self.bandit_size,
+            seed: self.split_seed,
+        }
     }
 
     /// The augmentation to use for `source`.
@@ -74,7 +86,11 @@ impl DataArgs {
 }
 
 fn parse_size(s: &str) -> Result<[usize; 2]> {
-    let parse = |v: &str| v.trim().parse::<usize>().with_context(|| format!("--image-size {s}: expected HxW or N"));
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .with_context(|| format!("--image-size {s}: expected HxW or N"))
+    };
     let [h, w] = match s.split_once(['x', 'X']) {
         Some((h, w)) => [parse(h)?, parse(w)?],
         None => {
@@ -119,7 +135,10 @@ impl CommonArgs {
             if t == 0 {
                 bail!("--threads must be at least 1");
             }
-            rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("cannot set up the thread pool")?;
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build_global()
+                .context("cannot set up the thread pool")?;
         }
         if self.batch_size < 2 {
             bail!("--batch-size must be at least 2 (BatchNorm needs batch statistics)");
@@ -129,6 +148,10 @@ impl CommonArgs {
 
     /// Optimiser settings with `default_wd` unless --weight-decay is given.
     pub fn hyper(&self, default_wd: f64) -> Hyper {
-        Hyper { batch_size: self.batch_size, momentum: self.momentum, weight_decay: self.weight_decay.unwrap_or(default_wd) }
+        Hyper {
+            batch_size: self.batch_size,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay.unwrap_or(default_wd),
+        }
     }
 }

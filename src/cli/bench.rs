@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
@@ -9,7 +10,6 @@ use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::train::trainer::cross_entropy;
 use ccq::train::{Devices, Hyper, sgd};
-use burn::optim::GradientsParams;
 use clap::Args;
 use std::time::Instant;
 
@@ -39,22 +39,41 @@ pub struct BenchArgs {
 /// Runs `ccq bench`.
 pub fn bench(a: BenchArgs) -> Result<()> {
     if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
     }
     let devices = Devices::flex();
     devices.seed(0);
-    let spec = ModelSpec { kind: a.model, channels: 1, height: 28, width: 28, classes: 10 };
+    let spec = ModelSpec {
+        kind: a.model,
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
     let model = build(&spec, &devices.train)?;
-    let bits = LayerBits { w: a.bits, a: a.bits };
+    let bits = LayerBits {
+        w: a.bits,
+        a: a.bits,
+    };
     bits.validate()?;
     let policy = Policy::uniform(&model.layer_names(), bits);
     let ctx = QuantCtx::new(QuantScheme::default(), &policy.bits);
     let labels: Vec<i64> = (0..a.batch as i64).map(|i| i % 10).collect();
     match a.mode.as_str() {
         "step" => {
-            let x = Tensor::<4>::random([a.batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), &devices.train);
+            let x = Tensor::<4>::random(
+                [a.batch, 1, 28, 28],
+                Distribution::Normal(0.0, 1.0),
+                &devices.train,
+            );
             let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [a.batch]), &devices.train);
-            let mut optim = sgd(&Hyper { batch_size: a.batch, momentum: 0.9, weight_decay: 1e-4 });
+            let mut optim = sgd(&Hyper {
+                batch_size: a.batch,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+            });
             let mut net = model.net;
             let mut time = 0.0;
             for i in 0..a.steps + 2 {
@@ -67,10 +86,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     time += t.elapsed().as_secs_f64();
                 }
             }
-            println!("ccq (burn flex) {} QAT W{}A{} step, batch {}: {:.1} ms/step", a.model.name(), a.bits, a.bits, a.batch, 1000.0 * time / a.steps as f64);
+            println!(
+                "ccq (burn flex) {} QAT W{}A{} step, batch {}: {:.1} ms/step",
+                a.model.name(),
+                a.bits,
+                a.bits,
+                a.batch,
+                1000.0 * time / a.steps as f64
+            );
         }
         _ => {
-            let x = Tensor::<4>::random([a.batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), &devices.eval);
+            let x = Tensor::<4>::random(
+                [a.batch, 1, 28, 28],
+                Distribution::Normal(0.0, 1.0),
+                &devices.eval,
+            );
             let net = model.net.valid();
             let mut time = 0.0;
             for i in 0..a.steps + 2 {
@@ -80,7 +110,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     time += t.elapsed().as_secs_f64();
                 }
             }
-            println!("ccq (burn flex) {} inference W{}A{}, batch {}: {:.0} images/s", a.model.name(), a.bits, a.bits, a.batch, (a.steps * a.batch) as f64 / time);
+            println!(
+                "ccq (burn flex) {} inference W{}A{}, batch {}: {:.0} images/s",
+                a.model.name(),
+                a.bits,
+                a.bits,
+                a.batch,
+                (a.steps * a.batch) as f64 / time
+            );
         }
     }
     Ok(())

@@ -34,7 +34,12 @@ pub struct CompareArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     pub target_compression: Vec<f64>,
     /// Methods to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ccq,hawq,uniform,uniform-ends8,random")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ccq,hawq,uniform,uniform-ends8,random"
+    )]
     pub methods: Vec<Method>,
     /// Fine-tuning epochs every method gets after allocation.
     #[arg(long, default_value_t = 2)]
@@ -77,10 +82,23 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Fine-tunes `model` at `policy` for the shared budget and measures it.
-    fn finish(&self, method: Method, budget: f64, mut model: Model, policy: &Policy, fresh: bool, extra_seconds: f64) -> Result<MethodResult> {
+    fn finish(
+        &self,
+        method: Method,
+        budget: f64,
+        mut model: Model,
+        policy: &Policy,
+        fresh: bool,
+        extra_seconds: f64,
+    ) -> Result<MethodResult> {
         let start = Instant::now();
         if fresh {
-            calibrate(&mut model.net, policy, self.scheme, &calibration_batches(self.p, self.norm, self.devices, 4));
+            calibrate(
+                &mut model.net,
+                policy,
+                self.scheme,
+                &calibration_batches(self.p, self.norm, self.devices, 4),
+            );
         }
         let plan = FitPlan {
             epochs: self.a.ft_epochs,
@@ -91,8 +109,25 @@ impl Ctx<'_> {
             augment: self.a.data.augment(&self.p.source)?,
             seed: self.a.common.seed,
         };
-        let model = fit(model, policy, self.scheme, &self.p.splits, self.norm, &plan, self.devices, &mut |_, _| Ok(()))?;
-        let test: Eval = eval_policy(&model, policy, self.scheme, &self.p.splits.test, self.norm, self.devices, None);
+        let model = fit(
+            model,
+            policy,
+            self.scheme,
+            &self.p.splits,
+            self.norm,
+            &plan,
+            self.devices,
+            &mut |_, _| Ok(()),
+        )?;
+        let test: Eval = eval_policy(
+            &model,
+            policy,
+            self.scheme,
+            &self.p.splits.test,
+            self.norm,
+            self.devices,
+            None,
+        );
         let cost = model_cost(&model.layers, policy, self.scheme.weight);
         let r = MethodResult {
             method: method.name().into(),
@@ -107,18 +142,40 @@ impl Ctx<'_> {
             seconds: extra_seconds + start.elapsed().as_secs_f64(),
             note: None,
         };
-        progress::println(format!("{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s", r.method, r.compression, 100.0 * r.test_top1, -r.loss_points, r.seconds));
+        progress::println(format!(
+            "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s",
+            r.method,
+            r.compression,
+            100.0 * r.test_top1,
+            -r.loss_points,
+            r.seconds
+        ));
         Ok(r)
     }
 }
 
 fn skipped(method: Method, budget: f64, note: String) -> MethodResult {
     progress::println(format!("{:>14} at {budget}x: {note}", method.name()));
-    MethodResult { method: method.name().into(), budget, bits: vec![], size_bytes: 0, compression: 0.0, avg_bits: 0.0, bops: 0, test_top1: 0.0, loss_points: 0.0, seconds: 0.0, note: Some(note) }
+    MethodResult {
+        method: method.name().into(),
+        budget,
+        bits: vec![],
+        size_bytes: 0,
+        compression: 0.0,
+        avg_bits: 0.0,
+        bops: 0,
+        test_top1: 0.0,
+        loss_points: 0.0,
+        seconds: 0.0,
+        note: Some(note),
+    }
 }
 
 fn save_report(dir: &Path, r: &Report) -> Result<()> {
-    write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(r)?.as_bytes())?;
+    write_atomic(
+        &dir.join("report.json"),
+        serde_json::to_string_pretty(r)?.as_bytes(),
+    )?;
     write_atomic(&dir.join("report.html"), html(r).as_bytes())
 }
 
@@ -129,24 +186,48 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     devices.seed(a.common.seed);
     let ck = checkpoint::load(&a.checkpoint, &devices)?;
     if ck.meta.policy.is_some() {
-        bail!("{}: compare starts from a full-precision checkpoint", ck.dir.display());
+        bail!(
+            "{}: compare starts from a full-precision checkpoint",
+            ck.dir.display()
+        );
     }
     if a.target_compression.iter().any(|r| *r <= 1.0) {
         bail!("--target-compression values must be above 1");
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let p = prepare_for(&ck, &a.data)?;
     let norm = ck.meta.normalization.clone();
     let names = ck.model.layer_names();
     let layers = ck.model.layers.clone();
-    let cfg0 = a.search.config(None, &a.common, a.data.augment(&p.source)?)?;
+    let cfg0 = a
+        .search
+        .config(None, &a.common, a.data.augment(&p.source)?)?;
     let scheme = cfg0.scheme;
-    let fp_test = eval_policy(&ck.model, &Policy::float(&names), scheme, &p.splits.test, &norm, &devices, Some("fp test")).top1;
+    let fp_test = eval_policy(
+        &ck.model,
+        &Policy::float(&names),
+        scheme,
+        &p.splits.test,
+        &norm,
+        &devices,
+        Some("fp test"),
+    )
+    .top1;
     let report_path = a.out.join("report.json");
     let mut report: Report = match std::fs::read_to_string(&report_path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| format!("{}: corrupt report; delete it to start over", report_path.display()))?,
+        Ok(t) => serde_json::from_str(&t).with_context(|| {
+            format!(
+                "{}: corrupt report; delete it to start over",
+                report_path.display()
+            )
+        })?,
         Err(_) => Report {
-            title: format!("ccq compare: {} on {}", ck.meta.spec.kind.name(), p.source.dir.display()),
+            title: format!(
+                "ccq compare: {} on {}",
+                ck.meta.spec.kind.name(),
+                p.source.dir.display()
+            ),
             model: ck.meta.spec.kind.name().into(),
             layers: names.clone(),
             fp_test,
@@ -155,31 +236,85 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             ccq_steps: vec![],
             notes: vec![format!(
                 "quantizers {:?}/{:?}; ladder {:?}; CCQ floor {} bits; HAWQ traces from {} images × {} Hutchinson samples (finite-difference Hessian-vector products); budgets are weight compression vs FP32 with scales counted",
-                scheme.weight, scheme.act, cfg0.lowering.ladder.0, cfg0.lowering.floor, a.hessian_images, a.hessian_samples
+                scheme.weight,
+                scheme.act,
+                cfg0.lowering.ladder.0,
+                cfg0.lowering.floor,
+                a.hessian_images,
+                a.hessian_samples
             )],
         },
     };
     let mut budgets = a.target_compression.clone();
     budgets.sort_by(|x, y| x.total_cmp(y));
-    let ctx = Ctx { p: &p, norm: &norm, devices: &devices, scheme, a: &a, fp_test };
-    let done = |r: &Report, m: Method, b: f64| r.results.iter().any(|x| x.method == m.name() && x.budget == b);
+    let ctx = Ctx {
+        p: &p,
+        norm: &norm,
+        devices: &devices,
+        scheme,
+        a: &a,
+        fp_test,
+    };
+    let done = |r: &Report, m: Method, b: f64| {
+        r.results
+            .iter()
+            .any(|x| x.method == m.name() && x.budget == b)
+    };
     let ladder: &Ladder = &cfg0.lowering.ladder;
     let mut traces: Option<(Vec<f64>, f64)> = None;
     for &m in &a.methods {
         if m == Method::Ccq {
-            let reachable: Vec<f64> = budgets.iter().copied().filter(|b| check_reachable(&Target::Compression(*b), &layers, &cfg0.lowering, scheme.weight).is_ok()).collect();
+            let reachable: Vec<f64> = budgets
+                .iter()
+                .copied()
+                .filter(|b| {
+                    check_reachable(
+                        &Target::Compression(*b),
+                        &layers,
+                        &cfg0.lowering,
+                        scheme.weight,
+                    )
+                    .is_ok()
+                })
+                .collect();
             if budgets.iter().any(|b| !done(&report, m, *b)) && !reachable.is_empty() {
                 let run = a.out.join("ccq");
                 let max = reachable.iter().copied().fold(0.0, f64::max);
-                let meta = CheckpointMeta { parent: Some(ck.dir.clone()), history: vec![], test: None, ..ck.meta.clone() };
-                let env = SearchEnv { splits: &p.splits, norm: &norm, devices: &devices, meta, stop_after: None, keep: reachable.clone() };
+                let meta = CheckpointMeta {
+                    parent: Some(ck.dir.clone()),
+                    history: vec![],
+                    test: None,
+                    ..ck.meta.clone()
+                };
+                let env = SearchEnv {
+                    splits: &p.splits,
+                    norm: &norm,
+                    devices: &devices,
+                    meta,
+                    stop_after: None,
+                    keep: reachable.clone(),
+                };
                 let (model, state) = if run.join(search::STATE).is_file() {
                     let state = search::load_state(&run)?;
-                    (checkpoint::load(&run.join(&state.checkpoint), &devices)?.model, state)
+                    (
+                        checkpoint::load(&run.join(&state.checkpoint), &devices)?.model,
+                        state,
+                    )
                 } else {
-                    let cfg = a.search.config(Some(Target::Compression(max)), &a.common, a.data.augment(&p.source)?)?;
+                    let cfg = a.search.config(
+                        Some(Target::Compression(max)),
+                        &a.common,
+                        a.data.augment(&p.source)?,
+                    )?;
                     let fp = checkpoint::load(&ck.dir, &devices)?.model;
-                    search::init(&run, fp, cfg, ck.dir.clone(), &env, &calibration_batches(&p, &norm, &devices, 4))?
+                    search::init(
+                        &run,
+                        fp,
+                        cfg,
+                        ck.dir.clone(),
+                        &env,
+                        &calibration_batches(&p, &norm, &devices, 4),
+                    )?
                 };
                 let (_, state) = search::run(&run, model, state, &env)?;
                 report.ccq_steps = state.steps.clone();
@@ -188,10 +323,25 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                         continue;
                     }
                     let dir = milestone_dir(&run, b);
-                    let kept = checkpoint::load(&dir, &devices).with_context(|| format!("CCQ never reached {b}x"))?;
-                    let policy = kept.meta.policy.clone().context("milestone without policy")?;
-                    let search_secs: f64 = state.steps.iter().take_while(|s| s.compression < b).map(|s| s.seconds).sum::<f64>()
-                        + state.steps.iter().find(|s| s.compression >= b).map(|s| s.seconds).unwrap_or(0.0);
+                    let kept = checkpoint::load(&dir, &devices)
+                        .with_context(|| format!("CCQ never reached {b}x"))?;
+                    let policy = kept
+                        .meta
+                        .policy
+                        .clone()
+                        .context("milestone without policy")?;
+                    let search_secs: f64 = state
+                        .steps
+                        .iter()
+                        .take_while(|s| s.compression < b)
+                        .map(|s| s.seconds)
+                        .sum::<f64>()
+                        + state
+                            .steps
+                            .iter()
+                            .find(|s| s.compression >= b)
+                            .map(|s| s.seconds)
+                            .unwrap_or(0.0);
                     let r = ctx.finish(m, b, kept.model, &policy, false, search_secs)?;
                     report.results.push(r);
                     save_report(&a.out, &report)?;
@@ -199,7 +349,13 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             }
             for &b in budgets.iter().filter(|b| !reachable.contains(b)) {
                 if !done(&report, m, b) {
-                    let e = check_reachable(&Target::Compression(b), &layers, &cfg0.lowering, scheme.weight).unwrap_err();
+                    let e = check_reachable(
+                        &Target::Compression(b),
+                        &layers,
+                        &cfg0.lowering,
+                        scheme.weight,
+                    )
+                    .unwrap_err();
                     report.results.push(skipped(m, b, format!("CCQ: {e}")));
                 }
             }
@@ -213,26 +369,74 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             let t = Target::Compression(b);
             let start = Instant::now();
             let policy = match m {
-                Method::Uniform | Method::UniformEnds8 => uniform(&layers, ladder, &t, scheme.weight, m == Method::UniformEnds8),
-                Method::Random => random(&layers, ladder, &t, scheme.weight, &mut StdRng::seed_from_u64(a.common.seed ^ b.to_bits())),
+                Method::Uniform | Method::UniformEnds8 => uniform(
+                    &layers,
+                    ladder,
+                    &t,
+                    scheme.weight,
+                    m == Method::UniformEnds8,
+                ),
+                Method::Random => random(
+                    &layers,
+                    ladder,
+                    &t,
+                    scheme.weight,
+                    &mut StdRng::seed_from_u64(a.common.seed ^ b.to_bits()),
+                ),
                 Method::Hawq => {
                     if traces.is_none() {
                         let t0 = Instant::now();
-                        let tr = hessian_traces(&ck.model, &p.splits.train, &norm, &devices, a.hessian_images, a.hessian_samples, &mut StdRng::seed_from_u64(a.common.seed));
-                        progress::println(format!("Hessian traces: {}", names.iter().zip(&tr).map(|(n, t)| format!("{n} {t:.3e}")).collect::<Vec<_>>().join(", ")));
+                        let tr = hessian_traces(
+                            &ck.model,
+                            &p.splits.train,
+                            &norm,
+                            &devices,
+                            a.hessian_images,
+                            a.hessian_samples,
+                            &mut StdRng::seed_from_u64(a.common.seed),
+                        );
+                        progress::println(format!(
+                            "Hessian traces: {}",
+                            names
+                                .iter()
+                                .zip(&tr)
+                                .map(|(n, t)| format!("{n} {t:.3e}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                         traces = Some((tr, t0.elapsed().as_secs_f64()));
                     }
                     let (tr, _) = traces.as_ref().expect("computed above");
-                    Some(hawq(&layers, &ck.model.net.weights_host(), tr, ladder, &t, scheme.weight)?)
+                    Some(hawq(
+                        &layers,
+                        &ck.model.net.weights_host(),
+                        tr,
+                        ladder,
+                        &t,
+                        scheme.weight,
+                    )?)
                 }
                 Method::Ccq => unreachable!("handled above"),
             };
             let Some(policy) = policy else {
-                report.results.push(skipped(m, b, format!("no {} policy on ladder {:?} reaches {b}x", m.name(), ladder.0)));
+                report.results.push(skipped(
+                    m,
+                    b,
+                    format!(
+                        "no {} policy on ladder {:?} reaches {b}x",
+                        m.name(),
+                        ladder.0
+                    ),
+                ));
                 save_report(&a.out, &report)?;
                 continue;
             };
-            let alloc = start.elapsed().as_secs_f64() + if m == Method::Hawq { traces.as_ref().map(|t| t.1).unwrap_or(0.0) } else { 0.0 };
+            let alloc = start.elapsed().as_secs_f64()
+                + if m == Method::Hawq {
+                    traces.as_ref().map(|t| t.1).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
             let fp = checkpoint::load(&ck.dir, &devices)?.model;
             let r = ctx.finish(m, b, fp, &policy, true, alloc)?;
             report.results.push(r);
@@ -240,28 +444,55 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         }
     }
     save_report(&a.out, &report)?;
-    println!("{:<14} {:>7} {:>9} {:>11} {:>9} {:>10} {:>9}", "method", "budget", "size(B)", "compression", "test", "vs FP", "time(s)");
+    println!(
+        "{:<14} {:>7} {:>9} {:>11} {:>9} {:>10} {:>9}",
+        "method", "budget", "size(B)", "compression", "test", "vs FP", "time(s)"
+    );
     for r in &report.results {
         if r.bits.is_empty() {
-            println!("{:<14} {:>6}x {}", r.method, r.budget, r.note.as_deref().unwrap_or(""));
+            println!(
+                "{:<14} {:>6}x {}",
+                r.method,
+                r.budget,
+                r.note.as_deref().unwrap_or("")
+            );
         } else {
-            println!("{:<14} {:>6}x {:>9} {:>10.2}x {:>8.2}% {:>+10.2} {:>9.0}", r.method, r.budget, r.size_bytes, r.compression, 100.0 * r.test_top1, -r.loss_points, r.seconds);
+            println!(
+                "{:<14} {:>6}x {:>9} {:>10.2}x {:>8.2}% {:>+10.2} {:>9.0}",
+                r.method,
+                r.budget,
+                r.size_bytes,
+                r.compression,
+                100.0 * r.test_top1,
+                -r.loss_points,
+                r.seconds
+            );
         }
     }
-    println!("FP32 test top-1 {:.2}%; report {}", 100.0 * fp_test, a.out.join("report.html").display());
+    println!(
+        "FP32 test top-1 {:.2}%; report {}",
+        100.0 * fp_test,
+        a.out.join("report.html").display()
+    );
     Ok(())
 }
 
 /// Runs `ccq report RUN_DIR`.
 pub fn report(a: ReportArgs) -> Result<()> {
     let state = search::load_state(&a.run)?;
-    let policy: Option<search::PolicyReport> = std::fs::read_to_string(a.run.join(search::POLICY)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let policy: Option<search::PolicyReport> = std::fs::read_to_string(a.run.join(search::POLICY))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let (_, meta) = checkpoint::load_meta(&a.run.join(&state.checkpoint))?;
     let devices = Devices::flex();
     let model = ccq::model::build(&meta.spec, &devices.eval)?;
     let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
     let test = policy.as_ref().map(|p| p.test);
-    let fp_test = checkpoint::load_meta(&state.source).ok().and_then(|(_, m)| m.test).map(|t| t.top1).unwrap_or(state.fp_val);
+    let fp_test = checkpoint::load_meta(&state.source)
+        .ok()
+        .and_then(|(_, m)| m.test)
+        .map(|t| t.top1)
+        .unwrap_or(state.fp_val);
     let budget = match state.config.target {
         Some(Target::Compression(r)) => r,
         _ => cost.compression,
@@ -288,7 +519,10 @@ pub fn report(a: ReportArgs) -> Result<()> {
         ccq_steps: state.steps.clone(),
         notes: vec![match &state.finished {
             Some(f) => format!("finished: {f}; accuracy is test top-1 of the final model"),
-            None => format!("in progress after step {}; accuracy is the current validation top-1", state.step),
+            None => format!(
+                "in progress after step {}; accuracy is the current validation top-1",
+                state.step
+            ),
         }],
     };
     save_report(&a.run, &r)?;

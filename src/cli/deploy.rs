@@ -9,8 +9,8 @@ use ccq::export::format::{IntKind, IntModel};
 use ccq::export::onnx;
 use ccq::quant::cost::model_cost;
 use ccq::search::ccq::{FINAL, STATE};
-use ccq::train::checkpoint;
 use ccq::train::Devices;
+use ccq::train::checkpoint;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,7 +44,11 @@ pub struct InferArgs {
 }
 
 fn checkpoint_of(source: &Path) -> PathBuf {
-    if source.join(STATE).is_file() { source.join(FINAL) } else { source.to_path_buf() }
+    if source.join(STATE).is_file() {
+        source.join(FINAL)
+    } else {
+        source.to_path_buf()
+    }
 }
 
 /// Runs `ccq export`.
@@ -52,11 +56,17 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let devices = Devices::flex();
     let dir = checkpoint_of(&a.source);
     if a.source.join(STATE).is_file() && !dir.is_dir() {
-        bail!("{}: the search has not finished (no {FINAL}/ checkpoint yet); finish it with ccq quantize --resume", a.source.display());
+        bail!(
+            "{}: the search has not finished (no {FINAL}/ checkpoint yet); finish it with ccq quantize --resume",
+            a.source.display()
+        );
     }
     let ck = checkpoint::load(&dir, &devices)?;
     let Some(policy) = ck.meta.policy.clone() else {
-        bail!("{}: a full-precision checkpoint; export a quantized one (ccq qat or ccq quantize)", ck.dir.display());
+        bail!(
+            "{}: a full-precision checkpoint; export a quantized one (ccq qat or ccq quantize)",
+            ck.dir.display()
+        );
     };
     let (model, _) = to_int_model(&ck.model, &policy, ck.meta.scheme, &ck.meta.normalization)?;
     Engine::new(model.clone()).context("the exported graph is inconsistent")?;
@@ -81,7 +91,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
 /// Runs `ccq infer`.
 pub fn infer(a: InferArgs) -> Result<()> {
     if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()?;
     }
     let model = IntModel::load(&a.model)?;
     let engine = Engine::new(model)?;
@@ -90,13 +102,27 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let test = Subset::all(data.test.clone());
     let i = &engine.model.input;
     if (data.test.channels, data.test.height, data.test.width) != (i.channels, i.height, i.width) {
-        bail!("{}: the model takes {}×{}×{} inputs but {} has {}×{}×{} images", a.model.display(), i.channels, i.height, i.width, source.dir.display(), data.test.channels, data.test.height, data.test.width);
+        bail!(
+            "{}: the model takes {}×{}×{} inputs but {} has {}×{}×{} images",
+            a.model.display(),
+            i.channels,
+            i.height,
+            i.width,
+            source.dir.display(),
+            data.test.channels,
+            data.test.height,
+            data.test.width
+        );
     }
     let start = Instant::now();
     let logits = engine.logits(&data.test.pixels);
     let secs = start.elapsed().as_secs_f64();
     let preds: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
-    let correct = preds.iter().zip(&data.test.labels).filter(|(p, l)| **p == **l as usize).count();
+    let correct = preds
+        .iter()
+        .zip(&data.test.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
     println!(
         "{}: integer engine test top-1 {:.2}% on {} images, {:.0} images/s ({} threads)",
         a.model.display(),
@@ -128,14 +154,31 @@ pub fn info_ccq(path: &Path) -> Result<()> {
     let m = IntModel::load(path)?;
     let size = std::fs::metadata(path)?.len();
     let i = &m.input;
-    println!("{}: {} integer model, input {}×{}×{} (fixed point, {} fractional bits), {} classes, {} ops, {size} bytes", path.display(), m.name, i.channels, i.height, i.width, i.frac_bits, i.classes, m.ops.len());
-    println!("{:<24} {:>6} {:>9} {:>4} {:>4} {:>7} {:>10}", "layer", "kind", "weights", "W", "A", "scales", "packed(B)");
+    println!(
+        "{}: {} integer model, input {}×{}×{} (fixed point, {} fractional bits), {} classes, {} ops, {size} bytes",
+        path.display(),
+        m.name,
+        i.channels,
+        i.height,
+        i.width,
+        i.frac_bits,
+        i.classes,
+        m.ops.len()
+    );
+    println!(
+        "{:<24} {:>6} {:>9} {:>4} {:>4} {:>7} {:>10}",
+        "layer", "kind", "weights", "W", "A", "scales", "packed(B)"
+    );
     for l in &m.layers {
         let n = l.codes.len();
         println!(
             "{:<24} {:>6} {:>9} {:>4} {:>4} {:>7} {:>10}",
             l.name,
-            if l.kind == IntKind::Conv { "conv" } else { "linear" },
+            if l.kind == IntKind::Conv {
+                "conv"
+            } else {
+                "linear"
+            },
             n,
             l.w_bits,
             l.a_bits,

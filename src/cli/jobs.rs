@@ -2,6 +2,7 @@
 
 use super::args::{CommonArgs, DataArgs};
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use ccq::data::{DataSource, Normalization, SplitSpec, Splits, make_batch};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::progress;
@@ -12,7 +13,6 @@ use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use ccq::train::fit::{FitPlan, fit};
 use ccq::train::{Devices, Eval, evaluate};
-use burn::module::Module;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -83,7 +83,10 @@ pub struct QuantArgs {
 impl QuantArgs {
     /// The scheme.
     pub fn scheme(&self) -> QuantScheme {
-        QuantScheme { weight: self.weight_quant, act: self.act_quant }
+        QuantScheme {
+            weight: self.weight_quant,
+            act: self.act_quant,
+        }
     }
 }
 
@@ -142,10 +145,24 @@ pub fn prepare_for(ckpt: &Checkpoint, data: &DataArgs) -> Result<Prepared> {
     let d = &p.splits.test.data;
     let s = &ckpt.meta.spec;
     if (d.channels, d.height, d.width) != (s.channels, s.height, s.width) {
-        bail!("{}: the model takes {}×{}×{} inputs but the data has {}×{}×{} images", ckpt.dir.display(), s.channels, s.height, s.width, d.channels, d.height, d.width);
+        bail!(
+            "{}: the model takes {}×{}×{} inputs but the data has {}×{}×{} images",
+            ckpt.dir.display(),
+            s.channels,
+            s.height,
+            s.width,
+            d.channels,
+            d.height,
+            d.width
+        );
     }
     if d.classes.len() > s.classes {
-        bail!("{}: the model has {} classes but the data has {}", ckpt.dir.display(), s.classes, d.classes.len());
+        bail!(
+            "{}: the model has {} classes but the data has {}",
+            ckpt.dir.display(),
+            s.classes,
+            d.classes.len()
+        );
     }
     Ok(p)
 }
@@ -163,33 +180,82 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let augment = a.data.augment(&source)?;
     let p = prepare(source.clone(), a.data.split())?;
     let d = &p.splits.train.data;
-    let spec = ModelSpec { kind: a.model, channels: d.channels, height: d.height, width: d.width, classes: d.classes.len() };
+    let spec = ModelSpec {
+        kind: a.model,
+        channels: d.channels,
+        height: d.height,
+        width: d.width,
+        classes: d.classes.len(),
+    };
     let mut model = build(&spec, &devices.train)?;
     let norm = Normalization::from_subset(&p.splits.train);
-    let mut meta = CheckpointMeta::new(&model, None, QuantScheme::default(), norm.clone(), source, p.splits_spec(a.data.split()));
+    let mut meta = CheckpointMeta::new(
+        &model,
+        None,
+        QuantScheme::default(),
+        norm.clone(),
+        source,
+        p.splits_spec(a.data.split()),
+    );
     let mut start_epoch = 0;
     if a.resume && a.out.join(checkpoint::META).is_file() {
         let ck = checkpoint::load(&a.out, &devices)?;
         if ck.meta.spec != spec || ck.meta.policy.is_some() {
-            bail!("--resume: {} holds a different model or a quantized one", a.out.display());
+            bail!(
+                "--resume: {} holds a different model or a quantized one",
+                a.out.display()
+            );
         }
         start_epoch = ck.meta.epochs;
-        progress::println(format!("resuming {} after epoch {start_epoch}", a.out.display()));
+        progress::println(format!(
+            "resuming {} after epoch {start_epoch}",
+            a.out.display()
+        ));
         meta = ck.meta;
         model = ck.model;
     }
     let policy = Policy::float(&model.layer_names());
-    let plan = FitPlan { epochs: a.epochs, start_epoch, lr: a.lr, lr_end: 0.0, hyper: a.common.hyper(5e-4), augment, seed: a.common.seed };
-    progress::println(format!("training {} ({} weights) for {} epochs", a.model.name(), model.layers.iter().map(|l| l.params).sum::<usize>(), a.epochs));
+    let plan = FitPlan {
+        epochs: a.epochs,
+        start_epoch,
+        lr: a.lr,
+        lr_end: 0.0,
+        hyper: a.common.hyper(5e-4),
+        augment,
+        seed: a.common.seed,
+    };
+    progress::println(format!(
+        "training {} ({} weights) for {} epochs",
+        a.model.name(),
+        model.layers.iter().map(|l| l.params).sum::<usize>(),
+        a.epochs
+    ));
     let start = Instant::now();
     let out = a.out.clone();
-    let model = fit(model, &policy, QuantScheme::default(), &p.splits, &norm, &plan, &devices, &mut |m, rec| {
-        meta.epochs = rec.epoch + 1;
-        meta.val = Some(rec.val);
-        meta.history.push(rec.clone());
-        checkpoint::save(&out, m, &meta)
-    })?;
-    let test = evaluate(&model.net.valid(), &QuantCtx::new(QuantScheme::default(), &policy.bits), &p.splits.test, &norm, 500, Some("test"), &devices.eval);
+    let model = fit(
+        model,
+        &policy,
+        QuantScheme::default(),
+        &p.splits,
+        &norm,
+        &plan,
+        &devices,
+        &mut |m, rec| {
+            meta.epochs = rec.epoch + 1;
+            meta.val = Some(rec.val);
+            meta.history.push(rec.clone());
+            checkpoint::save(&out, m, &meta)
+        },
+    )?;
+    let test = evaluate(
+        &model.net.valid(),
+        &QuantCtx::new(QuantScheme::default(), &policy.bits),
+        &p.splits.test,
+        &norm,
+        500,
+        Some("test"),
+        &devices.eval,
+    );
     meta.test = Some(test);
     checkpoint::save(&a.out, &model, &meta)?;
     println!(
@@ -211,7 +277,12 @@ impl Prepared {
 }
 
 /// A few training batches (no augmentation) for calibration.
-pub fn calibration_batches(p: &Prepared, norm: &Normalization, devices: &Devices, n: usize) -> Vec<burn::prelude::Tensor<4>> {
+pub fn calibration_batches(
+    p: &Prepared,
+    norm: &Normalization,
+    devices: &Devices,
+    n: usize,
+) -> Vec<burn::prelude::Tensor<4>> {
     let len = p.splits.train.len();
     (0..n)
         .map(|b| {
@@ -223,8 +294,24 @@ pub fn calibration_batches(p: &Prepared, norm: &Normalization, devices: &Devices
 }
 
 /// Evaluates `model` under `policy` on `subset`.
-pub fn eval_policy(model: &ccq::model::Model, policy: &Policy, scheme: QuantScheme, subset: &ccq::data::Subset, norm: &Normalization, devices: &Devices, label: Option<&str>) -> Eval {
-    evaluate(&model.net.valid(), &QuantCtx::new(scheme, &policy.bits), subset, norm, 500, label, &devices.eval)
+pub fn eval_policy(
+    model: &ccq::model::Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    subset: &ccq::data::Subset,
+    norm: &Normalization,
+    devices: &Devices,
+    label: Option<&str>,
+) -> Eval {
+    evaluate(
+        &model.net.valid(),
+        &QuantCtx::new(scheme, &policy.bits),
+        subset,
+        norm,
+        500,
+        label,
+        &devices.eval,
+    )
 }
 
 /// Runs `ccq qat`.
@@ -244,37 +331,96 @@ pub fn qat(a: QatArgs) -> Result<()> {
     let scheme = a.quant.scheme();
     let norm = ck.meta.normalization.clone();
     let mut model = ck.model;
-    let fp = eval_policy(&model, &Policy::float(&names), scheme, &p.splits.val, &norm, &devices, None);
-    calibrate(&mut model.net, &policy, scheme, &calibration_batches(&p, &norm, &devices, 4));
-    let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, &devices, None);
+    let fp = eval_policy(
+        &model,
+        &Policy::float(&names),
+        scheme,
+        &p.splits.val,
+        &norm,
+        &devices,
+        None,
+    );
+    calibrate(
+        &mut model.net,
+        &policy,
+        scheme,
+        &calibration_batches(&p, &norm, &devices, 4),
+    );
+    let before = eval_policy(
+        &model,
+        &policy,
+        scheme,
+        &p.splits.val,
+        &norm,
+        &devices,
+        None,
+    );
     let cost = model_cost(&model.layers, &policy, scheme.weight);
     progress::println(format!(
         "QAT of {} at {} ({:.2}x compression): val top-1 FP {} -> {} after calibration, before training",
         ck.meta.spec.kind.name(),
-        a.bits.as_deref().map(|b| format!("W/A {b}")).unwrap_or_else(|| "the policy".into()),
+        a.bits
+            .as_deref()
+            .map(|b| format!("W/A {b}"))
+            .unwrap_or_else(|| "the policy".into()),
         cost.compression,
         pct(fp.top1),
         pct(before.top1)
     ));
-    let mut meta = CheckpointMeta::new(&model, Some(policy.clone()), scheme, norm.clone(), p.source.clone(), ck.meta.split);
+    let mut meta = CheckpointMeta::new(
+        &model,
+        Some(policy.clone()),
+        scheme,
+        norm.clone(),
+        p.source.clone(),
+        ck.meta.split,
+    );
     meta.parent = Some(ck.dir.clone());
-    let plan = FitPlan { epochs: a.epochs, start_epoch: 0, lr: a.lr, lr_end: 0.0, hyper: a.common.hyper(1e-4), augment, seed: a.common.seed };
+    let plan = FitPlan {
+        epochs: a.epochs,
+        start_epoch: 0,
+        lr: a.lr,
+        lr_end: 0.0,
+        hyper: a.common.hyper(1e-4),
+        augment,
+        seed: a.common.seed,
+    };
     let start = Instant::now();
     let out = a.out.clone();
-    let model = fit(model, &policy, scheme, &p.splits, &norm, &plan, &devices, &mut |m, rec| {
-        meta.epochs = rec.epoch + 1;
-        meta.val = Some(rec.val);
-        meta.history.push(rec.clone());
-        checkpoint::save(&out, m, &meta)
-    })?;
-    let test = eval_policy(&model, &policy, scheme, &p.splits.test, &norm, &devices, Some("test"));
+    let model = fit(
+        model,
+        &policy,
+        scheme,
+        &p.splits,
+        &norm,
+        &plan,
+        &devices,
+        &mut |m, rec| {
+            meta.epochs = rec.epoch + 1;
+            meta.val = Some(rec.val);
+            meta.history.push(rec.clone());
+            checkpoint::save(&out, m, &meta)
+        },
+    )?;
+    let test = eval_policy(
+        &model,
+        &policy,
+        scheme,
+        &p.splits.test,
+        &norm,
+        &devices,
+        Some("test"),
+    );
     meta.test = Some(test);
     checkpoint::save(&a.out, &model, &meta)?;
     print!("{}", cost_table(&model.layers, &cost));
     println!(
         "QAT test top-1 {} (FP32 checkpoint: {}) after {} epochs ({:.1}s); checkpoint {}",
         pct(test.top1),
-        ck.meta.test.map(|t| pct(t.top1)).unwrap_or_else(|| "n/a".into()),
+        ck.meta
+            .test
+            .map(|t| pct(t.top1))
+            .unwrap_or_else(|| "n/a".into()),
         a.epochs,
         start.elapsed().as_secs_f64(),
         a.out.display()
@@ -288,9 +434,21 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let devices = Devices::flex();
     let ck = checkpoint::load(&a.checkpoint, &devices)?;
     let p = prepare_for(&ck, &a.data)?;
-    let policy = ck.meta.policy.clone().unwrap_or_else(|| Policy::float(&ck.meta.layers));
+    let policy = ck
+        .meta
+        .policy
+        .clone()
+        .unwrap_or_else(|| Policy::float(&ck.meta.layers));
     let start = Instant::now();
-    let e = eval_policy(&ck.model, &policy, ck.meta.scheme, &p.splits.test, &ck.meta.normalization, &devices, Some("test"));
+    let e = eval_policy(
+        &ck.model,
+        &policy,
+        ck.meta.scheme,
+        &p.splits.test,
+        &ck.meta.normalization,
+        &devices,
+        Some("test"),
+    );
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{}: test top-1 {} top-5 {} loss {:.4} on {} images ({:.0} images/s)",
@@ -312,7 +470,10 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let (dir, meta) = checkpoint::load_meta(&a.checkpoint)?;
     let devices = Devices::flex();
     let model = build(&meta.spec, &devices.eval).context("rebuilding the model")?;
-    let policy = meta.policy.clone().unwrap_or_else(|| Policy::float(&meta.layers));
+    let policy = meta
+        .policy
+        .clone()
+        .unwrap_or_else(|| Policy::float(&meta.layers));
     println!(
         "checkpoint {}: {} on {}×{}×{} inputs, {} classes; {}; data {}",
         dir.display(),
@@ -321,10 +482,23 @@ pub fn info(a: InfoArgs) -> Result<()> {
         meta.spec.height,
         meta.spec.width,
         meta.spec.classes,
-        if meta.policy.is_some() { format!("quantized ({:?} weights, {:?} activations)", meta.scheme.weight, meta.scheme.act) } else { "full precision".into() },
+        if meta.policy.is_some() {
+            format!(
+                "quantized ({:?} weights, {:?} activations)",
+                meta.scheme.weight, meta.scheme.act
+            )
+        } else {
+            "full precision".into()
+        },
         meta.data.dir.display()
     );
-    print!("{}", cost_table(&model.layers, &model_cost(&model.layers, &policy, meta.scheme.weight)));
+    print!(
+        "{}",
+        cost_table(
+            &model.layers,
+            &model_cost(&model.layers, &policy, meta.scheme.weight)
+        )
+    );
     if let Some(v) = meta.val {
         println!("validation top-1 {}", pct(v.top1));
     }
@@ -334,4 +508,3 @@ pub fn info(a: InfoArgs) -> Result<()> {
     println!("epochs trained: {}", meta.epochs);
     Ok(())
 }
-

@@ -11,9 +11,9 @@ use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
 use ccq::search::target::{Lowering, Target, check_reachable};
+use ccq::train::Devices;
 use ccq::train::checkpoint::{self, CheckpointMeta};
 use ccq::train::schedule::WarmRestart;
-use ccq::train::Devices;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -149,7 +149,12 @@ impl QuantizeArgs {
 
 impl SearchFlags {
     /// The search settings for `target` and `common` flags.
-    pub fn config(&self, target: Option<Target>, common: &CommonArgs, augment: Option<ccq::data::Augment>) -> Result<SearchConfig> {
+    pub fn config(
+        &self,
+        target: Option<Target>,
+        common: &CommonArgs,
+        augment: Option<ccq::data::Augment>,
+    ) -> Result<SearchConfig> {
         let ladder = Ladder::parse(&self.ladder)?;
         let act_ladder = match &self.act_ladder {
             Some(s) => Ladder::parse(s)?,
@@ -166,13 +171,27 @@ impl SearchFlags {
             None => StopRule::BestRatio(self.stop_ratio),
         };
         Ok(SearchConfig {
-            lowering: Lowering { ladder, act_ladder, tied: !self.untied, floor: self.floor_bits },
+            lowering: Lowering {
+                ladder,
+                act_ladder,
+                tied: !self.untied,
+                floor: self.floor_bits,
+            },
             eta: self.eta,
-            lambda: LambdaSchedule { odd: self.lambda_odd, a: self.lambda_a, b: self.lambda_b },
+            lambda: LambdaSchedule {
+                odd: self.lambda_odd,
+                a: self.lambda_a,
+                b: self.lambda_b,
+            },
             qsteps: self.qsteps,
             target,
             finetune: Finetune {
-                schedule: WarmRestart { lr_min: self.lr, lr_max: self.lr_max, const_epochs: self.ft_const_epochs, cosine_epochs: self.ft_cosine_epochs },
+                schedule: WarmRestart {
+                    lr_min: self.lr,
+                    lr_max: self.lr_max,
+                    const_epochs: self.ft_const_epochs,
+                    cosine_epochs: self.ft_cosine_epochs,
+                },
                 min_epochs: self.ft_min_epochs,
                 max_epochs: self.ft_max_epochs,
                 stop,
@@ -196,36 +215,76 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let (run, state, ck) = if let Some(run) = &a.resume {
         let state = search::load_state(run)?;
         let ck = checkpoint::load(&run.join(&state.checkpoint), &devices)?;
-        progress::println(format!("resuming {} after step {}", run.display(), state.step));
+        progress::println(format!(
+            "resuming {} after step {}",
+            run.display(),
+            state.step
+        ));
         (run.clone(), Some(state), ck)
     } else {
         let run = a.out.clone().expect("clap requires --out without --resume");
         if run.join(search::STATE).is_file() {
-            bail!("{} already holds a search; continue it with --resume {0}, or choose another --out", run.display());
+            bail!(
+                "{} already holds a search; continue it with --resume {0}, or choose another --out",
+                run.display()
+            );
         }
         let fp = match &a.checkpoint {
             Some(c) => c.clone(),
             None => {
                 let fp = run.join("fp");
-                progress::println(format!("no checkpoint given: training {} for {} epochs into {}", a.model.name(), a.fp_epochs, fp.display()));
-                train(TrainArgs { model: a.model, data: a.data.clone(), epochs: a.fp_epochs, lr: a.fp_lr, out: fp.clone(), resume: true, common: CommonArgs { threads: None, ..a.common.clone() } })?;
+                progress::println(format!(
+                    "no checkpoint given: training {} for {} epochs into {}",
+                    a.model.name(),
+                    a.fp_epochs,
+                    fp.display()
+                ));
+                train(TrainArgs {
+                    model: a.model,
+                    data: a.data.clone(),
+                    epochs: a.fp_epochs,
+                    lr: a.fp_lr,
+                    out: fp.clone(),
+                    resume: true,
+                    common: CommonArgs {
+                        threads: None,
+                        ..a.common.clone()
+                    },
+                })?;
                 fp
             }
         };
         let ck = checkpoint::load(&fp, &devices)?;
         if ck.meta.policy.is_some() {
-            bail!("{}: CCQ starts from a full-precision checkpoint, this one is already quantized", ck.dir.display());
+            bail!(
+                "{}: CCQ starts from a full-precision checkpoint, this one is already quantized",
+                ck.dir.display()
+            );
         }
         (run, None, ck)
     };
     let p = prepare_for(&ck, &a.data)?;
     let norm: Normalization = ck.meta.normalization.clone();
-    let meta = CheckpointMeta { parent: Some(ck.dir.clone()), history: Vec::new(), test: None, ..ck.meta.clone() };
-    let env = SearchEnv { splits: &p.splits, norm: &norm, devices: &devices, meta, stop_after: a.stop_after, keep: Vec::new() };
+    let meta = CheckpointMeta {
+        parent: Some(ck.dir.clone()),
+        history: Vec::new(),
+        test: None,
+        ..ck.meta.clone()
+    };
+    let env = SearchEnv {
+        splits: &p.splits,
+        norm: &norm,
+        devices: &devices,
+        meta,
+        stop_after: a.stop_after,
+        keep: Vec::new(),
+    };
     let (model, state) = match state {
         Some(s) => (ck.model, s),
         None => {
-            let cfg = a.search.config(a.target()?, &a.common, a.data.augment(&p.source)?)?;
+            let cfg = a
+                .search
+                .config(a.target()?, &a.common, a.data.augment(&p.source)?)?;
             if let Some(t) = &cfg.target {
                 check_reachable(t, &ck.model.layers, &cfg.lowering, cfg.scheme.weight)?;
             }
@@ -235,7 +294,11 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     };
     let (model, state) = search::run(&run, model, state, &env)?;
     if state.finished.is_none() {
-        println!("stopped after step {} as asked; continue with: ccq quantize --resume {}", state.step, run.display());
+        println!(
+            "stopped after step {} as asked; continue with: ccq quantize --resume {}",
+            state.step,
+            run.display()
+        );
         return Ok(());
     }
     let report = search::finish(&run, &model, &state, &env)?;

@@ -70,7 +70,13 @@ impl Batch {
 }
 
 /// Builds the batch of `subset` images at positions `order`.
-pub fn make_batch(subset: &Subset, order: &[usize], norm: &Normalization, aug: Option<(Augment, &mut StdRng)>, device: &Device) -> Batch {
+pub fn make_batch(
+    subset: &Subset,
+    order: &[usize],
+    norm: &Normalization,
+    aug: Option<(Augment, &mut StdRng)>,
+    device: &Device,
+) -> Batch {
     let d = &subset.data;
     let (c, h, w) = (d.channels, d.height, d.width);
     let mut out = vec![0f32; order.len() * c * h * w];

@@ -70,7 +70,10 @@ impl Subset {
 
     /// The first `n` images of this subset.
     pub fn take(&self, n: usize) -> Subset {
-        Subset { data: self.data.clone(), idx: self.idx[..n.min(self.idx.len())].to_vec() }
+        Subset {
+            data: self.data.clone(),
+            idx: self.idx[..n.min(self.idx.len())].to_vec(),
+        }
     }
 }
 

@@ -27,16 +27,31 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 /// Parses an idx3 image file: returns (count, rows, cols, pixels).
 pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
     if bytes.len() < 16 {
-        bail!("{}: too short for an idx3 header ({} bytes)", path.display(), bytes.len());
+        bail!(
+            "{}: too short for an idx3 header ({} bytes)",
+            path.display(),
+            bytes.len()
+        );
     }
     let magic = be_u32(bytes, 0);
     if magic != 0x0803 {
-        bail!("{}: wrong magic number 0x{magic:08x} for idx3 images (expected 0x00000803)", path.display());
+        bail!(
+            "{}: wrong magic number 0x{magic:08x} for idx3 images (expected 0x00000803)",
+            path.display()
+        );
     }
-    let (n, r, c) = (be_u32(bytes, 4) as usize, be_u32(bytes, 8) as usize, be_u32(bytes, 12) as usize);
+    let (n, r, c) = (
+        be_u32(bytes, 4) as usize,
+        be_u32(bytes, 8) as usize,
+        be_u32(bytes, 12) as usize,
+    );
     let want = n * r * c;
     if bytes.len() - 16 < want {
-        bail!("{}: truncated: header declares {n} images of {r}×{c} ({want} bytes) but {} bytes follow", path.display(), bytes.len() - 16);
+        bail!(
+            "{}: truncated: header declares {n} images of {r}×{c} ({want} bytes) but {} bytes follow",
+            path.display(),
+            bytes.len() - 16
+        );
     }
     Ok((n, r, c, bytes[16..16 + want].to_vec()))
 }
@@ -44,15 +59,26 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, V
 /// Parses an idx1 label file.
 pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u16>> {
     if bytes.len() < 8 {
-        bail!("{}: too short for an idx1 header ({} bytes)", path.display(), bytes.len());
+        bail!(
+            "{}: too short for an idx1 header ({} bytes)",
+            path.display(),
+            bytes.len()
+        );
     }
     let magic = be_u32(bytes, 0);
     if magic != 0x0801 {
-        bail!("{}: wrong magic number 0x{magic:08x} for idx1 labels (expected 0x00000801)", path.display());
+        bail!(
+            "{}: wrong magic number 0x{magic:08x} for idx1 labels (expected 0x00000801)",
+            path.display()
+        );
     }
     let n = be_u32(bytes, 4) as usize;
     if bytes.len() - 8 < n {
-        bail!("{}: truncated: header declares {n} labels but {} bytes follow", path.display(), bytes.len() - 8);
+        bail!(
+            "{}: truncated: header declares {n} labels but {} bytes follow",
+            path.display(),
+            bytes.len() - 8
+        );
     }
     Ok(bytes[8..8 + n].iter().map(|&b| b as u16).collect())
 }
@@ -66,7 +92,11 @@ fn find(dir: &Path, prefix: &str, kind: &str) -> Result<PathBuf> {
     } else if gz.is_file() {
         Ok(gz)
     } else {
-        bail!("{}: missing {} (or .gz)", dir.display(), plain.file_name().unwrap_or_default().to_string_lossy())
+        bail!(
+            "{}: missing {} (or .gz)",
+            dir.display(),
+            plain.file_name().unwrap_or_default().to_string_lossy()
+        )
     }
 }
 
@@ -77,7 +107,12 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Dataset> {
     let (n, h, w, pixels) = parse_images(&read_maybe_gz(&ip)?, &ip)?;
     let labels = parse_labels(&read_maybe_gz(&lp)?, &lp)?;
     if labels.len() != n {
-        bail!("{} has {n} images but {} has {} labels", ip.display(), lp.display(), labels.len());
+        bail!(
+            "{} has {n} images but {} has {} labels",
+            ip.display(),
+            lp.display(),
+            labels.len()
+        );
     }
     if n == 0 {
         bail!("{}: no images", ip.display());

@@ -44,7 +44,12 @@ pub struct DataSource {
 
 impl Default for DataSource {
     fn default() -> Self {
-        DataSource { dir: PathBuf::from(DEFAULT_DATA_DIR), format: DataFormat::Idx, channels: 1, size: [28, 28] }
+        DataSource {
+            dir: PathBuf::from(DEFAULT_DATA_DIR),
+            format: DataFormat::Idx,
+            channels: 1,
+            size: [28, 28],
+        }
     }
 }
 
@@ -63,12 +68,22 @@ impl DataSource {
             bail!("data directory {} does not exist", self.dir.display());
         }
         let (train, test) = match self.format {
-            DataFormat::Idx => (idx::load_split(&self.dir, "train")?, idx::load_split(&self.dir, "t10k")?),
+            DataFormat::Idx => (
+                idx::load_split(&self.dir, "train")?,
+                idx::load_split(&self.dir, "t10k")?,
+            ),
             DataFormat::Cifar => cifar::load_dir(&self.dir)?,
             DataFormat::Folder => {
                 let [h, w] = self.size;
                 let train = folder::load_split(&self.dir, "train", self.channels, h, w, None)?;
-                let test = folder::load_split(&self.dir, "test", self.channels, h, w, Some(&train.classes))?;
+                let test = folder::load_split(
+                    &self.dir,
+                    "test",
+                    self.channels,
+                    h,
+                    w,
+                    Some(&train.classes),
+                )?;
                 (train, test)
             }
         };
@@ -92,7 +107,10 @@ impl DataSource {
         if train.classes.len() < test.classes.len() {
             train.classes = test.classes.clone();
         }
-        Ok(TrainTest { train: Arc::new(train), test: Arc::new(test) })
+        Ok(TrainTest {
+            train: Arc::new(train),
+            test: Arc::new(test),
+        })
     }
 
     /// Random crop + flip makes sense for natural images, not for digits/clothes in idx files.

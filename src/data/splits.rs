@@ -19,7 +19,11 @@ pub struct SplitSpec {
 
 impl Default for SplitSpec {
     fn default() -> Self {
-        SplitSpec { val: 5000, bandit: 5000, seed: 0 }
+        SplitSpec {
+            val: 5000,
+            bandit: 5000,
+            seed: 0,
+        }
     }
 }
 
@@ -42,7 +46,9 @@ impl SplitSpec {
     pub fn carve(&self, data: &TrainTest) -> Result<Splits> {
         let n = data.train.len();
         if n < 4 {
-            bail!("the training set has only {n} images; need at least 4 to carve train/validation/bandit splits");
+            bail!(
+                "the training set has only {n} images; need at least 4 to carve train/validation/bandit splits"
+            );
         }
         let (mut val, mut bandit) = (self.val, self.bandit);
         if val + bandit > n / 2 {
@@ -52,7 +58,10 @@ impl SplitSpec {
         }
         let mut idx: Vec<usize> = (0..n).collect();
         idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(self.seed));
-        let sub = |r: std::ops::Range<usize>| Subset { data: data.train.clone(), idx: idx[r].to_vec() };
+        let sub = |r: std::ops::Range<usize>| Subset {
+            data: data.train.clone(),
+            idx: idx[r].to_vec(),
+        };
         Ok(Splits {
             val: sub(0..val),
             bandit: sub(val..val + bandit),

@@ -23,22 +23,39 @@ fn act_step(q: &QuantParams, scheme: QuantScheme, bits: u32) -> f32 {
 }
 
 /// Integer codes of a quantized weight tensor `[out, rest]`.
-fn weight_codes(wq: &[f32], out: usize, scheme: QuantScheme, bits: u32, steps: &[f32]) -> (Vec<u32>, i32, i32, Vec<f32>) {
+fn weight_codes(
+    wq: &[f32],
+    out: usize,
+    scheme: QuantScheme,
+    bits: u32,
+    steps: &[f32],
+) -> (Vec<u32>, i32, i32, Vec<f32>) {
     let per = wq.len() / out;
     match scheme.weight {
         WeightQuantizer::Dorefa => {
             let n = levels(bits);
-            let codes = wq.iter().map(|&v| (((v + 1.0) / 2.0 * n).round().clamp(0.0, n)) as u32).collect();
+            let codes = wq
+                .iter()
+                .map(|&v| (((v + 1.0) / 2.0 * n).round().clamp(0.0, n)) as u32)
+                .collect();
             (codes, 2, -(n as i32), vec![1.0 / n])
         }
         WeightQuantizer::LsqTensor | WeightQuantizer::LsqChannel => {
             let (qn, qp) = signed_range(bits);
-            let scales: Vec<f32> = if scheme.weight == WeightQuantizer::LsqTensor { vec![steps[0]] } else { steps[..out].to_vec() };
+            let scales: Vec<f32> = if scheme.weight == WeightQuantizer::LsqTensor {
+                vec![steps[0]]
+            } else {
+                steps[..out].to_vec()
+            };
             let codes = wq
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| {
-                    let s = if scales.len() == 1 { scales[0] } else { scales[i / per] };
+                    let s = if scales.len() == 1 {
+                        scales[0]
+                    } else {
+                        scales[i / per]
+                    };
                     ((v / s).round().clamp(qn, qp) - qn) as u32
                 })
                 .collect();
@@ -52,8 +69,17 @@ fn fold_bn(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
     let b = to_f32(bn.beta.val());
     let m = to_f32(bn.running_mean.value());
     let v = to_f32(bn.running_var.value());
-    let mul: Vec<f32> = g.iter().zip(&v).map(|(g, v)| g / (v + bn.epsilon as f32).sqrt()).collect();
-    let bias = b.iter().zip(&m).zip(&mul).map(|((b, m), k)| b - m * k).collect();
+    let mul: Vec<f32> = g
+        .iter()
+        .zip(&v)
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    let bias = b
+        .iter()
+        .zip(&m)
+        .zip(&mul)
+        .map(|((b, m), k)| b - m * k)
+        .collect();
     (mul, bias)
 }
 
@@ -75,10 +101,15 @@ impl Builder<'_> {
         let w = c.conv.quantized_weight(&self.ctx);
         let [o, i, k, _] = w.dims();
         let steps = to_f32(c.conv.quant.w_step.val());
-        let (codes, code_mul, code_off, w_scale) = weight_codes(&to_f32(w), o, self.ctx.scheme, bits.w, &steps);
+        let (codes, code_mul, code_off, w_scale) =
+            weight_codes(&to_f32(w), o, self.ctx.scheme, bits.w, &steps);
         let (post_mul, post_bias) = fold_bn(&c.bn);
         let first = c.conv.index == 0;
-        let act = if first { 2f32.powi(-(self.frac_in as i32)) } else { act_step(&c.conv.quant, self.ctx.scheme, bits.a) };
+        let act = if first {
+            2f32.powi(-(self.frac_in as i32))
+        } else {
+            act_step(&c.conv.quant, self.ctx.scheme, bits.a)
+        };
         let index = self.layers.len();
         if index != c.conv.index {
             bail!("layer order mismatch at `{name}`");
@@ -107,32 +138,58 @@ impl Builder<'_> {
 
 /// Converts `model` (fake-quantized under `policy`) to an integer model. Also returns the
 /// registers that correspond to the float model's stem, blocks and logits.
-pub fn to_int_model(model: &Model, policy: &Policy, scheme: QuantScheme, norm: &Normalization) -> Result<(IntModel, Probes)> {
+pub fn to_int_model(
+    model: &Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    norm: &Normalization,
+) -> Result<(IntModel, Probes)> {
     for (n, b) in policy.names.iter().zip(&policy.bits) {
         if b.w == FLOAT_BITS || b.a == FLOAT_BITS {
-            bail!("layer `{n}` is not quantized ({b}); the integer engine needs every layer quantized");
+            bail!(
+                "layer `{n}` is not quantized ({b}); the integer engine needs every layer quantized"
+            );
         }
     }
     let net = model.net.valid();
     let names = model.layer_names();
     let spec = &model.spec;
     // Largest fraction (≤ 2^-24) such that every normalised pixel fits 31 bits.
-    let max_abs = norm.mean.iter().zip(&norm.std).map(|(m, s)| (m.max(1.0 - m)) / s).fold(0.0f32, f32::max);
+    let max_abs = norm
+        .mean
+        .iter()
+        .zip(&norm.std)
+        .map(|(m, s)| (m.max(1.0 - m)) / s)
+        .fold(0.0f32, f32::max);
     let mut frac_in = WIDE_FRAC;
     while frac_in > 0 && max_abs as f64 * 2f64.powi(frac_in as i32) >= 2f64.powi(30) {
         frac_in -= 1;
     }
-    let mut b = Builder { ctx: QuantCtx::new(scheme, &policy.bits), layers: Vec::new(), ops: Vec::new(), frac_in };
+    let mut b = Builder {
+        ctx: QuantCtx::new(scheme, &policy.bits),
+        layers: Vec::new(),
+        ops: Vec::new(),
+        frac_in,
+    };
     let mut probes = Vec::new();
     let c = b.conv(&net.stem, &names[0], 0)?;
-    let mut x = b.push(Op::Affine { terms: vec![Term::Acc { reg: c, layer: 0 }], relu: true });
+    let mut x = b.push(Op::Affine {
+        terms: vec![Term::Acc { reg: c, layer: 0 }],
+        relu: true,
+    });
     if net.stem_pool != 0 {
         x = b.push(pool_op(x, net.stem_pool));
     }
     probes.push(("stem".to_string(), x));
     for (bi, blk) in net.blocks.iter().enumerate() {
         let c1 = b.conv(&blk.conv1, &names[blk.conv1.conv.index], x)?;
-        let a1 = b.push(Op::Affine { terms: vec![Term::Acc { reg: c1, layer: blk.conv1.conv.index }], relu: true });
+        let a1 = b.push(Op::Affine {
+            terms: vec![Term::Acc {
+                reg: c1,
+                layer: blk.conv1.conv.index,
+            }],
+            relu: true,
+        });
         x = match &blk.conv2 {
             None => a1,
             Some(conv2) => {
@@ -140,11 +197,23 @@ pub fn to_int_model(model: &Model, policy: &Policy, scheme: QuantScheme, norm: &
                 let sc = match &blk.shortcut {
                     Some(s) => {
                         let r = b.conv(s, &names[s.conv.index], x)?;
-                        Term::Acc { reg: r, layer: s.conv.index }
+                        Term::Acc {
+                            reg: r,
+                            layer: s.conv.index,
+                        }
                     }
                     None => Term::Wide { reg: x },
                 };
-                b.push(Op::Affine { terms: vec![Term::Acc { reg: c2, layer: conv2.conv.index }, sc], relu: true })
+                b.push(Op::Affine {
+                    terms: vec![
+                        Term::Acc {
+                            reg: c2,
+                            layer: conv2.conv.index,
+                        },
+                        sc,
+                    ],
+                    relu: true,
+                })
             }
         };
         if blk.pool != 0 {
@@ -159,7 +228,13 @@ pub fn to_int_model(model: &Model, policy: &Policy, scheme: QuantScheme, norm: &
     let bits = b.ctx.bits(fc.index);
     let w = fc.quantized_weight(&b.ctx);
     let [o, i] = w.dims();
-    let (codes, code_mul, code_off, w_scale) = weight_codes(&to_f32(w), o, scheme, bits.w, &to_f32(fc.quant.w_step.val()));
+    let (codes, code_mul, code_off, w_scale) = weight_codes(
+        &to_f32(w),
+        o,
+        scheme,
+        bits.w,
+        &to_f32(fc.quant.w_step.val()),
+    );
     b.layers.push(IntLayer {
         name: names[fc.index].clone(),
         kind: IntKind::Linear,
@@ -178,8 +253,17 @@ pub fn to_int_model(model: &Model, policy: &Policy, scheme: QuantScheme, norm: &
         post_mul: Vec::new(),
         post_bias: to_f32(fc.bias.val()),
     });
-    let l = b.push(Op::Linear { layer: fc.index, src: x });
-    let logits = b.push(Op::Affine { terms: vec![Term::Acc { reg: l, layer: fc.index }], relu: false });
+    let l = b.push(Op::Linear {
+        layer: fc.index,
+        src: x,
+    });
+    let logits = b.push(Op::Affine {
+        terms: vec![Term::Acc {
+            reg: l,
+            layer: fc.index,
+        }],
+        relu: false,
+    });
     probes.push(("logits".to_string(), logits));
     let input = InputSpec {
         channels: spec.channels,
@@ -190,12 +274,30 @@ pub fn to_int_model(model: &Model, policy: &Policy, scheme: QuantScheme, norm: &
         frac_bits: frac_in,
         classes: spec.classes,
     };
-    Ok((IntModel { name: spec.kind.name().to_string(), input, layers: b.layers, ops: b.ops }, probes))
+    Ok((
+        IntModel {
+            name: spec.kind.name().to_string(),
+            input,
+            layers: b.layers,
+            ops: b.ops,
+        },
+        probes,
+    ))
 }
 
 fn pool_op(src: usize, window: usize) -> Op {
     match window {
-        2 => Op::MaxPool { src, kernel: 2, stride: 2, padding: 0 },
-        _ => Op::MaxPool { src, kernel: 3, stride: 2, padding: 1 },
+        2 => Op::MaxPool {
+            src,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        },
+        _ => Op::MaxPool {
+            src,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        },
     }
 }

@@ -53,10 +53,18 @@ impl Engine {
         let one = 2f64.powi(SHIFT as i32);
         let mut layers = Vec::new();
         for (li, l) in model.layers.iter().enumerate() {
-            let w: Vec<i16> = l.weights().iter().map(|&v| v.clamp(i16::MIN as i32, i16::MAX as i32) as i16).collect();
+            let w: Vec<i16> = l
+                .weights()
+                .iter()
+                .map(|&v| v.clamp(i16::MIN as i32, i16::MAX as i32) as i16)
+                .collect();
             let k = w.len() / l.out_ch.max(1);
             let first = li == 0;
-            let s_in = if first { 2f64.powi(-(model.input.frac_bits as i32)) } else { l.act_step as f64 };
+            let s_in = if first {
+                2f64.powi(-(model.input.frac_bits as i32))
+            } else {
+                l.act_step as f64
+            };
             let mut mult = Vec::with_capacity(l.out_ch);
             let mut bias = Vec::with_capacity(l.out_ch);
             for c in 0..l.out_ch {
@@ -64,10 +72,27 @@ impl Engine {
                 mult.push((pm * s_in * l.scale(c) as f64 * wide * one).round() as i64);
                 bias.push((l.post_bias[c] as f64 * wide * one).round() as i64);
             }
-            let q_mult = if first { 0 } else { (one / l.act_step as f64).round() as i64 };
-            let q_max = if l.a_bits >= 16 { i16::MAX as i32 } else { (1i32 << l.a_bits) - 1 };
+            let q_mult = if first {
+                0
+            } else {
+                (one / l.act_step as f64).round() as i64
+            };
+            let q_max = if l.a_bits >= 16 {
+                i16::MAX as i32
+            } else {
+                (1i32 << l.a_bits) - 1
+            };
             let w32 = w.iter().map(|&v| v as i32).collect();
-            layers.push(PreparedLayer { w, w32, k, mult, bias, q_mult, q_max, first });
+            layers.push(PreparedLayer {
+                w,
+                w32,
+                k,
+                mult,
+                bias,
+                q_mult,
+                q_max,
+                first,
+            });
         }
         let i = &model.input;
         let mut shapes: Vec<Shape> = vec![[i.channels, i.height, i.width]];
@@ -76,42 +101,80 @@ impl Engine {
                 Op::Conv { layer, src } => {
                     let l = &model.layers[*layer];
                     let [c, h, w] = shapes[*src];
-                    if l.kind != IntKind::Conv || c != l.in_ch || h + 2 * l.padding < l.kernel || w + 2 * l.padding < l.kernel {
-                        bail!("op {oi}: conv `{}` does not fit its input {c}×{h}×{w}", l.name);
+                    if l.kind != IntKind::Conv
+                        || c != l.in_ch
+                        || h + 2 * l.padding < l.kernel
+                        || w + 2 * l.padding < l.kernel
+                    {
+                        bail!(
+                            "op {oi}: conv `{}` does not fit its input {c}×{h}×{w}",
+                            l.name
+                        );
                     }
-                    [l.out_ch, (h + 2 * l.padding - l.kernel) / l.stride + 1, (w + 2 * l.padding - l.kernel) / l.stride + 1]
+                    [
+                        l.out_ch,
+                        (h + 2 * l.padding - l.kernel) / l.stride + 1,
+                        (w + 2 * l.padding - l.kernel) / l.stride + 1,
+                    ]
                 }
                 Op::Linear { layer, src } => {
                     let l = &model.layers[*layer];
                     let [c, h, w] = shapes[*src];
                     if l.kind != IntKind::Linear || c * h * w != l.in_ch {
-                        bail!("op {oi}: linear `{}` expects {} inputs, gets {}", l.name, l.in_ch, c * h * w);
+                        bail!(
+                            "op {oi}: linear `{}` expects {} inputs, gets {}",
+                            l.name,
+                            l.in_ch,
+                            c * h * w
+                        );
                     }
                     [l.out_ch, 1, 1]
                 }
                 Op::Affine { terms, .. } => {
-                    let regs: Vec<usize> = terms.iter().map(|t| match t { Term::Acc { reg, .. } | Term::Wide { reg } => *reg }).collect();
+                    let regs: Vec<usize> = terms
+                        .iter()
+                        .map(|t| match t {
+                            Term::Acc { reg, .. } | Term::Wide { reg } => *reg,
+                        })
+                        .collect();
                     let s = shapes[regs[0]];
                     if regs.iter().any(|r| shapes[*r] != s) {
                         bail!("op {oi}: affine terms have different shapes");
                     }
                     s
                 }
-                Op::MaxPool { src, kernel, stride, padding } => {
+                Op::MaxPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let [c, h, w] = shapes[*src];
                     if *stride == 0 || h + 2 * padding < *kernel {
                         bail!("op {oi}: bad pooling window");
                     }
-                    [c, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1]
+                    [
+                        c,
+                        (h + 2 * padding - kernel) / stride + 1,
+                        (w + 2 * padding - kernel) / stride + 1,
+                    ]
                 }
                 Op::GlobalAvgPool { src } => [shapes[*src][0], 1, 1],
             };
             shapes.push(s);
         }
         if shapes.last() != Some(&[i.classes, 1, 1]) {
-            bail!("the graph ends in {:?}, not {} logits", shapes.last(), i.classes);
+            bail!(
+                "the graph ends in {:?}, not {} logits",
+                shapes.last(),
+                i.classes
+            );
         }
-        Ok(Engine { model, layers, shapes })
+        Ok(Engine {
+            model,
+            layers,
+            shapes,
+        })
     }
 
     /// Normalised, fixed-point input of one image of raw pixels.
@@ -122,14 +185,23 @@ impl Engine {
         let mut out = Vec::with_capacity(pixels.len());
         for c in 0..i.channels {
             let (m, s) = (i.mean[c] as f64, i.std[c] as f64);
-            out.extend(pixels[c * hw..(c + 1) * hw].iter().map(|&p| (((p as f64 / 255.0 - m) / s) * f).round() as i64));
+            out.extend(
+                pixels[c * hw..(c + 1) * hw]
+                    .iter()
+                    .map(|&p| (((p as f64 / 255.0 - m) / s) * f).round() as i64),
+            );
         }
         out
     }
 
     /// The k-bit levels a layer reads from a wide register.
     fn quantize(&self, l: &PreparedLayer, x: &[i64]) -> Vec<i16> {
-        x.iter().map(|&v| round_shift(v as i128 * l.q_mult as i128, SHIFT + WIDE_FRAC).clamp(0, l.q_max as i64) as i16).collect()
+        x.iter()
+            .map(|&v| {
+                round_shift(v as i128 * l.q_mult as i128, SHIFT + WIDE_FRAC)
+                    .clamp(0, l.q_max as i64) as i16
+            })
+            .collect()
     }
 
     /// Runs one image; returns every register (register 0 is the input).
@@ -138,18 +210,38 @@ impl Engine {
         regs.push(self.input(pixels));
         for (oi, op) in self.model.ops.iter().enumerate() {
             let out = match op {
-                Op::Conv { layer, src } => self.conv(*layer, &regs[*src], self.shapes[*src], self.shapes[oi + 1]),
+                Op::Conv { layer, src } => {
+                    self.conv(*layer, &regs[*src], self.shapes[*src], self.shapes[oi + 1])
+                }
                 Op::Linear { layer, src } => {
                     let l = &self.layers[*layer];
                     let x = self.quantize(l, &regs[*src]);
-                    l.w.chunks_exact(l.k).map(|row| dot(row, &x) as i64).collect()
+                    l.w.chunks_exact(l.k)
+                        .map(|row| dot(row, &x) as i64)
+                        .collect()
                 }
                 Op::Affine { terms, relu } => self.affine(terms, *relu, &regs, self.shapes[oi + 1]),
-                Op::MaxPool { src, kernel, stride, padding } => max_pool(&regs[*src], self.shapes[*src], self.shapes[oi + 1], *kernel, *stride, *padding),
+                Op::MaxPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                } => max_pool(
+                    &regs[*src],
+                    self.shapes[*src],
+                    self.shapes[oi + 1],
+                    *kernel,
+                    *stride,
+                    *padding,
+                ),
                 Op::GlobalAvgPool { src } => {
                     let [c, h, w] = self.shapes[*src];
                     let n = (h * w) as i64;
-                    regs[*src].chunks_exact(h * w).take(c).map(|ch| (ch.iter().sum::<i64>() * 2 + n).div_euclid(2 * n)).collect()
+                    regs[*src]
+                        .chunks_exact(h * w)
+                        .take(c)
+                        .map(|ch| (ch.iter().sum::<i64>() * 2 + n).div_euclid(2 * n))
+                        .collect()
                 }
             };
             regs.push(out);
@@ -166,7 +258,10 @@ impl Engine {
             let kk = c * self.model.layers[li].kernel.pow(2);
             let mut out = vec![0i64; o * oh * ow];
             for (oc, row) in l.w32.chunks_exact(kk).enumerate() {
-                for (d, col) in out[oc * oh * ow..(oc + 1) * oh * ow].iter_mut().zip(cols.chunks_exact(kk)) {
+                for (d, col) in out[oc * oh * ow..(oc + 1) * oh * ow]
+                    .iter_mut()
+                    .zip(cols.chunks_exact(kk))
+                {
                     *d = row.iter().zip(col).map(|(&a, &b)| a as i64 * b).sum();
                 }
             }
@@ -186,7 +281,13 @@ impl Engine {
     }
 
     /// im2col: one contiguous patch per output position, in `[c, ky, kx]` order like the weights.
-    fn im2col<T: Copy + Default>(&self, li: usize, q: &[T], [c, h, w]: Shape, [_, oh, ow]: Shape) -> Vec<T> {
+    fn im2col<T: Copy + Default>(
+        &self,
+        li: usize,
+        q: &[T],
+        [c, h, w]: Shape,
+        [_, oh, ow]: Shape,
+    ) -> Vec<T> {
         let spec = &self.model.layers[li];
         let (k, s, p) = (spec.kernel, spec.stride, spec.padding);
         let kk = c * k * k;
@@ -200,7 +301,12 @@ impl Engine {
                         let iy = (oy * s + ky) as isize - p as isize;
                         for kx in 0..k {
                             let ix = (ox * s + kx) as isize - p as isize;
-                            col[j] = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w { q[ci * h * w + iy as usize * w + ix as usize] } else { T::default() };
+                            col[j] = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w
+                            {
+                                q[ci * h * w + iy as usize * w + ix as usize]
+                            } else {
+                                T::default()
+                            };
                             j += 1;
                         }
                     }
@@ -244,7 +350,11 @@ impl Engine {
             .par_chunks(per)
             .map(|img| {
                 let regs = self.run_traced(img);
-                regs.last().expect("at least the input").iter().map(|&v| (v as f64 * scale) as f32).collect()
+                regs.last()
+                    .expect("at least the input")
+                    .iter()
+                    .map(|&v| (v as f64 * scale) as f32)
+                    .collect()
             })
             .collect()
     }
@@ -260,7 +370,14 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-fn max_pool(x: &[i64], [c, h, w]: Shape, [_, oh, ow]: Shape, k: usize, s: usize, p: usize) -> Vec<i64> {
+fn max_pool(
+    x: &[i64],
+    [c, h, w]: Shape,
+    [_, oh, ow]: Shape,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<i64> {
     let mut out = Vec::with_capacity(c * oh * ow);
     for ch in 0..c {
         for oy in 0..oh {

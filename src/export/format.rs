@@ -88,12 +88,19 @@ pub struct IntLayer {
 impl IntLayer {
     /// The integer weights.
     pub fn weights(&self) -> Vec<i32> {
-        self.codes.iter().map(|&c| c as i32 * self.code_mul + self.code_off).collect()
+        self.codes
+            .iter()
+            .map(|&c| c as i32 * self.code_mul + self.code_off)
+            .collect()
     }
 
     /// Real weight scale of output channel `c`.
     pub fn scale(&self, c: usize) -> f32 {
-        if self.w_scale.len() == 1 { self.w_scale[0] } else { self.w_scale[c] }
+        if self.w_scale.len() == 1 {
+            self.w_scale[0]
+        } else {
+            self.w_scale[c]
+        }
     }
 }
 
@@ -208,7 +215,10 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8]> {
         if self.pos + n > self.b.len() {
-            bail!("unexpected end of data at byte {} (wanted {n} more)", self.pos);
+            bail!(
+                "unexpected end of data at byte {} (wanted {n} more)",
+                self.pos
+            );
         }
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
@@ -258,7 +268,13 @@ impl IntModel {
         let mut w = Writer(Vec::new());
         w.bytes(self.name.as_bytes());
         let i = &self.input;
-        for v in [i.channels, i.height, i.width, i.frac_bits as usize, i.classes] {
+        for v in [
+            i.channels,
+            i.height,
+            i.width,
+            i.frac_bits as usize,
+            i.classes,
+        ] {
             w.uv(v as u64);
         }
         w.fs(&i.mean);
@@ -270,7 +286,15 @@ impl IntModel {
                 IntKind::Conv => 0,
                 IntKind::Linear => 1,
             });
-            for v in [l.in_ch, l.out_ch, l.kernel, l.stride, l.padding, l.w_bits as usize, l.a_bits as usize] {
+            for v in [
+                l.in_ch,
+                l.out_ch,
+                l.kernel,
+                l.stride,
+                l.padding,
+                l.w_bits as usize,
+                l.a_bits as usize,
+            ] {
                 w.uv(v as u64);
             }
             w.iv(l.code_mul as i64);
@@ -312,7 +336,12 @@ impl IntModel {
                         }
                     }
                 }
-                Op::MaxPool { src, kernel, stride, padding } => {
+                Op::MaxPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     w.uv(3);
                     for v in [src, kernel, stride, padding] {
                         w.uv(*v as u64);
@@ -350,7 +379,10 @@ impl IntModel {
         let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let body = &bytes[24..];
         if body.len() != len {
-            bail!("truncated or padded: header declares {len} body bytes, file has {}", body.len());
+            bail!(
+                "truncated or padded: header declares {len} body bytes, file has {}",
+                body.len()
+            );
         }
         if crc32fast::hash(body) != crc {
             bail!("checksum mismatch: the file is corrupt");
@@ -365,9 +397,21 @@ impl IntModel {
         let mean = r.fs(4096)?;
         let std = r.fs(4096)?;
         if mean.len() != channels || std.len() != channels {
-            bail!("input normalisation has {} / {} values for {channels} channels", mean.len(), std.len());
+            bail!(
+                "input normalisation has {} / {} values for {channels} channels",
+                mean.len(),
+                std.len()
+            );
         }
-        let input = InputSpec { channels, height, width, mean, std, frac_bits, classes };
+        let input = InputSpec {
+            channels,
+            height,
+            width,
+            mean,
+            std,
+            frac_bits,
+            classes,
+        };
         let n = r.us(1 << 16, "layer count")?;
         let mut layers = Vec::with_capacity(n);
         for li in 0..n {
@@ -397,11 +441,32 @@ impl IntModel {
                 IntKind::Conv => out_ch * in_ch * kernel * kernel,
                 IntKind::Linear => out_ch * in_ch,
             };
-            let codes = unpack(r.bytes()?, w_bits, count).with_context(|| format!("layer `{name}`"))?;
-            if !(w_scale.len() == 1 || w_scale.len() == out_ch) || post_bias.len() != out_ch || !(post_mul.is_empty() || post_mul.len() == out_ch) {
+            let codes =
+                unpack(r.bytes()?, w_bits, count).with_context(|| format!("layer `{name}`"))?;
+            if !(w_scale.len() == 1 || w_scale.len() == out_ch)
+                || post_bias.len() != out_ch
+                || !(post_mul.is_empty() || post_mul.len() == out_ch)
+            {
                 bail!("layer `{name}`: scale/bias vectors do not match {out_ch} output channels");
             }
-            layers.push(IntLayer { name, kind, in_ch, out_ch, kernel, stride, padding, w_bits, code_mul, code_off, w_scale, codes, a_bits, act_step, post_mul, post_bias });
+            layers.push(IntLayer {
+                name,
+                kind,
+                in_ch,
+                out_ch,
+                kernel,
+                stride,
+                padding,
+                w_bits,
+                code_mul,
+                code_off,
+                w_scale,
+                codes,
+                a_bits,
+                act_step,
+                post_mul,
+                post_bias,
+            });
         }
         let nops = r.us(1 << 20, "op count")?;
         let mut ops = Vec::with_capacity(nops);
@@ -413,7 +478,11 @@ impl IntModel {
                 0 | 1 => {
                     let layer = r.us(layers.len().saturating_sub(1), "layer index")?;
                     let src = reg(&mut r)?;
-                    if tag == 0 { Op::Conv { layer, src } } else { Op::Linear { layer, src } }
+                    if tag == 0 {
+                        Op::Conv { layer, src }
+                    } else {
+                        Op::Linear { layer, src }
+                    }
                 }
                 2 => {
                     let relu = r.uv()? != 0;
@@ -421,14 +490,22 @@ impl IntModel {
                     let mut terms = Vec::with_capacity(nt);
                     for _ in 0..nt {
                         terms.push(match r.uv()? {
-                            0 => Term::Acc { reg: reg(&mut r)?, layer: r.us(layers.len().saturating_sub(1), "layer index")? },
+                            0 => Term::Acc {
+                                reg: reg(&mut r)?,
+                                layer: r.us(layers.len().saturating_sub(1), "layer index")?,
+                            },
                             1 => Term::Wide { reg: reg(&mut r)? },
                             t => bail!("op {oi}: unknown term kind {t}"),
                         });
                     }
                     Op::Affine { terms, relu }
                 }
-                3 => Op::MaxPool { src: reg(&mut r)?, kernel: r.us(64, "kernel")?, stride: r.us(64, "stride")?, padding: r.us(64, "padding")? },
+                3 => Op::MaxPool {
+                    src: reg(&mut r)?,
+                    kernel: r.us(64, "kernel")?,
+                    stride: r.us(64, "stride")?,
+                    padding: r.us(64, "padding")?,
+                },
                 4 => Op::GlobalAvgPool { src: reg(&mut r)? },
                 t => bail!("op {oi}: unknown op {t}"),
             };
@@ -440,7 +517,12 @@ impl IntModel {
         if ops.is_empty() {
             bail!("the graph has no operations");
         }
-        Ok(IntModel { name, input, layers, ops })
+        Ok(IntModel {
+            name,
+            input,
+            layers,
+            ops,
+        })
     }
 
     /// Writes the model to `path` atomically.
@@ -452,7 +534,8 @@ impl IntModel {
 
     /// Reads a model file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         Self::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
     }
 }

@@ -144,26 +144,48 @@ impl Graph {
         let w = l.weights();
         let wide = w.iter().any(|&v| !(-128..=127).contains(&v));
         let (dtype, raw, zero) = if wide {
-            (INT16, w.iter().flat_map(|&v| (v as i16).to_le_bytes()).collect::<Vec<u8>>(), vec![0u8; 2 * l.out_ch])
+            (
+                INT16,
+                w.iter()
+                    .flat_map(|&v| (v as i16).to_le_bytes())
+                    .collect::<Vec<u8>>(),
+                vec![0u8; 2 * l.out_ch],
+            )
         } else {
-            (INT8, w.iter().map(|&v| v as i8 as u8).collect(), vec![0u8; l.out_ch])
+            (
+                INT8,
+                w.iter().map(|&v| v as i8 as u8).collect(),
+                vec![0u8; l.out_ch],
+            )
         };
         let wn = self.init("w", dims, dtype, raw);
-        let scales: Vec<f32> = (0..l.out_ch).map(|c| l.scale(c) * l.post_mul.get(c).copied().unwrap_or(1.0)).collect();
+        let scales: Vec<f32> = (0..l.out_ch)
+            .map(|c| l.scale(c) * l.post_mul.get(c).copied().unwrap_or(1.0))
+            .collect();
         let s = self.init("w_scale", &[l.out_ch], FLOAT, f32s(&scales));
         let z = self.init("w_zero", &[l.out_ch], dtype, zero);
-        self.node("DequantizeLinear", &[&wn, &s, &z], vec![("axis", Attr::Int(0))])
+        self.node(
+            "DequantizeLinear",
+            &[&wn, &s, &z],
+            vec![("axis", Attr::Int(0))],
+        )
     }
 }
 
 /// Whether any layer needs 16-bit weight containers (hence opset 21).
 fn needs_int16(m: &IntModel) -> bool {
-    m.layers.iter().any(|l| l.weights().iter().any(|&v| !(-128..=127).contains(&v)))
+    m.layers
+        .iter()
+        .any(|l| l.weights().iter().any(|&v| !(-128..=127).contains(&v)))
 }
 
 /// Serialises `m` as an ONNX model.
 pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
-    let mut g = Graph { nodes: Vec::new(), inits: Vec::new(), count: 0 };
+    let mut g = Graph {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        count: 0,
+    };
     let i = &m.input;
     let c = i.channels;
     let k255 = g.init("k255", &[], FLOAT, f32s(&[255.0]));
@@ -177,7 +199,11 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
         let out = match op {
             Op::Conv { layer, src } => {
                 let l = &m.layers[*layer];
-                let xin = if *layer == 0 { regs[*src].clone() } else { g.qdq_act(&regs[*src].clone(), l) };
+                let xin = if *layer == 0 {
+                    regs[*src].clone()
+                } else {
+                    g.qdq_act(&regs[*src].clone(), l)
+                };
                 let w = g.weight(l, &[l.out_ch, l.in_ch, l.kernel, l.kernel]);
                 let b = g.init("bias", &[l.out_ch], FLOAT, f32s(&l.post_bias));
                 let p = l.padding as i64;
@@ -194,29 +220,57 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
             Op::Linear { layer, src } => {
                 let l = &m.layers[*layer];
                 debug_assert_eq!(l.kind, IntKind::Linear);
-                let f = g.node("Flatten", &[&regs[*src].clone()], vec![("axis", Attr::Int(1))]);
+                let f = g.node(
+                    "Flatten",
+                    &[&regs[*src].clone()],
+                    vec![("axis", Attr::Int(1))],
+                );
                 let xin = g.qdq_act(&f, l);
                 let w = g.weight(l, &[l.out_ch, l.in_ch]);
                 let b = g.init("bias", &[l.out_ch], FLOAT, f32s(&l.post_bias));
-                g.node("Gemm", &[&xin, &w, &b], vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(1.0))])
+                g.node(
+                    "Gemm",
+                    &[&xin, &w, &b],
+                    vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(1.0))],
+                )
             }
             Op::Affine { terms, relu } => {
-                let names: Vec<String> = terms.iter().map(|t| match t { Term::Acc { reg, .. } | Term::Wide { reg } => regs[*reg].clone() }).collect();
+                let names: Vec<String> = terms
+                    .iter()
+                    .map(|t| match t {
+                        Term::Acc { reg, .. } | Term::Wide { reg } => regs[*reg].clone(),
+                    })
+                    .collect();
                 let mut acc = names[0].clone();
                 for n in &names[1..] {
                     acc = g.node("Add", &[&acc, n], vec![]);
                 }
-                if *relu { g.node("Relu", &[&acc], vec![]) } else { g.node("Identity", &[&acc], vec![]) }
+                if *relu {
+                    g.node("Relu", &[&acc], vec![])
+                } else {
+                    g.node("Identity", &[&acc], vec![])
+                }
             }
-            Op::MaxPool { src, kernel, stride, padding } => {
+            Op::MaxPool {
+                src,
+                kernel,
+                stride,
+                padding,
+            } => {
                 let p = *padding as i64;
                 g.node(
                     "MaxPool",
                     &[&regs[*src].clone()],
-                    vec![("kernel_shape", Attr::Ints(vec![*kernel as i64; 2])), ("strides", Attr::Ints(vec![*stride as i64; 2])), ("pads", Attr::Ints(vec![p, p, p, p]))],
+                    vec![
+                        ("kernel_shape", Attr::Ints(vec![*kernel as i64; 2])),
+                        ("strides", Attr::Ints(vec![*stride as i64; 2])),
+                        ("pads", Attr::Ints(vec![p, p, p, p])),
+                    ],
                 )
             }
-            Op::GlobalAvgPool { src } => g.node("GlobalAveragePool", &[&regs[*src].clone()], vec![]),
+            Op::GlobalAvgPool { src } => {
+                g.node("GlobalAveragePool", &[&regs[*src].clone()], vec![])
+            }
         };
         regs.push(out);
     }
@@ -258,7 +312,10 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
     for t in g.inits {
         graph.msg(5, t);
     }
-    graph.msg(11, value_info("pixels", vec![None, Some(c), Some(i.height), Some(i.width)]));
+    graph.msg(
+        11,
+        value_info("pixels", vec![None, Some(c), Some(i.height), Some(i.width)]),
+    );
     graph.msg(12, value_info(logits, vec![None, Some(i.classes)]));
     let mut model = Pb::default();
     model.int(1, 8);

@@ -31,7 +31,10 @@ pub fn unpack(bytes: &[u8], bits: u32, n: usize) -> Result<Vec<u32>> {
     }
     let need = (n * bits as usize).div_ceil(8);
     if bytes.len() < need {
-        bail!("packed weights truncated: {n} codes of {bits} bits need {need} bytes, found {}", bytes.len());
+        bail!(
+            "packed weights truncated: {n} codes of {bits} bits need {need} bytes, found {}",
+            bytes.len()
+        );
     }
     let mut out = Vec::with_capacity(n);
     let mut pos = 0usize;
@@ -59,9 +62,15 @@ mod tests {
     fn round_trip_every_width_and_odd_sizes() {
         for bits in 1..=8u32 {
             for n in [0usize, 1, 3, 7, 13, 100, 257] {
-                let codes: Vec<u32> = (0..n).map(|i| ((i * 2654435761usize) >> 7) as u32 % (1 << bits)).collect();
+                let codes: Vec<u32> = (0..n)
+                    .map(|i| ((i * 2654435761usize) >> 7) as u32 % (1 << bits))
+                    .collect();
                 let p = pack(&codes, bits);
-                assert_eq!(p.len(), (n * bits as usize).div_ceil(8), "{bits} bits × {n} is tight");
+                assert_eq!(
+                    p.len(),
+                    (n * bits as usize).div_ceil(8),
+                    "{bits} bits × {n} is tight"
+                );
                 assert_eq!(unpack(&p, bits, n).unwrap(), codes, "{bits} bits × {n}");
             }
         }

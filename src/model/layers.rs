@@ -26,7 +26,9 @@ impl Observer {
         let v = crate::host::to_f32(x.clone());
         let stride = (v.len() / 20_000).max(1);
         let mut m = self.samples.borrow_mut();
-        m.entry(index).or_default().extend(v.iter().step_by(stride).copied());
+        m.entry(index)
+            .or_default()
+            .extend(v.iter().step_by(stride).copied());
     }
 }
 
@@ -44,9 +46,12 @@ pub struct QuantCtx<'a> {
 impl<'a> QuantCtx<'a> {
     /// A context without observer.
     pub fn new(scheme: QuantScheme, bits: &'a [LayerBits]) -> Self {
-        QuantCtx { scheme, bits, observer: None }
+        QuantCtx {
+            scheme,
+            bits,
+            observer: None,
+        }
     }
-
 
     /// Bits of layer `index` (float if the policy is shorter, which only happens for float runs).
     pub fn bits(&self, index: usize) -> LayerBits {
@@ -77,7 +82,7 @@ impl QuantParams {
     fn weight_step(&self, scheme: &QuantScheme) -> Tensor<1> {
         use crate::quant::quantizer::WeightQuantizer::*;
         match scheme.weight {
-            LsqTensor => self.w_step.val().slice([0..1]),
+            LsqTensor => self.w_step.val().narrow(0, 0, 1),
             _ => self.w_step.val(),
         }
     }
@@ -91,7 +96,13 @@ impl QuantParams {
         if index == 0 || bits.a == FLOAT_BITS {
             return x;
         }
-        quantize_act(x, self.act_alpha.val(), self.act_step.val(), ctx.scheme.act, bits.a)
+        quantize_act(
+            x,
+            self.act_alpha.val(),
+            self.act_step.val(),
+            ctx.scheme.act,
+            bits.a,
+        )
     }
 }
 
@@ -112,7 +123,15 @@ pub struct QConv {
 
 impl QConv {
     /// Kaiming-normal initialised conv (fan-out, as torchvision ResNets).
-    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, index: usize, device: &Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        index: usize,
+        device: &Device,
+    ) -> Self {
         let std = (2.0 / (cout * k * k) as f64).sqrt();
         let weight = Tensor::random([cout, cin, k, k], Distribution::Normal(0.0, std), device);
         Self {
@@ -127,7 +146,12 @@ impl QConv {
     /// Quantized weights as the forward pass uses them.
     pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor<4> {
         let bits = ctx.bits(self.index);
-        quantize_weight(self.weight.val(), self.quant.weight_step(&ctx.scheme), ctx.scheme.weight, bits.w)
+        quantize_weight(
+            self.weight.val(),
+            self.quant.weight_step(&ctx.scheme),
+            ctx.scheme.weight,
+            bits.w,
+        )
     }
 
     /// Forward pass with fake quantization of the input and the weights.
@@ -157,8 +181,16 @@ impl QLinear {
     pub fn new(cin: usize, cout: usize, index: usize, device: &Device) -> Self {
         let bound = 1.0 / (cin as f64).sqrt();
         Self {
-            weight: Param::from_tensor(Tensor::random([cout, cin], Distribution::Uniform(-bound, bound), device)),
-            bias: Param::from_tensor(Tensor::random([cout], Distribution::Uniform(-bound, bound), device)),
+            weight: Param::from_tensor(Tensor::random(
+                [cout, cin],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::random(
+                [cout],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
             quant: QuantParams::new(cout, device),
             index,
         }
@@ -167,7 +199,12 @@ impl QLinear {
     /// Quantized weights as the forward pass uses them.
     pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor<2> {
         let bits = ctx.bits(self.index);
-        quantize_weight(self.weight.val(), self.quant.weight_step(&ctx.scheme), ctx.scheme.weight, bits.w)
+        quantize_weight(
+            self.weight.val(),
+            self.quant.weight_step(&ctx.scheme),
+            ctx.scheme.weight,
+            bits.w,
+        )
     }
 
     /// Forward pass `[batch, in] -> [batch, out]`.
@@ -189,7 +226,15 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// A conv + BN pair.
-    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, index: usize, device: &Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        index: usize,
+        device: &Device,
+    ) -> Self {
         Self {
             conv: QConv::new(cin, cout, k, stride, padding, index, device),
             bn: BatchNormConfig::new(cout).init(device),

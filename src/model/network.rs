@@ -120,7 +120,12 @@ pub fn pool(x: Tensor<4>, window: usize) -> Tensor<4> {
     match window {
         0 => x,
         2 => max_pool2d(x, MaxPoolOptions::new([2, 2])),
-        _ => max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1])),
+        _ => max_pool2d(
+            x,
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1]),
+        ),
     }
 }
 
@@ -190,7 +195,11 @@ impl Network {
 
     /// Every quantizable layer's weights, flattened, in policy order.
     pub fn weights_host(&self) -> Vec<Vec<f32>> {
-        let mut v: Vec<Vec<f32>> = self.convs().iter().map(|c| crate::host::to_f32(c.conv.weight.val())).collect();
+        let mut v: Vec<Vec<f32>> = self
+            .convs()
+            .iter()
+            .map(|c| crate::host::to_f32(c.conv.weight.val()))
+            .collect();
         v.push(crate::host::to_f32(self.fc.weight.val()));
         v
     }
@@ -205,7 +214,11 @@ impl Network {
             c.conv.weight = p.map(|t| {
                 let (shape, device) = (t.shape(), t.device());
                 let fresh = Tensor::<4>::from_data(TensorData::new(values, shape), &device);
-                if device.is_autodiff() { fresh.require_grad() } else { fresh }
+                if device.is_autodiff() {
+                    fresh.require_grad()
+                } else {
+                    fresh
+                }
             });
         }
         let values = it.next().expect("one weight vector per layer").clone();
@@ -213,7 +226,11 @@ impl Network {
         self.fc.weight = p.map(|t| {
             let (shape, device) = (t.shape(), t.device());
             let fresh = Tensor::<2>::from_data(TensorData::new(values, shape), &device);
-            if device.is_autodiff() { fresh.require_grad() } else { fresh }
+            if device.is_autodiff() {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
         });
     }
 
@@ -224,11 +241,17 @@ impl Network {
             .iter()
             .map(|c| {
                 let w = c.conv.weight.val();
-                w.grad(grads).map(crate::host::to_f32).unwrap_or_else(|| vec![0.0; w.shape().num_elements()])
+                w.grad(grads)
+                    .map(crate::host::to_f32)
+                    .unwrap_or_else(|| vec![0.0; w.shape().num_elements()])
             })
             .collect();
         let w = self.fc.weight.val();
-        v.push(w.grad(grads).map(crate::host::to_f32).unwrap_or_else(|| vec![0.0; w.shape().num_elements()]));
+        v.push(
+            w.grad(grads)
+                .map(crate::host::to_f32)
+                .unwrap_or_else(|| vec![0.0; w.shape().num_elements()]),
+        );
         v
     }
 }
@@ -260,7 +283,18 @@ struct Builder<'d> {
 }
 
 impl Builder<'_> {
-    fn conv(&mut self, name: String, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, h: usize, w: usize) -> (ConvBn, usize, usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: String,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        h: usize,
+        w: usize,
+    ) -> (ConvBn, usize, usize) {
         let oh = (h + 2 * pad - k) / stride + 1;
         let ow = (w + 2 * pad - k) / stride + 1;
         let index = self.layers.len();
@@ -274,7 +308,11 @@ impl Builder<'_> {
             macs: (oh * ow * cout * cin * k * k) as u64,
             float_params: 2 * cout,
         });
-        (ConvBn::new(cin, cout, k, stride, pad, index, self.device), oh, ow)
+        (
+            ConvBn::new(cin, cout, k, stride, pad, index, self.device),
+            oh,
+            ow,
+        )
     }
 
     fn pooled(h: usize, window: usize) -> usize {
@@ -286,22 +324,44 @@ impl Builder<'_> {
     }
 
     fn plain_stage(&mut self, name: &str, cout: usize) -> Block {
-        let (conv1, h, w) = self.conv(format!("{name}.conv"), self.c, cout, 3, 1, 1, self.h, self.w);
+        let (conv1, h, w) = self.conv(
+            format!("{name}.conv"),
+            self.c,
+            cout,
+            3,
+            1,
+            1,
+            self.h,
+            self.w,
+        );
         self.c = cout;
         self.h = Self::pooled(h, 2);
         self.w = Self::pooled(w, 2);
-        Block { conv1, conv2: None, shortcut: None, pool: 2 }
+        Block {
+            conv1,
+            conv2: None,
+            shortcut: None,
+            pool: 2,
+        }
     }
 
     fn basic_block(&mut self, name: &str, cout: usize, stride: usize) -> Block {
         let (cin, h, w) = (self.c, self.h, self.w);
         let (conv1, oh, ow) = self.conv(format!("{name}.conv1"), cin, cout, 3, stride, 1, h, w);
         let (conv2, _, _) = self.conv(format!("{name}.conv2"), cout, cout, 3, 1, 1, oh, ow);
-        let shortcut = (stride != 1 || cin != cout).then(|| self.conv(format!("{name}.shortcut"), cin, cout, 1, stride, 0, h, w).0);
+        let shortcut = (stride != 1 || cin != cout).then(|| {
+            self.conv(format!("{name}.shortcut"), cin, cout, 1, stride, 0, h, w)
+                .0
+        });
         self.c = cout;
         self.h = oh;
         self.w = ow;
-        Block { conv1, conv2: Some(conv2), shortcut, pool: 0 }
+        Block {
+            conv1,
+            conv2: Some(conv2),
+            shortcut,
+            pool: 0,
+        }
     }
 
     fn linear(&mut self, cin: usize, classes: usize) -> QLinear {
@@ -326,7 +386,11 @@ pub const CONVNET_WIDTHS: [usize; 3] = [16, 32, 64];
 /// Builds a model for `spec` on `device` (weights freshly initialised).
 pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
     if spec.channels == 0 || spec.classes < 2 {
-        bail!("model needs at least one input channel and two classes (got {} channels, {} classes)", spec.channels, spec.classes);
+        bail!(
+            "model needs at least one input channel and two classes (got {} channels, {} classes)",
+            spec.channels,
+            spec.classes
+        );
     }
     let min_side = match spec.kind {
         ModelKind::Convnet => 8,
@@ -334,9 +398,20 @@ pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
         _ => 4,
     };
     if spec.height < min_side || spec.width < min_side {
-        bail!("{} needs inputs of at least {min_side}×{min_side} (got {}×{})", spec.kind.name(), spec.height, spec.width);
+        bail!(
+            "{} needs inputs of at least {min_side}×{min_side} (got {}×{})",
+            spec.kind.name(),
+            spec.height,
+            spec.width
+        );
     }
-    let mut b = Builder { device, c: spec.channels, h: spec.height, w: spec.width, layers: Vec::new() };
+    let mut b = Builder {
+        device,
+        c: spec.channels,
+        h: spec.height,
+        w: spec.width,
+        layers: Vec::new(),
+    };
     let net = match spec.kind {
         ModelKind::Convnet => {
             let [w0, w1, w2] = CONVNET_WIDTHS;
@@ -346,7 +421,13 @@ pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
             b.w = Builder::pooled(w, 2);
             let blocks = vec![b.plain_stage("stage1", w1), b.plain_stage("stage2", w2)];
             let fc = b.linear(b.c * b.h * b.w, spec.classes);
-            Network { stem, stem_pool: 2, blocks, global_pool: false, fc }
+            Network {
+                stem,
+                stem_pool: 2,
+                blocks,
+                global_pool: false,
+                fc,
+            }
         }
         ModelKind::Resnet20 | ModelKind::Resnet32 | ModelKind::Resnet56 => {
             let n = match spec.kind {
@@ -364,7 +445,13 @@ pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
                 }
             }
             let fc = b.linear(64, spec.classes);
-            Network { stem, stem_pool: 0, blocks, global_pool: true, fc }
+            Network {
+                stem,
+                stem_pool: 0,
+                blocks,
+                global_pool: true,
+                fc,
+            }
         }
         ModelKind::Resnet18 => {
             let (stem, h, w) = b.conv("stem.conv".into(), spec.channels, 64, 7, 2, 3, b.h, b.w);
@@ -377,10 +464,20 @@ pub fn build(spec: &ModelSpec, device: &Device) -> Result<Model> {
                 }
             }
             let fc = b.linear(512, spec.classes);
-            Network { stem, stem_pool: 3, blocks, global_pool: true, fc }
+            Network {
+                stem,
+                stem_pool: 3,
+                blocks,
+                global_pool: true,
+                fc,
+            }
         }
     };
-    Ok(Model { spec: spec.clone(), net, layers: b.layers })
+    Ok(Model {
+        spec: spec.clone(),
+        net,
+        layers: b.layers,
+    })
 }
 
 #[cfg(test)]
@@ -388,7 +485,13 @@ mod tests {
     use super::*;
 
     fn spec(kind: ModelKind) -> ModelSpec {
-        ModelSpec { kind, channels: 1, height: 28, width: 28, classes: 10 }
+        ModelSpec {
+            kind,
+            channels: 1,
+            height: 28,
+            width: 28,
+            classes: 10,
+        }
     }
 
     #[test]
@@ -405,24 +508,50 @@ mod tests {
         assert_eq!(stem.params, 16 * 9);
         assert_eq!(stem.macs, 28 * 28 * 16 * 9);
         // stage2 first conv: 16→32, stride 2 on 28×28 → 14×14
-        let l = m.layers.iter().find(|l| l.name == "stage2.block0.conv1").unwrap();
+        let l = m
+            .layers
+            .iter()
+            .find(|l| l.name == "stage2.block0.conv1")
+            .unwrap();
         assert_eq!(l.macs, (14 * 14 * 32 * 16 * 9) as u64);
         let total: usize = m.layers.iter().map(|l| l.params).sum();
-        assert!((260_000..280_000).contains(&total), "ResNet-20 has ~0.27M weights, got {total}");
+        assert!(
+            (260_000..280_000).contains(&total),
+            "ResNet-20 has ~0.27M weights, got {total}"
+        );
     }
 
     #[test]
     fn every_model_runs_any_input() {
         let dev = Device::flex();
-        for (kind, c, h, w) in [(ModelKind::Convnet, 3, 32, 24), (ModelKind::Resnet32, 3, 16, 16), (ModelKind::Resnet18, 1, 28, 28)] {
-            let s = ModelSpec { kind, channels: c, height: h, width: w, classes: 7 };
+        for (kind, c, h, w) in [
+            (ModelKind::Convnet, 3, 32, 24),
+            (ModelKind::Resnet32, 3, 16, 16),
+            (ModelKind::Resnet18, 1, 28, 28),
+        ] {
+            let s = ModelSpec {
+                kind,
+                channels: c,
+                height: h,
+                width: w,
+                classes: 7,
+            };
             let m = build(&s, &dev).unwrap();
             let bits = vec![crate::quant::policy::LayerBits { w: 4, a: 4 }; m.layers.len()];
             let ctx = QuantCtx::new(Default::default(), &bits);
-            let y = m.net.valid().forward(Tensor::zeros([2, c, h, w], &dev), &ctx);
+            let y = m
+                .net
+                .valid()
+                .forward(Tensor::zeros([2, c, h, w], &dev), &ctx);
             assert_eq!(y.dims(), [2, 7], "{kind:?}");
         }
-        let bad = ModelSpec { kind: ModelKind::Resnet18, channels: 1, height: 8, width: 8, classes: 10 };
+        let bad = ModelSpec {
+            kind: ModelKind::Resnet18,
+            channels: 1,
+            height: 8,
+            width: 8,
+            classes: 10,
+        };
         assert!(build(&bad, &dev).is_err());
     }
 }

@@ -2,8 +2,8 @@
 
 use super::policy::{FLOAT_BITS, LayerBits, Policy};
 use super::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
-use crate::model::layers::{Observer, QuantCtx};
 use crate::model::Network;
+use crate::model::layers::{Observer, QuantCtx};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -15,7 +15,11 @@ pub fn set_values(p: &mut Param<Tensor<1>>, values: Vec<f32>) {
         let device = t.device();
         let n = values.len();
         let fresh = Tensor::<1>::from_data(TensorData::new(values, [n]), &device);
-        if device.is_autodiff() { fresh.require_grad() } else { fresh }
+        if device.is_autodiff() {
+            fresh.require_grad()
+        } else {
+            fresh
+        }
     });
 }
 
@@ -39,7 +43,11 @@ fn percentile(mut v: Vec<f32>, q: f64) -> f32 {
 pub fn calibrate(net: &mut Network, policy: &Policy, scheme: QuantScheme, batches: &[Tensor<4>]) {
     let observer = Observer::default();
     let float = vec![LayerBits::FLOAT; policy.bits.len()];
-    let ctx = QuantCtx { scheme, bits: &float, observer: Some(&observer) };
+    let ctx = QuantCtx {
+        scheme,
+        bits: &float,
+        observer: Some(&observer),
+    };
     let valid = net.valid();
     for b in batches {
         let _ = valid.forward(b.clone(), &ctx);
@@ -47,7 +55,11 @@ pub fn calibrate(net: &mut Network, policy: &Policy, scheme: QuantScheme, batche
     let samples = observer.samples.into_inner();
     net.for_each_quant(&mut |index, q, w| {
         let bits = policy.bits.get(index).copied().unwrap_or(LayerBits::FLOAT);
-        let clip = samples.get(&index).map(|s| percentile(s.clone(), 0.999)).unwrap_or(1.0).max(1e-3);
+        let clip = samples
+            .get(&index)
+            .map(|s| percentile(s.clone(), 0.999))
+            .unwrap_or(1.0)
+            .max(1e-3);
         set_values(&mut q.act_alpha, vec![clip]);
         let a = if bits.a == FLOAT_BITS { 8 } else { bits.a };
         set_values(&mut q.act_step, vec![clip / levels(a)]);
@@ -70,8 +82,20 @@ pub fn calibrate(net: &mut Network, policy: &Policy, scheme: QuantScheme, batche
 /// Keeps LSQ's clipping range when layer `index` moves from `old` to `new` bits: the steps are
 /// scaled by the ratio of the integer ranges. PACT clips are ranges already and stay.
 pub fn rescale_steps(net: &mut Network, index: usize, old: LayerBits, new: LayerBits) {
-    let ratio_a = |o: u32, n: u32| if o >= FLOAT_BITS || n >= FLOAT_BITS { 1.0 } else { levels(o) / levels(n) };
-    let ratio_w = |o: u32, n: u32| if o >= FLOAT_BITS || n >= FLOAT_BITS { 1.0 } else { signed_range(o).1 / signed_range(n).1 };
+    let ratio_a = |o: u32, n: u32| {
+        if o >= FLOAT_BITS || n >= FLOAT_BITS {
+            1.0
+        } else {
+            levels(o) / levels(n)
+        }
+    };
+    let ratio_w = |o: u32, n: u32| {
+        if o >= FLOAT_BITS || n >= FLOAT_BITS {
+            1.0
+        } else {
+            signed_range(o).1 / signed_range(n).1
+        }
+    };
     net.for_each_quant(&mut |i, q, _| {
         if i != index {
             return;

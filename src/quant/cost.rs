@@ -106,7 +106,12 @@ pub fn human(n: f64) -> String {
 
 /// A per-layer table: name, params, MACs, W/A bits, size, share of size, BOPs; then totals.
 pub fn cost_table(layers: &[LayerInfo], cost: &ModelCost) -> String {
-    let width = layers.iter().map(|l| l.name.len()).max().unwrap_or(4).max(5);
+    let width = layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -114,7 +119,13 @@ pub fn cost_table(layers: &[LayerInfo], cost: &ModelCost) -> String {
         "layer", "params", "MACs", "W", "A", "size(B)", "share", "BOPs"
     );
     for (l, c) in layers.iter().zip(&cost.layers) {
-        let bits = |b: u32| if b == FLOAT_BITS { "fp".to_string() } else { b.to_string() };
+        let bits = |b: u32| {
+            if b == FLOAT_BITS {
+                "fp".to_string()
+            } else {
+                b.to_string()
+            }
+        };
         let _ = writeln!(
             s,
             "{:<width$} {:>9} {:>9} {:>5} {:>5} {:>10.1} {:>5.1}% {:>9}",
@@ -164,7 +175,10 @@ mod tests {
     #[test]
     fn hand_computed_layer() {
         let layers = vec![conv()];
-        let policy = Policy { names: vec!["c".into()], bits: vec![LayerBits { w: 3, a: 4 }] };
+        let policy = Policy {
+            names: vec!["c".into()],
+            bits: vec![LayerBits { w: 3, a: 4 }],
+        };
         let c = model_cost(&layers, &policy, WeightQuantizer::Dorefa);
         // 4608 weights × 3 bits + one 32-bit scale
         assert_eq!(c.size_bits, 4608 * 3 + 32);
@@ -174,7 +188,11 @@ mod tests {
         assert_eq!(c.bops, 903_168 * 12);
         let per_ch = model_cost(&layers, &policy, WeightQuantizer::LsqChannel);
         assert_eq!(per_ch.size_bits, 4608 * 3 + 32 * 32);
-        let float = model_cost(&layers, &Policy::float(&["c".to_string()]), WeightQuantizer::Dorefa);
+        let float = model_cost(
+            &layers,
+            &Policy::float(&["c".to_string()]),
+            WeightQuantizer::Dorefa,
+        );
         assert_eq!(float.compression, 1.0);
         assert!(cost_table(&layers, &c).contains("compression 10.64x"));
     }

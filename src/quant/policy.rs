@@ -112,7 +112,9 @@ impl Policy {
 
     /// Whether any layer is quantized.
     pub fn is_quantized(&self) -> bool {
-        self.bits.iter().any(|b| b.w != FLOAT_BITS || b.a != FLOAT_BITS)
+        self.bits
+            .iter()
+            .any(|b| b.w != FLOAT_BITS || b.a != FLOAT_BITS)
     }
 
     /// Reads a policy JSON file for a model whose layers are `names`. Every layer must be listed.
@@ -252,7 +254,11 @@ mod tests {
     #[test]
     fn policy_json_round_trip_and_errors() {
         let mut p = Policy::uniform(&names(), LayerBits { w: 4, a: 4 });
-        assert_eq!(p.bits[0], LayerBits { w: 4, a: 8 }, "input layer reads 8-bit pixels");
+        assert_eq!(
+            p.bits[0],
+            LayerBits { w: 4, a: 8 },
+            "input layer reads 8-bit pixels"
+        );
         p.bits[2] = LayerBits { w: 2, a: 3 };
         let back = Policy::from_json(&p.to_json(), &names()).unwrap();
         assert_eq!(back, p);

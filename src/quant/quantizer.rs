@@ -90,7 +90,13 @@ fn grad_scale<const D: usize>(s: Tensor<D>, g: f32) -> Tensor<D> {
 
 /// LSQ quantization of `x` with step `step` (`[1]` or `[C]` along `dim`) to the integer range
 /// `[qn, qp]`. The step receives the LSQ gradient, scaled by `1/sqrt(n·qp)`.
-pub fn lsq<const D: usize>(x: Tensor<D>, step: Tensor<1>, dim: usize, qn: f32, qp: f32) -> Tensor<D> {
+pub fn lsq<const D: usize>(
+    x: Tensor<D>,
+    step: Tensor<1>,
+    dim: usize,
+    qn: f32,
+    qp: f32,
+) -> Tensor<D> {
     let per_step = x.shape().num_elements() / step.dims()[0].max(1);
     let g = 1.0 / ((per_step as f32) * qp).sqrt();
     let s: Tensor<D> = broadcast_on(grad_scale(step, g), dim);

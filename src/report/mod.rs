@@ -58,7 +58,11 @@ pub struct Report {
 }
 
 fn bits_str(b: u32) -> String {
-    if b == FLOAT_BITS { "fp".into() } else { b.to_string() }
+    if b == FLOAT_BITS {
+        "fp".into()
+    } else {
+        b.to_string()
+    }
 }
 
 /// Renders the report as one self-contained HTML page.
@@ -88,11 +92,27 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
     let series: Vec<Series> = methods
         .iter()
         .enumerate()
-        .map(|(i, m)| Series { label: m.clone(), color: color(i), points: r.results.iter().filter(|x| &x.method == m && !x.bits.is_empty()).map(|x| (x.compression, 100.0 * x.test_top1)).collect() })
+        .map(|(i, m)| Series {
+            label: m.clone(),
+            color: color(i),
+            points: r
+                .results
+                .iter()
+                .filter(|x| &x.method == m && !x.bits.is_empty())
+                .map(|x| (x.compression, 100.0 * x.test_top1))
+                .collect(),
+        })
         .filter(|s| !s.points.is_empty())
         .collect();
     s.push_str("<h2>Accuracy vs compression</h2>");
-    s.push_str(&line_plot("pareto", "test top-1 vs weight compression", "compression (FP32 bits / quantized bits)", "test top-1 (%)", &series, Some((100.0 * r.fp_test, "FP32"))));
+    s.push_str(&line_plot(
+        "pareto",
+        "test top-1 vs weight compression",
+        "compression (FP32 bits / quantized bits)",
+        "test top-1 (%)",
+        &series,
+        Some((100.0 * r.fp_test, "FP32")),
+    ));
     let mut budgets: Vec<f64> = r.results.iter().map(|x| x.budget).collect();
     budgets.sort_by(|a, b| a.total_cmp(b));
     budgets.dedup();
@@ -101,40 +121,131 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         let bars: Vec<(String, String, Vec<f64>)> = methods
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| r.results.iter().find(|x| &x.method == m && x.budget == *b && !x.bits.is_empty()).map(|x| (m.clone(), color(i), x.bits.iter().map(|b| b.w as f64).collect())))
+            .filter_map(|(i, m)| {
+                r.results
+                    .iter()
+                    .find(|x| &x.method == m && x.budget == *b && !x.bits.is_empty())
+                    .map(|x| {
+                        (
+                            m.clone(),
+                            color(i),
+                            x.bits.iter().map(|b| b.w as f64).collect(),
+                        )
+                    })
+            })
             .collect();
         if !bars.is_empty() {
-            s.push_str(&bar_chart(&format!("bits{bi}"), &format!("weight bits per layer at {b}x"), &r.layers, &bars, "weight bits"));
+            s.push_str(&bar_chart(
+                &format!("bits{bi}"),
+                &format!("weight bits per layer at {b}x"),
+                &r.layers,
+                &bars,
+                "weight bits",
+            ));
         }
     }
     if !r.ccq_steps.is_empty() {
         s.push_str("<h2>CCQ search trace</h2>");
-        let acc = Series { label: "val top-1 after fine-tuning".into(), color: color(0), points: r.ccq_steps.iter().map(|x| (x.step as f64, 100.0 * x.val_after)).collect() };
-        let before = Series { label: "val top-1 after lowering".into(), color: color(1), points: r.ccq_steps.iter().map(|x| (x.step as f64, 100.0 * x.val_before)).collect() };
-        s.push_str(&line_plot("trace-acc", "accuracy per step", "step", "validation top-1 (%)", &[acc, before], None));
-        let comp = Series { label: "compression".into(), color: color(2), points: r.ccq_steps.iter().map(|x| (x.step as f64, x.compression)).collect() };
-        s.push_str(&line_plot("trace-size", "compression per step", "step", "compression (x)", &[comp], None));
+        let acc = Series {
+            label: "val top-1 after fine-tuning".into(),
+            color: color(0),
+            points: r
+                .ccq_steps
+                .iter()
+                .map(|x| (x.step as f64, 100.0 * x.val_after))
+                .collect(),
+        };
+        let before = Series {
+            label: "val top-1 after lowering".into(),
+            color: color(1),
+            points: r
+                .ccq_steps
+                .iter()
+                .map(|x| (x.step as f64, 100.0 * x.val_before))
+                .collect(),
+        };
+        s.push_str(&line_plot(
+            "trace-acc",
+            "accuracy per step",
+            "step",
+            "validation top-1 (%)",
+            &[acc, before],
+            None,
+        ));
+        let comp = Series {
+            label: "compression".into(),
+            color: color(2),
+            points: r
+                .ccq_steps
+                .iter()
+                .map(|x| (x.step as f64, x.compression))
+                .collect(),
+        };
+        s.push_str(&line_plot(
+            "trace-size",
+            "compression per step",
+            "step",
+            "compression (x)",
+            &[comp],
+            None,
+        ));
         s.push_str("<table id=\"steps\"><tr><th>step</th><th>layer</th><th>bits</th><th>λ</th><th>val before</th><th>val after</th><th>epochs</th><th>compression</th><th>seconds</th></tr>");
         for x in &r.ccq_steps {
-            let _ = write!(s, "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td></tr>", x.step, esc(&x.chosen), x.bits_before, x.bits_after, x.lambda, 100.0 * x.val_before, 100.0 * x.val_after, x.epochs, x.compression, x.seconds);
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td></tr>",
+                x.step,
+                esc(&x.chosen),
+                x.bits_before,
+                x.bits_after,
+                x.lambda,
+                100.0 * x.val_before,
+                100.0 * x.val_after,
+                x.epochs,
+                x.compression,
+                x.seconds
+            );
         }
         s.push_str("</table>");
     }
     s.push_str("<h2>Results</h2><table id=\"results\"><tr><th>method</th><th>budget</th><th>size (B)</th><th>compression</th><th>avg bits</th><th>BOPs</th><th>test top-1</th><th>loss vs FP (points)</th><th>wall time (s)</th><th>policy (W/A per layer)</th></tr>");
     for x in &r.results {
-        let policy: Vec<String> = x.bits.iter().map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a))).collect();
+        let policy: Vec<String> = x
+            .bits
+            .iter()
+            .map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a)))
+            .collect();
         if x.bits.is_empty() {
-            let _ = write!(s, "<tr><td>{}</td><td>{}x</td><td colspan=\"8\">{}</td></tr>", esc(&x.method), x.budget, esc(x.note.as_deref().unwrap_or("not run")));
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}x</td><td colspan=\"8\">{}</td></tr>",
+                esc(&x.method),
+                x.budget,
+                esc(x.note.as_deref().unwrap_or("not run"))
+            );
         } else {
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}x</td><td>{}</td><td>{:.2}x</td><td>{:.2}</td><td>{:.3e}</td><td>{:.2}%</td><td>{:+.2}</td><td>{:.0}</td><td>{}</td></tr>",
-                esc(&x.method), x.budget, x.size_bytes, x.compression, x.avg_bits, x.bops as f64, 100.0 * x.test_top1, -x.loss_points, x.seconds, policy.join(" ")
+                esc(&x.method),
+                x.budget,
+                x.size_bytes,
+                x.compression,
+                x.avg_bits,
+                x.bops as f64,
+                100.0 * x.test_top1,
+                -x.loss_points,
+                x.seconds,
+                policy.join(" ")
             );
         }
     }
     s.push_str("</table>");
-    let _ = write!(s, "<p class=\"note\">layers: {}</p></body></html>\n", esc(&r.layers.join(", ")));
+    let _ = writeln!(
+        s,
+        "<p class=\"note\">layers: {}</p></body></html>",
+        esc(&r.layers.join(", "))
+    );
     s
 }
 
@@ -150,12 +261,28 @@ mod tests {
             layers: vec!["a".into(), "b".into()],
             fp_test: 0.9,
             ft_epochs: 1,
-            results: vec![MethodResult { method: "ccq".into(), budget: 8.0, bits: vec![LayerBits { w: 4, a: 8 }, LayerBits { w: 3, a: 3 }], size_bytes: 10, compression: 8.1, avg_bits: 3.5, bops: 100, test_top1: 0.89, loss_points: 1.0, seconds: 3.0, note: None }],
+            results: vec![MethodResult {
+                method: "ccq".into(),
+                budget: 8.0,
+                bits: vec![LayerBits { w: 4, a: 8 }, LayerBits { w: 3, a: 3 }],
+                size_bytes: 10,
+                compression: 8.1,
+                avg_bits: 3.5,
+                bops: 100,
+                test_top1: 0.89,
+                loss_points: 1.0,
+                seconds: 3.0,
+                note: None,
+            }],
             ccq_steps: vec![],
             notes: vec!["<x>".into()],
         };
         let h = html(&r);
-        assert!(h.contains("<svg id=\"pareto\"") && h.contains("<svg id=\"bits0\"") && h.contains("<table id=\"results\""));
+        assert!(
+            h.contains("<svg id=\"pareto\"")
+                && h.contains("<svg id=\"bits0\"")
+                && h.contains("<table id=\"results\"")
+        );
         assert!(h.contains("&lt;x&gt;") && !h.contains("<x>"));
         assert!(h.contains("4/8 3/3"));
     }

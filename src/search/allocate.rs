@@ -33,7 +33,11 @@ pub fn allocate(layers: &[Options], budget: u64, unit: u64) -> Option<Vec<u32>> 
         best = next;
         choice.push(pick);
     }
-    let (mut c, _) = best.iter().enumerate().filter(|(_, s)| s.is_finite()).min_by(|a, b| a.1.total_cmp(b.1))?;
+    let (mut c, _) = best
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_finite())
+        .min_by(|a, b| a.1.total_cmp(b.1))?;
     let mut out = vec![0u32; n];
     for l in (0..n).rev() {
         let k = choice[l][c] as usize;
@@ -70,22 +74,42 @@ mod tests {
     #[test]
     fn matches_brute_force() {
         // Three layers, ladder 8/4/2; sensitivity grows as bits shrink, at layer-specific rates.
-        let mk = |params: u64, sens: f64| -> Options { [8u32, 4, 2].iter().map(|&b| (b, params * b as u64, sens / 4f64.powi(b as i32))).collect() };
+        let mk = |params: u64, sens: f64| -> Options {
+            [8u32, 4, 2]
+                .iter()
+                .map(|&b| (b, params * b as u64, sens / 4f64.powi(b as i32)))
+                .collect()
+        };
         let layers = vec![mk(100, 50.0), mk(1000, 1.0), mk(300, 900.0)];
         for budget in [2800, 3000, 5000, 7000, 9000, 11200, 20000] {
             let got = allocate(&layers, budget, 1);
             let want = brute(&layers, budget);
             match (got, want) {
                 (Some(g), Some((ws, _))) => {
-                    let gs: f64 = g.iter().zip(&layers).map(|(b, o)| o.iter().find(|x| x.0 == *b).unwrap().2).sum();
-                    let gc: u64 = g.iter().zip(&layers).map(|(b, o)| o.iter().find(|x| x.0 == *b).unwrap().1).sum();
+                    let gs: f64 = g
+                        .iter()
+                        .zip(&layers)
+                        .map(|(b, o)| o.iter().find(|x| x.0 == *b).unwrap().2)
+                        .sum();
+                    let gc: u64 = g
+                        .iter()
+                        .zip(&layers)
+                        .map(|(b, o)| o.iter().find(|x| x.0 == *b).unwrap().1)
+                        .sum();
                     assert!(gc <= budget);
-                    assert!((gs - ws).abs() < 1e-12, "budget {budget}: {g:?} has {gs}, optimum {ws}");
+                    assert!(
+                        (gs - ws).abs() < 1e-12,
+                        "budget {budget}: {g:?} has {gs}, optimum {ws}"
+                    );
                 }
                 (None, None) => {}
                 (g, w) => panic!("budget {budget}: {g:?} vs {w:?}"),
             }
         }
-        assert_eq!(allocate(&layers, 2000, 1), None, "below the cheapest allocation");
+        assert_eq!(
+            allocate(&layers, 2000, 1),
+            None,
+            "below the cheapest allocation"
+        );
     }
 }

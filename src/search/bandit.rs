@@ -27,11 +27,20 @@ pub fn normalise(w: &[f64]) -> Vec<f64> {
 /// Memory prior: proportional to what lowering each awake arm saves (`savings[l]`, 0 when asleep).
 /// Falls back to uniform over awake arms when no arm saves anything in the target metric.
 pub fn memory_prior(savings: &[f64], awake: &[bool]) -> Vec<f64> {
-    let w: Vec<f64> = savings.iter().zip(awake).map(|(s, a)| if *a { s.max(0.0) } else { 0.0 }).collect();
+    let w: Vec<f64> = savings
+        .iter()
+        .zip(awake)
+        .map(|(s, a)| if *a { s.max(0.0) } else { 0.0 })
+        .collect();
     if w.iter().sum::<f64>() > 0.0 {
         normalise(&w)
     } else {
-        normalise(&awake.iter().map(|a| if *a { 1.0 } else { 0.0 }).collect::<Vec<_>>())
+        normalise(
+            &awake
+                .iter()
+                .map(|a| if *a { 1.0 } else { 0.0 })
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -48,7 +57,11 @@ pub struct LambdaSchedule {
 
 impl Default for LambdaSchedule {
     fn default() -> Self {
-        LambdaSchedule { odd: 0.0, a: 0.6, b: 0.4 }
+        LambdaSchedule {
+            odd: 0.0,
+            a: 0.6,
+            b: 0.4,
+        }
     }
 }
 
@@ -66,7 +79,10 @@ impl LambdaSchedule {
 
 /// `P = (1 − λ)·p + λ·r`.
 pub fn mix(p: &[f64], r: &[f64], lambda: f64) -> Vec<f64> {
-    p.iter().zip(r).map(|(p, r)| (1.0 - lambda) * p + lambda * r).collect()
+    p.iter()
+        .zip(r)
+        .map(|(p, r)| (1.0 - lambda) * p + lambda * r)
+        .collect()
 }
 
 /// Samples an index from the distribution `probs` (need not be exactly normalised); never
@@ -129,7 +145,10 @@ mod tests {
         assert_eq!(s.at(3, 10), 0.0);
         assert!((s.at(2, 10) - (0.6 * 0.8 + 0.4)).abs() < 1e-12);
         assert!((s.at(10, 10) - 0.4).abs() < 1e-12);
-        assert!(s.at(2, 10) > s.at(8, 10), "early even steps lean on memory savings");
+        assert!(
+            s.at(2, 10) > s.at(8, 10),
+            "early even steps lean on memory savings"
+        );
     }
 
     #[test]

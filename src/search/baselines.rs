@@ -7,7 +7,7 @@ use super::target::Target;
 use crate::data::{Normalization, Subset, make_batch};
 use crate::model::{LayerInfo, Model, QuantCtx};
 use crate::quant::cost::{layer_size_bits, model_cost};
-use crate::quant::policy::{LayerBits, Ladder, Policy};
+use crate::quant::policy::{Ladder, LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::Devices;
 use crate::train::trainer::cross_entropy;
@@ -47,29 +47,60 @@ impl Method {
 
 /// Tied bits `b` for layer `l` (the first layer reads the 8-bit input).
 fn tied(l: usize, b: u32) -> LayerBits {
-    LayerBits { w: b, a: if l == 0 { 8 } else { b } }
+    LayerBits {
+        w: b,
+        a: if l == 0 { 8 } else { b },
+    }
 }
 
 /// The highest uniform rung meeting `target` (with first/last at 8 bits if `ends8`).
-pub fn uniform(layers: &[LayerInfo], ladder: &Ladder, target: &Target, scheme: WeightQuantizer, ends8: bool) -> Option<Policy> {
+pub fn uniform(
+    layers: &[LayerInfo],
+    ladder: &Ladder,
+    target: &Target,
+    scheme: WeightQuantizer,
+    ends8: bool,
+) -> Option<Policy> {
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let n = layers.len();
     ladder.0.iter().find_map(|&b| {
-        let bits = (0..n).map(|l| if ends8 && (l == 0 || l == n - 1) { tied(l, 8) } else { tied(l, b) }).collect();
-        let p = Policy { names: names.clone(), bits };
+        let bits = (0..n)
+            .map(|l| {
+                if ends8 && (l == 0 || l == n - 1) {
+                    tied(l, 8)
+                } else {
+                    tied(l, b)
+                }
+            })
+            .collect();
+        let p = Policy {
+            names: names.clone(),
+            bits,
+        };
         target.met(&model_cost(layers, &p, scheme)).then_some(p)
     })
 }
 
 /// Lowers random layers one rung at a time until `target` is met.
-pub fn random(layers: &[LayerInfo], ladder: &Ladder, target: &Target, scheme: WeightQuantizer, rng: &mut impl Rng) -> Option<Policy> {
+pub fn random(
+    layers: &[LayerInfo],
+    ladder: &Ladder,
+    target: &Target,
+    scheme: WeightQuantizer,
+    rng: &mut impl Rng,
+) -> Option<Policy> {
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
-    let mut p = Policy { names, bits: (0..layers.len()).map(|l| tied(l, ladder.top())).collect() };
+    let mut p = Policy {
+        names,
+        bits: (0..layers.len()).map(|l| tied(l, ladder.top())).collect(),
+    };
     loop {
         if target.met(&model_cost(layers, &p, scheme)) {
             return Some(p);
         }
-        let lowerable: Vec<usize> = (0..layers.len()).filter(|&l| ladder.next_below(p.bits[l].w).is_some()).collect();
+        let lowerable: Vec<usize> = (0..layers.len())
+            .filter(|&l| ladder.next_below(p.bits[l].w).is_some())
+            .collect();
         let &l = lowerable.choose(rng)?;
         let b = ladder.next_below(p.bits[l].w)?;
         p.bits[l] = tied(l, b);
@@ -81,12 +112,23 @@ pub fn quant_error(w: &[f32], bits: u32) -> f64 {
     let max = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
     let levels = ((1u32 << (bits - 1)) - 1).max(1) as f32;
     let s = max / levels;
-    w.iter().map(|x| ((x / s).round() * s - x) as f64).map(|e| e * e).sum()
+    w.iter()
+        .map(|x| ((x / s).round() * s - x) as f64)
+        .map(|e| e * e)
+        .sum()
 }
 
 /// Per-layer Hessian traces of the training loss of the full-precision `model` on `batches`
 /// images of `data`, by Hutchinson's method with finite-difference Hessian-vector products.
-pub fn hessian_traces(model: &Model, data: &Subset, norm: &Normalization, devices: &Devices, images: usize, samples: usize, rng: &mut impl Rng) -> Vec<f64> {
+pub fn hessian_traces(
+    model: &Model,
+    data: &Subset,
+    norm: &Normalization,
+    devices: &Devices,
+    images: usize,
+    samples: usize,
+    rng: &mut impl Rng,
+) -> Vec<f64> {
     let order: Vec<usize> = (0..images.min(data.len())).collect();
     let batch = make_batch(data, &order, norm, None, &devices.train);
     let labels = batch.label_tensor(&devices.train);
@@ -104,29 +146,66 @@ pub fn hessian_traces(model: &Model, data: &Subset, norm: &Normalization, device
 
 /// HAWQ-style allocation: sensitivity `Ω_l(b) = (tr_l / n_l)·‖Q_b(W_l) − W_l‖²`, minimised
 /// exactly (dynamic programming) under the budget in the target's metric.
-pub fn hawq(layers: &[LayerInfo], weights: &[Vec<f32>], traces: &[f64], ladder: &Ladder, target: &Target, scheme: WeightQuantizer) -> Result<Policy> {
+pub fn hawq(
+    layers: &[LayerInfo],
+    weights: &[Vec<f32>],
+    traces: &[f64],
+    ladder: &Ladder,
+    target: &Target,
+    scheme: WeightQuantizer,
+) -> Result<Policy> {
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let fp32: u64 = layers.iter().map(|l| l.params as u64 * 32).sum();
     let (budget, cost_of): (u64, Box<dyn Fn(usize, u32) -> u64>) = match *target {
-        Target::Compression(r) => ((fp32 as f64 / r).floor() as u64, Box::new(|l, b| layer_size_bits(&layers[l], scheme, b))),
-        Target::SizeBytes(bytes) => (bytes * 8, Box::new(|l, b| layer_size_bits(&layers[l], scheme, b))),
+        Target::Compression(r) => (
+            (fp32 as f64 / r).floor() as u64,
+            Box::new(|l, b| layer_size_bits(&layers[l], scheme, b)),
+        ),
+        Target::SizeBytes(bytes) => (
+            bytes * 8,
+            Box::new(|l, b| layer_size_bits(&layers[l], scheme, b)),
+        ),
         Target::AvgBits(avg) => {
             let n: u64 = layers.iter().map(|l| l.params as u64).sum();
-            ((avg * n as f64).floor() as u64, Box::new(|l, b| layers[l].params as u64 * b as u64))
+            (
+                (avg * n as f64).floor() as u64,
+                Box::new(|l, b| layers[l].params as u64 * b as u64),
+            )
         }
-        Target::Bops(n) => (n, Box::new(|l, b| { let t = tied(l, b); layers[l].macs * t.w as u64 * t.a as u64 })),
+        Target::Bops(n) => (
+            n,
+            Box::new(|l, b| {
+                let t = tied(l, b);
+                layers[l].macs * t.w as u64 * t.a as u64
+            }),
+        ),
     };
     let options: Vec<Options> = layers
         .iter()
         .enumerate()
-        .map(|(l, info)| ladder.0.iter().map(|&b| (b, cost_of(l, b), traces[l].max(0.0) / info.params as f64 * quant_error(&weights[l], b))).collect())
+        .map(|(l, info)| {
+            ladder
+                .0
+                .iter()
+                .map(|&b| {
+                    (
+                        b,
+                        cost_of(l, b),
+                        traces[l].max(0.0) / info.params as f64 * quant_error(&weights[l], b),
+                    )
+                })
+                .collect()
+        })
         .collect();
     // Exact in integer costs; coarser units only keep the table under ~20M cells.
     let unit = (budget / 20_000_000).max(1);
     let Some(bits) = allocate(&options, budget, unit) else {
         bail!("no allocation on ladder {:?} meets the target", ladder.0);
     };
-    Ok(Policy { names, bits: bits.iter().enumerate().map(|(l, &b)| tied(l, b)).collect() })
+    Ok(Policy {
+        names,
+        bits: bits.iter().enumerate().map(|(l, &b)| tied(l, b)).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -137,7 +216,16 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn layers() -> Vec<LayerInfo> {
-        let l = |name: &str, params: usize| LayerInfo { name: name.into(), kind: LayerKind::Conv, in_channels: 1, out_channels: 4, kernel: 1, params, macs: params as u64 * 10, float_params: 8 };
+        let l = |name: &str, params: usize| LayerInfo {
+            name: name.into(),
+            kind: LayerKind::Conv,
+            in_channels: 1,
+            out_channels: 4,
+            kernel: 1,
+            params,
+            macs: params as u64 * 10,
+            float_params: 8,
+        };
         vec![l("stem", 100), l("a", 2000), l("b", 6000), l("fc", 500)]
     }
 
@@ -145,10 +233,24 @@ mod tests {
     fn every_method_meets_its_budget() {
         let ls = layers();
         let ladder = Ladder::default();
-        let w: Vec<Vec<f32>> = ls.iter().enumerate().map(|(i, l)| (0..l.params).map(|j| ((j * 31 + i) % 17) as f32 / 17.0 - 0.5).collect()).collect();
+        let w: Vec<Vec<f32>> = ls
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (0..l.params)
+                    .map(|j| ((j * 31 + i) % 17) as f32 / 17.0 - 0.5)
+                    .collect()
+            })
+            .collect();
         let traces = vec![5.0, 1.0, 0.1, 3.0];
         let s = WeightQuantizer::Dorefa;
-        for t in [Target::Compression(6.0), Target::Compression(10.0), Target::AvgBits(4.5), Target::Bops(2_000_000), Target::SizeBytes(5000)] {
+        for t in [
+            Target::Compression(6.0),
+            Target::Compression(10.0),
+            Target::AvgBits(4.5),
+            Target::Bops(2_000_000),
+            Target::SizeBytes(5000),
+        ] {
             let h = hawq(&ls, &w, &traces, &ladder, &t, s).unwrap();
             assert!(t.met(&model_cost(&ls, &h, s)), "hawq {t:?}");
             let r = random(&ls, &ladder, &t, s, &mut StdRng::seed_from_u64(3)).unwrap();
@@ -158,7 +260,10 @@ mod tests {
             }
         }
         let u = uniform(&ls, &ladder, &Target::Compression(10.0), s, false).unwrap();
-        assert!(u.bits.iter().all(|b| b.w == 3), "W3 is the highest uniform rung at 10x");
+        assert!(
+            u.bits.iter().all(|b| b.w == 3),
+            "W3 is the highest uniform rung at 10x"
+        );
         let e = uniform(&ls, &ladder, &Target::Compression(7.0), s, true).unwrap();
         assert_eq!((e.bits[0].w, e.bits[3].w), (8, 8));
         assert!(uniform(&ls, &ladder, &Target::Compression(17.0), s, false).is_none());
@@ -170,7 +275,10 @@ mod tests {
     #[test]
     fn quant_error_shrinks_with_bits() {
         let w: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
-        let e: Vec<f64> = [2, 3, 4, 6, 8].iter().map(|&b| quant_error(&w, b)).collect();
+        let e: Vec<f64> = [2, 3, 4, 6, 8]
+            .iter()
+            .map(|&b| quant_error(&w, b))
+            .collect();
         assert!(e.windows(2).all(|p| p[0] > p[1]), "{e:?}");
     }
 }

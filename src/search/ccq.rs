@@ -167,7 +167,9 @@ pub struct Competition {
 impl Competition {
     /// α = 1 for awake arms, 0 for asleep ones.
     pub fn new(awake: &[bool]) -> Self {
-        let mut c = Competition { alpha: vec![0.0; awake.len()] };
+        let mut c = Competition {
+            alpha: vec![0.0; awake.len()],
+        };
         c.reset(awake);
         c
     }
@@ -216,12 +218,34 @@ pub fn milestone_dir(run: &Path, r: f64) -> PathBuf {
     run.join(format!("at-{r}x"))
 }
 
-fn eval(model: &Model, policy: &Policy, scheme: QuantScheme, subset: &crate::data::Subset, env: &SearchEnv, label: Option<&str>) -> Eval {
-    evaluate(&model.net.valid(), &QuantCtx::new(scheme, &policy.bits), subset, env.norm, 500, label, &env.devices.eval)
+fn eval(
+    model: &Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    subset: &crate::data::Subset,
+    env: &SearchEnv,
+    label: Option<&str>,
+) -> Eval {
+    evaluate(
+        &model.net.valid(),
+        &QuantCtx::new(scheme, &policy.bits),
+        subset,
+        env.norm,
+        500,
+        label,
+        &env.devices.eval,
+    )
 }
 
 /// Fine-tunes every layer together under `policy`; returns the model, epochs used and final val.
-fn collaborate(mut model: Model, policy: &Policy, cfg: &SearchConfig, env: &SearchEnv, step: usize, pre_val: f64) -> (Model, usize, f64) {
+fn collaborate(
+    mut model: Model,
+    policy: &Policy,
+    cfg: &SearchConfig,
+    env: &SearchEnv,
+    step: usize,
+    pre_val: f64,
+) -> (Model, usize, f64) {
     let ft = &cfg.finetune;
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
     let mut optim = sgd(&cfg.hyper);
@@ -230,7 +254,20 @@ fn collaborate(mut model: Model, policy: &Policy, cfg: &SearchConfig, env: &Sear
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
         let lr_at = |t: f64| ft.schedule.lr(e as f64 + t);
         let label = format!("ft {}", e + 1);
-        let (net, _) = train_epoch(model.net, &mut optim, &ctx, &env.splits.train, env.norm, &cfg.hyper, cfg.augment, &mut rng, ft.epoch_samples, &lr_at, &label, &env.devices.train);
+        let (net, _) = train_epoch(
+            model.net,
+            &mut optim,
+            &ctx,
+            &env.splits.train,
+            env.norm,
+            &cfg.hyper,
+            cfg.augment,
+            &mut rng,
+            ft.epoch_samples,
+            &lr_at,
+            &label,
+            &env.devices.train,
+        );
         model.net = net;
         last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None).top1;
         best = best.max(last);
@@ -248,11 +285,20 @@ fn collaborate(mut model: Model, policy: &Policy, cfg: &SearchConfig, env: &Sear
     (model, used, last)
 }
 
-fn save_step(run: &Path, name: &str, model: &Model, state: &SearchState, env: &SearchEnv) -> Result<()> {
+fn save_step(
+    run: &Path,
+    name: &str,
+    model: &Model,
+    state: &SearchState,
+    env: &SearchEnv,
+) -> Result<()> {
     let mut meta = env.meta.clone();
     meta.policy = Some(state.policy.clone());
     meta.scheme = state.config.scheme;
-    meta.val = Some(Eval { top1: state.val, ..Default::default() });
+    meta.val = Some(Eval {
+        top1: state.val,
+        ..Default::default()
+    });
     checkpoint::save(&run.join(name), model, &meta)?;
     let mut lines = String::new();
     for s in &state.steps {
@@ -260,33 +306,69 @@ fn save_step(run: &Path, name: &str, model: &Model, state: &SearchState, env: &S
         lines.push('\n');
     }
     write_atomic(&run.join(STEPS), lines.as_bytes())?;
-    write_atomic(&run.join(STATE), serde_json::to_string_pretty(state)?.as_bytes())
+    write_atomic(
+        &run.join(STATE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )
 }
 
 /// Loads the state of a run directory.
 pub fn load_state(run: &Path) -> Result<SearchState> {
     let p = run.join(STATE);
-    let text = std::fs::read_to_string(&p).with_context(|| format!("{}: not a ccq quantize run (cannot read {STATE})", run.display()))?;
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "{}: not a ccq quantize run (cannot read {STATE})",
+            run.display()
+        )
+    })?;
     serde_json::from_str(&text).with_context(|| format!("{}: corrupt search state", p.display()))
 }
 
 /// Starts a search from a full-precision `model`: top-rung quantization, calibration, a brief
 /// fine-tuning; writes the initial state into `run`.
-pub fn init(run: &Path, mut model: Model, cfg: SearchConfig, source: PathBuf, env: &SearchEnv, calib: &[burn::prelude::Tensor<4>]) -> Result<(Model, SearchState)> {
+pub fn init(
+    run: &Path,
+    mut model: Model,
+    cfg: SearchConfig,
+    source: PathBuf,
+    env: &SearchEnv,
+    calib: &[burn::prelude::Tensor<4>],
+) -> Result<(Model, SearchState)> {
     std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
     let names = model.layer_names();
-    let fp_val = eval(&model, &Policy::float(&names), cfg.scheme, &env.splits.val, env, Some("fp val")).top1;
+    let fp_val = eval(
+        &model,
+        &Policy::float(&names),
+        cfg.scheme,
+        &env.splits.val,
+        env,
+        Some("fp val"),
+    )
+    .top1;
     let policy = cfg.lowering.start(&names);
     crate::quant::calibrate::calibrate(&mut model.net, &policy, cfg.scheme, calib);
     let (model, _, val) = if cfg.init_epochs > 0 {
-        let init_ft = Finetune { min_epochs: cfg.init_epochs, max_epochs: cfg.init_epochs, ..cfg.finetune.clone() };
-        let c = SearchConfig { finetune: init_ft, ..cfg.clone() };
+        let init_ft = Finetune {
+            min_epochs: cfg.init_epochs,
+            max_epochs: cfg.init_epochs,
+            ..cfg.finetune.clone()
+        };
+        let c = SearchConfig {
+            finetune: init_ft,
+            ..cfg.clone()
+        };
         collaborate(model, &policy, &c, env, 0, fp_val)
     } else {
         let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
         (model, 0, v)
     };
-    progress::println(format!("start: FP val top-1 {:.2}%, {} val top-1 {:.2}% after {} epoch(s)", 100.0 * fp_val, policy.bits.get(1).copied().unwrap_or(policy.bits[0]), 100.0 * val, cfg.init_epochs));
+    progress::println(format!(
+        "start: FP val top-1 {:.2}%, {} val top-1 {:.2}% after {} epoch(s)",
+        100.0 * fp_val,
+        policy.bits.get(1).copied().unwrap_or(policy.bits[0]),
+        100.0 * val,
+        cfg.init_epochs
+    ));
     let state = SearchState {
         config: cfg,
         step: 0,
@@ -306,7 +388,12 @@ pub fn init(run: &Path, mut model: Model, cfg: SearchConfig, source: PathBuf, en
 
 /// Runs (or continues) the search until the target is met, no arm is awake, `qsteps` is
 /// reached, or `env.stop_after` steps have run in this invocation.
-pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv) -> Result<(Model, SearchState)> {
+pub fn run(
+    run: &Path,
+    mut model: Model,
+    mut state: SearchState,
+    env: &SearchEnv,
+) -> Result<(Model, SearchState)> {
     let cfg = state.config.clone();
     let names = model.layer_names();
     let arms = cfg.lowering.arms(names.len());
@@ -318,7 +405,10 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
     while state.finished.is_none() {
         let started = Instant::now();
         let cost = model_cost(&model.layers, &state.policy, scheme_w);
-        let awake: Vec<bool> = arms.iter().map(|&a| cfg.lowering.awake(a, &state.policy)).collect();
+        let awake: Vec<bool> = arms
+            .iter()
+            .map(|&a| cfg.lowering.awake(a, &state.policy))
+            .collect();
         if let Some(t) = &cfg.target
             && t.met(&cost)
         {
@@ -347,11 +437,26 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
             let Some(trial) = cfg.lowering.lower(arm, &state.policy).filter(|_| awake[i]) else {
                 continue;
             };
-            savings[i] = saving(&model.layers, &state.policy, &trial, scheme_w, cfg.target.as_ref());
+            savings[i] = saving(
+                &model.layers,
+                &state.policy,
+                &trial,
+                scheme_w,
+                cfg.target.as_ref(),
+            );
             let needs_rescale = cfg.scheme != QuantScheme::default();
             let a = if needs_rescale {
-                let mut m = Model { spec: model.spec.clone(), net: model.net.clone(), layers: model.layers.clone() };
-                rescale_steps(&mut m.net, arm.layer, state.policy.bits[arm.layer], trial.bits[arm.layer]);
+                let mut m = Model {
+                    spec: model.spec.clone(),
+                    net: model.net.clone(),
+                    layers: model.layers.clone(),
+                };
+                rescale_steps(
+                    &mut m.net,
+                    arm.layer,
+                    state.policy.bits[arm.layer],
+                    trial.bits[arm.layer],
+                );
                 eval(&m, &trial, cfg.scheme, &env.splits.bandit, env, None)
             } else {
                 eval(&model, &trial, cfg.scheme, &env.splits.bandit, env, None)
@@ -368,7 +473,10 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
         let chosen = sample(&mixed, &mut rng).context("no arm has positive probability")?;
         let arm: Arm = arms[chosen];
         let before = state.policy.bits[arm.layer];
-        let lowered = cfg.lowering.lower(arm, &state.policy).context("chosen arm cannot be lowered")?;
+        let lowered = cfg
+            .lowering
+            .lower(arm, &state.policy)
+            .context("chosen arm cannot be lowered")?;
         let after = lowered.bits[arm.layer];
         rescale_steps(&mut model.net, arm.layer, before, after);
         let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
@@ -412,7 +520,13 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
         };
         progress::println(format!(
             "step {t:>3}: {} {} → {} | val {:.2}% → {:.2}% after {epochs} epoch(s) | {:.2}x, avg {:.2} bits | λ {lambda:.2}",
-            record.chosen, before, after, 100.0 * val_before, 100.0 * val_after, cost.compression, cost.avg_bits
+            record.chosen,
+            before,
+            after,
+            100.0 * val_before,
+            100.0 * val_after,
+            cost.compression,
+            cost.avg_bits
         ));
         state.seconds += record.seconds;
         state.steps.push(record);
@@ -424,14 +538,21 @@ pub fn run(run: &Path, mut model: Model, mut state: SearchState, env: &SearchEnv
                 let mut meta = env.meta.clone();
                 meta.policy = Some(state.policy.clone());
                 meta.scheme = cfg.scheme;
-                meta.val = Some(Eval { top1: state.val, ..Default::default() });
+                meta.val = Some(Eval {
+                    top1: state.val,
+                    ..Default::default()
+                });
                 checkpoint::save(&dir, &model, &meta)?;
             }
         }
         let _ = std::fs::remove_dir_all(run.join(old));
         ran += 1;
         bar.set_position(t as u64);
-        bar.set_message(format!("{:.2}x, val {:.2}%", cost.compression, 100.0 * val_after));
+        bar.set_message(format!(
+            "{:.2}x, val {:.2}%",
+            cost.compression,
+            100.0 * val_after
+        ));
     }
     bar.finish_and_clear();
     if state.finished.is_some() {
@@ -462,20 +583,41 @@ pub struct PolicyReport {
 }
 
 /// Writes the final checkpoint and `policy.json`; returns the report.
-pub fn finish(run: &Path, model: &Model, state: &SearchState, env: &SearchEnv) -> Result<PolicyReport> {
+pub fn finish(
+    run: &Path,
+    model: &Model,
+    state: &SearchState,
+    env: &SearchEnv,
+) -> Result<PolicyReport> {
     let Some(reason) = state.finished.clone() else {
         bail!("the search has not finished");
     };
-    let test = eval(model, &state.policy, state.config.scheme, &env.splits.test, env, Some("test"));
+    let test = eval(
+        model,
+        &state.policy,
+        state.config.scheme,
+        &env.splits.test,
+        env,
+        Some("test"),
+    );
     let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
     let mut meta = env.meta.clone();
     meta.policy = Some(state.policy.clone());
     meta.scheme = state.config.scheme;
-    meta.val = Some(Eval { top1: state.val, ..Default::default() });
+    meta.val = Some(Eval {
+        top1: state.val,
+        ..Default::default()
+    });
     meta.test = Some(test);
     checkpoint::save(&run.join(FINAL), model, &meta)?;
     let report = PolicyReport {
-        layers: state.policy.names.iter().cloned().zip(state.policy.bits.iter().copied()).collect(),
+        layers: state
+            .policy
+            .names
+            .iter()
+            .cloned()
+            .zip(state.policy.bits.iter().copied())
+            .collect(),
         order: state.policy.names.clone(),
         cost,
         fp_val: state.fp_val,
@@ -484,6 +626,9 @@ pub fn finish(run: &Path, model: &Model, state: &SearchState, env: &SearchEnv) -
         steps: state.step,
         finished: reason,
     };
-    write_atomic(&run.join(POLICY), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(
+        &run.join(POLICY),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     Ok(report)
 }

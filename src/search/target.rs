@@ -2,7 +2,7 @@
 
 use crate::model::LayerInfo;
 use crate::quant::cost::{ModelCost, model_cost};
-use crate::quant::policy::{FLOAT_BITS, LayerBits, Ladder, Policy};
+use crate::quant::policy::{FLOAT_BITS, Ladder, LayerBits, Policy};
 use crate::quant::quantizer::WeightQuantizer;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -35,9 +35,13 @@ impl Target {
     /// The value of the target's metric in `cost`, as text.
     pub fn describe(&self, cost: &ModelCost) -> String {
         match self {
-            Target::Compression(r) => format!("compression {:.2}x (target ≥ {r}x)", cost.compression),
+            Target::Compression(r) => {
+                format!("compression {:.2}x (target ≥ {r}x)", cost.compression)
+            }
             Target::SizeBytes(b) => format!("size {} B (target ≤ {b} B)", cost.size_bytes()),
-            Target::AvgBits(b) => format!("average weight bits {:.3} (target ≤ {b})", cost.avg_bits),
+            Target::AvgBits(b) => {
+                format!("average weight bits {:.3} (target ≤ {b})", cost.avg_bits)
+            }
             Target::Bops(n) => format!("BOPs {} (target ≤ {n})", cost.bops),
         }
     }
@@ -87,18 +91,41 @@ impl Lowering {
     /// activation arm.
     pub fn arms(&self, n: usize) -> Vec<Arm> {
         if self.tied {
-            (0..n).map(|layer| Arm { layer, kind: ArmKind::Tied }).collect()
+            (0..n)
+                .map(|layer| Arm {
+                    layer,
+                    kind: ArmKind::Tied,
+                })
+                .collect()
         } else {
-            let mut v: Vec<Arm> = (0..n).map(|layer| Arm { layer, kind: ArmKind::Weight }).collect();
-            v.extend((1..n).map(|layer| Arm { layer, kind: ArmKind::Act }));
+            let mut v: Vec<Arm> = (0..n)
+                .map(|layer| Arm {
+                    layer,
+                    kind: ArmKind::Weight,
+                })
+                .collect();
+            v.extend((1..n).map(|layer| Arm {
+                layer,
+                kind: ArmKind::Act,
+            }));
             v
         }
     }
 
     /// Starting policy: every layer at the top rung(s).
     pub fn start(&self, names: &[String]) -> Policy {
-        let a = if self.tied { self.ladder.top() } else { self.act_ladder.top() };
-        Policy::uniform(names, LayerBits { w: self.ladder.top(), a })
+        let a = if self.tied {
+            self.ladder.top()
+        } else {
+            self.act_ladder.top()
+        };
+        Policy::uniform(
+            names,
+            LayerBits {
+                w: self.ladder.top(),
+                a,
+            },
+        )
     }
 
     /// The bits moved by `arm` in `bits`.
@@ -155,7 +182,13 @@ impl Lowering {
 }
 
 /// What lowering `arm` saves in the target's metric (weight bits, or BOPs for a BOPs target).
-pub fn saving(layers: &[LayerInfo], policy: &Policy, lowered: &Policy, scheme: WeightQuantizer, target: Option<&Target>) -> f64 {
+pub fn saving(
+    layers: &[LayerInfo],
+    policy: &Policy,
+    lowered: &Policy,
+    scheme: WeightQuantizer,
+    target: Option<&Target>,
+) -> f64 {
     let a = model_cost(layers, policy, scheme);
     let b = model_cost(layers, lowered, scheme);
     if target.is_some_and(Target::is_bops) {
@@ -166,7 +199,12 @@ pub fn saving(layers: &[LayerInfo], policy: &Policy, lowered: &Policy, scheme: W
 }
 
 /// Refuses a target the ladder and floor cannot reach, naming the best reachable value.
-pub fn check_reachable(target: &Target, layers: &[LayerInfo], lowering: &Lowering, scheme: WeightQuantizer) -> Result<()> {
+pub fn check_reachable(
+    target: &Target,
+    layers: &[LayerInfo],
+    lowering: &Lowering,
+    scheme: WeightQuantizer,
+) -> Result<()> {
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let best = model_cost(layers, &lowering.lowest(&names), scheme);
     if !target.met(&best) {
@@ -205,7 +243,12 @@ mod tests {
     }
 
     fn tied() -> Lowering {
-        Lowering { ladder: Ladder::default(), act_ladder: Ladder::default(), tied: true, floor: 3 }
+        Lowering {
+            ladder: Ladder::default(),
+            act_ladder: Ladder::default(),
+            tied: true,
+            floor: 3,
+        }
     }
 
     #[test]
@@ -214,7 +257,10 @@ mod tests {
         let names: Vec<String> = layers().iter().map(|l| l.name.clone()).collect();
         let mut p = lw.start(&names);
         assert_eq!(p.bits[1], LayerBits { w: 8, a: 8 });
-        let arm = Arm { layer: 1, kind: ArmKind::Tied };
+        let arm = Arm {
+            layer: 1,
+            kind: ArmKind::Tied,
+        };
         let mut seen = vec![];
         while let Some(q) = lw.lower(arm, &p) {
             p = q;
@@ -224,7 +270,15 @@ mod tests {
         assert!(!lw.awake(arm, &p));
         assert_eq!(p.bits[1].a, 3, "tied activations move with the weights");
         // the first layer keeps its 8-bit input
-        let p0 = lw.lower(Arm { layer: 0, kind: ArmKind::Tied }, &lw.start(&names)).unwrap();
+        let p0 = lw
+            .lower(
+                Arm {
+                    layer: 0,
+                    kind: ArmKind::Tied,
+                },
+                &lw.start(&names),
+            )
+            .unwrap();
         assert_eq!(p0.bits[0], LayerBits { w: 6, a: 8 });
         let floor2 = Lowering { floor: 2, ..tied() };
         assert_eq!(floor2.lowest(&names).bits[2].w, 2);
@@ -232,11 +286,27 @@ mod tests {
 
     #[test]
     fn untied_arms() {
-        let lw = Lowering { tied: false, act_ladder: Ladder(vec![8, 4]), ..tied() };
+        let lw = Lowering {
+            tied: false,
+            act_ladder: Ladder(vec![8, 4]),
+            ..tied()
+        };
         let arms = lw.arms(3);
-        assert_eq!(arms.len(), 5, "3 weight arms, 2 activation arms (none for the input layer)");
+        assert_eq!(
+            arms.len(),
+            5,
+            "3 weight arms, 2 activation arms (none for the input layer)"
+        );
         let names: Vec<String> = layers().iter().map(|l| l.name.clone()).collect();
-        let p = lw.lower(Arm { layer: 2, kind: ArmKind::Act }, &lw.start(&names)).unwrap();
+        let p = lw
+            .lower(
+                Arm {
+                    layer: 2,
+                    kind: ArmKind::Act,
+                },
+                &lw.start(&names),
+            )
+            .unwrap();
         assert_eq!(p.bits[2], LayerBits { w: 8, a: 4 });
     }
 
@@ -254,13 +324,45 @@ mod tests {
         assert!(!Target::SizeBytes(c.size_bytes() - 1).met(&c));
         assert!(Target::AvgBits(8.0).met(&c));
         assert!(!Target::Bops(c.bops - 1).met(&c));
-        let lowered = lw.lower(Arm { layer: 1, kind: ArmKind::Tied }, &start).unwrap();
-        assert_eq!(saving(&ls, &start, &lowered, WeightQuantizer::Dorefa, None), 2000.0);
-        let bops_saved = saving(&ls, &start, &lowered, WeightQuantizer::Dorefa, Some(&Target::Bops(1)));
+        let lowered = lw
+            .lower(
+                Arm {
+                    layer: 1,
+                    kind: ArmKind::Tied,
+                },
+                &start,
+            )
+            .unwrap();
+        assert_eq!(
+            saving(&ls, &start, &lowered, WeightQuantizer::Dorefa, None),
+            2000.0
+        );
+        let bops_saved = saving(
+            &ls,
+            &start,
+            &lowered,
+            WeightQuantizer::Dorefa,
+            Some(&Target::Bops(1)),
+        );
         assert_eq!(bops_saved, 5000.0 * (64.0 - 36.0));
         // floor 3: at best every layer at 3 bits → 32·1110 / (3·1110 + 96) ≈ 10.36x
-        assert!(check_reachable(&Target::Compression(10.0), &ls, &lw, WeightQuantizer::Dorefa).is_ok());
-        let e = check_reachable(&Target::Compression(12.0), &ls, &lw, WeightQuantizer::Dorefa).unwrap_err().to_string();
+        assert!(
+            check_reachable(
+                &Target::Compression(10.0),
+                &ls,
+                &lw,
+                WeightQuantizer::Dorefa
+            )
+            .is_ok()
+        );
+        let e = check_reachable(
+            &Target::Compression(12.0),
+            &ls,
+            &lw,
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("10.3"), "{e}");
     }
 }

@@ -65,7 +65,14 @@ pub struct CheckpointMeta {
 
 impl CheckpointMeta {
     /// Metadata for a fresh checkpoint of `model`.
-    pub fn new(model: &Model, policy: Option<Policy>, scheme: QuantScheme, normalization: Normalization, data: DataSource, split: SplitSpec) -> Self {
+    pub fn new(
+        model: &Model,
+        policy: Option<Policy>,
+        scheme: QuantScheme,
+        normalization: Normalization,
+        data: DataSource,
+        split: SplitSpec,
+    ) -> Self {
         CheckpointMeta {
             format: FORMAT.into(),
             version: VERSION,
@@ -99,7 +106,8 @@ pub struct Checkpoint {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -114,8 +122,12 @@ pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
     let weights = dir.join(WEIGHTS);
     let tmp = tmp_path(&weights);
     let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
-    model.net.save_into(&mut store).map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
-    std::fs::rename(&tmp, &weights).with_context(|| format!("cannot rename {} to {}", tmp.display(), weights.display()))?;
+    model
+        .net
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), weights.display()))?;
     let json = serde_json::to_string_pretty(meta)?;
     write_atomic(&dir.join(META), json.as_bytes())
 }
@@ -125,7 +137,10 @@ pub fn resolve_dir(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
         Ok(path.to_path_buf())
     } else if path.is_file() {
-        Ok(path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")))
+        Ok(path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")))
     } else {
         bail!("checkpoint {} does not exist", path.display())
     }
@@ -135,13 +150,27 @@ pub fn resolve_dir(path: &Path) -> Result<PathBuf> {
 pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
     let dir = resolve_dir(path)?;
     let meta_path = dir.join(META);
-    let text = std::fs::read_to_string(&meta_path).with_context(|| format!("{}: not a ccq checkpoint (cannot read {META})", dir.display()))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text).with_context(|| format!("{}: corrupt checkpoint metadata", meta_path.display()))?;
+    let text = std::fs::read_to_string(&meta_path).with_context(|| {
+        format!(
+            "{}: not a ccq checkpoint (cannot read {META})",
+            dir.display()
+        )
+    })?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt checkpoint metadata", meta_path.display()))?;
     if meta.format != FORMAT {
-        bail!("{}: format `{}` is not a ccq checkpoint", meta_path.display(), meta.format);
+        bail!(
+            "{}: format `{}` is not a ccq checkpoint",
+            meta_path.display(),
+            meta.format
+        );
     }
     if meta.version != VERSION {
-        bail!("{}: checkpoint version {} is not supported (this ccq reads version {VERSION})", meta_path.display(), meta.version);
+        bail!(
+            "{}: checkpoint version {} is not supported (this ccq reads version {VERSION})",
+            meta_path.display(),
+            meta.version
+        );
     }
     Ok((dir, meta))
 }
@@ -151,27 +180,47 @@ pub fn load(path: &Path, devices: &Devices) -> Result<Checkpoint> {
     let (dir, meta) = load_meta(path)?;
     let mut model = build(&meta.spec, &devices.train)?;
     if model.layer_names() != meta.layers {
-        bail!("{}: its layer list does not match a {} model", dir.display(), meta.spec.kind.name());
+        bail!(
+            "{}: its layer list does not match a {} model",
+            dir.display(),
+            meta.spec.kind.name()
+        );
     }
     if let Some(p) = &meta.policy
         && p.names != meta.layers
     {
-        bail!("{}: the policy's layers do not match the model's", dir.display());
+        bail!(
+            "{}: the policy's layers do not match the model's",
+            dir.display()
+        );
     }
     let weights = dir.join(WEIGHTS);
     if !weights.is_file() {
         bail!("{}: missing {WEIGHTS}", dir.display());
     }
     let mut store = SafetensorsStore::from_file(&weights);
-    let result = model.net.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e:?}", weights.display()))?;
+    let result = model
+        .net
+        .load_from(&mut store)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e:?}", weights.display()))?;
     if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
         bail!(
             "{}: weights do not match a {} model (missing: {:?}, unexpected: {:?}, errors: {:?})",
             weights.display(),
             meta.spec.kind.name(),
-            result.missing.iter().map(|m| &m.0).take(5).collect::<Vec<_>>(),
+            result
+                .missing
+                .iter()
+                .map(|m| &m.0)
+                .take(5)
+                .collect::<Vec<_>>(),
             result.unused.iter().take(5).collect::<Vec<_>>(),
-            result.errors.iter().take(3).map(|e| format!("{e:?}")).collect::<Vec<_>>()
+            result
+                .errors
+                .iter()
+                .take(3)
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
         );
     }
     Ok(Checkpoint { dir, meta, model })

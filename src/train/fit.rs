@@ -58,9 +58,30 @@ pub fn fit(
         let total = plan.epochs as f64;
         let lr_at = |t: f64| cosine(plan.lr, plan.lr_end, (epoch as f64 + t) / total);
         let label = format!("epoch {}/{}", epoch + 1, plan.epochs);
-        let (net, stats) = train_epoch(model.net, &mut optim, &ctx, &splits.train, norm, &plan.hyper, plan.augment, &mut rng, None, &lr_at, &label, &devices.train);
+        let (net, stats) = train_epoch(
+            model.net,
+            &mut optim,
+            &ctx,
+            &splits.train,
+            norm,
+            &plan.hyper,
+            plan.augment,
+            &mut rng,
+            None,
+            &lr_at,
+            &label,
+            &devices.train,
+        );
         model.net = net;
-        let val = evaluate(&model.net.valid(), &ctx, &splits.val, norm, 500, None, &devices.eval);
+        let val = evaluate(
+            &model.net.valid(),
+            &ctx,
+            &splits.val,
+            norm,
+            500,
+            None,
+            &devices.eval,
+        );
         progress::println(format!(
             "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val top-1 {:.2}% | {:.1}s, {:.0} img/s",
             epoch + 1,
@@ -71,7 +92,14 @@ pub fn fit(
             stats.seconds,
             stats.images as f64 / stats.seconds.max(1e-9)
         ));
-        on_epoch(&model, &EpochRecord { epoch, train: stats, val })?;
+        on_epoch(
+            &model,
+            &EpochRecord {
+                epoch,
+                train: stats,
+                val,
+            },
+        )?;
     }
     Ok(model)
 }

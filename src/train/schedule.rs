@@ -30,7 +30,11 @@ impl WarmRestart {
         if e < c0 || self.cosine_epochs == 0 {
             self.lr_min
         } else if e < c1 {
-            cosine(self.lr_max, self.lr_min, (e - c0) / self.cosine_epochs as f64)
+            cosine(
+                self.lr_max,
+                self.lr_min,
+                (e - c0) / self.cosine_epochs as f64,
+            )
         } else {
             self.lr_min
         }
@@ -43,7 +47,12 @@ mod tests {
 
     #[test]
     fn warm_restart_phases() {
-        let s = WarmRestart { lr_min: 1e-4, lr_max: 1e-3, const_epochs: 5, cosine_epochs: 10 };
+        let s = WarmRestart {
+            lr_min: 1e-4,
+            lr_max: 1e-3,
+            const_epochs: 5,
+            cosine_epochs: 10,
+        };
         assert_eq!(s.lr(0.0), 1e-4);
         assert_eq!(s.lr(4.9), 1e-4);
         assert!((s.lr(5.0) - 1e-3).abs() < 1e-12);

@@ -3,8 +3,8 @@
 use crate::data::{Augment, Normalization, Subset, make_batch};
 use crate::model::{Network, QuantCtx};
 use crate::progress;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -25,7 +25,10 @@ pub struct Devices {
 impl Devices {
     /// burn's pure-Rust CPU backend (flex). A GPU backend slots in here.
     pub fn flex() -> Self {
-        Devices { train: Device::flex().autodiff(), eval: Device::flex() }
+        Devices {
+            train: Device::flex().autodiff(),
+            eval: Device::flex(),
+        }
     }
 
     /// Seeds burn's random generator (weight initialisation) on both devices.
@@ -49,8 +52,14 @@ pub struct Hyper {
 /// SGD with momentum (PyTorch semantics: dampening 0) and weight decay.
 pub fn sgd(h: &Hyper) -> ModuleOptimizer {
     SgdConfig::new()
-        .with_momentum(Some(MomentumConfig { momentum: h.momentum, dampening: 0.0, nesterov: false }))
-        .with_weight_decay(Some(WeightDecayConfig { penalty: h.weight_decay as f32 }))
+        .with_momentum(Some(MomentumConfig {
+            momentum: h.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay(Some(WeightDecayConfig {
+            penalty: h.weight_decay as f32,
+        }))
         .init()
 }
 
@@ -98,7 +107,10 @@ pub fn train_epoch(
         order.truncate(m.max(h.batch_size.min(order.len())));
     }
     // A last batch of one image would break BatchNorm's batch statistics.
-    let chunks: Vec<&[usize]> = order.chunks(h.batch_size).filter(|c| c.len() >= 2).collect();
+    let chunks: Vec<&[usize]> = order
+        .chunks(h.batch_size)
+        .filter(|c| c.len() >= 2)
+        .collect();
     let bar = progress::bar(chunks.len() as u64, label);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for (i, chunk) in chunks.iter().enumerate() {
@@ -112,9 +124,17 @@ pub fn train_epoch(
         net = optim.step(lr, net, grads);
         let l = loss.into_scalar::<f32>() as f64;
         loss_sum += l * chunk.len() as f64;
-        correct += pred.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as i64).count();
+        correct += pred
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, l)| **p == **l as i64)
+            .count();
         seen += chunk.len();
-        bar.set_message(format!("loss {:.3} acc {:.2}% lr {lr:.2e}", loss_sum / seen as f64, 100.0 * correct as f64 / seen as f64));
+        bar.set_message(format!(
+            "loss {:.3} acc {:.2}% lr {lr:.2e}",
+            loss_sum / seen as f64,
+            100.0 * correct as f64 / seen as f64
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -141,7 +161,15 @@ pub struct Eval {
 }
 
 /// Evaluates `net` (a `valid()` snapshot on `device`) on `data`.
-pub fn evaluate(net: &Network, ctx: &QuantCtx, data: &Subset, norm: &Normalization, batch_size: usize, label: Option<&str>, device: &Device) -> Eval {
+pub fn evaluate(
+    net: &Network,
+    ctx: &QuantCtx,
+    data: &Subset,
+    norm: &Normalization,
+    batch_size: usize,
+    label: Option<&str>,
+    device: &Device,
+) -> Eval {
     let order: Vec<usize> = (0..data.len()).collect();
     let bar = match label {
         Some(l) => progress::bar(order.len().div_ceil(batch_size) as u64, l),
@@ -167,5 +195,10 @@ pub fn evaluate(net: &Network, ctx: &QuantCtx, data: &Subset, norm: &Normalizati
     }
     bar.finish_and_clear();
     let n = data.len().max(1) as f64;
-    Eval { top1: top1 as f64 / n, top5: top5 as f64 / n, loss: loss / n, images: data.len() }
+    Eval {
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+        loss: loss / n,
+        images: data.len(),
+    }
 }

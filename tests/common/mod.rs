@@ -35,9 +35,13 @@ pub fn gz(bytes: &[u8]) -> Vec<u8> {
 /// A learnable 3-class problem of `side`×`side` images: class k has a bright bar in band k,
 /// plus deterministic noise.
 pub fn synthetic(n: usize, side: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
     let mut pixels = Vec::with_capacity(n * side * side);
@@ -60,9 +64,17 @@ pub fn synthetic(n: usize, side: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
 pub fn write_idx_dataset(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let (p, l) = synthetic(240, 12, 1);
-    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&idx_images(240, 12, 12, &p))).unwrap();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte.gz"),
+        gz(&idx_images(240, 12, 12, &p)),
+    )
+    .unwrap();
     std::fs::write(dir.join("train-labels-idx1-ubyte"), idx_labels(&l)).unwrap();
     let (p, l) = synthetic(90, 12, 2);
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx_images(90, 12, 12, &p)).unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        idx_images(90, 12, 12, &p),
+    )
+    .unwrap();
     std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&idx_labels(&l))).unwrap();
 }
