@@ -2,7 +2,7 @@
 //! `ccq report RUN_DIR` (the page for a single CCQ run).
 
 use super::args::{CommonArgs, DataArgs};
-use super::jobs::{Prepared, calibration_batches, eval_policy, prepare_for};
+use super::jobs::{Prepared, calibration_batches, prepare_for};
 use super::quantize::SearchFlags;
 use anyhow::{Context, Result, bail};
 use ccq::data::Normalization;
@@ -18,7 +18,7 @@ use ccq::search::ccq::{self as search, SearchEnv, milestone_dir};
 use ccq::search::target::{Target, check_reachable};
 use ccq::train::checkpoint::{self, CheckpointMeta, write_atomic};
 use ccq::train::fit::{FitPlan, fit};
-use ccq::train::{Devices, Eval};
+use ccq::train::{Devices, Eval, eval_policy};
 use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

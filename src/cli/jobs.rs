@@ -12,7 +12,7 @@ use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use ccq::train::fit::{FitPlan, fit};
-use ccq::train::{Devices, Eval, evaluate};
+use ccq::train::{Devices, eval_policy, evaluate};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -240,12 +240,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         &norm,
         &plan,
         &devices,
-        &mut |m, rec| {
-            meta.epochs = rec.epoch + 1;
-            meta.val = Some(rec.val);
-            meta.history.push(rec.clone());
-            checkpoint::save(&out, m, &meta)
-        },
+        &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
     let test = evaluate(
         &model.net.valid(),
@@ -291,27 +286,6 @@ pub fn calibration_batches(
         })
         .filter(|t| t.dims()[0] > 0)
         .collect()
-}
-
-/// Evaluates `model` under `policy` on `subset`.
-pub fn eval_policy(
-    model: &ccq::model::Model,
-    policy: &Policy,
-    scheme: QuantScheme,
-    subset: &ccq::data::Subset,
-    norm: &Normalization,
-    devices: &Devices,
-    label: Option<&str>,
-) -> Eval {
-    evaluate(
-        &model.net.valid(),
-        &QuantCtx::new(scheme, &policy.bits),
-        subset,
-        norm,
-        500,
-        label,
-        &devices.eval,
-    )
 }
 
 /// Runs `ccq qat`.
@@ -395,12 +369,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
         &norm,
         &plan,
         &devices,
-        &mut |m, rec| {
-            meta.epochs = rec.epoch + 1;
-            meta.val = Some(rec.val);
-            meta.history.push(rec.clone());
-            checkpoint::save(&out, m, &meta)
-        },
+        &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
     let test = eval_policy(
         &model,

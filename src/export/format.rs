@@ -177,19 +177,24 @@ pub struct IntModel {
     pub ops: Vec<Op>,
 }
 
+/// Appends `v` as a LEB128 varint (also protobuf's varint).
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 struct Writer(Vec<u8>);
 
 impl Writer {
-    fn uv(&mut self, mut v: u64) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.0.push(b);
-                return;
-            }
-            self.0.push(b | 0x80);
-        }
+    fn uv(&mut self, v: u64) {
+        put_varint(&mut self.0, v);
     }
     fn iv(&mut self, v: i64) {
         self.uv(((v << 1) ^ (v >> 63)) as u64);

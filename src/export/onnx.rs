@@ -13,16 +13,8 @@ use anyhow::Result;
 struct Pb(Vec<u8>);
 
 impl Pb {
-    fn varint(&mut self, mut v: u64) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                self.0.push(b);
-                return;
-            }
-            self.0.push(b | 0x80);
-        }
+    fn varint(&mut self, v: u64) {
+        super::format::put_varint(&mut self.0, v);
     }
     fn key(&mut self, field: u32, wire: u32) {
         self.varint(((field << 3) | wire) as u64);

@@ -14,9 +14,8 @@ use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
 use crate::train::fit::epoch_rng;
 use crate::train::schedule::WarmRestart;
-use crate::train::{Devices, Eval, Hyper, evaluate, sgd, train_epoch};
+use crate::train::{Devices, Eval, Hyper, eval_policy, sgd, train_epoch};
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -226,15 +225,19 @@ fn eval(
     env: &SearchEnv,
     label: Option<&str>,
 ) -> Eval {
-    evaluate(
-        &model.net.valid(),
-        &QuantCtx::new(scheme, &policy.bits),
-        subset,
-        env.norm,
-        500,
-        label,
-        &env.devices.eval,
-    )
+    eval_policy(model, policy, scheme, subset, env.norm, env.devices, label)
+}
+
+/// Checkpoint metadata for the model of `state`.
+fn state_meta(env: &SearchEnv, state: &SearchState) -> CheckpointMeta {
+    let mut meta = env.meta.clone();
+    meta.policy = Some(state.policy.clone());
+    meta.scheme = state.config.scheme;
+    meta.val = Some(Eval {
+        top1: state.val,
+        ..Default::default()
+    });
+    meta
 }
 
 /// Fine-tunes every layer together under `policy`; returns the model, epochs used and final val.
@@ -292,13 +295,7 @@ fn save_step(
     state: &SearchState,
     env: &SearchEnv,
 ) -> Result<()> {
-    let mut meta = env.meta.clone();
-    meta.policy = Some(state.policy.clone());
-    meta.scheme = state.config.scheme;
-    meta.val = Some(Eval {
-        top1: state.val,
-        ..Default::default()
-    });
+    let meta = state_meta(env, state);
     checkpoint::save(&run.join(name), model, &meta)?;
     let mut lines = String::new();
     for s in &state.steps {
@@ -535,14 +532,7 @@ pub fn run(
         for &r in &env.keep {
             let dir = milestone_dir(run, r);
             if cost.compression >= r && !dir.join(checkpoint::META).is_file() {
-                let mut meta = env.meta.clone();
-                meta.policy = Some(state.policy.clone());
-                meta.scheme = cfg.scheme;
-                meta.val = Some(Eval {
-                    top1: state.val,
-                    ..Default::default()
-                });
-                checkpoint::save(&dir, &model, &meta)?;
+                checkpoint::save(&dir, &model, &state_meta(env, &state))?;
             }
         }
         let _ = std::fs::remove_dir_all(run.join(old));
@@ -601,13 +591,7 @@ pub fn finish(
         Some("test"),
     );
     let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
-    let mut meta = env.meta.clone();
-    meta.policy = Some(state.policy.clone());
-    meta.scheme = state.config.scheme;
-    meta.val = Some(Eval {
-        top1: state.val,
-        ..Default::default()
-    });
+    let mut meta = state_meta(env, state);
     meta.test = Some(test);
     checkpoint::save(&run.join(FINAL), model, &meta)?;
     let report = PolicyReport {

@@ -92,6 +92,16 @@ impl CheckpointMeta {
     }
 }
 
+impl CheckpointMeta {
+    /// Records a finished epoch and saves the checkpoint (what a resumable job does every epoch).
+    pub fn record_epoch(&mut self, dir: &Path, model: &Model, rec: &EpochRecord) -> Result<()> {
+        self.epochs = rec.epoch + 1;
+        self.val = Some(rec.val);
+        self.history.push(rec.clone());
+        save(dir, model, self)
+    }
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     /// Where it was read from (the directory).

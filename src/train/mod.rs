@@ -5,4 +5,4 @@ pub mod fit;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{Devices, EpochStats, Eval, Hyper, evaluate, sgd, train_epoch};
+pub use trainer::{Devices, EpochStats, Eval, Hyper, eval_policy, evaluate, sgd, train_epoch};

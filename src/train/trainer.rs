@@ -202,3 +202,25 @@ pub fn evaluate(
         images: data.len(),
     }
 }
+
+/// Evaluates `model` fake-quantized under `policy` on `subset` (batches of 500, inference device).
+pub fn eval_policy(
+    model: &crate::model::Model,
+    policy: &crate::quant::policy::Policy,
+    scheme: crate::quant::quantizer::QuantScheme,
+    subset: &Subset,
+    norm: &Normalization,
+    devices: &Devices,
+    label: Option<&str>,
+) -> Eval {
+    use burn::module::Module;
+    evaluate(
+        &model.net.valid(),
+        &QuantCtx::new(scheme, &policy.bits),
+        subset,
+        norm,
+        500,
+        label,
+        &devices.eval,
+    )
+}
