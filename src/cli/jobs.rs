@@ -314,12 +314,10 @@ pub fn qat(a: QatArgs) -> Result<()> {
         &devices,
         None,
     );
-    calibrate(
-        &mut model.net,
-        &policy,
-        scheme,
-        &calibration_batches(&p, &norm, &devices, 4),
-    );
+    // A checkpoint already trained with these quantizers keeps its learned clips and steps.
+    if ck.meta.policy.is_none() || ck.meta.scheme != scheme {
+        calibrate(&mut model.net, &policy, scheme, &calibration_batches(&p, &norm, &devices, 4));
+    }
     let before = eval_policy(
         &model,
         &policy,
@@ -384,7 +382,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
     checkpoint::save(&a.out, &model, &meta)?;
     print!("{}", cost_table(&model.layers, &cost));
     println!(
-        "QAT test top-1 {} (FP32 checkpoint: {}) after {} epochs ({:.1}s); checkpoint {}",
+        "QAT test top-1 {} (source checkpoint: {}) after {} epochs ({:.1}s); checkpoint {}",
         pct(test.top1),
         ck.meta
             .test

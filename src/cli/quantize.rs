@@ -78,6 +78,10 @@ pub struct SearchFlags {
     /// Epochs of the brief fine-tuning at the top rung before the search.
     #[arg(long, default_value_t = 1)]
     pub init_epochs: usize,
+    /// Epochs of a last fine-tuning once the search stops (cosine from --lr-max to 0; 0 = none,
+    /// as the reference).
+    #[arg(long, default_value_t = 3)]
+    pub final_epochs: usize,
     #[command(flatten)]
     pub quant: QuantArgs,
 }
@@ -198,6 +202,7 @@ impl SearchFlags {
                 epoch_samples: self.ft_samples,
             },
             init_epochs: self.init_epochs,
+            final_epochs: self.final_epochs,
             hyper: common.hyper(1e-4),
             scheme: self.quant.scheme(),
             seed: common.seed,

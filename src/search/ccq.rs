@@ -12,7 +12,7 @@ use crate::quant::cost::{ModelCost, model_cost};
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
-use crate::train::fit::epoch_rng;
+use crate::train::fit::{FitPlan, epoch_rng, fit};
 use crate::train::schedule::WarmRestart;
 use crate::train::{Devices, Eval, Hyper, eval_policy, sgd, train_epoch};
 use anyhow::{Context, Result, bail};
@@ -64,6 +64,10 @@ pub struct SearchConfig {
     pub finetune: Finetune,
     /// Epochs of the brief fine-tuning at the top rung before the search.
     pub init_epochs: usize,
+    /// Epochs of a last fine-tuning (cosine from lr_max to 0, whole training split) once the
+    /// search stops; 0 = none, as the reference.
+    #[serde(default)]
+    pub final_epochs: usize,
     /// Optimiser.
     pub hyper: Hyper,
     /// Quantizers.
@@ -154,6 +158,9 @@ pub struct SearchState {
     pub seconds: f64,
     /// Step records.
     pub steps: Vec<StepRecord>,
+    /// Whether the final fine-tuning has run.
+    #[serde(default)]
+    pub final_done: bool,
 }
 
 /// Exponential weights over the arms, reset every step.
@@ -378,6 +385,7 @@ pub fn init(
         finished: None,
         seconds: 0.0,
         steps: Vec::new(),
+        final_done: false,
     };
     save_step(run, &state.checkpoint, &model, &state, env)?;
     Ok((model, state))
@@ -402,9 +410,15 @@ pub fn run(
     while state.finished.is_none() {
         let started = Instant::now();
         let cost = model_cost(&model.layers, &state.policy, scheme_w);
+        // With a target, an arm whose lowering saves nothing in its metric (an activation arm
+        // under a memory target) sits the step out: it could only cost accuracy.
         let awake: Vec<bool> = arms
             .iter()
-            .map(|&a| cfg.lowering.awake(a, &state.policy))
+            .map(|&a| {
+                cfg.lowering.lower(a, &state.policy).is_some_and(|p| {
+                    cfg.target.is_none() || saving(&model.layers, &state.policy, &p, scheme_w, cfg.target.as_ref()) > 0.0
+                })
+            })
             .collect();
         if let Some(t) = &cfg.target
             && t.met(&cost)
@@ -546,6 +560,27 @@ pub fn run(
     }
     bar.finish_and_clear();
     if state.finished.is_some() {
+        if cfg.final_epochs > 0 && !state.final_done {
+            let started = Instant::now();
+            let plan = FitPlan {
+                epochs: cfg.final_epochs,
+                start_epoch: 0,
+                lr: cfg.finetune.schedule.lr_max,
+                lr_end: 0.0,
+                hyper: cfg.hyper,
+                augment: cfg.augment,
+                seed: cfg.seed ^ 0xF1A1,
+            };
+            let mut val = state.val;
+            model = fit(model, &state.policy, cfg.scheme, env.splits, env.norm, &plan, env.devices, &mut |_, rec| {
+                val = rec.val.top1;
+                Ok(())
+            })?;
+            progress::println(format!("final fine-tuning: val top-1 {:.2}% → {:.2}% in {} epoch(s)", 100.0 * state.val, 100.0 * val, cfg.final_epochs));
+            state.val = val;
+            state.final_done = true;
+            state.seconds += started.elapsed().as_secs_f64();
+        }
         save_step(run, &state.checkpoint, &model, &state, env)?;
     }
     Ok((model, state))
