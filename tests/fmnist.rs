@@ -1,5 +1,6 @@
 //! Accuracy checks on the real default dataset (Fashion-MNIST, installed by `.ci/run`):
-//! a short full-precision run learns, and uniform W4A4 QAT of every layer keeps its accuracy.
+//! a short full-precision run learns (and repeats exactly with the same seed), and uniform W4A4
+//! QAT of every layer keeps its accuracy.
 
 use std::process::Command;
 
@@ -47,6 +48,9 @@ fn fashion_mnist_fp_and_w4a4() {
         fp_acc >= 0.85,
         "one epoch of the ConvNet reaches 85% (got {fp_acc})"
     );
+    let again = t.path().join("fp-again");
+    ccq(&["train", "--model", "convnet", "--epochs", "1", "--out", again.to_str().unwrap(), "-q"]);
+    assert_eq!(test_top1(&again), fp_acc, "the same seed gives the same accuracy");
     let q = t.path().join("w4a4");
     ccq(&[
         "qat",

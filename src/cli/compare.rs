@@ -301,11 +301,13 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                         state,
                     )
                 } else {
-                    let cfg = a.search.config(
+                    // Every method gets the same fine-tuning after allocation, so no final phase here.
+                    let mut cfg = a.search.config(
                         Some(Target::Compression(max)),
                         &a.common,
                         a.data.augment(&p.source)?,
                     )?;
+                    cfg.final_epochs = 0;
                     let fp = checkpoint::load(&ck.dir, &devices)?.model;
                     search::init(
                         &run,
