@@ -319,6 +319,13 @@ fn save_step(
 /// Loads the state of a run directory.
 pub fn load_state(run: &Path) -> Result<SearchState> {
     let p = run.join(STATE);
+    if !p.is_file() && run.join("fp").is_dir() {
+        bail!(
+            "{}: the search had not started yet (it was still training the FP model in {}/fp); rerun the original `ccq quantize --out {0}` command, which continues that training",
+            run.display(),
+            run.display()
+        );
+    }
     let text = std::fs::read_to_string(&p).with_context(|| {
         format!(
             "{}: not a ccq quantize run (cannot read {STATE})",
