@@ -49,8 +49,21 @@ fn fashion_mnist_fp_and_w4a4() {
         "one epoch of the ConvNet reaches 85% (got {fp_acc})"
     );
     let again = t.path().join("fp-again");
-    ccq(&["train", "--model", "convnet", "--epochs", "1", "--out", again.to_str().unwrap(), "-q"]);
-    assert_eq!(test_top1(&again), fp_acc, "the same seed gives the same accuracy");
+    ccq(&[
+        "train",
+        "--model",
+        "convnet",
+        "--epochs",
+        "1",
+        "--out",
+        again.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(
+        test_top1(&again),
+        fp_acc,
+        "the same seed gives the same accuracy"
+    );
     let q = t.path().join("w4a4");
     ccq(&[
         "qat",

@@ -316,7 +316,12 @@ pub fn qat(a: QatArgs) -> Result<()> {
     );
     // A checkpoint already trained with these quantizers keeps its learned clips and steps.
     if ck.meta.policy.is_none() || ck.meta.scheme != scheme {
-        calibrate(&mut model.net, &policy, scheme, &calibration_batches(&p, &norm, &devices, 4));
+        calibrate(
+            &mut model.net,
+            &policy,
+            scheme,
+            &calibration_batches(&p, &norm, &devices, 4),
+        );
     }
     let before = eval_policy(
         &model,

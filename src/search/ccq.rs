@@ -423,7 +423,14 @@ pub fn run(
             .iter()
             .map(|&a| {
                 cfg.lowering.lower(a, &state.policy).is_some_and(|p| {
-                    cfg.target.is_none() || saving(&model.layers, &state.policy, &p, scheme_w, cfg.target.as_ref()) > 0.0
+                    cfg.target.is_none()
+                        || saving(
+                            &model.layers,
+                            &state.policy,
+                            &p,
+                            scheme_w,
+                            cfg.target.as_ref(),
+                        ) > 0.0
                 })
             })
             .collect();
@@ -579,11 +586,25 @@ pub fn run(
                 seed: cfg.seed ^ 0xF1A1,
             };
             let mut val = state.val;
-            model = fit(model, &state.policy, cfg.scheme, env.splits, env.norm, &plan, env.devices, &mut |_, rec| {
-                val = rec.val.top1;
-                Ok(())
-            })?;
-            progress::println(format!("final fine-tuning: val top-1 {:.2}% → {:.2}% in {} epoch(s)", 100.0 * state.val, 100.0 * val, cfg.final_epochs));
+            model = fit(
+                model,
+                &state.policy,
+                cfg.scheme,
+                env.splits,
+                env.norm,
+                &plan,
+                env.devices,
+                &mut |_, rec| {
+                    val = rec.val.top1;
+                    Ok(())
+                },
+            )?;
+            progress::println(format!(
+                "final fine-tuning: val top-1 {:.2}% → {:.2}% in {} epoch(s)",
+                100.0 * state.val,
+                100.0 * val,
+                cfg.final_epochs
+            ));
             state.val = val;
             state.final_done = true;
             state.seconds += started.elapsed().as_secs_f64();
