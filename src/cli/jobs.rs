@@ -195,7 +195,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         QuantScheme::default(),
         norm.clone(),
         source,
-        p.splits_spec(a.data.split()),
+        a.data.split(),
     );
     let mut start_epoch = 0;
     if a.resume && a.out.join(checkpoint::META).is_file() {
@@ -265,11 +265,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-impl Prepared {
-    fn splits_spec(&self, s: SplitSpec) -> SplitSpec {
-        s
-    }
-}
 
 /// A few training batches (no augmentation) for calibration.
 pub fn calibration_batches(
