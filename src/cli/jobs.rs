@@ -265,7 +265,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-
 /// A few training batches (no augmentation) for calibration.
 pub fn calibration_batches(
     p: &Prepared,

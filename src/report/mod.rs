@@ -80,11 +80,18 @@ pub fn html(r: &Report) -> String {
 body{{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}} table{{border-collapse:collapse;margin:12px 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
 .chart{{display:block;margin:16px 0}} .note{{color:#555}}</style></head><body><h1>{t}</h1>
-<p>model <b>{m}</b>, full-precision test top-1 <b>{fp:.2}%</b>; each method fine-tuned {e} epoch(s) after allocation.</p>"#,
+<p>model <b>{m}</b>, full-precision test top-1 <b>{fp:.2}%</b>{e}.</p>"#,
         t = esc(&r.title),
         m = esc(&r.model),
         fp = 100.0 * r.fp_test,
-        e = r.ft_epochs
+        e = if r.ft_epochs > 0 {
+            format!(
+                "; each method fine-tuned {} epoch(s) after allocation",
+                r.ft_epochs
+            )
+        } else {
+            String::new()
+        }
     );
     for n in &r.notes {
         let _ = write!(s, r#"<p class="note">{}</p>"#, esc(n));
