@@ -39,7 +39,8 @@ pub fn bar(len: u64, label: &str) -> ProgressBar {
 
 /// Prints a line above the bars (or plainly in quiet mode).
 pub fn println(line: impl AsRef<str>) {
-    if is_quiet() {
+    // Without a terminal the bars are hidden, and so would be lines printed through them.
+    if is_quiet() || MULTI.is_hidden() {
         println!("{}", line.as_ref());
     } else {
         let _ = MULTI.println(line.as_ref());
