@@ -2,7 +2,10 @@
 """Runs a ccq ONNX QDQ export in onnxruntime on the Fashion-MNIST test split and compares its
 predictions with the integer engine's (`ccq infer --predictions FILE`).
 
-usage: onnx_check.py MODEL.onnx PREDICTIONS.txt [DATA_DIR]
+usage: onnx_check.py MODEL.onnx PREDICTIONS.txt [DATA_DIR] [--no-opt]
+
+--no-opt disables onnxruntime's graph optimisations, which otherwise fuse the QDQ pattern into its
+own integer kernels (QLinearConv etc., with their own bias and requantization rounding).
 """
 import gzip, sys, time
 import numpy as np
@@ -19,11 +22,15 @@ def idx(path):
 
 
 def main():
-    model, preds = sys.argv[1], sys.argv[2]
-    data = sys.argv[3] if len(sys.argv) > 3 else "/usr/share/datasets/fashion-mnist"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model, preds = args[0], args[1]
+    data = args[2] if len(args) > 2 else "/usr/share/datasets/fashion-mnist"
+    opts = ort.SessionOptions()
+    if "--no-opt" in sys.argv:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     x = idx(f"{data}/t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None, :, :]
     y = idx(f"{data}/t10k-labels-idx1-ubyte.gz")
-    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     t = time.perf_counter()
     logits = np.concatenate([sess.run(None, {"pixels": x[i:i + 500]})[0] for i in range(0, len(x), 500)])
     dt = time.perf_counter() - t

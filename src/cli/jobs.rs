@@ -95,6 +95,9 @@ impl QuantArgs {
 pub struct EvalArgs {
     /// Checkpoint (directory, or its weights file).
     pub checkpoint: PathBuf,
+    /// Write one predicted class per line (test split order) to this file.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -425,6 +428,19 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         e.images,
         e.images as f64 / secs.max(1e-9)
     );
+    if let Some(path) = &a.predictions {
+        use burn::module::Module;
+        let preds = ccq::train::trainer::predict(
+            &ck.model.net.valid(),
+            &QuantCtx::new(ck.meta.scheme, &policy.bits),
+            &p.splits.test,
+            &ck.meta.normalization,
+            500,
+            &devices.eval,
+        );
+        let text: String = preds.iter().map(|p| format!("{p}\n")).collect();
+        checkpoint::write_atomic(path, text.as_bytes())?;
+    }
     Ok(())
 }
 

@@ -224,3 +224,32 @@ pub fn eval_policy(
         &devices.eval,
     )
 }
+
+/// Predicted class (first maximum logit) of every image of `data`, in order.
+pub fn predict(
+    net: &Network,
+    ctx: &QuantCtx,
+    data: &Subset,
+    norm: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<usize> {
+    let order: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in order.chunks(batch_size) {
+        let batch = make_batch(data, chunk, norm, None, device);
+        let logits = net.forward(batch.images, ctx);
+        let [_, k] = logits.dims();
+        let v = crate::host::to_f32(logits);
+        for row in v.chunks_exact(k) {
+            let mut best = 0;
+            for (i, x) in row.iter().enumerate() {
+                if *x > row[best] {
+                    best = i;
+                }
+            }
+            out.push(best);
+        }
+    }
+    out
+}
