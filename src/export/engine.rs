@@ -409,18 +409,6 @@ unsafe fn dot_avx2(a: &[i16], b: &[i16]) -> i32 {
     sum + dot_portable(&a[i..n], &b[i..n])
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn simd_dot_matches_portable() {
-        for n in [0usize, 1, 15, 16, 17, 100, 577] {
-            let a: Vec<i16> = (0..n).map(|i| (i as i16 * 37 % 511) - 255).collect();
-            let b: Vec<i16> = (0..n).map(|i| (i as i16 * 13 % 256)).collect();
-            assert_eq!(super::dot(&a, &b), super::dot_portable(&a, &b), "n = {n}");
-        }
-    }
-}
-
 fn max_pool(
     x: &[i64],
     [c, h, w]: Shape,
@@ -448,4 +436,16 @@ fn max_pool(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn simd_dot_matches_portable() {
+        for n in [0usize, 1, 15, 16, 17, 100, 577] {
+            let a: Vec<i16> = (0..n).map(|i| (i as i16 * 37 % 511) - 255).collect();
+            let b: Vec<i16> = (0..n).map(|i| i as i16 * 13 % 256).collect();
+            assert_eq!(super::dot(&a, &b), super::dot_portable(&a, &b), "n = {n}");
+        }
+    }
 }
