@@ -3,22 +3,10 @@
 
 mod common;
 
+use common::ccq;
+
 use std::path::Path;
 use std::process::Command;
-
-fn ccq(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
-    text
-}
 
 fn ccq_fails(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ccq"))

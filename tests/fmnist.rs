@@ -2,21 +2,9 @@
 //! a short full-precision run learns (and repeats exactly with the same seed), and uniform W4A4
 //! QAT of every layer keeps its accuracy.
 
-use std::process::Command;
+mod common;
 
-fn ccq(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
-    text
-}
+use common::ccq;
 
 fn test_top1(dir: &std::path::Path) -> f64 {
     let v: serde_json::Value =

@@ -6,6 +6,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use std::path::Path;
+use std::process::Command;
 
 /// idx3 image file bytes.
 pub fn idx_images(n: usize, h: usize, w: usize, pixels: &[u8]) -> Vec<u8> {
@@ -77,4 +78,19 @@ pub fn write_idx_dataset(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&idx_labels(&l))).unwrap();
+}
+
+/// Runs the `ccq` binary and returns stdout + stderr; panics (with the output) if it fails.
+pub fn ccq(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
+    text
 }
