@@ -16,7 +16,7 @@ use ccq::report::{MethodResult, Report, html};
 use ccq::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use ccq::search::ccq::{self as search, SearchEnv, milestone_dir};
 use ccq::search::target::{Target, check_reachable};
-use ccq::train::checkpoint::{self, CheckpointMeta, write_atomic};
+use ccq::train::checkpoint::{self, write_atomic};
 use ccq::train::fit::{FitPlan, fit};
 use ccq::train::{Devices, Eval, eval_policy};
 use clap::Args;
@@ -280,12 +280,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             if budgets.iter().any(|b| !done(&report, m, *b)) && !reachable.is_empty() {
                 let run = a.out.join("ccq");
                 let max = reachable.iter().copied().fold(0.0, f64::max);
-                let meta = CheckpointMeta {
-                    parent: Some(ck.dir.clone()),
-                    history: vec![],
-                    test: None,
-                    ..ck.meta.clone()
-                };
+                let meta = ck.meta.derived_from(&ck.dir);
                 let env = SearchEnv {
                     splits: &p.splits,
                     norm: &norm,
@@ -308,7 +303,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                         a.data.augment(&p.source)?,
                     )?;
                     cfg.final_epochs = 0;
-                    let fp = checkpoint::load(&ck.dir, &devices)?.model;
+                    let fp = ck.model.clone();
                     search::init(
                         &run,
                         fp,
@@ -439,7 +434,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 } else {
                     0.0
                 };
-            let fp = checkpoint::load(&ck.dir, &devices)?.model;
+            let fp = ck.model.clone();
             let r = ctx.finish(m, b, fp, &policy, true, alloc)?;
             report.results.push(r);
             save_report(&a.out, &report)?;

@@ -2,7 +2,6 @@
 
 use super::args::{CommonArgs, DataArgs};
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use ccq::data::{DataSource, Normalization, SplitSpec, Splits, make_batch};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::progress;
@@ -12,7 +11,7 @@ use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use ccq::train::fit::{FitPlan, fit};
-use ccq::train::{Devices, eval_policy, evaluate};
+use ccq::train::{Devices, eval_policy};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -245,14 +244,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         &devices,
         &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
-    let test = evaluate(
-        &model.net.valid(),
-        &QuantCtx::new(QuantScheme::default(), &policy.bits),
+    let test = eval_policy(
+        &model,
+        &policy,
+        QuantScheme::default(),
         &p.splits.test,
         &norm,
-        500,
+        &devices,
         Some("test"),
-        &devices.eval,
     );
     meta.test = Some(test);
     checkpoint::save(&a.out, &model, &meta)?;

@@ -12,7 +12,7 @@ use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
 use ccq::search::target::{Lowering, Target, check_reachable};
 use ccq::train::Devices;
-use ccq::train::checkpoint::{self, CheckpointMeta};
+use ccq::train::checkpoint;
 use ccq::train::schedule::WarmRestart;
 use clap::Args;
 use std::path::PathBuf;
@@ -270,12 +270,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     };
     let p = prepare_for(&ck, &a.data)?;
     let norm: Normalization = ck.meta.normalization.clone();
-    let meta = CheckpointMeta {
-        parent: Some(ck.dir.clone()),
-        history: Vec::new(),
-        test: None,
-        ..ck.meta.clone()
-    };
+    let meta = ck.meta.derived_from(&ck.dir);
     let env = SearchEnv {
         splits: &p.splits,
         norm: &norm,

@@ -257,6 +257,7 @@ impl Network {
 }
 
 /// A network with its layer table.
+#[derive(Clone)]
 pub struct Model {
     /// What was built.
     pub spec: ModelSpec,

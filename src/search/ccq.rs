@@ -419,19 +419,27 @@ pub fn run(
         let cost = model_cost(&model.layers, &state.policy, scheme_w);
         // With a target, an arm whose lowering saves nothing in its metric (an activation arm
         // under a memory target) sits the step out: it could only cost accuracy.
-        let awake: Vec<bool> = arms
+        // Each arm's trial policy and what it saves in the target's metric, computed once per step.
+        let trials: Vec<Option<(Policy, f64)>> = arms
             .iter()
             .map(|&a| {
-                cfg.lowering.lower(a, &state.policy).is_some_and(|p| {
-                    cfg.target.is_none()
-                        || saving(
-                            &model.layers,
-                            &state.policy,
-                            &p,
-                            scheme_w,
-                            cfg.target.as_ref(),
-                        ) > 0.0
+                cfg.lowering.lower(a, &state.policy).map(|p| {
+                    let saved = saving(
+                        &model.layers,
+                        &state.policy,
+                        &p,
+                        scheme_w,
+                        cfg.target.as_ref(),
+                    );
+                    (p, saved)
                 })
+            })
+            .collect();
+        let awake: Vec<bool> = trials
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .is_some_and(|(_, saved)| cfg.target.is_none() || *saved > 0.0)
             })
             .collect();
         if let Some(t) = &cfg.target
@@ -459,32 +467,22 @@ pub fn run(
         let mut savings = vec![0.0; arms.len()];
         for (i, &arm) in arms.iter().enumerate() {
             trial_bar.inc(1);
-            let Some(trial) = cfg.lowering.lower(arm, &state.policy).filter(|_| awake[i]) else {
+            let Some((trial, saved)) = trials[i].as_ref().filter(|_| awake[i]) else {
                 continue;
             };
-            savings[i] = saving(
-                &model.layers,
-                &state.policy,
-                &trial,
-                scheme_w,
-                cfg.target.as_ref(),
-            );
+            savings[i] = *saved;
             let needs_rescale = cfg.scheme != QuantScheme::default();
             let a = if needs_rescale {
-                let mut m = Model {
-                    spec: model.spec.clone(),
-                    net: model.net.clone(),
-                    layers: model.layers.clone(),
-                };
+                let mut m = model.clone();
                 rescale_steps(
                     &mut m.net,
                     arm.layer,
                     state.policy.bits[arm.layer],
                     trial.bits[arm.layer],
                 );
-                eval(&m, &trial, cfg.scheme, &env.splits.bandit, env, None)
+                eval(&m, trial, cfg.scheme, &env.splits.bandit, env, None)
             } else {
-                eval(&model, &trial, cfg.scheme, &env.splits.bandit, env, None)
+                eval(&model, trial, cfg.scheme, &env.splits.bandit, env, None)
             };
             acc[i] = Some(a.top1);
         }

@@ -93,6 +93,17 @@ impl CheckpointMeta {
 }
 
 impl CheckpointMeta {
+    /// Metadata for a checkpoint derived from the one in `dir` (same model, data and split; no
+    /// history or test accuracy yet).
+    pub fn derived_from(&self, dir: &Path) -> CheckpointMeta {
+        CheckpointMeta {
+            parent: Some(dir.to_path_buf()),
+            history: Vec::new(),
+            test: None,
+            ..self.clone()
+        }
+    }
+
     /// Records a finished epoch and saves the checkpoint (what a resumable job does every epoch).
     pub fn record_epoch(&mut self, dir: &Path, model: &Model, rec: &EpochRecord) -> Result<()> {
         self.epochs = rec.epoch + 1;
