@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use ccq::data::{Augment, DataFormat, DataSource, SplitSpec};
-use ccq::train::Hyper;
+use ccq::train::{Devices, Hyper};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -104,6 +104,15 @@ fn parse_size(s: &str) -> Result<[usize; 2]> {
     Ok([h, w])
 }
 
+/// Sets the worker threads of libtorch (intra-op) and of rayon.
+pub fn set_threads(t: usize) -> Result<()> {
+    tch::set_num_threads(t as i32);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build_global()
+        .context("cannot set up the thread pool")
+}
+
 /// Flags every job takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
@@ -125,6 +134,9 @@ pub struct CommonArgs {
     /// No progress bars (log-friendly output).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Device: cpu, cuda, cuda:N, or auto (CUDA when libtorch sees a GPU).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 impl CommonArgs {
@@ -135,15 +147,19 @@ impl CommonArgs {
             if t == 0 {
                 bail!("--threads must be at least 1");
             }
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build_global()
-                .context("cannot set up the thread pool")?;
+            set_threads(t)?;
         }
         if self.batch_size < 2 {
             bail!("--batch-size must be at least 2 (BatchNorm needs batch statistics)");
         }
         Ok(())
+    }
+
+    /// Seeds libtorch and returns the device to run on (after [`CommonArgs::apply`]).
+    pub fn devices(&self) -> Result<Devices> {
+        let devices = Devices::on(ccq::device::parse_device(&self.device)?);
+        devices.seed(self.seed);
+        Ok(devices)
     }
 
     /// Optimiser settings with `default_wd` unless --weight-decay is given.

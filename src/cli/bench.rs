@@ -1,15 +1,12 @@
 //! `ccq bench`: timing of one QAT training step or of inference, on random data.
 
-use anyhow::Result;
-use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use anyhow::{Result, bail};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::train::trainer::cross_entropy;
-use ccq::train::{Devices, Hyper, sgd};
+use ccq::train::{Devices, FlatSgd, Hyper, sgd};
+use tch::{Device, Kind, Tensor};
 use clap::Args;
 use std::time::Instant;
 
@@ -34,16 +31,18 @@ pub struct BenchArgs {
     /// Threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Device: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Runs `ccq bench`.
 pub fn bench(a: BenchArgs) -> Result<()> {
     if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()?;
+        super::args::set_threads(t)?;
     }
-    let devices = Devices::flex();
+    let device = ccq::device::parse_device(&a.device)?;
+    let devices = Devices::on(device);
     devices.seed(0);
     let spec = ModelSpec {
         kind: a.model,
@@ -52,7 +51,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         width: 28,
         classes: 10,
     };
-    let model = build(&spec, &devices.train)?;
+    let model = build(&spec, device)?;
     let bits = LayerBits {
         w: a.bits,
         a: a.bits,
@@ -61,64 +60,64 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let policy = Policy::uniform(&model.layer_names(), bits);
     let ctx = QuantCtx::new(QuantScheme::default(), &policy.bits);
     let labels: Vec<i64> = (0..a.batch as i64).map(|i| i % 10).collect();
+    let y = Tensor::from_slice(&labels).to_device(device);
+    let x = Tensor::randn([a.batch as i64, 1, 28, 28], (Kind::Float, device));
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mode = if bits.w >= 32 { "FP".to_string() } else { format!("QAT W{}A{}", a.bits, a.bits) };
+    let where_ = ccq::device::describe(device);
     match a.mode.as_str() {
         "step" => {
-            let x = Tensor::<4>::random(
-                [a.batch, 1, 28, 28],
-                Distribution::Normal(0.0, 1.0),
-                &devices.train,
-            );
-            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [a.batch]), &devices.train);
+            let ctx = ctx.training();
             let mut optim = sgd(&Hyper {
                 batch_size: a.batch,
                 momentum: 0.9,
                 weight_decay: 1e-4,
             });
-            let mut net = model.net;
+            let net = &model.net;
             let mut time = 0.0;
             for i in 0..a.steps + 2 {
+                sync();
                 let t = Instant::now();
-                let loss = cross_entropy(net.forward(x.clone(), &ctx), y.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &net);
-                net = optim.step(0.01, net, grads);
-                let _ = loss.into_scalar::<f32>();
+                let loss = cross_entropy(&net.forward(&x, &ctx), &y);
+                let grads = FlatSgd::gradients(net, &loss);
+                optim.step(net, grads, 0.01);
+                let _ = loss.double_value(&[]);
+                sync();
                 if i >= 2 {
                     time += t.elapsed().as_secs_f64();
                 }
             }
             println!(
-                "ccq (burn flex) {} QAT W{}A{} step, batch {}: {:.1} ms/step",
+                "ccq (tch, {where_}) {} {mode} step, batch {}: {:.1} ms/step ({} threads)",
                 a.model.name(),
-                a.bits,
-                a.bits,
                 a.batch,
-                1000.0 * time / a.steps as f64
+                1000.0 * time / a.steps as f64,
+                tch::get_num_threads()
             );
         }
-        _ => {
-            let x = Tensor::<4>::random(
-                [a.batch, 1, 28, 28],
-                Distribution::Normal(0.0, 1.0),
-                &devices.eval,
-            );
-            let net = model.net.valid();
+        "infer" => {
             let mut time = 0.0;
-            for i in 0..a.steps + 2 {
-                let t = Instant::now();
-                let _ = ccq::host::to_f32(net.forward(x.clone(), &ctx));
-                if i >= 2 {
-                    time += t.elapsed().as_secs_f64();
+            tch::no_grad(|| {
+                for i in 0..a.steps + 2 {
+                    let t = Instant::now();
+                    let _ = ccq::host::to_f32(&model.net.forward(&x, &ctx));
+                    if i >= 2 {
+                        time += t.elapsed().as_secs_f64();
+                    }
                 }
-            }
+            });
             println!(
-                "ccq (burn flex) {} inference W{}A{}, batch {}: {:.0} images/s",
+                "ccq (tch, {where_}) {} inference {mode}, batch {}: {:.0} images/s",
                 a.model.name(),
-                a.bits,
-                a.bits,
                 a.batch,
                 (a.steps * a.batch) as f64 / time
             );
         }
+        other => bail!("ccq bench {other}: the modes are `step` and `infer`"),
     }
     Ok(())
 }

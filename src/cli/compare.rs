@@ -116,7 +116,6 @@ impl Ctx<'_> {
             &self.p.splits,
             self.norm,
             &plan,
-            self.devices,
             &mut |_, _| Ok(()),
         )?;
         let test: Eval = eval_policy(
@@ -125,7 +124,6 @@ impl Ctx<'_> {
             self.scheme,
             &self.p.splits.test,
             self.norm,
-            self.devices,
             None,
         );
         let cost = model_cost(&model.layers, policy, self.scheme.weight);
@@ -182,9 +180,8 @@ fn save_report(dir: &Path, r: &Report) -> Result<()> {
 /// Runs `ccq compare`.
 pub fn compare(a: CompareArgs) -> Result<()> {
     a.common.apply()?;
-    let devices = Devices::flex();
-    devices.seed(a.common.seed);
-    let ck = checkpoint::load(&a.checkpoint, &devices)?;
+    let devices = a.common.devices()?;
+    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
     if ck.meta.policy.is_some() {
         bail!(
             "{}: compare starts from a full-precision checkpoint",
@@ -210,7 +207,6 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         scheme,
         &p.splits.test,
         &norm,
-        &devices,
         Some("fp test"),
     )
     .top1;
@@ -284,7 +280,6 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 let env = SearchEnv {
                     splits: &p.splits,
                     norm: &norm,
-                    devices: &devices,
                     meta,
                     stop_after: None,
                     keep: reachable.clone(),
@@ -292,7 +287,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 let (model, state) = if run.join(search::STATE).is_file() {
                     let state = search::load_state(&run)?;
                     (
-                        checkpoint::load(&run.join(&state.checkpoint), &devices)?.model,
+                        checkpoint::load(&run.join(&state.checkpoint), devices.train)?.model,
                         state,
                     )
                 } else {
@@ -320,7 +315,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                         continue;
                     }
                     let dir = milestone_dir(&run, b);
-                    let kept = checkpoint::load(&dir, &devices)
+                    let kept = checkpoint::load(&dir, devices.train)
                         .with_context(|| format!("CCQ never reached {b}x"))?;
                     let policy = kept
                         .meta
@@ -387,7 +382,6 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                             &ck.model,
                             &p.splits.train,
                             &norm,
-                            &devices,
                             a.hessian_images,
                             a.hessian_samples,
                             &mut StdRng::seed_from_u64(a.common.seed),
@@ -481,8 +475,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let (_, meta) = checkpoint::load_meta(&a.run.join(&state.checkpoint))?;
-    let devices = Devices::flex();
-    let model = ccq::model::build(&meta.spec, &devices.eval)?;
+    let model = ccq::model::build(&meta.spec, tch::Device::Cpu)?;
     let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
     let test = policy.as_ref().map(|p| p.test);
     let fp_test = checkpoint::load_meta(&state.source)

@@ -9,7 +9,6 @@ use ccq::export::format::{IntKind, IntModel};
 use ccq::export::onnx;
 use ccq::quant::cost::model_cost;
 use ccq::search::ccq::{FINAL, STATE};
-use ccq::train::Devices;
 use ccq::train::checkpoint;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -53,7 +52,6 @@ fn checkpoint_of(source: &Path) -> PathBuf {
 
 /// Runs `ccq export`.
 pub fn export(a: ExportArgs) -> Result<()> {
-    let devices = Devices::flex();
     let dir = checkpoint_of(&a.source);
     if a.source.join(STATE).is_file() && !dir.is_dir() {
         bail!(
@@ -61,7 +59,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
             a.source.display()
         );
     }
-    let ck = checkpoint::load(&dir, &devices)?;
+    let ck = checkpoint::load(&dir, tch::Device::Cpu)?;
     let Some(policy) = ck.meta.policy.clone() else {
         bail!(
             "{}: a full-precision checkpoint; export a quantized one (ccq qat or ccq quantize)",

@@ -176,8 +176,7 @@ fn pct(x: f64) -> String {
 /// Runs `ccq train`.
 pub fn train(a: TrainArgs) -> Result<()> {
     a.common.apply()?;
-    let devices = Devices::flex();
-    devices.seed(a.common.seed);
+    let devices = a.common.devices()?;
     let source = a.data.source(None)?;
     let augment = a.data.augment(&source)?;
     let p = prepare(source.clone(), a.data.split())?;
@@ -189,7 +188,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         width: d.width,
         classes: d.classes.len(),
     };
-    let mut model = build(&spec, &devices.train)?;
+    let mut model = build(&spec, devices.train)?;
     let norm = Normalization::from_subset(&p.splits.train);
     let mut meta = CheckpointMeta::new(
         &model,
@@ -201,7 +200,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let mut start_epoch = 0;
     if a.resume && a.out.join(checkpoint::META).is_file() {
-        let ck = checkpoint::load(&a.out, &devices)?;
+        let ck = checkpoint::load(&a.out, devices.train)?;
         if ck.meta.spec != spec || ck.meta.policy.is_some() {
             bail!(
                 "--resume: {} holds a different model or a quantized one",
@@ -241,7 +240,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         &p.splits,
         &norm,
         &plan,
-        &devices,
         &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
     let test = eval_policy(
@@ -250,7 +248,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         QuantScheme::default(),
         &p.splits.test,
         &norm,
-        &devices,
         Some("test"),
     );
     meta.test = Some(test);
@@ -273,23 +270,22 @@ pub fn calibration_batches(
     norm: &Normalization,
     devices: &Devices,
     n: usize,
-) -> Vec<burn::prelude::Tensor<4>> {
+) -> Vec<tch::Tensor> {
     let len = p.splits.train.len();
     (0..n)
         .map(|b| {
             let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
-            make_batch(&p.splits.train, &order, norm, None, &devices.eval).images
+            make_batch(&p.splits.train, &order, norm, None, devices.eval).images
         })
-        .filter(|t| t.dims()[0] > 0)
+        .filter(|t| t.size()[0] > 0)
         .collect()
 }
 
 /// Runs `ccq qat`.
 pub fn qat(a: QatArgs) -> Result<()> {
     a.common.apply()?;
-    let devices = Devices::flex();
-    devices.seed(a.common.seed);
-    let ck = checkpoint::load(&a.checkpoint, &devices)?;
+    let devices = a.common.devices()?;
+    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
     let p = prepare_for(&ck, &a.data)?;
     let augment = a.data.augment(&p.source)?;
     let names = ck.model.layer_names();
@@ -307,7 +303,6 @@ pub fn qat(a: QatArgs) -> Result<()> {
         scheme,
         &p.splits.val,
         &norm,
-        &devices,
         None,
     );
     // A checkpoint already trained with these quantizers keeps its learned clips and steps.
@@ -325,7 +320,6 @@ pub fn qat(a: QatArgs) -> Result<()> {
         scheme,
         &p.splits.val,
         &norm,
-        &devices,
         None,
     );
     let cost = model_cost(&model.layers, &policy, scheme.weight);
@@ -367,7 +361,6 @@ pub fn qat(a: QatArgs) -> Result<()> {
         &p.splits,
         &norm,
         &plan,
-        &devices,
         &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
     let test = eval_policy(
@@ -376,7 +369,6 @@ pub fn qat(a: QatArgs) -> Result<()> {
         scheme,
         &p.splits.test,
         &norm,
-        &devices,
         Some("test"),
     );
     meta.test = Some(test);
@@ -399,8 +391,8 @@ pub fn qat(a: QatArgs) -> Result<()> {
 /// Runs `ccq eval`.
 pub fn eval(a: EvalArgs) -> Result<()> {
     a.common.apply()?;
-    let devices = Devices::flex();
-    let ck = checkpoint::load(&a.checkpoint, &devices)?;
+    let devices = a.common.devices()?;
+    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
     let p = prepare_for(&ck, &a.data)?;
     let policy = ck
         .meta
@@ -414,7 +406,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         ck.meta.scheme,
         &p.splits.test,
         &ck.meta.normalization,
-        &devices,
         Some("test"),
     );
     let secs = start.elapsed().as_secs_f64();
@@ -428,16 +419,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         e.images as f64 / secs.max(1e-9)
     );
     if let Some(path) = &a.predictions {
-        use burn::module::Module;
         let preds = ccq::train::trainer::predict(
-            &ck.model.net.valid(),
+            &ck.model.net,
             &QuantCtx::new(ck.meta.scheme, &policy.bits),
             &p.splits.test,
             &ck.meta.normalization,
             500,
-            &devices.eval,
         );
-        let text: String = preds.iter().map(|p| format!("{p}\n")).collect();
+        let text: String = preds
+            .iter()
+            .map(|p| p.map_or("nan\n".to_string(), |c| format!("{c}\n")))
+            .collect();
         checkpoint::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
@@ -449,8 +441,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         return super::deploy::info_ccq(&a.checkpoint);
     }
     let (dir, meta) = checkpoint::load_meta(&a.checkpoint)?;
-    let devices = Devices::flex();
-    let model = build(&meta.spec, &devices.eval).context("rebuilding the model")?;
+    let model = build(&meta.spec, tch::Device::Cpu).context("rebuilding the model")?;
     let policy = meta
         .policy
         .clone()

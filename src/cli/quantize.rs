@@ -11,7 +11,6 @@ use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
 use ccq::search::target::{Lowering, Target, check_reachable};
-use ccq::train::Devices;
 use ccq::train::checkpoint;
 use ccq::train::schedule::WarmRestart;
 use clap::Args;
@@ -214,12 +213,11 @@ impl SearchFlags {
 /// Runs `ccq quantize`.
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
     a.common.apply()?;
-    let devices = Devices::flex();
-    devices.seed(a.common.seed);
+    let devices = a.common.devices()?;
     let start = Instant::now();
     let (run, state, ck) = if let Some(run) = &a.resume {
         let state = search::load_state(run)?;
-        let ck = checkpoint::load(&run.join(&state.checkpoint), &devices)?;
+        let ck = checkpoint::load(&run.join(&state.checkpoint), devices.train)?;
         progress::println(format!(
             "resuming {} after step {}",
             run.display(),
@@ -259,7 +257,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                 fp
             }
         };
-        let ck = checkpoint::load(&fp, &devices)?;
+        let ck = checkpoint::load(&fp, devices.train)?;
         if ck.meta.policy.is_some() {
             bail!(
                 "{}: CCQ starts from a full-precision checkpoint, this one is already quantized",
@@ -274,7 +272,6 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let env = SearchEnv {
         splits: &p.splits,
         norm: &norm,
-        devices: &devices,
         meta,
         stop_after: a.stop_after,
         keep: Vec::new(),

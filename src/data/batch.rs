@@ -1,11 +1,13 @@
 //! Turning subsets into normalised, optionally augmented batches of tensors.
 
 use super::dataset::Subset;
-use burn::prelude::*;
-use burn::tensor::TensorData;
+use super::dataset::Dataset;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+use tch::{Device, Kind, Tensor};
 
 /// Per-channel normalisation computed from the training split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,66 +55,102 @@ pub struct Augment {
     pub flip: bool,
 }
 
-/// One batch: images on the device and labels on the host.
+/// One batch, on the device.
 pub struct Batch {
     /// `[n, c, h, w]` normalised images.
-    pub images: Tensor<4>,
-    /// Labels.
-    pub labels: Vec<u16>,
+    pub images: Tensor,
+    /// `[n]` labels (`i64`).
+    pub labels: Tensor,
 }
 
-impl Batch {
-    /// Labels as an int tensor on `device`.
-    pub fn label_tensor(&self, device: &Device) -> Tensor<1, Int> {
-        let v: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
-        Tensor::from_data(TensorData::new(v, [self.labels.len()]), device)
+/// A dataset's pixels (`u8`, `[N, C, H, W]`) and labels (`i64`) held on one device.
+struct DeviceData {
+    images: Tensor,
+    labels: Tensor,
+}
+
+impl DeviceData {
+    fn shallow(&self) -> DeviceData {
+        DeviceData {
+            images: self.images.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+        }
     }
 }
 
-/// Builds the batch of `subset` images at positions `order`.
+/// Datasets already uploaded (per thread), by the address of their `Arc` and the device.
+type Uploads = Vec<(Weak<Dataset>, Device, DeviceData)>;
+thread_local! {
+    static UPLOADS: RefCell<Uploads> = const { RefCell::new(Vec::new()) };
+}
+
+/// The dataset of `subset` on `device`, uploaded once (it stays while the dataset lives).
+fn on_device(data: &Arc<Dataset>, device: Device) -> DeviceData {
+    UPLOADS.with_borrow_mut(|up| upload(up, data, device))
+}
+
+fn upload(up: &mut Uploads, data: &Arc<Dataset>, device: Device) -> DeviceData {
+    up.retain(|(w, _, _)| w.strong_count() > 0);
+    if let Some((_, _, d)) = up
+        .iter()
+        .find(|(w, dev, _)| *dev == device && std::ptr::eq(w.as_ptr(), Arc::as_ptr(data)))
+    {
+        return d.shallow();
+    }
+    let (n, c, h, w) = (data.len(), data.channels, data.height, data.width);
+    let images = Tensor::from_slice(&data.pixels)
+        .view([n as i64, c as i64, h as i64, w as i64])
+        .to_device(device);
+    let labels: Vec<i64> = data.labels.iter().map(|&l| l as i64).collect();
+    let labels = Tensor::from_slice(&labels).to_device(device);
+    let d = DeviceData { images, labels };
+    up.push((Arc::downgrade(data), device, d.shallow()));
+    d
+}
+
+/// Builds the batch of `subset` images at positions `order` on `device`. The dataset is held on
+/// the device as `u8`; normalisation, random crop (zero padding) and flips run there, with the
+/// crop offsets and flips drawn from `aug`'s generator on the host.
 pub fn make_batch(
     subset: &Subset,
     order: &[usize],
     norm: &Normalization,
     aug: Option<(Augment, &mut StdRng)>,
-    device: &Device,
+    device: Device,
 ) -> Batch {
     let d = &subset.data;
-    let (c, h, w) = (d.channels, d.height, d.width);
-    let mut out = vec![0f32; order.len() * c * h * w];
-    let mut labels = Vec::with_capacity(order.len());
-    let mut aug = aug;
-    for (bi, &pos) in order.iter().enumerate() {
-        let i = subset.idx[pos];
-        labels.push(d.labels[i]);
-        let img = d.image(i);
-        let (dx, dy, flip) = match aug.as_mut() {
-            Some((a, rng)) => {
-                let p = a.pad as i64;
-                let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
-                let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
-                (dx, dy, a.flip && rng.random_bool(0.5))
-            }
-            None => (0, 0, false),
-        };
-        let dst = &mut out[bi * c * h * w..(bi + 1) * c * h * w];
-        for ch in 0..c {
-            let (m, s) = (norm.mean[ch], norm.std[ch]);
-            for y in 0..h {
-                let sy = y as i64 + dy;
-                for x in 0..w {
-                    let xx = if flip { w - 1 - x } else { x };
-                    let sx = xx as i64 + dx;
-                    let v = if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 {
-                        img[ch * h * w + sy as usize * w + sx as usize] as f32 / 255.0
-                    } else {
-                        0.0
-                    };
-                    dst[ch * h * w + y * w + x] = (v - m) / s;
-                }
-            }
+    let (c, h, w) = (d.channels as i64, d.height as i64, d.width as i64);
+    let dd = on_device(d, device);
+    let ids: Vec<i64> = order.iter().map(|&p| subset.idx[p] as i64).collect();
+    let idx = Tensor::from_slice(&ids).to_device(device);
+    let labels = dd.labels.index_select(0, &idx);
+    let mut x = dd.images.index_select(0, &idx).to_kind(Kind::Float) / 255.0;
+    if let Some((a, rng)) = aug {
+        let n = order.len();
+        let p = a.pad as i64;
+        let (mut rows, mut cols) = (Vec::with_capacity(n * h as usize), Vec::new());
+        cols.reserve(n * w as usize);
+        for _ in 0..n {
+            let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+            let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+            let flip = a.flip && rng.random_bool(0.5);
+            rows.extend((0..h).map(|y| y + dy + p));
+            cols.extend((0..w).map(|xx| if flip { w - 1 - xx } else { xx } + dx + p));
         }
+        let n = n as i64;
+        let rows = Tensor::from_slice(&rows).view([n, h, 1]).to_device(device);
+        let cols = Tensor::from_slice(&cols).view([n, 1, w]).to_device(device);
+        let b = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
+        let padded = x.constant_pad_nd([p, p, p, p]).permute([0, 2, 3, 1]);
+        x = padded
+            .index(&[Some(b), Some(rows), Some(cols)])
+            .permute([0, 3, 1, 2])
+            .contiguous();
     }
-    let images = Tensor::from_data(TensorData::new(out, [order.len(), c, h, w]), device);
-    Batch { images, labels }
+    let mean = Tensor::from_slice(&norm.mean).view([1, c, 1, 1]).to_device(device);
+    let std = Tensor::from_slice(&norm.std).view([1, c, 1, 1]).to_device(device);
+    Batch {
+        images: (x - mean) / std,
+        labels,
+    }
 }

@@ -4,21 +4,19 @@
 use super::format::{InputSpec, IntKind, IntLayer, IntModel, Op, Term, WIDE_FRAC};
 use crate::data::Normalization;
 use crate::host::to_f32;
-use crate::model::layers::{ConvBn, QuantParams};
+use crate::model::layers::{BatchNorm, ConvBn, QuantParams};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::{FLOAT_BITS, Policy};
 use crate::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer, levels, signed_range};
 use anyhow::{Result, bail};
-use burn::module::Module;
-use burn::nn::BatchNorm;
 
 /// Registers worth comparing against the float model, by name (`stem`, `block3`, `logits`).
 pub type Probes = Vec<(String, usize)>;
 
 fn act_step(q: &QuantParams, scheme: QuantScheme, bits: u32) -> f32 {
     match scheme.act {
-        ActQuantizer::Pact => to_f32(q.act_alpha.val())[0] / levels(bits),
-        ActQuantizer::Lsq => to_f32(q.act_step.val())[0],
+        ActQuantizer::Pact => to_f32(&q.act_alpha)[0] / levels(bits),
+        ActQuantizer::Lsq => to_f32(&q.act_step)[0],
     }
 }
 
@@ -65,10 +63,10 @@ fn weight_codes(
 }
 
 fn fold_bn(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
-    let g = to_f32(bn.gamma.val());
-    let b = to_f32(bn.beta.val());
-    let m = to_f32(bn.running_mean.value());
-    let v = to_f32(bn.running_var.value());
+    let g = to_f32(&bn.gamma);
+    let b = to_f32(&bn.beta);
+    let m = to_f32(&bn.running_mean);
+    let v = to_f32(&bn.running_var);
     let mul: Vec<f32> = g
         .iter()
         .zip(&v)
@@ -98,11 +96,12 @@ impl Builder<'_> {
 
     fn conv(&mut self, c: &ConvBn, name: &str, src: usize) -> Result<usize> {
         let bits = self.ctx.bits(c.conv.index);
-        let w = c.conv.quantized_weight(&self.ctx);
-        let [o, i, k, _] = w.dims();
-        let steps = to_f32(c.conv.quant.w_step.val());
+        let w = tch::no_grad(|| c.conv.quantized_weight(&self.ctx));
+        let size = w.size();
+        let (o, i, k) = (size[0] as usize, size[1] as usize, size[2] as usize);
+        let steps = to_f32(&c.conv.quant.w_step);
         let (codes, code_mul, code_off, w_scale) =
-            weight_codes(&to_f32(w), o, self.ctx.scheme, bits.w, &steps);
+            weight_codes(&to_f32(&w), o, self.ctx.scheme, bits.w, &steps);
         let (post_mul, post_bias) = fold_bn(&c.bn);
         let first = c.conv.index == 0;
         let act = if first {
@@ -151,7 +150,7 @@ pub fn to_int_model(
             );
         }
     }
-    let net = model.net.valid();
+    let net = &model.net;
     let names = model.layer_names();
     let spec = &model.spec;
     // Largest fraction (≤ 2^-24) such that every normalised pixel fits 31 bits.
@@ -226,15 +225,10 @@ pub fn to_int_model(
     }
     let fc = &net.fc;
     let bits = b.ctx.bits(fc.index);
-    let w = fc.quantized_weight(&b.ctx);
-    let [o, i] = w.dims();
-    let (codes, code_mul, code_off, w_scale) = weight_codes(
-        &to_f32(w),
-        o,
-        scheme,
-        bits.w,
-        &to_f32(fc.quant.w_step.val()),
-    );
+    let w = tch::no_grad(|| fc.quantized_weight(&b.ctx));
+    let (o, i) = (w.size()[0] as usize, w.size()[1] as usize);
+    let (codes, code_mul, code_off, w_scale) =
+        weight_codes(&to_f32(&w), o, scheme, bits.w, &to_f32(&fc.quant.w_step));
     b.layers.push(IntLayer {
         name: names[fc.index].clone(),
         kind: IntKind::Linear,
@@ -251,7 +245,7 @@ pub fn to_int_model(
         a_bits: bits.a,
         act_step: act_step(&fc.quant, scheme, bits.a),
         post_mul: Vec::new(),
-        post_bias: to_f32(fc.bias.val()),
+        post_bias: to_f32(&fc.bias),
     });
     let l = b.push(Op::Linear {
         layer: fc.index,

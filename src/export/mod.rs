@@ -1,7 +1,7 @@
-//! Deployment: packed integer weights (`.ccq`), the integer-only engine, ONNX QDQ export.
+//! Deployment: the conversion to an integer model and the ONNX QDQ export. The `.ccq` format,
+//! weight packing and the integer engine live in the pure-Rust `ccq-runtime` crate.
+
+pub use ccq_runtime::{engine, format, pack};
 
 pub mod convert;
-pub mod engine;
-pub mod format;
 pub mod onnx;
-pub mod pack;

@@ -1,18 +1,14 @@
-//! Quantization-aware conv and linear layers.
+//! Quantization-aware conv and linear layers, and BatchNorm.
 //!
 //! Each layer quantizes its *input* activations (with PACT or LSQ) and its weights (DoReFa or
 //! LSQ) at the bits the policy gives it, then runs the float op on the fake-quantized tensors.
+//! Layers hold plain libtorch tensors; [`super::params`] gathers them into one flat buffer.
 
 use crate::quant::policy::{FLOAT_BITS, LayerBits};
-use crate::quant::quantizer::{QuantScheme, quantize_act, quantize_weight};
-use burn::module::Param;
-use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::prelude::*;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Distribution, TensorData};
+use crate::quant::quantizer::{QuantScheme, WeightQuantizer, quantize_act, quantize_weight};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
 
 /// Collects samples of every layer's input activations (for calibrating clip values).
 #[derive(Default)]
@@ -22,13 +18,16 @@ pub struct Observer {
 }
 
 impl Observer {
-    fn record<const D: usize>(&self, index: usize, x: &Tensor<D>) {
-        let v = crate::host::to_f32(x.clone());
-        let stride = (v.len() / 20_000).max(1);
-        let mut m = self.samples.borrow_mut();
-        m.entry(index)
+    fn record(&self, index: usize, x: &Tensor) {
+        let flat = x.detach().flatten(0, -1);
+        let stride = (flat.numel() / 20_000).max(1) as i64;
+        let sub = flat.slice(0, 0, None, stride).to_device(Device::Cpu);
+        let v: Vec<f32> = Vec::try_from(&sub).unwrap_or_default();
+        self.samples
+            .borrow_mut()
+            .entry(index)
             .or_default()
-            .extend(v.iter().step_by(stride).copied());
+            .extend(v);
     }
 }
 
@@ -41,15 +40,26 @@ pub struct QuantCtx<'a> {
     pub bits: &'a [LayerBits],
     /// Calibration observer (records layer inputs when set).
     pub observer: Option<&'a Observer>,
+    /// Training mode: BatchNorm uses (and updates) batch statistics.
+    pub train: bool,
 }
 
 impl<'a> QuantCtx<'a> {
-    /// A context without observer.
+    /// An inference context (BatchNorm on running statistics) without observer.
     pub fn new(scheme: QuantScheme, bits: &'a [LayerBits]) -> Self {
         QuantCtx {
             scheme,
             bits,
             observer: None,
+            train: false,
+        }
+    }
+
+    /// The same context in training mode.
+    pub fn training(self) -> Self {
+        QuantCtx {
+            train: true,
+            ..self
         }
     }
 
@@ -59,58 +69,77 @@ impl<'a> QuantCtx<'a> {
     }
 }
 
+/// Calls `f(name, tensor, is_parameter)` for every tensor of a module, in a fixed order.
+pub type Visit<'a> = dyn FnMut(&str, &Tensor, bool) + 'a;
+/// Calls `f(name, tensor, is_parameter)` with mutable access (to replace a tensor).
+pub type VisitMut<'a> = dyn FnMut(&str, &mut Tensor, bool) + 'a;
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 /// Quantizer parameters shared by conv and linear layers.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct QuantParams {
-    /// PACT clip of the input activations.
-    pub act_alpha: Param<Tensor<1>>,
-    /// LSQ step of the input activations.
-    pub act_step: Param<Tensor<1>>,
+    /// PACT clip of the input activations `[1]`.
+    pub act_alpha: Tensor,
+    /// LSQ step of the input activations `[1]`.
+    pub act_step: Tensor,
     /// LSQ step(s) of the weights: one per output channel (per-tensor LSQ uses the first).
-    pub w_step: Param<Tensor<1>>,
+    pub w_step: Tensor,
 }
 
 impl QuantParams {
-    fn new(out_channels: usize, device: &Device) -> Self {
+    fn new(out_channels: usize, device: Device) -> Self {
+        let opts = (Kind::Float, device);
         Self {
-            act_alpha: Param::from_tensor(Tensor::from_data(TensorData::from([8.0f32]), device)),
-            act_step: Param::from_tensor(Tensor::from_data(TensorData::from([0.1f32]), device)),
-            w_step: Param::from_tensor(Tensor::ones([out_channels], device).mul_scalar(0.01)),
+            act_alpha: Tensor::full([1], 8.0, opts),
+            act_step: Tensor::full([1], 0.1, opts),
+            w_step: Tensor::full([out_channels as i64], 0.01, opts),
         }
     }
 
-    fn weight_step(&self, scheme: &QuantScheme) -> Tensor<1> {
-        use crate::quant::quantizer::WeightQuantizer::*;
+    fn visit(&self, prefix: &str, f: &mut Visit) {
+        f(&join(prefix, "act_alpha"), &self.act_alpha, true);
+        f(&join(prefix, "act_step"), &self.act_step, true);
+        f(&join(prefix, "w_step"), &self.w_step, true);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        f(&join(prefix, "act_alpha"), &mut self.act_alpha, true);
+        f(&join(prefix, "act_step"), &mut self.act_step, true);
+        f(&join(prefix, "w_step"), &mut self.w_step, true);
+    }
+
+    fn weight_step(&self, scheme: &QuantScheme) -> Tensor {
         match scheme.weight {
-            LsqTensor => self.w_step.val().narrow(0, 0, 1),
-            _ => self.w_step.val(),
+            WeightQuantizer::LsqTensor => self.w_step.narrow(0, 0, 1),
+            _ => self.w_step.shallow_clone(),
         }
     }
 
-    fn input<const D: usize>(&self, x: Tensor<D>, index: usize, ctx: &QuantCtx) -> Tensor<D> {
+    /// The input of layer `index`, fake-quantized (the first layer reads the 8-bit image itself).
+    pub fn input(&self, x: &Tensor, index: usize, ctx: &QuantCtx) -> Tensor {
         if let Some(o) = ctx.observer {
-            o.record(index, &x);
+            o.record(index, x);
         }
         let bits = ctx.bits(index);
-        // The first layer reads the 8-bit image itself: already on an 8-bit grid.
         if index == 0 || bits.a == FLOAT_BITS {
-            return x;
+            return x.shallow_clone();
         }
-        quantize_act(
-            x,
-            self.act_alpha.val(),
-            self.act_step.val(),
-            ctx.scheme.act,
-            bits.a,
-        )
+        quantize_act(x, &self.act_alpha, &self.act_step, ctx.scheme.act, bits.a)
     }
 }
 
 /// A quantization-aware 2D convolution without bias (a BatchNorm follows it).
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct QConv {
     /// Weights `[out, in, k, k]`.
-    pub weight: Param<Tensor<4>>,
+    pub weight: Tensor,
     /// Quantizer parameters.
     pub quant: QuantParams,
     /// Stride.
@@ -130,12 +159,13 @@ impl QConv {
         stride: usize,
         padding: usize,
         index: usize,
-        device: &Device,
+        device: Device,
     ) -> Self {
         let std = (2.0 / (cout * k * k) as f64).sqrt();
-        let weight = Tensor::random([cout, cin, k, k], Distribution::Normal(0.0, std), device);
+        let shape = [cout as i64, cin as i64, k as i64, k as i64];
+        let weight = Tensor::randn(shape, (Kind::Float, device)) * std;
         Self {
-            weight: Param::from_tensor(weight),
+            weight,
             quant: QuantParams::new(cout, device),
             stride,
             padding,
@@ -144,32 +174,32 @@ impl QConv {
     }
 
     /// Quantized weights as the forward pass uses them.
-    pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor<4> {
+    pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor {
         let bits = ctx.bits(self.index);
         quantize_weight(
-            self.weight.val(),
-            self.quant.weight_step(&ctx.scheme),
+            &self.weight,
+            &self.quant.weight_step(&ctx.scheme),
             ctx.scheme.weight,
             bits.w,
         )
     }
 
     /// Forward pass with fake quantization of the input and the weights.
-    pub fn forward(&self, x: Tensor<4>, ctx: &QuantCtx) -> Tensor<4> {
+    pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         let x = self.quant.input(x, self.index, ctx);
         let w = self.quantized_weight(ctx);
-        let opts = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, w, None, opts)
+        let (s, p) = (self.stride as i64, self.padding as i64);
+        x.conv2d(&w, None::<Tensor>, [s, s], [p, p], [1, 1], 1)
     }
 }
 
 /// A quantization-aware linear layer with a float bias.
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct QLinear {
     /// Weights `[out, in]` (PyTorch layout, so per-output-channel scales are on dim 0).
-    pub weight: Param<Tensor<2>>,
+    pub weight: Tensor,
     /// Bias `[out]` (kept in float; folded at export).
-    pub bias: Param<Tensor<1>>,
+    pub bias: Tensor,
     /// Quantizer parameters.
     pub quant: QuantParams,
     /// Index of this layer in the policy.
@@ -178,45 +208,111 @@ pub struct QLinear {
 
 impl QLinear {
     /// Uniform(-1/√in, 1/√in) initialised linear layer, as PyTorch.
-    pub fn new(cin: usize, cout: usize, index: usize, device: &Device) -> Self {
+    pub fn new(cin: usize, cout: usize, index: usize, device: Device) -> Self {
         let bound = 1.0 / (cin as f64).sqrt();
+        let opts = (Kind::Float, device);
         Self {
-            weight: Param::from_tensor(Tensor::random(
-                [cout, cin],
-                Distribution::Uniform(-bound, bound),
-                device,
-            )),
-            bias: Param::from_tensor(Tensor::random(
-                [cout],
-                Distribution::Uniform(-bound, bound),
-                device,
-            )),
+            weight: Tensor::rand([cout as i64, cin as i64], opts) * (2.0 * bound) - bound,
+            bias: Tensor::rand([cout as i64], opts) * (2.0 * bound) - bound,
             quant: QuantParams::new(cout, device),
             index,
         }
     }
 
     /// Quantized weights as the forward pass uses them.
-    pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor<2> {
+    pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor {
         let bits = ctx.bits(self.index);
         quantize_weight(
-            self.weight.val(),
-            self.quant.weight_step(&ctx.scheme),
+            &self.weight,
+            &self.quant.weight_step(&ctx.scheme),
             ctx.scheme.weight,
             bits.w,
         )
     }
 
     /// Forward pass `[batch, in] -> [batch, out]`.
-    pub fn forward(&self, x: Tensor<2>, ctx: &QuantCtx) -> Tensor<2> {
+    pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         let x = self.quant.input(x, self.index, ctx);
         let w = self.quantized_weight(ctx);
-        x.matmul(w.transpose()) + self.bias.val().unsqueeze::<2>()
+        x.linear(&w, Some(&self.bias))
+    }
+
+    /// Visits weight, bias and quantizer parameters.
+    pub fn visit(&self, prefix: &str, f: &mut Visit) {
+        f(&join(prefix, "weight"), &self.weight, true);
+        f(&join(prefix, "bias"), &self.bias, true);
+        self.quant.visit(&join(prefix, "quant"), f);
+    }
+
+    /// Mutable [`QLinear::visit`].
+    pub fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        f(&join(prefix, "weight"), &mut self.weight, true);
+        f(&join(prefix, "bias"), &mut self.bias, true);
+        self.quant.visit_mut(&join(prefix, "quant"), f);
+    }
+}
+
+/// Batch normalisation over channels (momentum 0.1, ε 1e-5, as PyTorch).
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Scale γ.
+    pub gamma: Tensor,
+    /// Shift β.
+    pub beta: Tensor,
+    /// Running mean (a buffer).
+    pub running_mean: Tensor,
+    /// Running variance (a buffer).
+    pub running_var: Tensor,
+    /// ε added to the variance.
+    pub epsilon: f64,
+}
+
+impl BatchNorm {
+    /// γ = 1, β = 0, running statistics 0 and 1.
+    pub fn new(channels: usize, device: Device) -> Self {
+        let opts = (Kind::Float, device);
+        let c = [channels as i64];
+        Self {
+            gamma: Tensor::ones(c, opts),
+            beta: Tensor::zeros(c, opts),
+            running_mean: Tensor::zeros(c, opts),
+            running_var: Tensor::ones(c, opts),
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Normalises `x` with batch statistics (updating the running ones) when training, else
+    /// with the running statistics.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        x.batch_norm(
+            Some(&self.gamma),
+            Some(&self.beta),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            self.epsilon,
+            true,
+        )
+    }
+
+    fn visit(&self, prefix: &str, f: &mut Visit) {
+        f(&join(prefix, "gamma"), &self.gamma, true);
+        f(&join(prefix, "beta"), &self.beta, true);
+        f(&join(prefix, "running_mean"), &self.running_mean, false);
+        f(&join(prefix, "running_var"), &self.running_var, false);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        f(&join(prefix, "gamma"), &mut self.gamma, true);
+        f(&join(prefix, "beta"), &mut self.beta, true);
+        f(&join(prefix, "running_mean"), &mut self.running_mean, false);
+        f(&join(prefix, "running_var"), &mut self.running_var, false);
     }
 }
 
 /// Conv followed by BatchNorm (ReLU is applied by the caller).
-#[derive(Module, Debug)]
+#[derive(Debug)]
 pub struct ConvBn {
     /// The convolution.
     pub conv: QConv,
@@ -233,16 +329,30 @@ impl ConvBn {
         stride: usize,
         padding: usize,
         index: usize,
-        device: &Device,
+        device: Device,
     ) -> Self {
         Self {
             conv: QConv::new(cin, cout, k, stride, padding, index, device),
-            bn: BatchNormConfig::new(cout).init(device),
+            bn: BatchNorm::new(cout, device),
         }
     }
 
     /// `bn(conv(x))`.
-    pub fn forward(&self, x: Tensor<4>, ctx: &QuantCtx) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x, ctx))
+    pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
+        self.bn.forward(&self.conv.forward(x, ctx), ctx.train)
+    }
+
+    /// Visits conv weight, quantizer parameters and BatchNorm.
+    pub fn visit(&self, prefix: &str, f: &mut Visit) {
+        f(&join(prefix, "conv.weight"), &self.conv.weight, true);
+        self.conv.quant.visit(&join(prefix, "conv.quant"), f);
+        self.bn.visit(&join(prefix, "bn"), f);
+    }
+
+    /// Mutable [`ConvBn::visit`].
+    pub fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+        f(&join(prefix, "conv.weight"), &mut self.conv.weight, true);
+        self.conv.quant.visit_mut(&join(prefix, "conv.quant"), f);
+        self.bn.visit_mut(&join(prefix, "bn"), f);
     }
 }

@@ -4,28 +4,23 @@ use super::policy::{FLOAT_BITS, LayerBits, Policy};
 use super::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
 use crate::model::Network;
 use crate::model::layers::{Observer, QuantCtx};
-use burn::module::Param;
-use burn::prelude::*;
-use burn::tensor::TensorData;
+use tch::Tensor;
 
-/// Replaces the values of a 1-D parameter, keeping its id, device and gradient tracking.
-pub fn set_values(p: &mut Param<Tensor<1>>, values: Vec<f32>) {
-    let old = p.clone();
-    *p = old.map(|t| {
-        let device = t.device();
-        let n = values.len();
-        let fresh = Tensor::<1>::from_data(TensorData::new(values, [n]), &device);
-        if device.is_autodiff() {
-            fresh.require_grad()
-        } else {
-            fresh
-        }
+/// Replaces the values of a parameter in place (same storage, so it stays a view into the
+/// network's flat buffer and keeps its gradient tracking).
+pub fn set_values(p: &Tensor, values: &[f32]) {
+    let src = Tensor::from_slice(values)
+        .view(p.size().as_slice())
+        .to_device(p.device());
+    tch::no_grad(|| {
+        let mut p = p.shallow_clone();
+        p.copy_(&src);
     });
 }
 
-/// Reads a 1-D parameter to the host.
-pub fn values(p: &Param<Tensor<1>>) -> Vec<f32> {
-    crate::host::to_f32(p.val())
+/// Reads a parameter to the host.
+pub fn values(p: &Tensor) -> Vec<f32> {
+    crate::host::to_f32(p)
 }
 
 fn percentile(mut v: Vec<f32>, q: f64) -> f32 {
@@ -40,18 +35,18 @@ fn percentile(mut v: Vec<f32>, q: f64) -> f32 {
 /// Sets PACT clips and LSQ steps from data: the clip (and `step·(2^a-1)`) is the 99.9th
 /// percentile of each layer's input activations over `batches`; LSQ weight steps follow the
 /// LSQ paper (`2·mean|w|/√Qp`, per channel or per tensor).
-pub fn calibrate(net: &mut Network, policy: &Policy, scheme: QuantScheme, batches: &[Tensor<4>]) {
+pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &[Tensor]) {
     let observer = Observer::default();
     let float = vec![LayerBits::FLOAT; policy.bits.len()];
     let ctx = QuantCtx {
-        scheme,
-        bits: &float,
         observer: Some(&observer),
+        ..QuantCtx::new(scheme, &float)
     };
-    let valid = net.valid();
-    for b in batches {
-        let _ = valid.forward(b.clone(), &ctx);
-    }
+    tch::no_grad(|| {
+        for b in batches {
+            let _ = net.forward(b, &ctx);
+        }
+    });
     let samples = observer.samples.into_inner();
     net.for_each_quant(&mut |index, q, w| {
         let bits = policy.bits.get(index).copied().unwrap_or(LayerBits::FLOAT);
@@ -60,28 +55,28 @@ pub fn calibrate(net: &mut Network, policy: &Policy, scheme: QuantScheme, batche
             .map(|s| percentile(s.clone(), 0.999))
             .unwrap_or(1.0)
             .max(1e-3);
-        set_values(&mut q.act_alpha, vec![clip]);
+        set_values(&q.act_alpha, &[clip]);
         let a = if bits.a == FLOAT_BITS { 8 } else { bits.a };
-        set_values(&mut q.act_step, vec![clip / levels(a)]);
+        set_values(&q.act_step, &[clip / levels(a)]);
         let wb = if bits.w == FLOAT_BITS { 8 } else { bits.w };
-        let [o, _] = w.dims();
-        let steps = match scheme.weight {
+        let o = w.size()[0] as usize;
+        let steps: Vec<f32> = match scheme.weight {
             WeightQuantizer::LsqChannel => {
-                let m = crate::host::to_f32(w.abs().mean_dim(1));
+                let m = crate::host::to_f32(&w.abs().mean_dim(1, false, None));
                 m.into_iter().map(|v| lsq_init_step(v, wb, true)).collect()
             }
             _ => {
-                let m = w.abs().mean().into_scalar::<f32>();
+                let m = crate::host::to_f32(&w.abs().mean(None))[0];
                 vec![lsq_init_step(m, wb, true); o]
             }
         };
-        set_values(&mut q.w_step, steps);
+        set_values(&q.w_step, &steps);
     });
 }
 
 /// Keeps LSQ's clipping range when layer `index` moves from `old` to `new` bits: the steps are
 /// scaled by the ratio of the integer ranges. PACT clips are ranges already and stay.
-pub fn rescale_steps(net: &mut Network, index: usize, old: LayerBits, new: LayerBits) {
+pub fn rescale_steps(net: &Network, index: usize, old: LayerBits, new: LayerBits) {
     let ratio_a = |o: u32, n: u32| {
         if o >= FLOAT_BITS || n >= FLOAT_BITS {
             1.0
@@ -102,9 +97,9 @@ pub fn rescale_steps(net: &mut Network, index: usize, old: LayerBits, new: Layer
         }
         let ra = ratio_a(old.a, new.a);
         let rw = ratio_w(old.w, new.w);
-        let a: Vec<f32> = values(&q.act_step).into_iter().map(|v| v * ra).collect();
-        set_values(&mut q.act_step, a);
-        let w: Vec<f32> = values(&q.w_step).into_iter().map(|v| v * rw).collect();
-        set_values(&mut q.w_step, w);
+        tch::no_grad(|| {
+            let _ = q.act_step.shallow_clone().g_mul_scalar_(ra as f64);
+            let _ = q.w_step.shallow_clone().g_mul_scalar_(rw as f64);
+        });
     });
 }

@@ -4,7 +4,7 @@
 //! and whose *gradient* follows the straight-through estimator (STE): rounding is treated as the
 //! identity in the backward pass, `x + (round(x) - x).detach()`.
 
-use burn::prelude::*;
+use tch::{Kind, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which quantizer is applied to the weights of every quantizable layer.
@@ -59,71 +59,67 @@ pub fn signed_range(bits: u32) -> (f32, f32) {
 }
 
 /// Rounds to the nearest integer with a straight-through gradient.
-pub fn ste_round<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone() + (x.clone().round() - x).detach()
-}
-
-/// Reshapes a per-tensor (`[1]`) or per-channel (`[C]`, channel = dim 0) vector so that it
-/// broadcasts against a tensor of rank `D` along dimension `dim`.
-fn broadcast_on<const D: usize>(v: Tensor<1>, dim: usize) -> Tensor<D> {
-    let n = v.dims()[0];
-    let mut shape = [1usize; D];
-    shape[dim] = n;
-    v.reshape(shape)
+pub fn ste_round(x: &Tensor) -> Tensor {
+    x + (x.round() - x).detach()
 }
 
 /// DoReFa weight quantization to `bits` bits; values in [-1, 1] on a grid of `2^k` levels.
-pub fn dorefa_weight<const D: usize>(w: Tensor<D>, bits: u32) -> Tensor<D> {
+///
+/// The rounding is libtorch's fused `fake_quantize_per_tensor_affine` on the [0, 1] grid of step
+/// `1/(2^k-1)`: one autograd node whose gradient is the straight-through identity (every value
+/// lies inside the grid, so its clipping mask is all ones).
+pub fn dorefa_weight(w: &Tensor, bits: u32) -> Tensor {
     let t = w.tanh();
-    let max = t.clone().abs().max().reshape([1usize; D]);
+    let max = t.abs().max();
     let unit = t / (max * 2.0) + 0.5;
-    let n = levels(bits);
-    let q = ste_round(unit * n) / n;
+    let n = levels(bits) as i64;
+    let q = unit.fake_quantize_per_tensor_affine(1.0 / n as f64, 0, 0, n);
     q * 2.0 - 1.0
 }
 
-/// Gradient scaling trick of LSQ: the value of `s`, with its gradient multiplied by `g`.
-fn grad_scale<const D: usize>(s: Tensor<D>, g: f32) -> Tensor<D> {
-    let scaled = s.clone() * g;
-    (s - scaled.clone()).detach() + scaled
-}
-
-/// LSQ quantization of `x` with step `step` (`[1]` or `[C]` along `dim`) to the integer range
-/// `[qn, qp]`. The step receives the LSQ gradient, scaled by `1/sqrt(n·qp)`.
-pub fn lsq<const D: usize>(
-    x: Tensor<D>,
-    step: Tensor<1>,
-    dim: usize,
-    qn: f32,
-    qp: f32,
-) -> Tensor<D> {
-    let per_step = x.shape().num_elements() / step.dims()[0].max(1);
-    let g = 1.0 / ((per_step as f32) * qp).sqrt();
-    let s: Tensor<D> = broadcast_on(grad_scale(step, g), dim);
-    let v = (x / s.clone()).clamp(qn, qp);
-    ste_round(v) * s
+/// LSQ quantization of `x` with step `step` (`[1]`, or `[C]` along `dim`) to the integer range
+/// `[qn, qp]`; the step gets the LSQ gradient scaled by `1/sqrt(n·qp)`, `n` the values per step.
+///
+/// libtorch's fused learnable fake-quant op computes exactly this with its own backward. A
+/// per-tensor step is expanded along `dim` (the expand's backward sums the per-channel step
+/// gradients back into one), which keeps the step on the device: the per-tensor variant of the
+/// op reads its scale to the host on every call.
+pub fn lsq(x: &Tensor, step: &Tensor, dim: usize, qn: f32, qp: f32) -> Tensor {
+    let channels = x.size()[dim];
+    let steps = step.size()[0].max(1);
+    let per_step = x.numel() as i64 / steps;
+    let g = 1.0 / ((per_step as f64) * qp as f64).sqrt();
+    let s = if steps == 1 && channels != 1 {
+        step.expand([channels], false)
+    } else {
+        step.shallow_clone()
+    };
+    let zero = Tensor::zeros([channels], (Kind::Float, x.device()));
+    x.internal_fake_quantize_learnable_per_channel_affine(
+        &s,
+        &zero,
+        dim as i64,
+        qn as i64,
+        qp as i64,
+        g,
+    )
 }
 
 /// PACT activation quantization: `clamp(x, 0, α)` on a k-bit unsigned grid of step `α/(2^k-1)`.
-/// The gradient reaches α only where `x > α`, as in the PACT paper.
-pub fn pact<const D: usize>(x: Tensor<D>, alpha: Tensor<1>, bits: u32) -> Tensor<D> {
-    let shape = x.shape();
-    let a: Tensor<D> = broadcast_on::<D>(alpha, 0).expand(shape);
-    let y = x.clamp_min(0.0).min_pair(a.clone());
-    let step = a.detach() / levels(bits);
-    let q = (y.clone() / step.clone()).round() * step;
-    y.clone() + (q - y).detach()
+/// The gradient reaches α only where `x > α`, as in the PACT paper; the rounding is the fused
+/// fake-quant op with the (detached) step as a device tensor.
+pub fn pact(x: &Tensor, alpha: &Tensor, bits: u32) -> Tensor {
+    let y = x.relu().minimum(alpha);
+    let n = levels(bits) as i64;
+    let step = alpha.detach() / n as f64;
+    let zero = Tensor::zeros([1], (Kind::Int, x.device()));
+    y.fake_quantize_per_tensor_affine_tensor_qparams(&step, &zero, 0, n)
 }
 
-/// Weight quantization of a layer: `per_channel_dim` is the output-channel dimension (0).
-pub fn quantize_weight<const D: usize>(
-    w: Tensor<D>,
-    step: Tensor<1>,
-    scheme: WeightQuantizer,
-    bits: u32,
-) -> Tensor<D> {
+/// Weight quantization of a layer; per-channel steps are along dimension 0 (output channels).
+pub fn quantize_weight(w: &Tensor, step: &Tensor, scheme: WeightQuantizer, bits: u32) -> Tensor {
     if bits >= 32 {
-        return w;
+        return w.shallow_clone();
     }
     match scheme {
         WeightQuantizer::Dorefa => dorefa_weight(w, bits),
@@ -134,20 +130,21 @@ pub fn quantize_weight<const D: usize>(
     }
 }
 
-/// Activation quantization of a layer input (non-negative after ReLU).
-pub fn quantize_act<const D: usize>(
-    x: Tensor<D>,
-    alpha: Tensor<1>,
-    step: Tensor<1>,
+/// Activation quantization of a layer input (non-negative after ReLU). `step` is LSQ's
+/// per-tensor step; channels are along dimension 1.
+pub fn quantize_act(
+    x: &Tensor,
+    alpha: &Tensor,
+    step: &Tensor,
     scheme: ActQuantizer,
     bits: u32,
-) -> Tensor<D> {
+) -> Tensor {
     if bits >= 32 {
-        return x;
+        return x.shallow_clone();
     }
     match scheme {
         ActQuantizer::Pact => pact(x, alpha, bits),
-        ActQuantizer::Lsq => lsq(x, step, 0, 0.0, levels(bits)),
+        ActQuantizer::Lsq => lsq(x, step, 1, 0.0, levels(bits)),
     }
 }
 

@@ -2,14 +2,13 @@
 //! Hessian-aware (HAWQ-style traces + exact allocation) and random.
 
 use super::allocate::{Options, allocate};
-use super::hessian::hutchinson;
+use super::hessian::{Hvp, hutchinson};
 use super::target::Target;
 use crate::data::{Normalization, Subset, make_batch};
 use crate::model::{LayerInfo, Model, QuantCtx};
 use crate::quant::cost::{layer_size_bits, model_cost};
 use crate::quant::policy::{Ladder, LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
-use crate::train::Devices;
 use crate::train::trainer::cross_entropy;
 use anyhow::{Result, bail};
 use rand::Rng;
@@ -118,30 +117,25 @@ pub fn quant_error(w: &[f32], bits: u32) -> f64 {
         .sum()
 }
 
-/// Per-layer Hessian traces of the training loss of the full-precision `model` on `batches`
-/// images of `data`, by Hutchinson's method with finite-difference Hessian-vector products.
+/// Per-layer Hessian traces of the training loss of the full-precision `model` (BatchNorm on
+/// running statistics) on the first `images` images of `data`, by Hutchinson's method with exact
+/// Hessian-vector products (double backward).
 pub fn hessian_traces(
     model: &Model,
     data: &Subset,
     norm: &Normalization,
-    devices: &Devices,
     images: usize,
     samples: usize,
     rng: &mut impl Rng,
 ) -> Vec<f64> {
     let order: Vec<usize> = (0..images.min(data.len())).collect();
-    let batch = make_batch(data, &order, norm, None, &devices.train);
-    let labels = batch.label_tensor(&devices.train);
+    let batch = make_batch(data, &order, norm, None, model.net.device());
     let float = Policy::float(&model.layer_names());
     let ctx = QuantCtx::new(QuantScheme::default(), &float.bits);
-    let mut net = model.net.clone();
-    let params = net.weights_host();
-    let mut grad = |w: &[Vec<f32>]| {
-        net.set_weights_host(w);
-        let loss = cross_entropy(net.forward(batch.images.clone(), &ctx), labels.clone());
-        net.weight_grads(&loss.backward())
-    };
-    hutchinson(&mut grad, &params, samples, 1e-3, rng)
+    let loss = cross_entropy(&model.net.forward(&batch.images, &ctx), &batch.labels);
+    let weights = model.net.weights();
+    let hvp = Hvp::new(&loss, &weights);
+    hutchinson(&hvp, samples, rng)
 }
 
 /// HAWQ-style allocation: sensitivity `Ω_l(b) = (tr_l / n_l)·‖Q_b(W_l) − W_l‖²`, minimised

@@ -4,7 +4,7 @@
 
 use super::bandit::{LambdaSchedule, memory_prior, mix, normalise, sample, update_weights};
 use super::target::{Arm, ArmKind, Lowering, Target, saving};
-use crate::data::{Augment, Normalization, Splits};
+use crate::data::{Augment, Normalization, Splits, Subset, make_batch};
 use crate::model::{Model, QuantCtx};
 use crate::progress;
 use crate::quant::calibrate::rescale_steps;
@@ -14,7 +14,8 @@ use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
 use crate::train::fit::{FitPlan, epoch_rng, fit};
 use crate::train::schedule::WarmRestart;
-use crate::train::{Devices, Eval, Hyper, eval_policy, sgd, train_epoch};
+use crate::train::trainer::correct;
+use crate::train::{Eval, Hyper, eval_policy, sgd, train_epoch};
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -194,6 +195,108 @@ impl Competition {
     }
 }
 
+/// Images per batch when scoring trials.
+pub const TRIAL_BATCH: usize = 500;
+
+/// The learned steps of layer `index` (LSQ activation and weight steps), copied.
+fn saved_steps(model: &Model, index: usize) -> (tch::Tensor, tch::Tensor) {
+    let mut out = None;
+    model.net.for_each_quant(&mut |i, q, _| {
+        if i == index {
+            out = Some((q.act_step.copy(), q.w_step.copy()));
+        }
+    });
+    out.expect("layer index within the model")
+}
+
+fn restore_steps(model: &Model, index: usize, saved: &(tch::Tensor, tch::Tensor)) {
+    model.net.for_each_quant(&mut |i, q, _| {
+        if i == index {
+            tch::no_grad(|| {
+                q.act_step.shallow_clone().copy_(&saved.0);
+                q.w_step.shallow_clone().copy_(&saved.1);
+            });
+        }
+    });
+}
+
+/// Bandit top-1 of every contender `(layer, trial policy)` (`None` where there is none): the
+/// model fake-quantized under the trial policy, evaluated without training.
+///
+/// A trial changes one layer, so everything before that layer's stage is the same for every
+/// trial: each batch runs the current policy once, keeps every stage's input, and each arm runs
+/// only its suffix. All arms score one batch before the next; counts stay on the device until
+/// the end. LSQ steps are rescaled for the trial's bits and restored afterwards.
+pub fn score_trials(
+    model: &Model,
+    current: &Policy,
+    contenders: &[Option<(usize, &Policy)>],
+    scheme: QuantScheme,
+    data: &Subset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Vec<Option<f64>> {
+    let device = model.net.device();
+    let rescale = scheme != QuantScheme::default();
+    let ctx = QuantCtx::new(scheme, &current.bits);
+    let hits: Vec<tch::Tensor> = contenders
+        .iter()
+        .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
+        .collect();
+    let order: Vec<usize> = (0..data.len()).collect();
+    tch::no_grad(|| {
+        for chunk in order.chunks(batch_size) {
+            let batch = make_batch(data, chunk, norm, None, device);
+            let (inputs, _) = model.net.stage_inputs(&batch.images, &ctx);
+            for (c, hit) in contenders.iter().zip(&hits) {
+                let Some((layer, trial)) = c else { continue };
+                let saved = rescale.then(|| {
+                    let s = saved_steps(model, *layer);
+                    rescale_steps(&model.net, *layer, current.bits[*layer], trial.bits[*layer]);
+                    s
+                });
+                let stage = model.net.stage_of(*layer);
+                let tctx = QuantCtx::new(scheme, &trial.bits);
+                let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
+                let (top1, _) = correct(&logits, &batch.labels);
+                let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
+                if let Some(s) = saved {
+                    restore_steps(model, *layer, &s);
+                }
+            }
+        }
+    });
+    let n = data.len().max(1) as f64;
+    contenders
+        .iter()
+        .zip(&hits)
+        .map(|(c, h)| c.map(|_| h.int64_value(&[]) as f64 / n))
+        .collect()
+}
+
+/// [`score_trials`] the plain way: every trial runs the whole network over the whole split.
+pub fn score_trials_naive(
+    model: &Model,
+    current: &Policy,
+    contenders: &[Option<(usize, &Policy)>],
+    scheme: QuantScheme,
+    data: &Subset,
+    norm: &Normalization,
+) -> Vec<Option<f64>> {
+    contenders
+        .iter()
+        .map(|c| {
+            c.map(|(layer, trial)| {
+                let m = model.clone();
+                if scheme != QuantScheme::default() {
+                    rescale_steps(&m.net, layer, current.bits[layer], trial.bits[layer]);
+                }
+                eval_policy(&m, trial, scheme, data, norm, None).top1
+            })
+        })
+        .collect()
+}
+
 /// File names in a run directory.
 pub const STATE: &str = "state.json";
 /// Step log.
@@ -209,8 +312,6 @@ pub struct SearchEnv<'a> {
     pub splits: &'a Splits,
     /// Input normalisation.
     pub norm: &'a Normalization,
-    /// Devices.
-    pub devices: &'a Devices,
     /// Checkpoint metadata template (model, data, split) for the checkpoints the run writes.
     pub meta: CheckpointMeta,
     /// Stop this invocation after this many steps (the run stays resumable).
@@ -232,7 +333,7 @@ fn eval(
     env: &SearchEnv,
     label: Option<&str>,
 ) -> Eval {
-    eval_policy(model, policy, scheme, subset, env.norm, env.devices, label)
+    eval_policy(model, policy, scheme, subset, env.norm, label)
 }
 
 /// Checkpoint metadata for the model of `state`.
@@ -249,13 +350,13 @@ fn state_meta(env: &SearchEnv, state: &SearchState) -> CheckpointMeta {
 
 /// Fine-tunes every layer together under `policy`; returns the model, epochs used and final val.
 fn collaborate(
-    mut model: Model,
+    model: Model,
     policy: &Policy,
     cfg: &SearchConfig,
     env: &SearchEnv,
     step: usize,
     pre_val: f64,
-) -> (Model, usize, f64) {
+) -> Result<(Model, usize, f64)> {
     let ft = &cfg.finetune;
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
     let mut optim = sgd(&cfg.hyper);
@@ -264,8 +365,8 @@ fn collaborate(
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
         let lr_at = |t: f64| ft.schedule.lr(e as f64 + t);
         let label = format!("ft {}", e + 1);
-        let (net, _) = train_epoch(
-            model.net,
+        train_epoch(
+            &model.net,
             &mut optim,
             &ctx,
             &env.splits.train,
@@ -276,9 +377,7 @@ fn collaborate(
             ft.epoch_samples,
             &lr_at,
             &label,
-            &env.devices.train,
-        );
-        model.net = net;
+        )?;
         last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None).top1;
         best = best.max(last);
         used = e + 1;
@@ -292,7 +391,7 @@ fn collaborate(
             }
         }
     }
-    (model, used, last)
+    Ok((model, used, last))
 }
 
 fn save_step(
@@ -339,11 +438,11 @@ pub fn load_state(run: &Path) -> Result<SearchState> {
 /// fine-tuning; writes the initial state into `run`.
 pub fn init(
     run: &Path,
-    mut model: Model,
+    model: Model,
     cfg: SearchConfig,
     source: PathBuf,
     env: &SearchEnv,
-    calib: &[burn::prelude::Tensor<4>],
+    calib: &[tch::Tensor],
 ) -> Result<(Model, SearchState)> {
     std::fs::create_dir_all(run).with_context(|| format!("cannot create {}", run.display()))?;
     let names = model.layer_names();
@@ -357,7 +456,7 @@ pub fn init(
     )
     .top1;
     let policy = cfg.lowering.start(&names);
-    crate::quant::calibrate::calibrate(&mut model.net, &policy, cfg.scheme, calib);
+    crate::quant::calibrate::calibrate(&model.net, &policy, cfg.scheme, calib);
     let (model, _, val) = if cfg.init_epochs > 0 {
         let init_ft = Finetune {
             min_epochs: cfg.init_epochs,
@@ -368,7 +467,7 @@ pub fn init(
             finetune: init_ft,
             ..cfg.clone()
         };
-        collaborate(model, &policy, &c, env, 0, fp_val)
+        collaborate(model, &policy, &c, env, 0, fp_val)?
     } else {
         let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
         (model, 0, v)
@@ -462,31 +561,30 @@ pub fn run(
         let t = state.step + 1;
         competition.reset(&awake);
         // 1. Competition on the bandit split: each awake arm one rung lower, no training.
-        let trial_bar = progress::bar(arms.len() as u64, "compete");
-        let mut acc = vec![None; arms.len()];
-        let mut savings = vec![0.0; arms.len()];
-        for (i, &arm) in arms.iter().enumerate() {
-            trial_bar.inc(1);
-            let Some((trial, saved)) = trials[i].as_ref().filter(|_| awake[i]) else {
-                continue;
-            };
-            savings[i] = *saved;
-            let needs_rescale = cfg.scheme != QuantScheme::default();
-            let a = if needs_rescale {
-                let mut m = model.clone();
-                rescale_steps(
-                    &mut m.net,
-                    arm.layer,
-                    state.policy.bits[arm.layer],
-                    trial.bits[arm.layer],
-                );
-                eval(&m, trial, cfg.scheme, &env.splits.bandit, env, None)
-            } else {
-                eval(&model, trial, cfg.scheme, &env.splits.bandit, env, None)
-            };
-            acc[i] = Some(a.top1);
-        }
-        trial_bar.finish_and_clear();
+        let contenders: Vec<Option<(usize, &Policy)>> = arms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                trials[i]
+                    .as_ref()
+                    .filter(|_| awake[i])
+                    .map(|(p, _)| (a.layer, p))
+            })
+            .collect();
+        let savings: Vec<f64> = trials
+            .iter()
+            .zip(&awake)
+            .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
+            .collect();
+        let acc = score_trials(
+            &model,
+            &state.policy,
+            &contenders,
+            cfg.scheme,
+            &env.splits.bandit,
+            env.norm,
+            TRIAL_BATCH,
+        );
         let p = competition.score(&acc, cfg.eta);
         // 2–4. Memory prior, mixing, seeded selection.
         let r = memory_prior(&savings, &awake);
@@ -501,10 +599,10 @@ pub fn run(
             .lower(arm, &state.policy)
             .context("chosen arm cannot be lowered")?;
         let after = lowered.bits[arm.layer];
-        rescale_steps(&mut model.net, arm.layer, before, after);
+        rescale_steps(&model.net, arm.layer, before, after);
         let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
         // 5. Collaboration: all layers fine-tune together.
-        let (m, epochs, val_after) = collaborate(model, &lowered, &cfg, env, t, state.val);
+        let (m, epochs, val_after) = collaborate(model, &lowered, &cfg, env, t, state.val)?;
         model = m;
         let cost = model_cost(&model.layers, &lowered, scheme_w);
         let arm_records = arms
@@ -591,7 +689,6 @@ pub fn run(
                 env.splits,
                 env.norm,
                 &plan,
-                env.devices,
                 &mut |_, rec| {
                     val = rec.val.top1;
                     Ok(())

@@ -1,60 +1,60 @@
-//! Per-layer Hessian traces by Hutchinson's method, with Hessian-vector products taken as central
-//! finite differences of gradients: `H·v ≈ (∇L(w + εv) − ∇L(w − εv)) / 2ε` (burn 0.22 has no
-//! double backward).
+//! Per-layer Hessian traces by Hutchinson's method, with exact Hessian-vector products by double
+//! backward: `H·v = ∇(∇L · v)`.
 //!
 //! One Rademacher vector over *all* layers at once gives an unbiased estimate of every layer's
 //! block trace: `E[v_lᵀ (H v)_l] = tr(H_ll)`, as the cross terms `v_lᵀ H_lk v_k` average to zero.
 
 use rand::Rng;
+use tch::{Kind, Tensor};
 
-/// Gradients of the loss at the given per-layer weights.
-pub type GradOracle<'a> = dyn FnMut(&[Vec<f32>]) -> Vec<Vec<f32>> + 'a;
+/// Hessian-vector products of `loss` with respect to `params`, one `v` at a time: the gradient
+/// graph is built once (`create_graph`), and each product differentiates `∇L · v` through it.
+pub struct Hvp<'a> {
+    params: &'a [Tensor],
+    grads: Vec<Tensor>,
+}
 
-/// Estimates `tr(H_ll)` for every layer `l` of `params` (one vector per layer) from a gradient
-/// oracle, with `samples` Rademacher vectors and relative step `eps` (scaled by each layer's
-/// RMS weight).
-pub fn hutchinson(
-    grad: &mut GradOracle,
-    params: &[Vec<f32>],
-    samples: usize,
-    eps: f32,
-    rng: &mut impl Rng,
-) -> Vec<f64> {
-    let mut traces = vec![0f64; params.len()];
-    let steps: Vec<f32> = params
-        .iter()
-        .map(|p| {
-            let rms = (p.iter().map(|x| x * x).sum::<f32>() / p.len().max(1) as f32).sqrt();
-            eps * rms.max(1e-3)
-        })
-        .collect();
+impl<'a> Hvp<'a> {
+    /// Prepares products for `loss` (a scalar built from `params`, which require gradients).
+    pub fn new(loss: &Tensor, params: &'a [Tensor]) -> Self {
+        let grads = Tensor::run_backward(&[loss], params, true, true);
+        Hvp { params, grads }
+    }
+
+    /// `H·v` for `v` shaped like the parameters.
+    pub fn apply(&self, v: &[Tensor]) -> Vec<Tensor> {
+        let dot = self
+            .grads
+            .iter()
+            .zip(v)
+            .map(|(g, v)| (g * v).sum(Kind::Float))
+            .fold(Tensor::zeros([], (Kind::Float, v[0].device())), |a, b| a + b);
+        Tensor::run_backward(&[dot], self.params, true, false)
+    }
+}
+
+/// Estimates `tr(H_ll)` for every parameter tensor `l` of `hvp` with `samples` Rademacher vectors
+/// drawn from `rng`.
+pub fn hutchinson(hvp: &Hvp, samples: usize, rng: &mut impl Rng) -> Vec<f64> {
+    let mut traces = vec![0f64; hvp.params.len()];
     for _ in 0..samples {
-        let v: Vec<Vec<f32>> = params
+        let v: Vec<Tensor> = hvp
+            .params
             .iter()
             .map(|p| {
-                p.iter()
+                let signs: Vec<f32> = (0..p.numel())
                     .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-                    .collect()
+                    .collect();
+                crate::host::tensor(&signs, &p.size(), p.device())
             })
             .collect();
-        let shifted = |sign: f32| -> Vec<Vec<f32>> {
-            params
-                .iter()
-                .zip(&v)
-                .zip(&steps)
-                .map(|((p, v), h)| p.iter().zip(v).map(|(w, d)| w + sign * h * d).collect())
-                .collect()
-        };
-        let gp = grad(&shifted(1.0));
-        let gm = grad(&shifted(-1.0));
-        for l in 0..params.len() {
-            let h = steps[l] as f64;
-            let vhv: f64 = v[l]
-                .iter()
-                .zip(&gp[l])
-                .zip(&gm[l])
-                .map(|((d, a), b)| *d as f64 * (*a as f64 - *b as f64) / (2.0 * h))
-                .sum();
+        let hv = hvp.apply(&v);
+        for (l, (h, v)) in hv.iter().zip(&v).enumerate() {
+            let vhv = if h.defined() {
+                (h * v).sum(Kind::Double).double_value(&[])
+            } else {
+                0.0
+            };
             traces[l] += vhv / samples as f64;
         }
     }
@@ -67,36 +67,28 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    fn t(v: &[f32], shape: &[i64]) -> Tensor {
+        crate::host::tensor(v, shape, tch::Device::Cpu)
+    }
+
     #[test]
     fn quadratic_with_known_hessian() {
         // L = ½ Σ_l w_lᵀ A_l w_l + w_0ᵀ C w_1 (a cross term that must not leak into the traces).
-        let a0 = [[4.0f32, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]]; // trace 9
-        let a1 = [[10.0f32, -2.0], [-2.0, 0.5]]; // trace 10.5
-        let c = [[0.7f32, -0.3], [0.2, 0.9], [-1.0, 0.4]];
-        let mut grad = |w: &[Vec<f32>]| -> Vec<Vec<f32>> {
-            let g0 = (0..3)
-                .map(|i| {
-                    (0..3).map(|j| a0[i][j] * w[0][j]).sum::<f32>()
-                        + (0..2).map(|j| c[i][j] * w[1][j]).sum::<f32>()
-                })
-                .collect();
-            let g1 = (0..2)
-                .map(|i| {
-                    (0..2).map(|j| a1[i][j] * w[1][j]).sum::<f32>()
-                        + (0..3).map(|j| c[j][i] * w[0][j]).sum::<f32>()
-                })
-                .collect();
-            vec![g0, g1]
-        };
-        let params = vec![vec![0.3, -0.2, 0.5], vec![1.0, -0.4]];
-        let t = hutchinson(
-            &mut grad,
-            &params,
-            4000,
-            1e-2,
-            &mut StdRng::seed_from_u64(1),
-        );
-        assert!((t[0] - 9.0).abs() < 0.25, "{t:?}");
-        assert!((t[1] - 10.5).abs() < 0.3, "{t:?}");
+        let a0 = t(&[4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0], &[3, 3]); // trace 9
+        let a1 = t(&[10.0, -2.0, -2.0, 0.5], &[2, 2]); // trace 10.5
+        let c = t(&[0.7, -0.3, 0.2, 0.9, -1.0, 0.4], &[3, 2]);
+        let w0 = t(&[0.3, -0.2, 0.5], &[3, 1]).set_requires_grad(true);
+        let w1 = t(&[1.0, -0.4], &[2, 1]).set_requires_grad(true);
+        let quad = |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
+        let loss = quad(&w0, &a0) + quad(&w1, &a1) + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
+        let params = [w0.shallow_clone(), w1.shallow_clone()];
+        let hvp = Hvp::new(&loss, &params);
+        // The product is exact: H·e_0 is the first column of the full Hessian [[A0, C], [Cᵀ, A1]].
+        let e = hvp.apply(&[t(&[1.0, 0.0, 0.0], &[3, 1]), t(&[0.0, 0.0], &[2, 1])]);
+        assert_eq!(crate::host::to_f32(&e[0]), vec![4.0, 1.0, 0.0]);
+        assert_eq!(crate::host::to_f32(&e[1]), vec![0.7, -0.3]);
+        let tr = hutchinson(&hvp, 4000, &mut StdRng::seed_from_u64(1));
+        assert!((tr[0] - 9.0).abs() < 0.25, "{tr:?}");
+        assert!((tr[1] - 10.5).abs() < 0.3, "{tr:?}");
     }
 }

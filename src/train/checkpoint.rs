@@ -2,13 +2,14 @@
 //! parameters) and `checkpoint.json` (model, policy, normalisation, data, accuracy), both written
 //! atomically (temporary file, then rename).
 
-use super::trainer::{Devices, EpochStats, Eval};
+use super::trainer::{EpochStats, Eval};
 use crate::data::{DataSource, Normalization, SplitSpec};
 use crate::model::{Model, ModelSpec, build};
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use anyhow::{Context, Result, bail};
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use std::collections::BTreeMap;
+use tch::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -119,38 +120,58 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     /// Metadata.
     pub meta: CheckpointMeta,
-    /// The model with its weights, on the training device.
+    /// The model with its weights, on the device it was loaded onto.
     pub model: Model,
 }
 
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
+pub use ccq_runtime::{tmp_path, write_atomic};
 
 /// Saves `model` and `meta` into directory `dir` (created if needed).
 pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let weights = dir.join(WEIGHTS);
     let tmp = tmp_path(&weights);
-    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
-    model
-        .net
-        .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e:?}", tmp.display()))?;
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    model.net.visit(&mut |name, t, _| {
+        named.push((name.to_string(), t.detach().to_device(Device::Cpu).contiguous()));
+    });
+    Tensor::write_safetensors(&named, &tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &weights)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), weights.display()))?;
     let json = serde_json::to_string_pretty(meta)?;
     write_atomic(&dir.join(META), json.as_bytes())
+}
+
+/// Reads the tensors of a weights file into `model` (names and shapes must match exactly).
+fn read_weights(weights: &Path, model: &Model) -> Result<()> {
+    let kind = model.spec.kind.name();
+    let read = Tensor::read_safetensors(weights)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", weights.display()))?;
+    let mut file: BTreeMap<String, Tensor> = read.into_iter().collect();
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    model.net.visit(&mut |name, t, _| match file.remove(name) {
+        None => missing.push(name.to_string()),
+        Some(v) if v.size() != t.size() || v.kind() != t.kind() => {
+            wrong.push(format!("{name}: {:?} {:?} instead of {:?}", v.kind(), v.size(), t.size()))
+        }
+        Some(v) => tch::no_grad(|| t.shallow_clone().copy_(&v)),
+    });
+    let unexpected: Vec<&String> = file.keys().take(5).collect();
+    if !missing.is_empty() || !wrong.is_empty() || !unexpected.is_empty() {
+        bail!(
+            "{}: weights do not match a {kind} model (missing: {:?}, unexpected: {:?}, wrong shape: {:?})",
+            weights.display(),
+            missing.iter().take(5).collect::<Vec<_>>(),
+            unexpected,
+            wrong.iter().take(3).collect::<Vec<_>>()
+        );
+    }
+    let finite = model.net.flat.isfinite().all().int64_value(&[]) != 0;
+    if !finite {
+        bail!("{}: the weights hold NaN or infinite values", weights.display());
+    }
+    Ok(())
 }
 
 /// The checkpoint directory for a user-given path (the directory itself or its weights file).
@@ -196,10 +217,10 @@ pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
     Ok((dir, meta))
 }
 
-/// Loads a checkpoint onto the training device, checking that model, weights and policy agree.
-pub fn load(path: &Path, devices: &Devices) -> Result<Checkpoint> {
+/// Loads a checkpoint onto `device`, checking that model, weights and policy agree.
+pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
     let (dir, meta) = load_meta(path)?;
-    let mut model = build(&meta.spec, &devices.train)?;
+    let model = build(&meta.spec, device)?;
     if model.layer_names() != meta.layers {
         bail!(
             "{}: its layer list does not match a {} model",
@@ -219,30 +240,6 @@ pub fn load(path: &Path, devices: &Devices) -> Result<Checkpoint> {
     if !weights.is_file() {
         bail!("{}: missing {WEIGHTS}", dir.display());
     }
-    let mut store = SafetensorsStore::from_file(&weights);
-    let result = model
-        .net
-        .load_from(&mut store)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e:?}", weights.display()))?;
-    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
-        bail!(
-            "{}: weights do not match a {} model (missing: {:?}, unexpected: {:?}, errors: {:?})",
-            weights.display(),
-            meta.spec.kind.name(),
-            result
-                .missing
-                .iter()
-                .map(|m| &m.0)
-                .take(5)
-                .collect::<Vec<_>>(),
-            result.unused.iter().take(5).collect::<Vec<_>>(),
-            result
-                .errors
-                .iter()
-                .take(3)
-                .map(|e| format!("{e:?}"))
-                .collect::<Vec<_>>()
-        );
-    }
+    read_weights(&weights, &model)?;
     Ok(Checkpoint { dir, meta, model })
 }

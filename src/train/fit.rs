@@ -3,14 +3,14 @@
 
 use super::checkpoint::EpochRecord;
 use super::schedule::cosine;
-use super::trainer::{Devices, Hyper, evaluate, sgd, train_epoch};
+use super::optim::{Hyper, sgd};
+use super::trainer::{evaluate, train_epoch};
 use crate::data::{Augment, Normalization, Splits};
 use crate::model::{Model, QuantCtx};
 use crate::progress;
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use anyhow::Result;
-use burn::module::Module;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -42,13 +42,12 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
 /// evaluating on the validation split after each epoch and calling `on_epoch` (e.g. to save).
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
-    mut model: Model,
+    model: Model,
     policy: &Policy,
     scheme: QuantScheme,
     splits: &Splits,
     norm: &Normalization,
     plan: &FitPlan,
-    devices: &Devices,
     on_epoch: &mut dyn FnMut(&Model, &EpochRecord) -> Result<()>,
 ) -> Result<Model> {
     let ctx = QuantCtx::new(scheme, &policy.bits);
@@ -58,8 +57,8 @@ pub fn fit(
         let total = plan.epochs as f64;
         let lr_at = |t: f64| cosine(plan.lr, plan.lr_end, (epoch as f64 + t) / total);
         let label = format!("epoch {}/{}", epoch + 1, plan.epochs);
-        let (net, stats) = train_epoch(
-            model.net,
+        let stats = train_epoch(
+            &model.net,
             &mut optim,
             &ctx,
             &splits.train,
@@ -70,18 +69,8 @@ pub fn fit(
             None,
             &lr_at,
             &label,
-            &devices.train,
-        );
-        model.net = net;
-        let val = evaluate(
-            &model.net.valid(),
-            &ctx,
-            &splits.val,
-            norm,
-            500,
-            None,
-            &devices.eval,
-        );
+        )?;
+        let val = evaluate(&model.net, &ctx, &splits.val, norm, 500, None);
         progress::println(format!(
             "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val top-1 {:.2}% | {:.1}s, {:.0} img/s",
             epoch + 1,

@@ -2,7 +2,9 @@
 
 pub mod checkpoint;
 pub mod fit;
+pub mod optim;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{Devices, EpochStats, Eval, Hyper, eval_policy, evaluate, sgd, train_epoch};
+pub use optim::{FlatSgd, Hyper, sgd};
+pub use trainer::{Devices, EpochStats, Eval, eval_policy, evaluate, train_epoch};

@@ -1,66 +1,46 @@
 //! The training loop (SGD with momentum and weight decay, cross-entropy) and evaluation.
 
+use super::optim::{FlatSgd, Hyper};
 use crate::data::{Augment, Normalization, Subset, make_batch};
 use crate::model::{Network, QuantCtx};
 use crate::progress;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use anyhow::{Result, bail};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use tch::{Device, Kind, Tensor};
 
-/// The devices a job runs on: one with autodiff for training, the same without for inference.
-#[derive(Clone, Debug)]
+/// The device a job trains and evaluates on.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Devices {
-    /// Training device (autodiff).
+    /// Training device.
     pub train: Device,
-    /// Inference device.
+    /// Inference device (the same as `train`).
     pub eval: Device,
 }
 
 impl Devices {
-    /// burn's pure-Rust CPU backend (flex). A GPU backend slots in here.
-    pub fn flex() -> Self {
+    /// The CPU.
+    pub fn cpu() -> Self {
+        Devices::on(Device::Cpu)
+    }
+
+    /// Train and evaluate on `device`.
+    pub fn on(device: Device) -> Self {
         Devices {
-            train: Device::flex().autodiff(),
-            eval: Device::flex(),
+            train: device,
+            eval: device,
         }
     }
 
-    /// Seeds burn's random generator (weight initialisation) on both devices.
+    /// Seeds libtorch's generators (weight initialisation) on every device.
     pub fn seed(&self, seed: u64) {
-        self.train.seed(seed);
-        self.eval.seed(seed);
+        tch::manual_seed(seed as i64);
+        if self.train.is_cuda() {
+            tch::Cuda::manual_seed_all(seed);
+        }
     }
-}
-
-/// Optimiser hyper-parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Hyper {
-    /// Images per step.
-    pub batch_size: usize,
-    /// SGD momentum (dampening 0, as PyTorch).
-    pub momentum: f64,
-    /// L2 weight decay.
-    pub weight_decay: f64,
-}
-
-/// SGD with momentum (PyTorch semantics: dampening 0) and weight decay.
-pub fn sgd(h: &Hyper) -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: h.momentum,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .with_weight_decay(Some(WeightDecayConfig {
-            penalty: h.weight_decay as f32,
-        }))
-        .init()
 }
 
 /// What one epoch did.
@@ -76,19 +56,38 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
-/// Cross-entropy of `logits` against `labels`.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let n = labels.dims()[0];
-    let logp = log_softmax(logits, 1);
-    logp.gather(1, labels.reshape([n, 1])).mean().neg()
+/// Mean cross-entropy of `logits` against `labels`.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.cross_entropy_for_logits(labels)
+}
+
+/// Per image: whether the label is the top-1 and within the top-5 (top-k with k = min(5,
+/// classes)) of `logits`, as `i64` 0/1 tensors.
+///
+/// The one definition of "correct" in ccq: a class ranks above the label when its logit is
+/// greater, or equal with a smaller index (the first maximum wins, as `argmax`), and a row with a
+/// non-finite logit is never correct.
+pub fn correct(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+    let n = labels.size()[0];
+    let k = logits.size()[1];
+    let target = logits.gather(1, &labels.view([n, 1]), false);
+    let greater = logits.gt_tensor(&target);
+    let index = Tensor::arange(k, (Kind::Int64, logits.device())).view([1, k]);
+    let tie_before = logits.eq_tensor(&target).logical_and(&index.lt_tensor(&labels.view([n, 1])));
+    let above = greater.logical_or(&tie_before).sum_dim_intlist(1, false, Kind::Int64);
+    let finite = logits.isfinite().all_dim(1, false);
+    let top1 = above.eq(0).logical_and(&finite).to_kind(Kind::Int64);
+    let top5 = above.lt(5).logical_and(&finite).to_kind(Kind::Int64);
+    (top1, top5)
 }
 
 /// Trains `net` for one pass over (at most `max_samples` of) `data`. `lr_at(t)` gives the learning
-/// rate at the fraction `t ∈ [0,1)` of the epoch.
+/// rate at the fraction `t ∈ [0,1)` of the epoch. A non-finite loss stops it with an error that
+/// names the step (the network then holds that step's update; callers keep the last good state).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
-    mut net: Network,
-    optim: &mut ModuleOptimizer,
+    net: &Network,
+    optim: &mut FlatSgd,
     ctx: &QuantCtx,
     data: &Subset,
     norm: &Normalization,
@@ -98,9 +97,10 @@ pub fn train_epoch(
     max_samples: Option<usize>,
     lr_at: &dyn Fn(f64) -> f64,
     label: &str,
-    device: &Device,
-) -> (Network, EpochStats) {
+) -> Result<EpochStats> {
+    let device = net.device();
     let start = Instant::now();
+    let ctx = ctx.training();
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.shuffle(rng);
     if let Some(m) = max_samples {
@@ -112,39 +112,54 @@ pub fn train_epoch(
         .filter(|c| c.len() >= 2)
         .collect();
     let bar = progress::bar(chunks.len() as u64, label);
-    let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+    // Sums stay on the device; the host reads them every `sync_every` steps and at the end.
+    let sync_every = if device.is_cuda() { 50 } else { 10 };
+    let loss_sum = Tensor::zeros([], (Kind::Double, device));
+    let correct_sum = Tensor::zeros([], (Kind::Int64, device));
+    let mut seen = 0usize;
+    let mut checked = 0usize;
     for (i, chunk) in chunks.iter().enumerate() {
         let lr = lr_at(i as f64 / chunks.len() as f64);
         let batch = make_batch(data, chunk, norm, augment.map(|a| (a, &mut *rng)), device);
-        let labels = batch.label_tensor(device);
-        let logits = net.forward(batch.images, ctx);
-        let pred = crate::host::to_i64(logits.clone().detach().argmax(1));
-        let loss = cross_entropy(logits, labels);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(lr, net, grads);
-        let l = loss.into_scalar::<f32>() as f64;
-        loss_sum += l * chunk.len() as f64;
-        correct += pred
-            .iter()
-            .zip(&batch.labels)
-            .filter(|(p, l)| **p == **l as i64)
-            .count();
+        let logits = net.forward(&batch.images, &ctx);
+        let loss = cross_entropy(&logits, &batch.labels);
+        let grads = FlatSgd::gradients(net, &loss);
+        tch::no_grad(|| {
+            let (top1, _) = correct(&logits.detach(), &batch.labels);
+            let _ = loss_sum
+                .shallow_clone()
+                .g_add_(&(loss.detach().to_kind(Kind::Double) * chunk.len() as f64));
+            let _ = correct_sum.shallow_clone().g_add_(&top1.sum(Kind::Int64));
+        });
+        optim.step(net, grads, lr);
         seen += chunk.len();
-        bar.set_message(format!(
-            "loss {:.3} acc {:.2}% lr {lr:.2e}",
-            loss_sum / seen as f64,
-            100.0 * correct as f64 / seen as f64
-        ));
+        if (i + 1) % sync_every == 0 || i + 1 == chunks.len() {
+            let l = loss_sum.double_value(&[]);
+            if !l.is_finite() {
+                bail!(
+                    "{label}: the training loss became non-finite ({l}) between steps {} and {} of {}; the run diverged: lower the learning rate (--lr)",
+                    checked + 1,
+                    i + 1,
+                    chunks.len()
+                );
+            }
+            checked = i + 1;
+            let c = correct_sum.int64_value(&[]) as f64;
+            bar.set_message(format!(
+                "loss {:.3} acc {:.2}% lr {lr:.2e}",
+                l / seen as f64,
+                100.0 * c / seen as f64
+            ));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let stats = EpochStats {
-        loss: loss_sum / seen.max(1) as f64,
-        acc: correct as f64 / seen.max(1) as f64,
+    Ok(EpochStats {
+        loss: loss_sum.double_value(&[]) / seen.max(1) as f64,
+        acc: correct_sum.int64_value(&[]) as f64 / seen.max(1) as f64,
         images: seen,
         seconds: start.elapsed().as_secs_f64(),
-    };
-    (net, stats)
+    })
 }
 
 /// Accuracy and loss of a model on a split.
@@ -160,7 +175,7 @@ pub struct Eval {
     pub images: usize,
 }
 
-/// Evaluates `net` (a `valid()` snapshot on `device`) on `data`.
+/// Evaluates `net` in inference mode on `data` (on the network's device).
 pub fn evaluate(
     net: &Network,
     ctx: &QuantCtx,
@@ -168,88 +183,95 @@ pub fn evaluate(
     norm: &Normalization,
     batch_size: usize,
     label: Option<&str>,
-    device: &Device,
 ) -> Eval {
+    let device = net.device();
+    let ctx = QuantCtx { train: false, ..*ctx };
     let order: Vec<usize> = (0..data.len()).collect();
     let bar = match label {
         Some(l) => progress::bar(order.len().div_ceil(batch_size) as u64, l),
         None => indicatif::ProgressBar::hidden(),
     };
-    let (mut top1, mut top5, mut loss) = (0usize, 0usize, 0.0f64);
-    for chunk in order.chunks(batch_size) {
-        let batch = make_batch(data, chunk, norm, None, device);
-        let logits = net.forward(batch.images, ctx);
-        let [n, k] = logits.dims();
-        let v = crate::host::to_f32(logits);
-        for (r, &label) in batch.labels.iter().enumerate().take(n) {
-            let row = &v[r * k..(r + 1) * k];
-            let target = row[label as usize];
-            let above = row.iter().filter(|&&x| x > target).count();
-            top1 += (above == 0) as usize;
-            top5 += (above < 5) as usize;
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
-            loss += (lse - target) as f64;
+    let sums = Tensor::zeros([3], (Kind::Double, device));
+    tch::no_grad(|| {
+        for chunk in order.chunks(batch_size) {
+            let batch = make_batch(data, chunk, norm, None, device);
+            let logits = net.forward(&batch.images, &ctx);
+            let (top1, top5) = correct(&logits, &batch.labels);
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &batch.labels,
+                None,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            );
+            let s = Tensor::stack(
+                &[
+                    top1.sum(Kind::Double),
+                    top5.sum(Kind::Double),
+                    loss.to_kind(Kind::Double),
+                ],
+                0,
+            );
+            let _ = sums.shallow_clone().g_add_(&s);
+            bar.inc(1);
         }
-        bar.inc(1);
-    }
+    });
     bar.finish_and_clear();
+    let v = crate::host::to_f32(&sums);
     let n = data.len().max(1) as f64;
+    let loss = if data.is_empty() { 0.0 } else { v[2] as f64 / n };
     Eval {
-        top1: top1 as f64 / n,
-        top5: top5 as f64 / n,
-        loss: loss / n,
+        top1: v[0] as f64 / n,
+        top5: v[1] as f64 / n,
+        loss,
         images: data.len(),
     }
 }
 
-/// Evaluates `model` fake-quantized under `policy` on `subset` (batches of 500, inference device).
+/// Evaluates `model` fake-quantized under `policy` on `subset` (batches of 500).
 pub fn eval_policy(
     model: &crate::model::Model,
     policy: &crate::quant::policy::Policy,
     scheme: crate::quant::quantizer::QuantScheme,
     subset: &Subset,
     norm: &Normalization,
-    devices: &Devices,
     label: Option<&str>,
 ) -> Eval {
-    use burn::module::Module;
     evaluate(
-        &model.net.valid(),
+        &model.net,
         &QuantCtx::new(scheme, &policy.bits),
         subset,
         norm,
         500,
         label,
-        &devices.eval,
     )
 }
 
-/// Predicted class (first maximum logit) of every image of `data`, in order.
+/// Predicted class (first maximum logit) of every image of `data`, in order; `None` for an image
+/// whose logits are not all finite.
 pub fn predict(
     net: &Network,
     ctx: &QuantCtx,
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-    device: &Device,
-) -> Vec<usize> {
+) -> Vec<Option<usize>> {
+    let device = net.device();
+    let ctx = QuantCtx { train: false, ..*ctx };
     let order: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len());
-    for chunk in order.chunks(batch_size) {
-        let batch = make_batch(data, chunk, norm, None, device);
-        let logits = net.forward(batch.images, ctx);
-        let [_, k] = logits.dims();
-        let v = crate::host::to_f32(logits);
-        for row in v.chunks_exact(k) {
-            let mut best = 0;
-            for (i, x) in row.iter().enumerate() {
-                if *x > row[best] {
-                    best = i;
-                }
-            }
-            out.push(best);
+    tch::no_grad(|| {
+        for chunk in order.chunks(batch_size) {
+            let batch = make_batch(data, chunk, norm, None, device);
+            let logits = net.forward(&batch.images, &ctx);
+            let best = crate::host::to_i64(&logits.argmax(1, false));
+            let finite = crate::host::to_i64(&logits.isfinite().all_dim(1, false));
+            out.extend(
+                best.iter()
+                    .zip(&finite)
+                    .map(|(&b, &f)| (f != 0).then_some(b as usize)),
+            );
         }
-    }
+    });
     out
 }

@@ -533,7 +533,7 @@ impl IntModel {
     /// Writes the model to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<u64> {
         let bytes = self.to_bytes();
-        crate::train::checkpoint::write_atomic(path, &bytes)?;
+        crate::write_atomic(path, &bytes)?;
         Ok(bytes.len() as u64)
     }
 
