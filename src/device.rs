@@ -55,6 +55,20 @@ fn load_cuda() -> Result<(), String> {
         .clone()
 }
 
+/// Keeps freed memory in the process instead of returning it to the kernel after every step.
+///
+/// libtorch's CPU tensors come from glibc's malloc; with its default thresholds every large
+/// activation is an `mmap`, and freed heap tops are trimmed, so each training step page-faults
+/// its activations in again (about a fifth of a ResNet-20 step on 2 cores). Call once at start.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; these values are within glibc's limits.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 /// Whether a CUDA GPU is usable (loads libtorch's CUDA backend if it is there).
 pub fn cuda_available() -> bool {
     load_cuda().is_ok() && tch::Cuda::is_available()

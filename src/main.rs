@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() {
+    ccq::device::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => cli::jobs::train(a),

@@ -2,8 +2,7 @@
 
 mod common;
 
-use burn::prelude::*;
-use burn::tensor::Distribution;
+use tch::{Kind, Tensor};
 use ccq::data::{DataSource, Normalization, SplitSpec};
 use ccq::host::to_f32;
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
@@ -16,7 +15,7 @@ use ccq::train::checkpoint::{self, CheckpointMeta};
 #[test]
 fn round_trip_gives_identical_outputs() {
     let t = tempfile::tempdir().unwrap();
-    let devices = Devices::flex();
+    let devices = Devices::cpu();
     devices.seed(3);
     let spec = ModelSpec {
         kind: ModelKind::Resnet20,
@@ -25,18 +24,14 @@ fn round_trip_gives_identical_outputs() {
         width: 12,
         classes: 3,
     };
-    let mut model = build(&spec, &devices.train).unwrap();
+    let model = build(&spec, devices.train).unwrap();
     let scheme = QuantScheme {
         weight: WeightQuantizer::LsqChannel,
         act: ActQuantizer::Pact,
     };
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 4, a: 3 });
-    let x = Tensor::<4>::random(
-        [4, 1, 12, 12],
-        Distribution::Normal(0.0, 1.0),
-        &devices.eval,
-    );
-    calibrate(&mut model.net, &policy, scheme, std::slice::from_ref(&x));
+    let x = Tensor::randn([4, 1, 12, 12], (Kind::Float, devices.eval));
+    calibrate(&model.net, &policy, scheme, std::slice::from_ref(&x));
     let norm = Normalization {
         mean: vec![0.5],
         std: vec![0.2],
@@ -51,11 +46,11 @@ fn round_trip_gives_identical_outputs() {
     );
     checkpoint::save(t.path(), &model, &meta).unwrap();
     let ctx = QuantCtx::new(scheme, &policy.bits);
-    let before = to_f32(model.net.valid().forward(x.clone(), &ctx));
-    let back = checkpoint::load(&t.path().join(checkpoint::WEIGHTS), &devices).unwrap();
+    let before = to_f32(&model.net.forward(&x, &ctx));
+    let back = checkpoint::load(&t.path().join(checkpoint::WEIGHTS), devices.train).unwrap();
     assert_eq!(back.meta.policy.as_ref().unwrap(), &policy);
     assert_eq!(back.meta.scheme, scheme);
-    let after = to_f32(back.model.net.valid().forward(x, &ctx));
+    let after = to_f32(&back.model.net.forward(&x, &ctx));
     assert_eq!(
         before, after,
         "weights, BN statistics and quantizer parameters survive the round trip"
@@ -71,18 +66,18 @@ fn round_trip_gives_identical_outputs() {
     // A checkpoint whose metadata names another architecture is refused.
     let mut other = meta.clone();
     other.spec.kind = ModelKind::Convnet;
-    let other_model = build(&other.spec, &devices.train).unwrap();
+    let other_model = build(&other.spec, devices.train).unwrap();
     other.layers = other_model.layer_names();
     std::fs::write(
         t.path().join(checkpoint::META),
         serde_json::to_string(&other).unwrap(),
     )
     .unwrap();
-    let e = format!("{:#}", checkpoint::load(t.path(), &devices).err().unwrap());
+    let e = format!("{:#}", checkpoint::load(t.path(), devices.train).err().unwrap());
     assert!(e.contains("do not match"), "{e}");
 
     std::fs::write(t.path().join(checkpoint::META), "{").unwrap();
-    let e = format!("{:#}", checkpoint::load(t.path(), &devices).err().unwrap());
+    let e = format!("{:#}", checkpoint::load(t.path(), devices.train).err().unwrap());
     assert!(e.contains("corrupt checkpoint metadata"), "{e}");
-    assert!(checkpoint::load(&t.path().join("nope"), &devices).is_err());
+    assert!(checkpoint::load(&t.path().join("nope"), devices.train).is_err());
 }

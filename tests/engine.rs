@@ -1,9 +1,6 @@
 //! Integer engine vs the fake-quantized float model, layer by layer, on small models.
 
-use burn::module::Module;
-use burn::prelude::*;
-use burn::tensor::TensorData;
-use burn::tensor::activation::relu;
+use tch::{Device, Tensor};
 use ccq::data::Normalization;
 use ccq::export::convert::to_int_model;
 use ccq::export::engine::Engine;
@@ -17,20 +14,19 @@ use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
 
 /// Float activations at the stem, after each block and the logits, for one normalised image.
-fn float_probes(model: &Model, ctx: &QuantCtx, x: Tensor<4>) -> Vec<Vec<f32>> {
-    let net = model.net.valid();
+fn float_probes(model: &Model, ctx: &QuantCtx, x: Tensor) -> Vec<Vec<f32>> {
+    let net = &model.net;
     let mut out = Vec::new();
-    let mut h = pool(relu(net.stem.forward(x, ctx)), net.stem_pool);
-    out.push(to_f32(h.clone()));
+    let mut h = pool(&net.stem.forward(&x, ctx).relu(), net.stem_pool);
+    out.push(to_f32(&h));
     for b in &net.blocks {
-        h = b.forward(h, ctx);
-        out.push(to_f32(h.clone()));
+        h = b.forward(&h, ctx);
+        out.push(to_f32(&h));
     }
     if net.global_pool {
-        h = burn::tensor::module::adaptive_avg_pool2d(h, [1, 1]);
+        h = h.adaptive_avg_pool2d([1, 1]);
     }
-    let [n, c, hh, ww] = h.dims();
-    out.push(to_f32(net.fc.forward(h.reshape([n, c * hh * ww]), ctx)));
+    out.push(to_f32(&net.fc.forward(&h.flatten(1, -1), ctx)));
     out
 }
 
@@ -47,7 +43,7 @@ fn pixels(n: usize, len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
-    let devices = Devices::flex();
+    let devices = Devices::cpu();
     devices.seed(11);
     let spec = ModelSpec {
         kind,
@@ -56,7 +52,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
         width: 16,
         classes: 5,
     };
-    let mut model = build(&spec, &devices.train).unwrap();
+    let model = build(&spec, devices.train).unwrap();
     let norm = Normalization {
         mean: vec![0.3],
         std: vec![0.25],
@@ -66,12 +62,9 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
     let imgs = pixels(8, len, 5);
     let to_input = |p: &[u8]| {
         let v: Vec<f32> = p.iter().map(|&x| (x as f32 / 255.0 - 0.3) / 0.25).collect();
-        Tensor::<4>::from_data(
-            TensorData::new(v, [p.len() / len, 1, 16, 16]),
-            &devices.eval,
-        )
+        ccq::host::tensor(&v, &[(p.len() / len) as i64, 1, 16, 16], Device::Cpu)
     };
-    calibrate(&mut model.net, &policy, scheme, &[to_input(&imgs)]);
+    calibrate(&model.net, &policy, scheme, &[to_input(&imgs)]);
     let (int, probes) = to_int_model(&model, &policy, scheme, &norm).unwrap();
     let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
     assert_eq!(back, int, "the .ccq encoding round-trips");
@@ -137,7 +130,7 @@ fn resnet_lsq_matches_fake_quant() {
 
 #[test]
 fn format_errors() {
-    let devices = Devices::flex();
+    let devices = Devices::cpu();
     let spec = ModelSpec {
         kind: ModelKind::Convnet,
         channels: 1,
@@ -145,7 +138,7 @@ fn format_errors() {
         width: 12,
         classes: 3,
     };
-    let model = build(&spec, &devices.train).unwrap();
+    let model = build(&spec, devices.train).unwrap();
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 3, a: 3 });
     let norm = Normalization {
         mean: vec![0.5],

@@ -1,9 +1,8 @@
 //! Quantizer maths: levels, ranges, per-channel scales, and gradients through the STE and PACT.
 
-use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
-use ccq::host::to_f32;
+use ccq::host::{tensor, to_f32};
 use ccq::quant::quantizer::{dorefa_weight, lsq, pact, signed_range, ste_round};
+use tch::{Device, Kind, Tensor};
 
 fn distinct(v: &[f32]) -> Vec<f32> {
     let mut d: Vec<f32> = v.to_vec();
@@ -12,12 +11,25 @@ fn distinct(v: &[f32]) -> Vec<f32> {
     d
 }
 
+fn t(v: &[f32]) -> Tensor {
+    tensor(v, &[v.len() as i64], Device::Cpu)
+}
+
+/// `d sum(y) / d x` for each input.
+fn grads(y: &Tensor, inputs: &[&Tensor]) -> Vec<Vec<f32>> {
+    let loss = y.sum(Kind::Float);
+    Tensor::run_backward(&[loss], inputs, false, false)
+        .iter()
+        .map(to_f32)
+        .collect()
+}
+
 #[test]
 fn dorefa_has_2_pow_k_levels_in_minus_one_one() {
-    let dev = Device::flex();
-    let w = Tensor::<2>::random([64, 50], Distribution::Normal(0.0, 0.5), &dev);
+    tch::manual_seed(1);
+    let w = Tensor::randn([64, 50], (Kind::Float, Device::Cpu)) * 0.5;
     for bits in 2..=8u32 {
-        let q = to_f32(dorefa_weight(w.clone(), bits));
+        let q = to_f32(&dorefa_weight(&w, bits));
         let d = distinct(&q);
         assert!(d.len() <= 1 << bits, "{bits} bits: {} levels", d.len());
         assert!(
@@ -38,28 +50,31 @@ fn dorefa_has_2_pow_k_levels_in_minus_one_one() {
 }
 
 #[test]
+fn dorefa_gradient_is_straight_through_tanh() {
+    let w = t(&[0.3, -0.8, 1.2]).set_requires_grad(true);
+    let g = &grads(&dorefa_weight(&w, 4), &[&w])[0];
+    assert!(g.iter().all(|x| x.is_finite()) && g.iter().any(|x| *x != 0.0), "{g:?}");
+}
+
+#[test]
 fn pact_levels_range_and_alpha_gradient() {
-    let dev = Device::flex().autodiff();
-    let x = Tensor::<1>::from_data(TensorData::from([-1.0f32, 0.1, 0.5, 0.9, 1.5, 3.0]), &dev)
-        .require_grad();
-    let alpha = Tensor::<1>::from_data(TensorData::from([1.0f32]), &dev).require_grad();
-    let y = pact(x.clone(), alpha.clone(), 2);
-    let v = to_f32(y.clone());
+    let x = t(&[-1.0, 0.1, 0.5, 0.9, 1.5, 3.0]).set_requires_grad(true);
+    let alpha = t(&[1.0]).set_requires_grad(true);
+    let y = pact(&x, &alpha, 2);
+    let v = to_f32(&y);
     // step α/3: 0, 1/3, 2/3, 1
     let want = [0.0, 0.0, 2.0 / 3.0, 1.0, 1.0, 1.0];
     for (a, b) in v.iter().zip(want) {
         assert!((a - b).abs() < 1e-6, "{v:?}");
     }
-    let g = y.sum().backward();
-    let ga = to_f32(alpha.grad(&g).unwrap());
+    let g = grads(&y, &[&x, &alpha]);
     assert_eq!(
-        ga,
+        g[1],
         vec![2.0],
         "α gets gradient 1 from each of the two inputs above it"
     );
-    let gx = to_f32(x.grad(&g).unwrap());
     assert_eq!(
-        gx,
+        g[0],
         vec![0.0, 1.0, 1.0, 1.0, 0.0, 0.0],
         "STE inside [0, α], zero outside"
     );
@@ -67,25 +82,23 @@ fn pact_levels_range_and_alpha_gradient() {
 
 #[test]
 fn ste_round_passes_gradient() {
-    let dev = Device::flex().autodiff();
-    let x = Tensor::<1>::from_data(TensorData::from([0.2f32, 1.7, -2.4]), &dev).require_grad();
-    let y = ste_round(x.clone()) * 3.0;
-    assert_eq!(to_f32(y.clone()), vec![0.0, 6.0, -6.0]);
-    let g = y.sum().backward();
-    assert_eq!(to_f32(x.grad(&g).unwrap()), vec![3.0, 3.0, 3.0]);
+    let x = t(&[0.2, 1.7, -2.4]).set_requires_grad(true);
+    let y = ste_round(&x) * 3.0;
+    assert_eq!(to_f32(&y), vec![0.0, 6.0, -6.0]);
+    assert_eq!(grads(&y, &[&x])[0], vec![3.0, 3.0, 3.0]);
 }
 
 #[test]
 fn lsq_per_channel_scales() {
-    let dev = Device::flex().autodiff();
-    let w = Tensor::<2>::random([4, 30], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    tch::manual_seed(2);
+    let w = Tensor::randn([4, 30], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let steps = [0.1f32, 0.2, 0.5, 1.0];
-    let s = Tensor::<1>::from_data(TensorData::from(steps), &dev).require_grad();
+    let s = t(&steps).set_requires_grad(true);
     let bits = 3;
     let (qn, qp) = signed_range(bits);
     assert_eq!((qn, qp), (-4.0, 3.0));
-    let q = lsq(w.clone(), s.clone(), 0, qn, qp);
-    let v = to_f32(q.clone());
+    let q = lsq(&w, &s, 0, qn, qp);
+    let v = to_f32(&q);
     for (c, step) in steps.iter().enumerate() {
         let row = &v[c * 30..(c + 1) * 30];
         for x in row {
@@ -98,11 +111,40 @@ fn lsq_per_channel_scales() {
         }
         assert!(distinct(row).len() <= 8);
     }
-    let g = q.sum().backward();
-    let gs = to_f32(s.grad(&g).unwrap());
+    let g = grads(&q, &[&w, &s]);
     assert!(
-        gs.iter().all(|x| x.is_finite()) && gs.iter().any(|x| *x != 0.0),
-        "steps learn: {gs:?}"
+        g[1].iter().all(|x| x.is_finite()) && g[1].iter().any(|x| *x != 0.0),
+        "steps learn: {:?}",
+        g[1]
     );
-    assert!(w.grad(&g).is_some());
+    assert_eq!(g[0].len(), 120);
+}
+
+/// The fused LSQ op computes the LSQ paper's gradients: inside the range `round(v) - v`, below
+/// it `qn`, above it `qp`, all times `1/sqrt(n·qp)`; a per-tensor step gets their sum.
+#[test]
+fn lsq_gradients_match_the_paper() {
+    let x = t(&[0.26, -0.74, 3.0, -5.0, 0.5]).set_requires_grad(true);
+    let s = t(&[0.5]).set_requires_grad(true);
+    let (qn, qp) = signed_range(3);
+    let q = lsq(&x, &s, 0, qn, qp);
+    assert_eq!(to_f32(&q), vec![0.5, -0.5, 1.5, -2.0, 0.5]);
+    let g = grads(&q, &[&x, &s]);
+    assert_eq!(g[0], vec![1.0, 1.0, 0.0, 0.0, 1.0]);
+    let scale = 1.0 / (5.0f32 * qp).sqrt();
+    let v: [f32; 5] = [0.52, -1.48, 6.0, -10.0, 1.0];
+    let want: f32 = v
+        .iter()
+        .map(|&v| {
+            if v < qn {
+                qn
+            } else if v > qp {
+                qp
+            } else {
+                v.round() - v
+            }
+        })
+        .sum::<f32>()
+        * scale;
+    assert!((g[1][0] - want).abs() < 1e-5, "{} vs {want}", g[1][0]);
 }

@@ -109,11 +109,12 @@ pub fn lsq(x: &Tensor, step: &Tensor, dim: usize, qn: f32, qp: f32) -> Tensor {
 /// The gradient reaches α only where `x > α`, as in the PACT paper; the rounding is the fused
 /// fake-quant op with the (detached) step as a device tensor.
 pub fn pact(x: &Tensor, alpha: &Tensor, bits: u32) -> Tensor {
-    let y = x.relu().minimum(alpha);
+    let zero = Tensor::zeros([1], (Kind::Float, x.device()));
+    // One clamp node: its backward sends the gradient to α where x > α.
+    let y = x.clamp_tensor(Some(&zero), Some(alpha));
     let n = levels(bits) as i64;
     let step = alpha.detach() / n as f64;
-    let zero = Tensor::zeros([1], (Kind::Int, x.device()));
-    y.fake_quantize_per_tensor_affine_tensor_qparams(&step, &zero, 0, n)
+    y.fake_quantize_per_tensor_affine_tensor_qparams(&step, &zero.to_kind(Kind::Int), 0, n)
 }
 
 /// Weight quantization of a layer; per-channel steps are along dimension 0 (output channels).
