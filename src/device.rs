@@ -93,10 +93,14 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         },
     };
     if let Err(why) = load_cuda() {
-        bail!("--device {spec}: CUDA is not available ({why}); install the full torch wheel (scripts/setup-torch.sh --full) or use --device cpu");
+        bail!(
+            "--device {spec}: CUDA is not available ({why}); install the full torch wheel (scripts/setup-torch.sh --full) or use --device cpu"
+        );
     }
     if !tch::Cuda::is_available() {
-        bail!("--device {spec}: libtorch's CUDA backend loaded but sees no GPU (driver missing, or CUDA_VISIBLE_DEVICES empty); use --device cpu");
+        bail!(
+            "--device {spec}: libtorch's CUDA backend loaded but sees no GPU (driver missing, or CUDA_VISIBLE_DEVICES empty); use --device cpu"
+        );
     }
     let count = tch::Cuda::device_count() as usize;
     if index >= count {
@@ -127,7 +131,10 @@ mod tests {
         assert_eq!(auto == Device::Cpu, !cuda_available());
         if !cuda_available() {
             let e = parse_device("cuda").unwrap_err().to_string();
-            assert!(e.contains("--device cuda") && e.contains("--device cpu"), "{e}");
+            assert!(
+                e.contains("--device cuda") && e.contains("--device cpu"),
+                "{e}"
+            );
         }
     }
 }

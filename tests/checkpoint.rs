@@ -2,7 +2,6 @@
 
 mod common;
 
-use tch::{Kind, Tensor};
 use ccq::data::{DataSource, Normalization, SplitSpec};
 use ccq::host::to_f32;
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
@@ -11,6 +10,7 @@ use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
 use ccq::train::checkpoint::{self, CheckpointMeta};
+use tch::{Kind, Tensor};
 
 #[test]
 fn round_trip_gives_identical_outputs() {
@@ -73,11 +73,17 @@ fn round_trip_gives_identical_outputs() {
         serde_json::to_string(&other).unwrap(),
     )
     .unwrap();
-    let e = format!("{:#}", checkpoint::load(t.path(), devices.train).err().unwrap());
+    let e = format!(
+        "{:#}",
+        checkpoint::load(t.path(), devices.train).err().unwrap()
+    );
     assert!(e.contains("do not match"), "{e}");
 
     std::fs::write(t.path().join(checkpoint::META), "{").unwrap();
-    let e = format!("{:#}", checkpoint::load(t.path(), devices.train).err().unwrap());
+    let e = format!(
+        "{:#}",
+        checkpoint::load(t.path(), devices.train).err().unwrap()
+    );
     assert!(e.contains("corrupt checkpoint metadata"), "{e}");
     assert!(checkpoint::load(&t.path().join("nope"), devices.train).is_err());
 }

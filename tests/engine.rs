@@ -1,6 +1,5 @@
 //! Integer engine vs the fake-quantized float model, layer by layer, on small models.
 
-use tch::{Device, Tensor};
 use ccq::data::Normalization;
 use ccq::export::convert::to_int_model;
 use ccq::export::engine::Engine;
@@ -12,6 +11,7 @@ use ccq::quant::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
+use tch::{Device, Tensor};
 
 /// Float activations at the stem, after each block and the logits, for one normalised image.
 fn float_probes(model: &Model, ctx: &QuantCtx, x: Tensor) -> Vec<Vec<f32>> {

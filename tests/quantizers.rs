@@ -53,7 +53,10 @@ fn dorefa_has_2_pow_k_levels_in_minus_one_one() {
 fn dorefa_gradient_is_straight_through_tanh() {
     let w = t(&[0.3, -0.8, 1.2]).set_requires_grad(true);
     let g = &grads(&dorefa_weight(&w, 4), &[&w])[0];
-    assert!(g.iter().all(|x| x.is_finite()) && g.iter().any(|x| *x != 0.0), "{g:?}");
+    assert!(
+        g.iter().all(|x| x.is_finite()) && g.iter().any(|x| *x != 0.0),
+        "{g:?}"
+    );
 }
 
 #[test]

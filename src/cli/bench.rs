@@ -6,9 +6,9 @@ use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::train::trainer::cross_entropy;
 use ccq::train::{Devices, FlatSgd, Hyper, sgd};
-use tch::{Device, Kind, Tensor};
 use clap::Args;
 use std::time::Instant;
+use tch::{Device, Kind, Tensor};
 
 /// `ccq bench` arguments.
 #[derive(Args, Debug)]
@@ -67,7 +67,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             tch::Cuda::synchronize(i as i64);
         }
     };
-    let mode = if bits.w >= 32 { "FP".to_string() } else { format!("QAT W{}A{}", a.bits, a.bits) };
+    let mode = if bits.w >= 32 {
+        "FP".to_string()
+    } else {
+        format!("QAT W{}A{}", a.bits, a.bits)
+    };
     let where_ = ccq::device::describe(device);
     match a.mode.as_str() {
         "step" => {

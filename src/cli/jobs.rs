@@ -314,14 +314,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
             &calibration_batches(&p, &norm, &devices, 4),
         );
     }
-    let before = eval_policy(
-        &model,
-        &policy,
-        scheme,
-        &p.splits.val,
-        &norm,
-        None,
-    );
+    let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None);
     let cost = model_cost(&model.layers, &policy, scheme.weight);
     progress::println(format!(
         "QAT of {} at {} ({:.2}x compression): val top-1 FP {} -> {} after calibration, before training",
@@ -363,14 +356,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
         &plan,
         &mut |m, rec| meta.record_epoch(&out, m, rec),
     )?;
-    let test = eval_policy(
-        &model,
-        &policy,
-        scheme,
-        &p.splits.test,
-        &norm,
-        Some("test"),
-    );
+    let test = eval_policy(&model, &policy, scheme, &p.splits.test, &norm, Some("test"));
     meta.test = Some(test);
     checkpoint::save(&a.out, &model, &meta)?;
     print!("{}", cost_table(&model.layers, &cost));

@@ -1,7 +1,7 @@
 //! Turning subsets into normalised, optionally augmented batches of tensors.
 
-use super::dataset::Subset;
 use super::dataset::Dataset;
+use super::dataset::Subset;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -147,8 +147,12 @@ pub fn make_batch(
             .permute([0, 3, 1, 2])
             .contiguous();
     }
-    let mean = Tensor::from_slice(&norm.mean).view([1, c, 1, 1]).to_device(device);
-    let std = Tensor::from_slice(&norm.std).view([1, c, 1, 1]).to_device(device);
+    let mean = Tensor::from_slice(&norm.mean)
+        .view([1, c, 1, 1])
+        .to_device(device);
+    let std = Tensor::from_slice(&norm.std)
+        .view([1, c, 1, 1])
+        .to_device(device);
     Batch {
         images: (x - mean) / std,
         labels,

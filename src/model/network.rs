@@ -246,7 +246,11 @@ impl Network {
             let w = &c.conv.weight;
             f(c.conv.index, &c.conv.quant, w.flatten(1, -1));
         }
-        f(self.fc.index, &self.fc.quant, self.fc.weight.shallow_clone());
+        f(
+            self.fc.index,
+            &self.fc.quant,
+            self.fc.weight.shallow_clone(),
+        );
     }
 
     /// Every quantizable layer's weight tensor, in policy order.

@@ -4,8 +4,8 @@
 //! and whose *gradient* follows the straight-through estimator (STE): rounding is treated as the
 //! identity in the backward pass, `x + (round(x) - x).detach()`.
 
-use tch::{Kind, Tensor};
 use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
 
 /// Which quantizer is applied to the weights of every quantizable layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,12 +96,7 @@ pub fn lsq(x: &Tensor, step: &Tensor, dim: usize, qn: f32, qp: f32) -> Tensor {
     };
     let zero = Tensor::zeros([channels], (Kind::Float, x.device()));
     x.internal_fake_quantize_learnable_per_channel_affine(
-        &s,
-        &zero,
-        dim as i64,
-        qn as i64,
-        qp as i64,
-        g,
+        &s, &zero, dim as i64, qn as i64, qp as i64, g,
     )
 }
 

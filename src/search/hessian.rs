@@ -28,7 +28,9 @@ impl<'a> Hvp<'a> {
             .iter()
             .zip(v)
             .map(|(g, v)| (g * v).sum(Kind::Float))
-            .fold(Tensor::zeros([], (Kind::Float, v[0].device())), |a, b| a + b);
+            .fold(Tensor::zeros([], (Kind::Float, v[0].device())), |a, b| {
+                a + b
+            });
         Tensor::run_backward(&[dot], self.params, true, false)
     }
 }
@@ -79,8 +81,11 @@ mod tests {
         let c = t(&[0.7, -0.3, 0.2, 0.9, -1.0, 0.4], &[3, 2]);
         let w0 = t(&[0.3, -0.2, 0.5], &[3, 1]).set_requires_grad(true);
         let w1 = t(&[1.0, -0.4], &[2, 1]).set_requires_grad(true);
-        let quad = |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
-        let loss = quad(&w0, &a0) + quad(&w1, &a1) + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
+        let quad =
+            |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
+        let loss = quad(&w0, &a0)
+            + quad(&w1, &a1)
+            + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
         let params = [w0.shallow_clone(), w1.shallow_clone()];
         let hvp = Hvp::new(&loss, &params);
         // The product is exact: H·e_0 is the first column of the full Hessian [[A0, C], [Cᵀ, A1]].

@@ -8,10 +8,10 @@ use crate::model::{Model, ModelSpec, build};
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use anyhow::{Context, Result, bail};
-use std::collections::BTreeMap;
-use tch::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
 
 /// Weights file name inside a checkpoint directory.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -133,7 +133,10 @@ pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
     let tmp = tmp_path(&weights);
     let mut named: Vec<(String, Tensor)> = Vec::new();
     model.net.visit(&mut |name, t, _| {
-        named.push((name.to_string(), t.detach().to_device(Device::Cpu).contiguous()));
+        named.push((
+            name.to_string(),
+            t.detach().to_device(Device::Cpu).contiguous(),
+        ));
     });
     Tensor::write_safetensors(&named, &tmp)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
@@ -152,9 +155,12 @@ fn read_weights(weights: &Path, model: &Model) -> Result<()> {
     let (mut missing, mut wrong) = (Vec::new(), Vec::new());
     model.net.visit(&mut |name, t, _| match file.remove(name) {
         None => missing.push(name.to_string()),
-        Some(v) if v.size() != t.size() || v.kind() != t.kind() => {
-            wrong.push(format!("{name}: {:?} {:?} instead of {:?}", v.kind(), v.size(), t.size()))
-        }
+        Some(v) if v.size() != t.size() || v.kind() != t.kind() => wrong.push(format!(
+            "{name}: {:?} {:?} instead of {:?}",
+            v.kind(),
+            v.size(),
+            t.size()
+        )),
         Some(v) => tch::no_grad(|| t.shallow_clone().copy_(&v)),
     });
     let unexpected: Vec<&String> = file.keys().take(5).collect();
@@ -169,7 +175,10 @@ fn read_weights(weights: &Path, model: &Model) -> Result<()> {
     }
     let finite = model.net.flat.isfinite().all().int64_value(&[]) != 0;
     if !finite {
-        bail!("{}: the weights hold NaN or infinite values", weights.display());
+        bail!(
+            "{}: the weights hold NaN or infinite values",
+            weights.display()
+        );
     }
     Ok(())
 }

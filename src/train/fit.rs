@@ -2,8 +2,8 @@
 //! per-layer quantization-aware training share it.
 
 use super::checkpoint::EpochRecord;
-use super::schedule::cosine;
 use super::optim::{Hyper, sgd};
+use super::schedule::cosine;
 use super::trainer::{evaluate, train_epoch};
 use crate::data::{Augment, Normalization, Splits};
 use crate::model::{Model, QuantCtx};

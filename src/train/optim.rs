@@ -125,7 +125,13 @@ mod tests {
     use tch::Device;
 
     /// PyTorch's per-parameter SGD (`torch.optim.SGD`, foreach off), for comparison.
-    fn reference_step(params: &[Tensor], grads: &[Tensor], bufs: &mut [Option<Tensor>], h: Hyper, lr: f64) {
+    fn reference_step(
+        params: &[Tensor],
+        grads: &[Tensor],
+        bufs: &mut [Option<Tensor>],
+        h: Hyper,
+        lr: f64,
+    ) {
         tch::no_grad(|| {
             for ((p, g), b) in params.iter().zip(grads).zip(bufs.iter_mut()) {
                 if !g.defined() {
@@ -184,13 +190,16 @@ mod tests {
             reference_step(&b.net.params, &gb, &mut bufs, h, lr);
             assert!((la.double_value(&[]) - lb.double_value(&[])).abs() < 1e-5);
         }
-        assert!(unused > 0, "DoReFa/PACT leave the LSQ steps without gradient");
+        assert!(
+            unused > 0,
+            "DoReFa/PACT leave the LSQ steps without gradient"
+        );
         let diff = (&a.net.flat - &b.net.flat).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "flat and per-parameter updates differ by {diff}");
-        let moved = (&a.net.flat - &init)
-            .abs()
-            .max()
-            .double_value(&[]);
+        assert!(
+            diff < 1e-5,
+            "flat and per-parameter updates differ by {diff}"
+        );
+        let moved = (&a.net.flat - &init).abs().max().double_value(&[]);
         assert!(moved > 1e-4);
     }
 }

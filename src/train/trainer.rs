@@ -73,8 +73,12 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     let target = logits.gather(1, &labels.view([n, 1]), false);
     let greater = logits.gt_tensor(&target);
     let index = Tensor::arange(k, (Kind::Int64, logits.device())).view([1, k]);
-    let tie_before = logits.eq_tensor(&target).logical_and(&index.lt_tensor(&labels.view([n, 1])));
-    let above = greater.logical_or(&tie_before).sum_dim_intlist(1, false, Kind::Int64);
+    let tie_before = logits
+        .eq_tensor(&target)
+        .logical_and(&index.lt_tensor(&labels.view([n, 1])));
+    let above = greater
+        .logical_or(&tie_before)
+        .sum_dim_intlist(1, false, Kind::Int64);
     let finite = logits.isfinite().all_dim(1, false);
     let top1 = above.eq(0).logical_and(&finite).to_kind(Kind::Int64);
     let top5 = above.lt(5).logical_and(&finite).to_kind(Kind::Int64);
@@ -185,7 +189,10 @@ pub fn evaluate(
     label: Option<&str>,
 ) -> Eval {
     let device = net.device();
-    let ctx = QuantCtx { train: false, ..*ctx };
+    let ctx = QuantCtx {
+        train: false,
+        ..*ctx
+    };
     let order: Vec<usize> = (0..data.len()).collect();
     let bar = match label {
         Some(l) => progress::bar(order.len().div_ceil(batch_size) as u64, l),
@@ -219,7 +226,11 @@ pub fn evaluate(
     bar.finish_and_clear();
     let v = crate::host::to_f32(&sums);
     let n = data.len().max(1) as f64;
-    let loss = if data.is_empty() { 0.0 } else { v[2] as f64 / n };
+    let loss = if data.is_empty() {
+        0.0
+    } else {
+        v[2] as f64 / n
+    };
     Eval {
         top1: v[0] as f64 / n,
         top5: v[1] as f64 / n,
@@ -257,7 +268,10 @@ pub fn predict(
     batch_size: usize,
 ) -> Vec<Option<usize>> {
     let device = net.device();
-    let ctx = QuantCtx { train: false, ..*ctx };
+    let ctx = QuantCtx {
+        train: false,
+        ..*ctx
+    };
     let order: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len());
     tch::no_grad(|| {

@@ -1,0 +1,134 @@
+//! The competition's prefix reuse scores every arm exactly as running each trial alone does.
+
+use ccq::data::{Dataset, Normalization, Subset};
+use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
+use ccq::quant::calibrate::calibrate;
+use ccq::quant::policy::{LayerBits, Policy};
+use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
+use ccq::search::ccq::{score_trials, score_trials_naive};
+use ccq::train::{Hyper, sgd, train_epoch};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+/// A 3-class problem (class k: band k slightly brighter), hard enough that lowering one layer
+/// to 2 bits costs accuracy.
+fn data(n: usize, side: usize) -> Subset {
+    let mut s = 7u64;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let mut pixels = Vec::with_capacity(n * side * side);
+    for i in 0..n {
+        for y in 0..side {
+            for _ in 0..side {
+                let base = if y * 3 / side == i % 3 { 110 } else { 90 };
+                pixels.push((base + (next() % 80) as i32 - 40) as u8);
+            }
+        }
+    }
+    let labels = (0..n).map(|i| (i % 3) as u16).collect();
+    Subset::all(Arc::new(Dataset {
+        pixels,
+        labels,
+        channels: 1,
+        height: side,
+        width: side,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+    }))
+}
+
+fn check(scheme: QuantScheme) {
+    tch::manual_seed(3);
+    let spec = ModelSpec {
+        kind: ModelKind::Resnet20,
+        channels: 1,
+        height: 10,
+        width: 10,
+        classes: 3,
+    };
+    let model = build(&spec, tch::Device::Cpu).unwrap();
+    let names = model.layer_names();
+    let current = Policy::uniform(&names, LayerBits { w: 4, a: 4 });
+    let calib = Tensor::randn([16, 1, 10, 10], (Kind::Float, tch::Device::Cpu));
+    calibrate(&model.net, &current, scheme, &[calib]);
+    let trials: Vec<Policy> = (0..names.len())
+        .map(|l| {
+            let mut p = current.clone();
+            p.bits[l] = LayerBits { w: 2, a: 2 };
+            p
+        })
+        .collect();
+    // Every second arm asleep.
+    let contenders: Vec<Option<(usize, &Policy)>> = trials
+        .iter()
+        .enumerate()
+        .map(|(l, p)| (l % 2 == 0 || l + 1 == names.len()).then_some((l, p)))
+        .collect();
+    let norm = Normalization {
+        mean: vec![0.5],
+        std: vec![0.3],
+    };
+    // A briefly trained model, so that the lowered arms lose different amounts of accuracy.
+    let subset = data(700, 10);
+    let h = Hyper {
+        batch_size: 50,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    let mut opt = sgd(&h);
+    let train_ctx = QuantCtx::new(scheme, &current.bits);
+    let mut rng = StdRng::seed_from_u64(1);
+    for e in 0..3 {
+        train_epoch(
+            &model.net,
+            &mut opt,
+            &train_ctx,
+            &subset,
+            &norm,
+            &h,
+            None,
+            &mut rng,
+            None,
+            &|_| 0.05,
+            &format!("{e}"),
+        )
+        .unwrap();
+    }
+    let before = model.net.flat.copy();
+    let full = score_trials(
+        &model,
+        &current,
+        &[Some((0, &current))],
+        scheme,
+        &subset,
+        &norm,
+        500,
+    );
+    assert!(full[0].unwrap() > 0.5, "the 4-bit model learned: {full:?}");
+    let fast = score_trials(&model, &current, &contenders, scheme, &subset, &norm, 500);
+    let naive = score_trials_naive(&model, &current, &contenders, scheme, &subset, &norm);
+    assert_eq!(fast, naive, "{scheme:?}");
+    assert_eq!(
+        fast.iter().filter(|a| a.is_some()).count(),
+        names.len() / 2 + 1
+    );
+    let distinct: std::collections::BTreeSet<u64> =
+        fast.iter().flatten().map(|a| a.to_bits()).collect();
+    assert!(distinct.len() > 1, "the arms score differently: {fast:?}");
+    let moved = (&model.net.flat - &before).abs().max().double_value(&[]);
+    assert_eq!(moved, 0.0, "scoring leaves the model as it was");
+}
+
+#[test]
+fn prefix_reuse_gives_identical_scores() {
+    check(QuantScheme::default());
+    check(QuantScheme {
+        weight: WeightQuantizer::LsqChannel,
+        act: ActQuantizer::Lsq,
+    });
+}
