@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# One QAT training step of ResNet-20 (batch 128, 1×28×28, W4A4 PACT/DoReFa) in ccq and in a
-# PyTorch reference, in one go on this machine; prints ms/step for both and the ratio.
-# Usage: bench/step_time.sh [THREADS] [MODEL]   (PyTorch is installed into bench/.venv)
+# Training-step time of ccq (libtorch through tch) against the PyTorch eager reference
+# (bench/torch_reference.py, the same layers and quantizers), one run on this machine:
+# ResNet-20 and the ConvNet, FP and QAT W4A4 (PACT/DoReFa), batch 128, 1×28×28.
+# Usage: bench/step_time.sh [THREADS] [DEVICE] [BATCH]   (PyTorch 2.11.0 goes into bench/.venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
-model=${2:-resnet20}
-if [ ! -x bench/.venv/bin/python ]; then
+device=${2:-cpu}
+batch=${3:-128}
+py=${CCQ_BENCH_PYTHON:-bench/.venv/bin/python}
+if [ ! -x "$py" ]; then
   python3 -m venv bench/.venv
-  bench/.venv/bin/pip install -q torch numpy
+  bench/.venv/bin/pip install -q torch==2.11.0 numpy
 fi
-cargo build --release -q
-ours=$(./target/release/ccq bench step --model "$model" --batch 128 --bits 4 --steps 10 --threads "$threads")
-theirs=$(bench/.venv/bin/python bench/torch_reference.py step --model "$model" --batch 128 --bits 4 --steps 10 --threads "$threads")
-echo "$ours"
-echo "$theirs"
-a=$(grep -o '[0-9.]* ms/step' <<<"$ours" | cut -d' ' -f1)
-b=$(grep -o '[0-9.]* ms/step' <<<"$theirs" | cut -d' ' -f1)
-python3 -c "print(f'ratio ccq/pytorch: {$a/$b:.2f}x')"
-echo "($threads threads)"
+ccq=${CCQ_BIN:-}
+if [ -z "$ccq" ]; then
+  scripts/setup-torch.sh >/dev/null
+  cargo build --release -q
+  ccq=./target/release/ccq
+fi
+printf '%-10s %-8s %12s %12s %8s\n' model mode ccq_ms torch_ms ratio
+for model in resnet20 convnet; do
+  for bits in 32 4; do
+    mode=$([ "$bits" = 32 ] && echo FP || echo QAT-W4A4)
+    ours=$("$ccq" bench step --model "$model" --batch "$batch" --bits "$bits" --steps 10 \
+      --threads "$threads" --device "$device")
+    theirs=$("$py" bench/torch_reference.py step --model "$model" --batch "$batch" --bits "$bits" \
+      --steps 10 --threads "$threads" --device "$device")
+    a=$(grep -o '[0-9.]* ms/step' <<<"$ours" | cut -d' ' -f1)
+    b=$(grep -o '[0-9.]* ms/step' <<<"$theirs" | cut -d' ' -f1)
+    printf '%-10s %-8s %12s %12s %8s\n' "$model" "$mode" "$a" "$b" \
+      "$(python3 -c "print(f'{$a/$b:.2f}')")"
+  done
+done
+echo "($threads threads, device $device, batch $batch; ratio = ccq / PyTorch, lower is faster)"

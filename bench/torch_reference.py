@@ -111,25 +111,32 @@ def main():
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     bits = a.bits if a.mode == "step" else 32
-    net = (ResNet20 if a.model == "resnet20" else ConvNet)(1, 10, bits)
-    x = torch.randn(a.batch, 1, 28, 28)
-    y = torch.randint(0, 10, (a.batch,))
+    dev = torch.device(a.device)
+    net = (ResNet20 if a.model == "resnet20" else ConvNet)(1, 10, bits).to(dev)
+    x = torch.randn(a.batch, 1, 28, 28, device=dev)
+    y = torch.randint(0, 10, (a.batch,), device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.mode == "step":
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         def step():
             opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
             opt.step()
+            loss.item()
         for _ in range(2):
             step()
+        sync()
         t = time.perf_counter()
         for _ in range(a.steps):
             step()
+        sync()
         ms = (time.perf_counter() - t) * 1000 / a.steps
         print(f"pytorch {torch.__version__} {a.model} QAT W{a.bits}A{a.bits} step, batch {a.batch}: {ms:.1f} ms/step ({torch.get_num_threads()} threads)")
     else:

@@ -132,6 +132,9 @@ pub struct StepRecord {
     pub bops: u64,
     /// Wall time of the step.
     pub seconds: f64,
+    /// Wall time of the competition (trial scoring) within the step.
+    #[serde(default)]
+    pub compete_seconds: f64,
 }
 
 /// Resumable state of a search, `state.json` in the run directory.
@@ -576,6 +579,7 @@ pub fn run(
             .zip(&awake)
             .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
             .collect();
+        let compete_started = Instant::now();
         let acc = score_trials(
             &model,
             &state.policy,
@@ -585,6 +589,7 @@ pub fn run(
             env.norm,
             TRIAL_BATCH,
         );
+        let compete_seconds = compete_started.elapsed().as_secs_f64();
         let p = competition.score(&acc, cfg.eta);
         // 2–4. Memory prior, mixing, seeded selection.
         let r = memory_prior(&savings, &awake);
@@ -638,6 +643,7 @@ pub fn run(
             avg_bits: cost.avg_bits,
             bops: cost.bops,
             seconds: started.elapsed().as_secs_f64(),
+            compete_seconds,
         };
         progress::println(format!(
             "step {t:>3}: {} {} → {} | val {:.2}% → {:.2}% after {epochs} epoch(s) | {:.2}x, avg {:.2} bits | λ {lambda:.2}",
