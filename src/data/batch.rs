@@ -108,9 +108,88 @@ fn upload(up: &mut Uploads, data: &Arc<Dataset>, device: Device) -> DeviceData {
     d
 }
 
-/// Builds the batch of `subset` images at positions `order` on `device`. The dataset is held on
-/// the device as `u8`; normalisation, random crop (zero padding) and flips run there, with the
-/// crop offsets and flips drawn from `aug`'s generator on the host.
+/// Batches of one pass over a subset, on a device: the dataset is held there as `u8`; the image
+/// indices of the whole pass, and its crop offsets and flips (drawn on the host from the pass's
+/// generator), go to the device in one transfer; normalisation, crop and flip run there. So the
+/// host never waits for the device between batches.
+pub struct Batcher {
+    data: DeviceData,
+    ids: Tensor,
+    /// Per image of the pass: crop offsets (x, y) and flip, `[n, 3]` `i64`.
+    draws: Option<(Augment, Tensor)>,
+    mean: Tensor,
+    std: Tensor,
+    shape: [i64; 3],
+}
+
+impl Batcher {
+    /// A pass over `subset` in the order `order` (positions in the subset), augmented with
+    /// draws from `aug` (per image in order: x offset, y offset, flip).
+    pub fn new(
+        subset: &Subset,
+        order: &[usize],
+        norm: &Normalization,
+        aug: Option<(Augment, &mut StdRng)>,
+        device: Device,
+    ) -> Self {
+        let d = &subset.data;
+        let (c, h, w) = (d.channels as i64, d.height as i64, d.width as i64);
+        let ids: Vec<i64> = order.iter().map(|&p| subset.idx[p] as i64).collect();
+        let draws = aug.map(|(a, rng)| {
+            let p = a.pad as i64;
+            let mut v = Vec::with_capacity(order.len() * 3);
+            for _ in order {
+                let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+                let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+                let flip = a.flip && rng.random_bool(0.5);
+                v.extend([dx, dy, flip as i64]);
+            }
+            let t = Tensor::from_slice(&v).view([order.len() as i64, 3]);
+            (a, t.to_device(device))
+        });
+        Batcher {
+            data: on_device(d, device),
+            ids: Tensor::from_slice(&ids).to_device(device),
+            draws,
+            mean: Tensor::from_slice(&norm.mean).view([1, c, 1, 1]).to_device(device),
+            std: Tensor::from_slice(&norm.std).view([1, c, 1, 1]).to_device(device),
+            shape: [c, h, w],
+        }
+    }
+
+    /// The batch of the pass's images `start..start + len`.
+    pub fn batch(&self, start: usize, len: usize) -> Batch {
+        let [_, h, w] = self.shape;
+        let device = self.ids.device();
+        let idx = self.ids.narrow(0, start as i64, len as i64);
+        let labels = self.data.labels.index_select(0, &idx);
+        let mut x = self.data.images.index_select(0, &idx).to_kind(Kind::Float) / 255.0;
+        if let Some((a, draws)) = &self.draws {
+            let n = len as i64;
+            let p = a.pad as i64;
+            let d = draws.narrow(0, start as i64, n);
+            let (dx, dy, flip) = (d.select(1, 0), d.select(1, 1), d.select(1, 2));
+            let opts = (Kind::Int64, device);
+            let ys = Tensor::arange(h, opts).view([1, h]);
+            let xs = Tensor::arange(w, opts).view([1, w]);
+            let rows = (ys + dy.view([n, 1]) + p).view([n, h, 1]);
+            let flipped = xs.neg() + (w - 1);
+            let cols = flipped.where_self(&flip.view([n, 1]).eq(1), &xs) + dx.view([n, 1]) + p;
+            let b = Tensor::arange(n, opts).view([n, 1, 1]);
+            let padded = x.constant_pad_nd([p, p, p, p]).permute([0, 2, 3, 1]);
+            x = padded
+                .index(&[Some(b), Some(rows), Some(cols.view([n, 1, w]))])
+                .permute([0, 3, 1, 2])
+                .contiguous();
+        }
+        Batch {
+            images: (x - &self.mean) / &self.std,
+            labels,
+        }
+    }
+}
+
+/// Builds the batch of `subset` images at positions `order` on `device` (see [`Batcher`]).
 pub fn make_batch(
     subset: &Subset,
     order: &[usize],
@@ -118,43 +197,95 @@ pub fn make_batch(
     aug: Option<(Augment, &mut StdRng)>,
     device: Device,
 ) -> Batch {
-    let d = &subset.data;
-    let (c, h, w) = (d.channels as i64, d.height as i64, d.width as i64);
-    let dd = on_device(d, device);
-    let ids: Vec<i64> = order.iter().map(|&p| subset.idx[p] as i64).collect();
-    let idx = Tensor::from_slice(&ids).to_device(device);
-    let labels = dd.labels.index_select(0, &idx);
-    let mut x = dd.images.index_select(0, &idx).to_kind(Kind::Float) / 255.0;
-    if let Some((a, rng)) = aug {
-        let n = order.len();
-        let p = a.pad as i64;
-        let (mut rows, mut cols) = (Vec::with_capacity(n * h as usize), Vec::new());
-        cols.reserve(n * w as usize);
-        for _ in 0..n {
-            let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
-            let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+    Batcher::new(subset, order, norm, aug, device).batch(0, order.len())
+}
+
+/// The batches of `subset` in order, `batch_size` images each (the last may be smaller), with
+/// their sizes.
+pub fn in_order(
+    subset: &Subset,
+    norm: &Normalization,
+    batch_size: usize,
+    device: Device,
+) -> impl Iterator<Item = (usize, Batch)> {
+    let order: Vec<usize> = (0..subset.len()).collect();
+    let b = Batcher::new(subset, &order, norm, None, device);
+    (0..subset.len())
+        .step_by(batch_size.max(1))
+        .map(move |start| {
+            let len = batch_size.min(b.ids.size()[0] as usize - start);
+            (len, b.batch(start, len))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// The host-side crop and flip the device code replaces: zero padding `pad`, offsets and
+    /// flip drawn per image in order, then normalisation.
+    fn reference(subset: &Subset, norm: &Normalization, a: Augment, rng: &mut StdRng) -> Vec<f32> {
+        let d = &subset.data;
+        let (c, h, w) = (d.channels, d.height, d.width);
+        let mut out = Vec::new();
+        for &i in &subset.idx {
+            let img = d.image(i);
+            let p = a.pad as i64;
+            let dx: i64 = rng.random_range(-p..=p);
+            let dy: i64 = rng.random_range(-p..=p);
             let flip = a.flip && rng.random_bool(0.5);
-            rows.extend((0..h).map(|y| y + dy + p));
-            cols.extend((0..w).map(|xx| if flip { w - 1 - xx } else { xx } + dx + p));
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        let sy = y as i64 + dy;
+                        let sx = (if flip { w - 1 - x } else { x }) as i64 + dx;
+                        let inside = sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64;
+                        let v = if inside {
+                            img[ch * h * w + sy as usize * w + sx as usize] as f32 / 255.0
+                        } else {
+                            0.0
+                        };
+                        out.push((v - norm.mean[ch]) / norm.std[ch]);
+                    }
+                }
+            }
         }
-        let n = n as i64;
-        let rows = Tensor::from_slice(&rows).view([n, h, 1]).to_device(device);
-        let cols = Tensor::from_slice(&cols).view([n, 1, w]).to_device(device);
-        let b = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
-        let padded = x.constant_pad_nd([p, p, p, p]).permute([0, 2, 3, 1]);
-        x = padded
-            .index(&[Some(b), Some(rows), Some(cols)])
-            .permute([0, 3, 1, 2])
-            .contiguous();
+        out
     }
-    let mean = Tensor::from_slice(&norm.mean)
-        .view([1, c, 1, 1])
-        .to_device(device);
-    let std = Tensor::from_slice(&norm.std)
-        .view([1, c, 1, 1])
-        .to_device(device);
-    Batch {
-        images: (x - mean) / std,
-        labels,
+
+    #[test]
+    fn device_crop_and_flip_match_the_host_rule() {
+        let (n, c, h, w) = (6, 2, 5, 4);
+        let data = Arc::new(Dataset {
+            pixels: (0..n * c * h * w).map(|i| (i * 37 % 251) as u8).collect(),
+            labels: (0..n as u16).collect(),
+            channels: c,
+            height: h,
+            width: w,
+            classes: (0..n).map(|i| i.to_string()).collect(),
+        });
+        let subset = Subset {
+            data,
+            idx: vec![4, 1, 5, 0, 2, 3],
+        };
+        let norm = Normalization {
+            mean: vec![0.4, 0.6],
+            std: vec![0.2, 0.3],
+        };
+        let a = Augment { pad: 2, flip: true };
+        let order: Vec<usize> = (0..n).collect();
+        let mut rng = StdRng::seed_from_u64(9);
+        let b = make_batch(&subset, &order, &norm, Some((a, &mut rng)), Device::Cpu);
+        let want = reference(&subset, &norm, a, &mut StdRng::seed_from_u64(9));
+        let got = crate::host::to_f32(&b.images);
+        assert_eq!(b.images.size(), [n as i64, c as i64, h as i64, w as i64]);
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "device and host augmentation differ by {worst}");
+        assert_eq!(crate::host::to_i64(&b.labels), vec![4, 1, 5, 0, 2, 3]);
+        // A second batch of the same pass continues the draws.
+        let batcher = Batcher::new(&subset, &order, &norm, Some((a, &mut StdRng::seed_from_u64(9))), Device::Cpu);
+        let tail = crate::host::to_f32(&batcher.batch(4, 2).images);
+        assert_eq!(tail, got[4 * c * h * w..].to_vec());
     }
 }

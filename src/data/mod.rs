@@ -8,7 +8,7 @@ pub mod idx;
 pub mod source;
 pub mod splits;
 
-pub use batch::{Augment, Batch, Normalization, make_batch};
+pub use batch::{Augment, Batch, Batcher, Normalization, in_order, make_batch};
 pub use dataset::{Dataset, Subset, TrainTest};
 pub use source::{DataFormat, DataSource};
 pub use splits::{SplitSpec, Splits};

@@ -21,8 +21,7 @@ impl Observer {
     fn record(&self, index: usize, x: &Tensor) {
         let flat = x.detach().flatten(0, -1);
         let stride = (flat.numel() / 20_000).max(1) as i64;
-        let sub = flat.slice(0, 0, None, stride).to_device(Device::Cpu);
-        let v: Vec<f32> = Vec::try_from(&sub).unwrap_or_default();
+        let v = crate::host::to_f32(&flat.slice(0, 0, None, stride));
         self.samples
             .borrow_mut()
             .entry(index)

@@ -4,7 +4,7 @@
 
 use super::bandit::{LambdaSchedule, memory_prior, mix, normalise, sample, update_weights};
 use super::target::{Arm, ArmKind, Lowering, Target, saving};
-use crate::data::{Augment, Normalization, Splits, Subset, make_batch};
+use crate::data::{Augment, Normalization, Splits, Subset, in_order};
 use crate::model::{Model, QuantCtx};
 use crate::progress;
 use crate::quant::calibrate::rescale_steps;
@@ -246,10 +246,8 @@ pub fn score_trials(
         .iter()
         .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
         .collect();
-    let order: Vec<usize> = (0..data.len()).collect();
     tch::no_grad(|| {
-        for chunk in order.chunks(batch_size) {
-            let batch = make_batch(data, chunk, norm, None, device);
+        for (_, batch) in in_order(data, norm, batch_size, device) {
             let (inputs, _) = model.net.stage_inputs(&batch.images, &ctx);
             for (c, hit) in contenders.iter().zip(&hits) {
                 let Some((layer, trial)) = c else { continue };

@@ -1,7 +1,7 @@
 //! The training loop (SGD with momentum and weight decay, cross-entropy) and evaluation.
 
 use super::optim::{FlatSgd, Hyper};
-use crate::data::{Augment, Normalization, Subset, make_batch};
+use crate::data::{Augment, Batcher, Normalization, Subset, in_order};
 use crate::model::{Network, QuantCtx};
 use crate::progress;
 use anyhow::{Result, bail};
@@ -111,10 +111,12 @@ pub fn train_epoch(
         order.truncate(m.max(h.batch_size.min(order.len())));
     }
     // A last batch of one image would break BatchNorm's batch statistics.
-    let chunks: Vec<&[usize]> = order
-        .chunks(h.batch_size)
-        .filter(|c| c.len() >= 2)
+    let chunks: Vec<(usize, usize)> = (0..order.len())
+        .step_by(h.batch_size)
+        .map(|s| (s, h.batch_size.min(order.len() - s)))
+        .filter(|&(_, len)| len >= 2)
         .collect();
+    let batcher = Batcher::new(data, &order, norm, augment.map(|a| (a, &mut *rng)), device);
     let bar = progress::bar(chunks.len() as u64, label);
     // Sums stay on the device; the host reads them every `sync_every` steps and at the end.
     let sync_every = if device.is_cuda() { 50 } else { 10 };
@@ -122,9 +124,9 @@ pub fn train_epoch(
     let correct_sum = Tensor::zeros([], (Kind::Int64, device));
     let mut seen = 0usize;
     let mut checked = 0usize;
-    for (i, chunk) in chunks.iter().enumerate() {
+    for (i, &(first, len)) in chunks.iter().enumerate() {
         let lr = lr_at(i as f64 / chunks.len() as f64);
-        let batch = make_batch(data, chunk, norm, augment.map(|a| (a, &mut *rng)), device);
+        let batch = batcher.batch(first, len);
         let logits = net.forward(&batch.images, &ctx);
         let loss = cross_entropy(&logits, &batch.labels);
         let grads = FlatSgd::gradients(net, &loss);
@@ -132,11 +134,11 @@ pub fn train_epoch(
             let (top1, _) = correct(&logits.detach(), &batch.labels);
             let _ = loss_sum
                 .shallow_clone()
-                .g_add_(&(loss.detach().to_kind(Kind::Double) * chunk.len() as f64));
+                .g_add_(&(loss.detach().to_kind(Kind::Double) * len as f64));
             let _ = correct_sum.shallow_clone().g_add_(&top1.sum(Kind::Int64));
         });
         optim.step(net, grads, lr);
-        seen += chunk.len();
+        seen += len;
         if (i + 1) % sync_every == 0 || i + 1 == chunks.len() {
             let l = loss_sum.double_value(&[]);
             if !l.is_finite() {
@@ -193,15 +195,13 @@ pub fn evaluate(
         train: false,
         ..*ctx
     };
-    let order: Vec<usize> = (0..data.len()).collect();
     let bar = match label {
-        Some(l) => progress::bar(order.len().div_ceil(batch_size) as u64, l),
+        Some(l) => progress::bar(data.len().div_ceil(batch_size) as u64, l),
         None => indicatif::ProgressBar::hidden(),
     };
     let sums = Tensor::zeros([3], (Kind::Double, device));
     tch::no_grad(|| {
-        for chunk in order.chunks(batch_size) {
-            let batch = make_batch(data, chunk, norm, None, device);
+        for (_, batch) in in_order(data, norm, batch_size, device) {
             let logits = net.forward(&batch.images, &ctx);
             let (top1, top5) = correct(&logits, &batch.labels);
             let loss = logits.cross_entropy_loss::<Tensor>(
@@ -224,7 +224,7 @@ pub fn evaluate(
         }
     });
     bar.finish_and_clear();
-    let v = crate::host::to_f32(&sums);
+    let v: Vec<f64> = Vec::try_from(&sums).expect("three sums");
     let n = data.len().max(1) as f64;
     let loss = if data.is_empty() {
         0.0
@@ -272,11 +272,9 @@ pub fn predict(
         train: false,
         ..*ctx
     };
-    let order: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len());
     tch::no_grad(|| {
-        for chunk in order.chunks(batch_size) {
-            let batch = make_batch(data, chunk, norm, None, device);
+        for (_, batch) in in_order(data, norm, batch_size, device) {
             let logits = net.forward(&batch.images, &ctx);
             let best = crate::host::to_i64(&logits.argmax(1, false));
             let finite = crate::host::to_i64(&logits.isfinite().all_dim(1, false));
@@ -288,4 +286,35 @@ pub fn predict(
         }
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(rows: &[[f32; 4]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        crate::host::tensor(&flat, &[rows.len() as i64, 4], Device::Cpu)
+    }
+
+    #[test]
+    fn correct_is_argmax_and_never_nan() {
+        let l = logits(&[
+            [0.1, 2.0, 0.3, 0.0],           // clear winner: class 1
+            [1.0, 1.0, 1.0, 1.0],           // constant: argmax picks class 0
+            [1.0, 1.0, 1.0, 1.0],           // …so class 2 is not the top-1
+            [0.0, 3.0, 3.0, 0.0],           // tie between 1 and 2: the first wins
+            [0.0, 3.0, 3.0, 0.0],           // …so 2 loses
+            [f32::NAN, 0.0, 0.0, 0.0],      // a NaN logit: never correct
+            [0.0, f32::NAN, 0.0, 0.0],      // even for the class holding it
+            [f32::INFINITY, 0.0, 0.0, 0.0], // inf is not finite either
+        ]);
+        let labels = Tensor::from_slice(&[1i64, 0, 2, 1, 2, 0, 1, 0]);
+        let (top1, top5) = correct(&l, &labels);
+        assert_eq!(crate::host::to_i64(&top1), vec![1, 1, 0, 1, 0, 0, 0, 0]);
+        // With 4 classes every finite row has its label in the top-5.
+        assert_eq!(crate::host::to_i64(&top5), vec![1, 1, 1, 1, 1, 0, 0, 0]);
+        let argmax = crate::host::to_i64(&l.narrow(0, 0, 5).argmax(1, false));
+        assert_eq!(argmax, vec![1, 0, 0, 1, 1], "the rule above is argmax's");
+    }
 }
