@@ -206,6 +206,86 @@ fn train_qat_quantize_and_resume() {
             .contains("<table id=\"steps\"")
     );
 
+    // A fine-tuning that diverges at every retry is rolled back: the lowering is refused, the
+    // policy and weights stay as they were, and the search goes on with the other arms.
+    let nan = t.path().join("run-diverged");
+    let text = search(&nan, &["--debug-lr-scale", "2:1e30", "--ft-retries", "1"]);
+    assert!(text.contains("CCQ finished"), "{text}");
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(nan.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps.len(), 4);
+    assert!(steps[0].get("refused").is_none());
+    let why = steps[1]["refused"].as_str().expect("step 2 refused");
+    assert!(why.contains("diverged 2 time(s)"), "{why}");
+    assert_eq!(steps[1]["bits_after"], steps[1]["bits_before"]);
+    assert_eq!(
+        steps[1]["val_after"], steps[0]["val_after"],
+        "weights rolled back"
+    );
+    assert_eq!(steps[1]["compression"], steps[0]["compression"]);
+    let state = json(&nan.join("state.json"));
+    let refused = state["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1);
+    let arm = refused[0].as_u64().unwrap() as usize;
+    for s in &steps[2..] {
+        assert!(s["arms"][arm]["a"].is_null(), "the refused arm sits out");
+        assert!(s["val_after"].as_f64().unwrap().is_finite());
+    }
+    // Without retries the same divergence stops the run with the step named.
+    let e = ccq_fails(&[
+        "quantize",
+        fp.to_str().unwrap(),
+        "--out",
+        t.path().join("run-nan").to_str().unwrap(),
+        "--qsteps",
+        "2",
+        "--ft-min-epochs",
+        "1",
+        "--ft-max-epochs",
+        "1",
+        "--init-epochs",
+        "1",
+        "--debug-lr-scale",
+        "1:1e30",
+        "--ft-retries",
+        "0",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
+    ]);
+    assert!(e.contains("step 1") && e.contains("non-finite"), "{e}");
+
+    // FP training that diverges exits non-zero, names the epoch and step, suggests a lower
+    // --lr, and keeps no checkpoint of the diverged epoch.
+    let div = t.path().join("fp-diverged");
+    let mut a = vec![
+        "train",
+        "--model",
+        "convnet",
+        "--data",
+        d,
+        "--format",
+        "idx",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e30",
+        "--out",
+        div.to_str().unwrap(),
+    ];
+    a.extend(small);
+    let e = ccq_fails(&a);
+    assert!(
+        e.contains("epoch 1/1") && e.contains("non-finite") && e.contains("--lr"),
+        "{e}"
+    );
+    assert!(!div.join("checkpoint.json").exists());
+
     // A target the floor cannot reach is refused up front.
     let e = ccq_fails(&[
         "quantize",

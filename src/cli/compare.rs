@@ -86,7 +86,7 @@ impl Ctx<'_> {
         &self,
         method: Method,
         budget: f64,
-        mut model: Model,
+        model: Model,
         policy: &Policy,
         fresh: bool,
         extra_seconds: f64,
@@ -94,7 +94,7 @@ impl Ctx<'_> {
         let start = Instant::now();
         if fresh {
             calibrate(
-                &mut model.net,
+                &model.net,
                 policy,
                 self.scheme,
                 &calibration_batches(self.p, self.norm, self.devices, 4),

@@ -296,7 +296,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
     };
     let scheme = a.quant.scheme();
     let norm = ck.meta.normalization.clone();
-    let mut model = ck.model;
+    let model = ck.model;
     let fp = eval_policy(
         &model,
         &Policy::float(&names),
@@ -308,7 +308,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
     // A checkpoint already trained with these quantizers keeps its learned clips and steps.
     if ck.meta.policy.is_none() || ck.meta.scheme != scheme {
         calibrate(
-            &mut model.net,
+            &model.net,
             &policy,
             scheme,
             &calibration_batches(&p, &norm, &devices, 4),

@@ -65,6 +65,13 @@ pub struct SearchFlags {
     /// Maximum fine-tuning epochs per step.
     #[arg(long, default_value_t = 15)]
     pub ft_max_epochs: usize,
+    /// Retries of a diverged fine-tuning (each from the step's start at half the learning rate);
+    /// after the last one the lowering is refused and the search goes on without that arm.
+    #[arg(long, default_value_t = 2)]
+    pub ft_retries: usize,
+    /// Testing aid: `STEP:FACTOR` multiplies the learning rate of that step's fine-tuning.
+    #[arg(long, hide = true, value_parser = parse_lr_scale)]
+    pub debug_lr_scale: Option<(usize, f64)>,
     /// Training images per fine-tuning epoch (default: the whole training split).
     #[arg(long)]
     pub ft_samples: Option<usize>,
@@ -199,6 +206,8 @@ impl SearchFlags {
                 max_epochs: self.ft_max_epochs,
                 stop,
                 epoch_samples: self.ft_samples,
+                retries: self.ft_retries,
+                debug_lr_scale: self.debug_lr_scale,
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
@@ -314,4 +323,15 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         run.display()
     );
     Ok(())
+}
+
+/// Parses `STEP:FACTOR`.
+fn parse_lr_scale(s: &str) -> Result<(usize, f64), String> {
+    let (a, b) = s.split_once(':').ok_or("expected STEP:FACTOR")?;
+    let step = a.parse().map_err(|e| format!("step `{a}`: {e}"))?;
+    let f: f64 = b.parse().map_err(|e| format!("factor `{b}`: {e}"))?;
+    if !f.is_finite() || f <= 0.0 {
+        return Err(format!("factor {f} must be positive and finite"));
+    }
+    Ok((step, f))
 }

@@ -151,8 +151,12 @@ impl Batcher {
             data: on_device(d, device),
             ids: Tensor::from_slice(&ids).to_device(device),
             draws,
-            mean: Tensor::from_slice(&norm.mean).view([1, c, 1, 1]).to_device(device),
-            std: Tensor::from_slice(&norm.std).view([1, c, 1, 1]).to_device(device),
+            mean: Tensor::from_slice(&norm.mean)
+                .view([1, c, 1, 1])
+                .to_device(device),
+            std: Tensor::from_slice(&norm.std)
+                .view([1, c, 1, 1])
+                .to_device(device),
             shape: [c, h, w],
         }
     }
@@ -280,11 +284,24 @@ mod tests {
         let want = reference(&subset, &norm, a, &mut StdRng::seed_from_u64(9));
         let got = crate::host::to_f32(&b.images);
         assert_eq!(b.images.size(), [n as i64, c as i64, h as i64, w as i64]);
-        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-6, "device and host augmentation differ by {worst}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-6,
+            "device and host augmentation differ by {worst}"
+        );
         assert_eq!(crate::host::to_i64(&b.labels), vec![4, 1, 5, 0, 2, 3]);
         // A second batch of the same pass continues the draws.
-        let batcher = Batcher::new(&subset, &order, &norm, Some((a, &mut StdRng::seed_from_u64(9))), Device::Cpu);
+        let batcher = Batcher::new(
+            &subset,
+            &order,
+            &norm,
+            Some((a, &mut StdRng::seed_from_u64(9))),
+            Device::Cpu,
+        );
         let tail = crate::host::to_f32(&batcher.batch(4, 2).images);
         assert_eq!(tail, got[4 * c * h * w..].to_vec());
     }

@@ -85,6 +85,10 @@ pub fn dorefa_weight(w: &Tensor, bits: u32) -> Tensor {
 /// gradients back into one), which keeps the step on the device: the per-tensor variant of the
 /// op reads its scale to the host on every call.
 pub fn lsq(x: &Tensor, step: &Tensor, dim: usize, qn: f32, qp: f32) -> Tensor {
+    if x.dim() == 1 {
+        // libtorch's per-channel backward mis-shapes the step gradient of a 1-D input.
+        return lsq(&x.unsqueeze(0), step, 1, qn, qp).squeeze_dim(0);
+    }
     let channels = x.size()[dim];
     let steps = step.size()[0].max(1);
     let per_step = x.numel() as i64 / steps;

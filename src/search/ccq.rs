@@ -46,6 +46,17 @@ pub struct Finetune {
     pub stop: StopRule,
     /// Images per fine-tuning epoch (None: the whole training split).
     pub epoch_samples: Option<usize>,
+    /// Retries of a diverged fine-tuning, each from the step's starting state at half the
+    /// previous learning rate; after the last one the step's lowering is refused.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Testing aid: multiply the learning rate of step `.0`'s fine-tuning by `.1`.
+    #[serde(default)]
+    pub debug_lr_scale: Option<(usize, f64)>,
+}
+
+fn default_retries() -> usize {
+    2
 }
 
 /// Every setting of a search (saved with its state so a resume uses the same).
@@ -135,6 +146,10 @@ pub struct StepRecord {
     /// Wall time of the competition (trial scoring) within the step.
     #[serde(default)]
     pub compete_seconds: f64,
+    /// Why the chosen lowering was refused (its fine-tuning diverged at every retry); the
+    /// policy and weights then stay as before the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Resumable state of a search, `state.json` in the run directory.
@@ -165,6 +180,9 @@ pub struct SearchState {
     /// Whether the final fine-tuning has run.
     #[serde(default)]
     pub final_done: bool,
+    /// Arms (indices into the arm list) whose lowering was refused; they sit out the search.
+    #[serde(default)]
+    pub refused: Vec<usize>,
 }
 
 /// Exponential weights over the arms, reset every step.
@@ -349,7 +367,16 @@ fn state_meta(env: &SearchEnv, state: &SearchState) -> CheckpointMeta {
     meta
 }
 
-/// Fine-tunes every layer together under `policy`; returns the model, epochs used and final val.
+/// How a step's fine-tuning ended.
+enum Collaboration {
+    /// It finished: the model, epochs used and the final validation top-1.
+    Done(Box<Model>, usize, f64),
+    /// It diverged at every retry; why.
+    Diverged(String),
+}
+
+/// Fine-tunes every layer together under `policy`. A diverged fine-tuning starts again from the
+/// starting weights at half the learning rate, up to `retries` times.
 fn collaborate(
     model: Model,
     policy: &Policy,
@@ -357,6 +384,48 @@ fn collaborate(
     env: &SearchEnv,
     step: usize,
     pre_val: f64,
+) -> Result<Collaboration> {
+    let ft = &cfg.finetune;
+    let mut scale = match ft.debug_lr_scale {
+        Some((s, f)) if s == step => f,
+        _ => 1.0,
+    };
+    let start = (ft.retries > 0).then(|| model.clone());
+    let mut model = model;
+    for attempt in 0..=ft.retries {
+        match finetune(model, policy, cfg, env, step, pre_val, scale) {
+            Ok((m, used, val)) => return Ok(Collaboration::Done(Box::new(m), used, val)),
+            Err(e) => {
+                let Some(d) = e.downcast_ref::<crate::train::trainer::Diverged>() else {
+                    return Err(e);
+                };
+                if attempt == ft.retries {
+                    return Ok(Collaboration::Diverged(format!(
+                        "fine-tuning diverged {} time(s), the last at learning-rate scale {scale}: {d}",
+                        attempt + 1
+                    )));
+                }
+                progress::println(format!(
+                    "step {step}: fine-tuning diverged ({d}); retrying from the step's start at half the learning rate"
+                ));
+                scale /= 2.0;
+                model = start.as_ref().expect("kept when retrying").clone();
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// One fine-tuning attempt with the schedule's learning rates times `scale`.
+#[allow(clippy::too_many_arguments)]
+fn finetune(
+    model: Model,
+    policy: &Policy,
+    cfg: &SearchConfig,
+    env: &SearchEnv,
+    step: usize,
+    pre_val: f64,
+    scale: f64,
 ) -> Result<(Model, usize, f64)> {
     let ft = &cfg.finetune;
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
@@ -364,7 +433,7 @@ fn collaborate(
     let (mut best, mut last, mut used) = (0.0f64, pre_val, 0);
     for e in 0..ft.max_epochs {
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
-        let lr_at = |t: f64| ft.schedule.lr(e as f64 + t);
+        let lr_at = |t: f64| scale * ft.schedule.lr(e as f64 + t);
         let label = format!("ft {}", e + 1);
         train_epoch(
             &model.net,
@@ -468,7 +537,7 @@ pub fn init(
             finetune: init_ft,
             ..cfg.clone()
         };
-        collaborate(model, &policy, &c, env, 0, fp_val)?
+        finetune(model, &policy, &c, env, 0, fp_val, 1.0)?
     } else {
         let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
         (model, 0, v)
@@ -493,6 +562,7 @@ pub fn init(
         seconds: 0.0,
         steps: Vec::new(),
         final_done: false,
+        refused: Vec::new(),
     };
     save_step(run, &state.checkpoint, &model, &state, env)?;
     Ok((model, state))
@@ -537,9 +607,11 @@ pub fn run(
             .collect();
         let awake: Vec<bool> = trials
             .iter()
-            .map(|t| {
-                t.as_ref()
-                    .is_some_and(|(_, saved)| cfg.target.is_none() || *saved > 0.0)
+            .enumerate()
+            .map(|(i, t)| {
+                !state.refused.contains(&i)
+                    && t.as_ref()
+                        .is_some_and(|(_, saved)| cfg.target.is_none() || *saved > 0.0)
             })
             .collect();
         if let Some(t) = &cfg.target
@@ -602,11 +674,30 @@ pub fn run(
             .lower(arm, &state.policy)
             .context("chosen arm cannot be lowered")?;
         let after = lowered.bits[arm.layer];
+        let snapshot = (cfg.finetune.retries > 0).then(|| model.clone());
         rescale_steps(&model.net, arm.layer, before, after);
         let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
         // 5. Collaboration: all layers fine-tune together.
-        let (m, epochs, val_after) = collaborate(model, &lowered, &cfg, env, t, state.val)?;
-        model = m;
+        let (lowered, after, epochs, val_after, refused) =
+            match collaborate(model, &lowered, &cfg, env, t, state.val)? {
+                Collaboration::Done(m, epochs, val) => {
+                    model = *m;
+                    (lowered, after, epochs, val, None)
+                }
+                Collaboration::Diverged(why) => {
+                    // Back to the weights and policy before the step; the arm sits out.
+                    let Some(s) = snapshot else {
+                        bail!("step {t}: {why} (no retries with --ft-retries 0)");
+                    };
+                    model = s;
+                    state.refused.push(chosen);
+                    progress::println(format!(
+                        "step {t}: lowering {} refused: {why}",
+                        names[arm.layer]
+                    ));
+                    (state.policy.clone(), before, 0, state.val, Some(why))
+                }
+            };
         let cost = model_cost(&model.layers, &lowered, scheme_w);
         let arm_records = arms
             .iter()
@@ -642,6 +733,7 @@ pub fn run(
             bops: cost.bops,
             seconds: started.elapsed().as_secs_f64(),
             compete_seconds,
+            refused,
         };
         progress::println(format!(
             "step {t:>3}: {} {} → {} | val {:.2}% → {:.2}% after {epochs} epoch(s) | {:.2}x, avg {:.2} bits | λ {lambda:.2}",

@@ -4,7 +4,7 @@ use super::optim::{FlatSgd, Hyper};
 use crate::data::{Augment, Batcher, Normalization, Subset, in_order};
 use crate::model::{Network, QuantCtx};
 use crate::progress;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,24 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     (top1, top5)
 }
 
+/// A training pass whose loss became NaN or infinite.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{label}: the training loss became non-finite ({value}) between steps {first} and {last} of {steps}; the run diverged: lower the learning rate (--lr)"
+)]
+pub struct Diverged {
+    /// The pass (e.g. `epoch 3/10`).
+    pub label: String,
+    /// First step that may have produced it (1-based).
+    pub first: usize,
+    /// Step at which it was seen.
+    pub last: usize,
+    /// Steps in the pass.
+    pub steps: usize,
+    /// The loss sum that was seen.
+    pub value: f64,
+}
+
 /// Trains `net` for one pass over (at most `max_samples` of) `data`. `lr_at(t)` gives the learning
 /// rate at the fraction `t ∈ [0,1)` of the epoch. A non-finite loss stops it with an error that
 /// names the step (the network then holds that step's update; callers keep the last good state).
@@ -142,12 +160,15 @@ pub fn train_epoch(
         if (i + 1) % sync_every == 0 || i + 1 == chunks.len() {
             let l = loss_sum.double_value(&[]);
             if !l.is_finite() {
-                bail!(
-                    "{label}: the training loss became non-finite ({l}) between steps {} and {} of {}; the run diverged: lower the learning rate (--lr)",
-                    checked + 1,
-                    i + 1,
-                    chunks.len()
-                );
+                bar.finish_and_clear();
+                return Err(Diverged {
+                    label: label.to_string(),
+                    first: checked + 1,
+                    last: i + 1,
+                    steps: chunks.len(),
+                    value: l,
+                }
+                .into());
             }
             checked = i + 1;
             let c = correct_sum.int64_value(&[]) as f64;
@@ -226,14 +247,10 @@ pub fn evaluate(
     bar.finish_and_clear();
     let v: Vec<f64> = Vec::try_from(&sums).expect("three sums");
     let n = data.len().max(1) as f64;
-    let loss = if data.is_empty() {
-        0.0
-    } else {
-        v[2] as f64 / n
-    };
+    let loss = if data.is_empty() { 0.0 } else { v[2] / n };
     Eval {
-        top1: v[0] as f64 / n,
-        top5: v[1] as f64 / n,
+        top1: v[0] / n,
+        top5: v[1] / n,
         loss,
         images: data.len(),
     }
