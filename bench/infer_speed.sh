@@ -7,8 +7,9 @@ model=$1
 threads=${2:-$(nproc)}
 if [ ! -x bench/.venv/bin/python ]; then
   python3 -m venv bench/.venv
-  bench/.venv/bin/pip install -q torch numpy onnx onnxruntime
+  bench/.venv/bin/pip install -q torch==2.11.0 numpy onnx onnxruntime
 fi
+scripts/setup-torch.sh >/dev/null
 cargo build --release -q
 ./target/release/ccq infer "$model" --threads "$threads"
 bench/.venv/bin/python bench/torch_reference.py infer --model convnet --batch 500 --steps 20 --threads "$threads"
