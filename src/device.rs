@@ -23,8 +23,8 @@ fn load_cuda() -> Result<(), String> {
     static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     LOADED
         .get_or_init(|| {
-            // Touch libtorch first so that its directory is mapped.
-            let _ = tch::Cuda::is_available();
+            // libtorch_cpu.so is mapped at start-up (the binary links it). Nothing may ask libtorch
+            // about CUDA before this: it creates its CUDA hooks once, on first use.
             let dir = libtorch_dir().ok_or("cannot find the loaded libtorch_cpu.so")?;
             let path = dir.join("libtorch_cuda.so");
             if !path.is_file() {
@@ -74,7 +74,8 @@ pub fn cuda_available() -> bool {
     load_cuda().is_ok() && tch::Cuda::is_available()
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when libtorch sees a GPU, else the CPU).
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`. Call it before anything else asks libtorch about
+/// CUDA (seeding included): libtorch settles whether CUDA exists on the first such question. (CUDA when libtorch sees a GPU, else the CPU).
 pub fn parse_device(spec: &str) -> Result<Device> {
     let s = spec.trim().to_ascii_lowercase();
     let index = match s.as_str() {

@@ -79,6 +79,38 @@ fn round_trip_gives_identical_outputs() {
     );
     assert!(e.contains("do not match"), "{e}");
 
+    // Metadata a later step would trust is checked when read, naming the file and the field.
+    let write = |m: &CheckpointMeta| {
+        std::fs::write(
+            t.path().join(checkpoint::META),
+            serde_json::to_string(m).unwrap(),
+        )
+        .unwrap()
+    };
+    let load_err = || {
+        format!(
+            "{:#}",
+            checkpoint::load(t.path(), devices.train).err().unwrap()
+        )
+    };
+    let mut bad = meta.clone();
+    bad.normalization.std = vec![0.0];
+    write(&bad);
+    let e = load_err();
+    assert!(e.contains("checkpoint.json") && e.contains("std[0]"), "{e}");
+    let mut bad = meta.clone();
+    bad.normalization.mean = vec![0.5, 0.5];
+    write(&bad);
+    assert!(load_err().contains("2 means"), "{}", load_err());
+    let mut bad = meta.clone();
+    bad.policy.as_mut().unwrap().bits[3].w = 9;
+    write(&bad);
+    let e = load_err();
+    assert!(
+        e.contains("weight bits 9") && e.contains(&bad.layers[3]),
+        "{e}"
+    );
+
     std::fs::write(t.path().join(checkpoint::META), "{").unwrap();
     let e = format!(
         "{:#}",

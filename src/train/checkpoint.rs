@@ -223,7 +223,48 @@ pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
             meta.version
         );
     }
+    meta.validate()
+        .with_context(|| format!("{}: invalid checkpoint metadata", meta_path.display()))?;
     Ok((dir, meta))
+}
+
+impl CheckpointMeta {
+    /// Checks what later code relies on: bits in range, one normalisation entry per channel
+    /// with a finite mean and a positive finite std, a policy as long as the layer table.
+    pub fn validate(&self) -> Result<()> {
+        let n = &self.normalization;
+        let c = self.spec.channels;
+        if n.mean.len() != c || n.std.len() != c {
+            bail!(
+                "normalization has {} means and {} stds for {c} input channels",
+                n.mean.len(),
+                n.std.len()
+            );
+        }
+        if let Some(i) = n.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            bail!(
+                "normalization std[{i}] = {} is not positive and finite",
+                n.std[i]
+            );
+        }
+        if let Some(i) = n.mean.iter().position(|m| !m.is_finite()) {
+            bail!("normalization mean[{i}] is not finite");
+        }
+        if let Some(p) = &self.policy {
+            if p.bits.len() != self.layers.len() || p.names.len() != self.layers.len() {
+                bail!(
+                    "the policy's layers do not match the layer table ({} entries for {} layers)",
+                    p.bits.len(),
+                    self.layers.len()
+                );
+            }
+            for (name, b) in p.names.iter().zip(&p.bits) {
+                b.validate()
+                    .with_context(|| format!("policy layer `{name}`"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads a checkpoint onto `device`, checking that model, weights and policy agree.
