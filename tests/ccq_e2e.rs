@@ -286,6 +286,29 @@ fn train_qat_quantize_and_resume() {
     );
     assert!(!div.join("checkpoint.json").exists());
 
+    // Other split flags with --data would carve validation images the model trained on.
+    let e = ccq_fails(&[
+        "qat",
+        fp.to_str().unwrap(),
+        "--bits",
+        "4/4",
+        "--data",
+        d,
+        "--format",
+        "idx",
+        "--val-size",
+        "40",
+        "--bandit-size",
+        "30",
+        "--out",
+        t.path().join("leak").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(
+        e.contains("--val-size 30") && e.contains("--val-size 40"),
+        "{e}"
+    );
+
     // A target the floor cannot reach is refused up front.
     let e = ccq_fails(&[
         "quantize",

@@ -142,8 +142,22 @@ pub fn prepare(source: DataSource, split: SplitSpec) -> Result<Prepared> {
 pub fn prepare_for(ckpt: &Checkpoint, data: &DataArgs) -> Result<Prepared> {
     let own = data.data.is_none() && data.format.is_none();
     let source = data.source(Some(&ckpt.meta.data))?;
-    let split = if own { ckpt.meta.split } else { data.split() };
-    let p = prepare(source, split)?;
+    let recorded = ckpt.meta.split;
+    if !own && data.split() != recorded {
+        let show = |s: SplitSpec| {
+            format!(
+                "--val-size {} --bandit-size {} --split-seed {}",
+                s.val, s.bandit, s.seed
+            )
+        };
+        bail!(
+            "{}: the model was trained with the split `{}`, but this job asks for `{}`; its validation and bandit images could include images the model trained on. Give the recorded split flags (or leave out --data/--format to use the checkpoint's data)",
+            ckpt.dir.display(),
+            show(recorded),
+            show(data.split())
+        );
+    }
+    let p = prepare(source, recorded)?;
     let d = &p.splits.test.data;
     let s = &ckpt.meta.spec;
     if (d.channels, d.height, d.width) != (s.channels, s.height, s.width) {
