@@ -131,6 +131,16 @@ fn train_qat_quantize_and_resume() {
     let text = search(&part, &["--stop-after", "2"]);
     assert!(text.contains("--resume"), "{text}");
     assert_eq!(json(&part.join("state.json"))["step"], 2);
+    // A report of the unfinished run shows the test accuracy as missing, not the validation one.
+    ccq(&["report", part.to_str().unwrap()]);
+    let r = json(&part.join("report.json"));
+    assert!(
+        r["results"][0]["test_top1"].is_null(),
+        "{}",
+        r["results"][0]
+    );
+    let page = std::fs::read_to_string(part.join("report.html")).unwrap();
+    assert!(page.contains("no test top-1 yet") && page.contains("missing"));
     ccq(&[
         "quantize",
         "--resume",

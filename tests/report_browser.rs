@@ -21,8 +21,8 @@ fn result(method: &str, budget: f64, compression: f64, top1: f64, bits: &[u32]) 
         compression,
         avg_bits: 32.0 / compression,
         bops: 1_000_000,
-        test_top1: top1,
-        loss_points: 100.0 * (0.915 - top1),
+        test_top1: Some(top1),
+        loss_points: Some(100.0 * (0.915 - top1)),
         seconds: 10.0,
         note: None,
     }
@@ -48,7 +48,7 @@ fn report_renders_in_chromium() {
             "stage2.conv".into(),
             "fc".into(),
         ],
-        fp_test: 0.915,
+        fp_test: Some(0.915),
         ft_epochs: 2,
         results: vec![
             result("ccq", 8.0, 8.1, 0.905, &[6, 4, 4, 4]),

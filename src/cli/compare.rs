@@ -135,8 +135,8 @@ impl Ctx<'_> {
             compression: cost.compression,
             avg_bits: cost.avg_bits,
             bops: cost.bops,
-            test_top1: test.top1,
-            loss_points: 100.0 * (self.fp_test - test.top1),
+            test_top1: Some(test.top1),
+            loss_points: Some(100.0 * (self.fp_test - test.top1)),
             seconds: extra_seconds + start.elapsed().as_secs_f64(),
             note: None,
         };
@@ -144,8 +144,8 @@ impl Ctx<'_> {
             "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s",
             r.method,
             r.compression,
-            100.0 * r.test_top1,
-            -r.loss_points,
+            100.0 * test.top1,
+            100.0 * (test.top1 - self.fp_test),
             r.seconds
         ));
         Ok(r)
@@ -162,8 +162,8 @@ fn skipped(method: Method, budget: f64, note: String) -> MethodResult {
         compression: 0.0,
         avg_bits: 0.0,
         bops: 0,
-        test_top1: 0.0,
-        loss_points: 0.0,
+        test_top1: None,
+        loss_points: None,
         seconds: 0.0,
         note: Some(note),
     }
@@ -226,7 +226,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             ),
             model: ck.meta.spec.kind.name().into(),
             layers: names.clone(),
-            fp_test,
+            fp_test: Some(fp_test),
             ft_epochs: a.ft_epochs,
             results: vec![],
             ccq_steps: vec![],
@@ -449,13 +449,14 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             );
         } else {
             println!(
-                "{:<14} {:>6}x {:>9} {:>10.2}x {:>8.2}% {:>+10.2} {:>9.0}",
+                "{:<14} {:>6}x {:>9} {:>10.2}x {:>9} {:>10} {:>9.0}",
                 r.method,
                 r.budget,
                 r.size_bytes,
                 r.compression,
-                100.0 * r.test_top1,
-                -r.loss_points,
+                ccq::report::pct(r.test_top1),
+                r.loss_points
+                    .map_or("missing".into(), |l| format!("{:+.2}", -l)),
                 r.seconds
             );
         }
@@ -481,8 +482,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let fp_test = checkpoint::load_meta(&state.source)
         .ok()
         .and_then(|(_, m)| m.test)
-        .map(|t| t.top1)
-        .unwrap_or(state.fp_val);
+        .map(|t| t.top1);
     let budget = match state.config.target {
         Some(Target::Compression(r)) => r,
         _ => cost.compression,
@@ -501,17 +501,25 @@ pub fn report(a: ReportArgs) -> Result<()> {
             compression: cost.compression,
             avg_bits: cost.avg_bits,
             bops: cost.bops,
-            test_top1: test.unwrap_or(state.val),
-            loss_points: 100.0 * (fp_test - test.unwrap_or(state.val)),
+            test_top1: test,
+            loss_points: test.zip(fp_test).map(|(t, f)| 100.0 * (f - t)),
             seconds: state.seconds,
             note: None,
         }],
         ccq_steps: state.steps.clone(),
         notes: vec![match &state.finished {
-            Some(f) => format!("finished: {f}; accuracy is test top-1 of the final model"),
+            Some(f) if test.is_some() => {
+                format!("finished: {f}; accuracy is test top-1 of the final model")
+            }
+            Some(f) => format!(
+                "finished: {f}, but {} is missing or unreadable: no test top-1 (validation top-1 {:.2}%)",
+                search::POLICY,
+                100.0 * state.val
+            ),
             None => format!(
-                "in progress after step {}; accuracy is the current validation top-1",
-                state.step
+                "in progress after step {}: no test top-1 yet (current validation top-1 {:.2}%)",
+                state.step,
+                100.0 * state.val
             ),
         }],
     };

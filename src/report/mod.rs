@@ -26,10 +26,11 @@ pub struct MethodResult {
     pub avg_bits: f64,
     /// BOPs per image.
     pub bops: u64,
-    /// Test top-1 after the shared fine-tuning budget.
-    pub test_top1: f64,
-    /// Points lost against the FP model.
-    pub loss_points: f64,
+    /// Test top-1 after the shared fine-tuning budget (None: not measured, e.g. a run that has
+    /// not finished).
+    pub test_top1: Option<f64>,
+    /// Points lost against the FP model (None when either test top-1 is missing).
+    pub loss_points: Option<f64>,
     /// Wall time (allocation + fine-tuning).
     pub seconds: f64,
     /// Anything to know (e.g. budget not reachable).
@@ -45,8 +46,8 @@ pub struct Report {
     pub model: String,
     /// Layer names.
     pub layers: Vec<String>,
-    /// Full-precision test top-1.
-    pub fp_test: f64,
+    /// Full-precision test top-1 (None: not recorded).
+    pub fp_test: Option<f64>,
     /// Fine-tuning epochs each method got after allocation.
     pub ft_epochs: usize,
     /// Results.
@@ -55,6 +56,11 @@ pub struct Report {
     pub ccq_steps: Vec<StepRecord>,
     /// Free-form notes shown under the title.
     pub notes: Vec<String>,
+}
+
+/// A fraction as a percentage, or "missing".
+pub fn pct(v: Option<f64>) -> String {
+    v.map_or("missing".into(), |v| format!("{:.2}%", 100.0 * v))
 }
 
 fn bits_str(b: u32) -> String {
@@ -80,10 +86,10 @@ pub fn html(r: &Report) -> String {
 body{{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}} table{{border-collapse:collapse;margin:12px 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
 .chart{{display:block;margin:16px 0}} .note{{color:#555}}</style></head><body><h1>{t}</h1>
-<p>model <b>{m}</b>, full-precision test top-1 <b>{fp:.2}%</b>{e}.</p>"#,
+<p>model <b>{m}</b>, full-precision test top-1 <b>{fp}</b>{e}.</p>"#,
         t = esc(&r.title),
         m = esc(&r.model),
-        fp = 100.0 * r.fp_test,
+        fp = pct(r.fp_test),
         e = if r.ft_epochs > 0 {
             format!(
                 "; each method fine-tuned {} epoch(s) after allocation",
@@ -106,7 +112,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
                 .results
                 .iter()
                 .filter(|x| &x.method == m && !x.bits.is_empty())
-                .map(|x| (x.compression, 100.0 * x.test_top1))
+                .filter_map(|x| Some((x.compression, 100.0 * x.test_top1?)))
                 .collect(),
         })
         .filter(|s| !s.points.is_empty())
@@ -118,7 +124,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         "compression (FP32 bits / quantized bits)",
         "test top-1 (%)",
         &series,
-        Some((100.0 * r.fp_test, "FP32")),
+        r.fp_test.map(|f| (100.0 * f, "FP32")),
     ));
     let mut budgets: Vec<f64> = r.results.iter().map(|x| x.budget).collect();
     budgets.sort_by(|a, b| a.total_cmp(b));
@@ -233,15 +239,16 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         } else {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}x</td><td>{}</td><td>{:.2}x</td><td>{:.2}</td><td>{:.3e}</td><td>{:.2}%</td><td>{:+.2}</td><td>{:.0}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}x</td><td>{}</td><td>{:.2}x</td><td>{:.2}</td><td>{:.3e}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
                 esc(&x.method),
                 x.budget,
                 x.size_bytes,
                 x.compression,
                 x.avg_bits,
                 x.bops as f64,
-                100.0 * x.test_top1,
-                -x.loss_points,
+                pct(x.test_top1),
+                x.loss_points
+                    .map_or("missing".into(), |l| format!("{:+.2}", -l)),
                 x.seconds,
                 policy.join(" ")
             );
@@ -266,7 +273,7 @@ mod tests {
             title: "t".into(),
             model: "convnet".into(),
             layers: vec!["a".into(), "b".into()],
-            fp_test: 0.9,
+            fp_test: Some(0.9),
             ft_epochs: 1,
             results: vec![MethodResult {
                 method: "ccq".into(),
@@ -276,8 +283,8 @@ mod tests {
                 compression: 8.1,
                 avg_bits: 3.5,
                 bops: 100,
-                test_top1: 0.89,
-                loss_points: 1.0,
+                test_top1: Some(0.89),
+                loss_points: Some(1.0),
                 seconds: 3.0,
                 note: None,
             }],
