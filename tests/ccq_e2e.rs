@@ -184,6 +184,36 @@ fn train_qat_quantize_and_resume() {
         "-q",
     ]);
     assert!(text.contains("FP32 test top-1"), "{text}");
+    // Continuing it with other settings is refused, naming them.
+    let e = ccq_fails(&[
+        "compare",
+        fp.to_str().unwrap(),
+        "--target-compression",
+        "5,7",
+        "--ft-epochs",
+        "2",
+        "--ft-min-epochs",
+        "1",
+        "--ft-max-epochs",
+        "1",
+        "--init-epochs",
+        "0",
+        "--hessian-images",
+        "64",
+        "--hessian-samples",
+        "2",
+        "--out",
+        cmp.to_str().unwrap(),
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
+    ]);
+    assert!(
+        e.contains("--ft-epochs") && !e.contains("--hessian-images"),
+        "{e}"
+    );
     let report = json(&cmp.join("report.json"));
     let results = report["results"].as_array().unwrap();
     for m in ["ccq", "hawq", "uniform", "uniform-ends8", "random"] {

@@ -177,6 +177,78 @@ fn save_report(dir: &Path, r: &Report) -> Result<()> {
     write_atomic(&dir.join("report.html"), html(r).as_bytes())
 }
 
+/// Settings file of a comparison: what its results depend on (budgets and methods may grow).
+const SETTINGS: &str = "compare.json";
+
+/// The settings a comparison's results depend on, keyed by the flag that sets them.
+fn compare_settings(
+    a: &CompareArgs,
+    ck: &checkpoint::Checkpoint,
+    cfg: &ccq::search::ccq::SearchConfig,
+    p: &Prepared,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "checkpoint": ck.dir,
+        "--ft-epochs": a.ft_epochs,
+        "--ft-lr": a.ft_lr,
+        "--hessian-images": a.hessian_images,
+        "--hessian-samples": a.hessian_samples,
+        "--data/--format": p.source,
+        "search": serde_json::to_value(cfg)?,
+    }))
+}
+
+/// Dotted paths where `old` and `new` differ.
+fn differences(prefix: &str, old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    match (old, new) {
+        (serde_json::Value::Object(o), serde_json::Value::Object(n)) => {
+            let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    differences(&path, o.get(k).unwrap_or(&null), n.get(k).unwrap_or(&null))
+                })
+                .collect()
+        }
+        _ if old == new => Vec::new(),
+        _ => vec![prefix.to_string()],
+    }
+}
+
+/// Refuses to continue a comparison in `out` made with other settings; records them otherwise.
+fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
+    let path = out.join(SETTINGS);
+    let started =
+        out.join("report.json").is_file() || out.join("ccq").join(search::STATE).is_file();
+    if started {
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: holds a comparison without its recorded settings ({SETTINGS}); choose another --out",
+                out.display()
+            )
+        })?;
+        let old: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: corrupt settings", path.display()))?;
+        let diff = differences("", &old, &settings);
+        if !diff.is_empty() {
+            bail!(
+                "{}: this comparison was made with other settings ({}); repeat its flags to continue it, or choose another --out",
+                out.display(),
+                diff.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    write_atomic(&path, serde_json::to_string_pretty(&settings)?.as_bytes())
+}
+
 /// Runs `ccq compare`.
 pub fn compare(a: CompareArgs) -> Result<()> {
     a.common.apply()?;
@@ -210,6 +282,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         Some("fp test"),
     )
     .top1;
+    check_settings(&a.out, compare_settings(&a, &ck, &cfg0, &p)?)?;
     let report_path = a.out.join("report.json");
     let mut report: Report = match std::fs::read_to_string(&report_path) {
         Ok(t) => serde_json::from_str(&t).with_context(|| {
