@@ -158,58 +158,37 @@ fn train_qat_quantize_and_resume() {
 
     // Side-by-side comparison at two budgets, every method, then the single-run report.
     let cmp = t.path().join("compare");
-    let text = ccq(&[
-        "compare",
-        fp.to_str().unwrap(),
-        "--target-compression",
-        "5,7",
-        "--ft-epochs",
-        "1",
-        "--ft-min-epochs",
-        "1",
-        "--ft-max-epochs",
-        "1",
-        "--init-epochs",
-        "0",
-        "--hessian-images",
-        "64",
-        "--hessian-samples",
-        "2",
-        "--out",
-        cmp.to_str().unwrap(),
-        "--batch-size",
-        "32",
-        "--threads",
-        "1",
-        "-q",
-    ]);
+    let compare_args = |ft_epochs: &'static str| {
+        vec![
+            "compare",
+            fp.to_str().unwrap(),
+            "--target-compression",
+            "5,7",
+            "--ft-epochs",
+            ft_epochs,
+            "--ft-min-epochs",
+            "1",
+            "--ft-max-epochs",
+            "1",
+            "--init-epochs",
+            "0",
+            "--hessian-images",
+            "64",
+            "--hessian-samples",
+            "2",
+            "--out",
+            cmp.to_str().unwrap(),
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "-q",
+        ]
+    };
+    let text = ccq(&compare_args("1"));
     assert!(text.contains("FP32 test top-1"), "{text}");
     // Continuing it with other settings is refused, naming them.
-    let e = ccq_fails(&[
-        "compare",
-        fp.to_str().unwrap(),
-        "--target-compression",
-        "5,7",
-        "--ft-epochs",
-        "2",
-        "--ft-min-epochs",
-        "1",
-        "--ft-max-epochs",
-        "1",
-        "--init-epochs",
-        "0",
-        "--hessian-images",
-        "64",
-        "--hessian-samples",
-        "2",
-        "--out",
-        cmp.to_str().unwrap(),
-        "--batch-size",
-        "32",
-        "--threads",
-        "1",
-        "-q",
-    ]);
+    let e = ccq_fails(&compare_args("2"));
     assert!(
         e.contains("--ft-epochs") && !e.contains("--hessian-images"),
         "{e}"

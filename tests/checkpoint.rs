@@ -24,13 +24,13 @@ fn round_trip_gives_identical_outputs() {
         width: 12,
         classes: 3,
     };
-    let model = build(&spec, devices.train).unwrap();
+    let model = build(&spec, devices.device).unwrap();
     let scheme = QuantScheme {
         weight: WeightQuantizer::LsqChannel,
         act: ActQuantizer::Pact,
     };
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 4, a: 3 });
-    let x = Tensor::randn([4, 1, 12, 12], (Kind::Float, devices.eval));
+    let x = Tensor::randn([4, 1, 12, 12], (Kind::Float, devices.device));
     calibrate(&model.net, &policy, scheme, std::slice::from_ref(&x));
     let norm = Normalization {
         mean: vec![0.5],
@@ -47,7 +47,7 @@ fn round_trip_gives_identical_outputs() {
     checkpoint::save(t.path(), &model, &meta).unwrap();
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let before = to_f32(&model.net.forward(&x, &ctx));
-    let back = checkpoint::load(&t.path().join(checkpoint::WEIGHTS), devices.train).unwrap();
+    let back = checkpoint::load(&t.path().join(checkpoint::WEIGHTS), devices.device).unwrap();
     assert_eq!(back.meta.policy.as_ref().unwrap(), &policy);
     assert_eq!(back.meta.scheme, scheme);
     let after = to_f32(&back.model.net.forward(&x, &ctx));
@@ -66,7 +66,7 @@ fn round_trip_gives_identical_outputs() {
     // A checkpoint whose metadata names another architecture is refused.
     let mut other = meta.clone();
     other.spec.kind = ModelKind::Convnet;
-    let other_model = build(&other.spec, devices.train).unwrap();
+    let other_model = build(&other.spec, devices.device).unwrap();
     other.layers = other_model.layer_names();
     std::fs::write(
         t.path().join(checkpoint::META),
@@ -75,7 +75,7 @@ fn round_trip_gives_identical_outputs() {
     .unwrap();
     let e = format!(
         "{:#}",
-        checkpoint::load(t.path(), devices.train).err().unwrap()
+        checkpoint::load(t.path(), devices.device).err().unwrap()
     );
     assert!(e.contains("do not match"), "{e}");
 
@@ -90,7 +90,7 @@ fn round_trip_gives_identical_outputs() {
     let load_err = || {
         format!(
             "{:#}",
-            checkpoint::load(t.path(), devices.train).err().unwrap()
+            checkpoint::load(t.path(), devices.device).err().unwrap()
         )
     };
     let mut bad = meta.clone();
@@ -114,8 +114,8 @@ fn round_trip_gives_identical_outputs() {
     std::fs::write(t.path().join(checkpoint::META), "{").unwrap();
     let e = format!(
         "{:#}",
-        checkpoint::load(t.path(), devices.train).err().unwrap()
+        checkpoint::load(t.path(), devices.device).err().unwrap()
     );
     assert!(e.contains("corrupt checkpoint metadata"), "{e}");
-    assert!(checkpoint::load(&t.path().join("nope"), devices.train).is_err());
+    assert!(checkpoint::load(&t.path().join("nope"), devices.device).is_err());
 }

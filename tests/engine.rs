@@ -52,7 +52,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
         width: 16,
         classes: 5,
     };
-    let model = build(&spec, devices.train).unwrap();
+    let model = build(&spec, devices.device).unwrap();
     let norm = Normalization {
         mean: vec![0.3],
         std: vec![0.25],
@@ -138,7 +138,7 @@ fn format_errors() {
         width: 12,
         classes: 3,
     };
-    let model = build(&spec, devices.train).unwrap();
+    let model = build(&spec, devices.device).unwrap();
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 3, a: 3 });
     let norm = Normalization {
         mean: vec![0.5],

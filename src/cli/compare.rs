@@ -253,7 +253,7 @@ fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
 pub fn compare(a: CompareArgs) -> Result<()> {
     a.common.apply()?;
     let devices = a.common.devices()?;
-    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
+    let ck = checkpoint::load(&a.checkpoint, devices.device)?;
     if ck.meta.policy.is_some() {
         bail!(
             "{}: compare starts from a full-precision checkpoint",
@@ -360,7 +360,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 let (model, state) = if run.join(search::STATE).is_file() {
                     let state = search::load_state(&run)?;
                     (
-                        checkpoint::load(&run.join(&state.checkpoint), devices.train)?.model,
+                        checkpoint::load(&run.join(&state.checkpoint), devices.device)?.model,
                         state,
                     )
                 } else {
@@ -388,7 +388,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                         continue;
                     }
                     let dir = milestone_dir(&run, b);
-                    let kept = checkpoint::load(&dir, devices.train)
+                    let kept = checkpoint::load(&dir, devices.device)
                         .with_context(|| format!("CCQ never reached {b}x"))?;
                     let policy = kept
                         .meta
@@ -458,7 +458,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                             a.hessian_images,
                             a.hessian_samples,
                             &mut StdRng::seed_from_u64(a.common.seed),
-                        );
+                        )?;
                         progress::println(format!(
                             "Hessian traces: {}",
                             names

@@ -202,7 +202,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         width: d.width,
         classes: d.classes.len(),
     };
-    let mut model = build(&spec, devices.train)?;
+    let mut model = build(&spec, devices.device)?;
     let norm = Normalization::from_subset(&p.splits.train);
     let mut meta = CheckpointMeta::new(
         &model,
@@ -214,7 +214,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let mut start_epoch = 0;
     if a.resume && a.out.join(checkpoint::META).is_file() {
-        let ck = checkpoint::load(&a.out, devices.train)?;
+        let ck = checkpoint::load(&a.out, devices.device)?;
         if ck.meta.spec != spec || ck.meta.policy.is_some() {
             bail!(
                 "--resume: {} holds a different model or a quantized one",
@@ -289,7 +289,7 @@ pub fn calibration_batches(
     (0..n)
         .map(|b| {
             let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
-            make_batch(&p.splits.train, &order, norm, None, devices.eval).images
+            make_batch(&p.splits.train, &order, norm, None, devices.device).images
         })
         .filter(|t| t.size()[0] > 0)
         .collect()
@@ -299,7 +299,7 @@ pub fn calibration_batches(
 pub fn qat(a: QatArgs) -> Result<()> {
     a.common.apply()?;
     let devices = a.common.devices()?;
-    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
+    let ck = checkpoint::load(&a.checkpoint, devices.device)?;
     let p = prepare_for(&ck, &a.data)?;
     let augment = a.data.augment(&p.source)?;
     let names = ck.model.layer_names();
@@ -392,7 +392,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
 pub fn eval(a: EvalArgs) -> Result<()> {
     a.common.apply()?;
     let devices = a.common.devices()?;
-    let ck = checkpoint::load(&a.checkpoint, devices.train)?;
+    let ck = checkpoint::load(&a.checkpoint, devices.device)?;
     let p = prepare_for(&ck, &a.data)?;
     let policy = ck
         .meta

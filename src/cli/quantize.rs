@@ -226,7 +226,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let start = Instant::now();
     let (run, state, ck) = if let Some(run) = &a.resume {
         let state = search::load_state(run)?;
-        let ck = checkpoint::load(&run.join(&state.checkpoint), devices.train)?;
+        let ck = checkpoint::load(&run.join(&state.checkpoint), devices.device)?;
         progress::println(format!(
             "resuming {} after step {}",
             run.display(),
@@ -266,7 +266,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                 fp
             }
         };
-        let ck = checkpoint::load(&fp, devices.train)?;
+        let ck = checkpoint::load(&fp, devices.device)?;
         if ck.meta.policy.is_some() {
             bail!(
                 "{}: CCQ starts from a full-precision checkpoint, this one is already quantized",

@@ -127,7 +127,7 @@ pub fn hessian_traces(
     images: usize,
     samples: usize,
     rng: &mut impl Rng,
-) -> Vec<f64> {
+) -> Result<Vec<f64>> {
     let order: Vec<usize> = (0..images.min(data.len())).collect();
     let batch = make_batch(data, &order, norm, None, model.net.device());
     let float = Policy::float(&model.layer_names());
@@ -135,7 +135,15 @@ pub fn hessian_traces(
     let loss = cross_entropy(&model.net.forward(&batch.images, &ctx), &batch.labels);
     let weights = model.net.weights();
     let hvp = Hvp::new(&loss, &weights);
-    hutchinson(&hvp, samples, rng)
+    let traces = hutchinson(&hvp, samples, rng);
+    if let Some(l) = traces.iter().position(|t| !t.is_finite()) {
+        bail!(
+            "the Hessian trace of layer `{}` is not finite ({}): the FP model or its data hold non-finite values",
+            model.layers[l].name,
+            traces[l]
+        );
+    }
+    Ok(traces)
 }
 
 /// HAWQ-style allocation: sensitivity `Ω_l(b) = (tr_l / n_l)·‖Q_b(W_l) − W_l‖²`, minimised

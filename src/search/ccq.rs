@@ -260,6 +260,10 @@ pub fn score_trials(
     let device = model.net.device();
     let rescale = scheme != QuantScheme::default();
     let ctx = QuantCtx::new(scheme, &current.bits);
+    let stages: Vec<usize> = contenders
+        .iter()
+        .map(|c| c.map_or(0, |(layer, _)| model.net.stage_of(layer)))
+        .collect();
     let hits: Vec<tch::Tensor> = contenders
         .iter()
         .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
@@ -267,14 +271,13 @@ pub fn score_trials(
     tch::no_grad(|| {
         for (_, batch) in in_order(data, norm, batch_size, device) {
             let (inputs, _) = model.net.stage_inputs(&batch.images, &ctx);
-            for (c, hit) in contenders.iter().zip(&hits) {
+            for ((c, hit), &stage) in contenders.iter().zip(&hits).zip(&stages) {
                 let Some((layer, trial)) = c else { continue };
                 let saved = rescale.then(|| {
                     let s = saved_steps(model, *layer);
                     rescale_steps(&model.net, *layer, current.bits[*layer], trial.bits[*layer]);
                     s
                 });
-                let stage = model.net.stage_of(*layer);
                 let tctx = QuantCtx::new(scheme, &trial.bits);
                 let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
                 let (top1, _) = correct(&logits, &batch.labels);
@@ -375,10 +378,13 @@ enum Collaboration {
     Diverged(String),
 }
 
-/// Fine-tunes every layer together under `policy`. A diverged fine-tuning starts again from the
-/// starting weights at half the learning rate, up to `retries` times.
+/// Fine-tunes every layer together under `policy`. A diverged fine-tuning starts again from
+/// `start` (the step's starting state, needed when retries are on) at half the learning rate, up
+/// to `retries` times.
+#[allow(clippy::too_many_arguments)]
 fn collaborate(
     model: Model,
+    start: Option<&Model>,
     policy: &Policy,
     cfg: &SearchConfig,
     env: &SearchEnv,
@@ -390,7 +396,6 @@ fn collaborate(
         Some((s, f)) if s == step => f,
         _ => 1.0,
     };
-    let start = (ft.retries > 0).then(|| model.clone());
     let mut model = model;
     for attempt in 0..=ft.retries {
         match finetune(model, policy, cfg, env, step, pre_val, scale) {
@@ -409,7 +414,7 @@ fn collaborate(
                     "step {step}: fine-tuning diverged ({d}); retrying from the step's start at half the learning rate"
                 ));
                 scale /= 2.0;
-                model = start.as_ref().expect("kept when retrying").clone();
+                model = start.expect("kept when retrying").clone();
             }
         }
     }
@@ -674,22 +679,24 @@ pub fn run(
             .lower(arm, &state.policy)
             .context("chosen arm cannot be lowered")?;
         let after = lowered.bits[arm.layer];
-        let snapshot = (cfg.finetune.retries > 0).then(|| model.clone());
+        let steps_before = saved_steps(&model, arm.layer);
         rescale_steps(&model.net, arm.layer, before, after);
+        let start = (cfg.finetune.retries > 0).then(|| model.clone());
         let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
         // 5. Collaboration: all layers fine-tune together.
         let (lowered, after, epochs, val_after, refused) =
-            match collaborate(model, &lowered, &cfg, env, t, state.val)? {
+            match collaborate(model, start.as_ref(), &lowered, &cfg, env, t, state.val)? {
                 Collaboration::Done(m, epochs, val) => {
                     model = *m;
                     (lowered, after, epochs, val, None)
                 }
                 Collaboration::Diverged(why) => {
                     // Back to the weights and policy before the step; the arm sits out.
-                    let Some(s) = snapshot else {
+                    let Some(s) = start else {
                         bail!("step {t}: {why} (no retries with --ft-retries 0)");
                     };
                     model = s;
+                    restore_steps(&model, arm.layer, &steps_before);
                     state.refused.push(chosen);
                     progress::println(format!(
                         "step {t}: lowering {} refused: {why}",

@@ -60,7 +60,9 @@ impl FlatSgd {
                     g.flatten(0, -1)
                 } else {
                     self.zeros[i]
-                        .get_or_insert_with(|| Tensor::zeros([p.numel() as i64], p.kind_device()))
+                        .get_or_insert_with(|| {
+                            Tensor::zeros([p.numel() as i64], (p.kind(), p.device()))
+                        })
                         .shallow_clone()
                 }
             })
@@ -104,16 +106,6 @@ impl FlatSgd {
             };
             let _ = flat.g_sub_(&(step * lr));
         });
-    }
-}
-
-trait KindDevice {
-    fn kind_device(&self) -> (Kind, tch::Device);
-}
-
-impl KindDevice for Tensor {
-    fn kind_device(&self) -> (Kind, tch::Device) {
-        (self.kind(), self.device())
     }
 }
 

@@ -11,13 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// The device a job trains and evaluates on.
+/// The device a job trains and evaluates on, seeded.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Devices {
-    /// Training device.
-    pub train: Device,
-    /// Inference device (the same as `train`).
-    pub eval: Device,
+    /// Where tensors live.
+    pub device: Device,
 }
 
 impl Devices {
@@ -28,16 +26,13 @@ impl Devices {
 
     /// Train and evaluate on `device`.
     pub fn on(device: Device) -> Self {
-        Devices {
-            train: device,
-            eval: device,
-        }
+        Devices { device }
     }
 
     /// Seeds libtorch's generators (weight initialisation) on every device.
     pub fn seed(&self, seed: u64) {
         tch::manual_seed(seed as i64);
-        if self.train.is_cuda() {
+        if self.device.is_cuda() {
             tch::Cuda::manual_seed_all(seed);
         }
     }
