@@ -72,7 +72,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let scale = 2f64.powi(-(WIDE_FRAC as i32));
     for img in imgs.chunks(len) {
-        let regs = engine.run_traced(img);
+        let regs = engine.run_traced(img).unwrap();
         let float = float_probes(&model, &ctx, to_input(img));
         assert_eq!(float.len(), probes.len());
         for ((name, reg), f) in probes.iter().zip(&float) {

@@ -113,7 +113,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
         );
     }
     let start = Instant::now();
-    let logits = engine.logits(&data.test.pixels);
+    let logits = engine.logits(&data.test.pixels)?;
     let secs = start.elapsed().as_secs_f64();
     let preds: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
     let correct = preds

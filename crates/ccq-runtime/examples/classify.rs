@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     // PGM/PPM pixels are interleaved (HWC); the engine takes planes (CHW).
     let at = |k: usize| hwc[(k % (h * w)) * c + k / (h * w)];
     let chw: Vec<u8> = (0..c * h * w).map(at).collect();
-    let logits = Engine::new(model)?.logits(&chw).remove(0);
+    let logits = Engine::new(model)?.logits(&chw)?.remove(0);
     let best = (0..logits.len()).fold(0, |b, k| if logits[k] > logits[b] { k } else { b });
     println!("class {best}; logits {logits:?}");
     Ok(())

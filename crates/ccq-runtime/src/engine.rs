@@ -8,7 +8,8 @@
 //! Images run in parallel (rayon); the inner products are contiguous `i16` dot products that the
 //! compiler vectorises (SIMD multiply-add).
 
-use super::format::{IntKind, IntModel, Op, Term, WIDE_FRAC};
+use super::format::{IntModel, Op, Term, WIDE_FRAC};
+use super::validate::Shape;
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
@@ -31,9 +32,6 @@ struct PreparedLayer {
     first: bool,
 }
 
-/// A shape `[c, h, w]`.
-type Shape = [usize; 3];
-
 /// A model ready to run.
 pub struct Engine {
     /// The model.
@@ -42,22 +40,25 @@ pub struct Engine {
     shapes: Vec<Shape>,
 }
 
+/// Wide registers saturate at ±2^62 (±2.7·10^11 in real units), far beyond any activation of a
+/// trained network; with at most 16 terms of < 2^127/32 each the affine sum cannot overflow i128.
+const WIDE_LIMIT: i64 = 1 << 62;
+
+/// `round(v / 2^s)`, saturated to the i64 range.
 fn round_shift(v: i128, s: u32) -> i64 {
-    ((v + (1i128 << (s - 1))) >> s) as i64
+    (v.saturating_add(1i128 << (s - 1)) >> s).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 impl Engine {
     /// Prepares the fixed-point constants and checks the graph's shapes.
     pub fn new(model: IntModel) -> Result<Self> {
+        let shapes = model.validate()?;
         let wide = 2f64.powi(WIDE_FRAC as i32);
         let one = 2f64.powi(SHIFT as i32);
         let mut layers = Vec::new();
         for (li, l) in model.layers.iter().enumerate() {
-            let w: Vec<i16> = l
-                .weights()
-                .iter()
-                .map(|&v| v.clamp(i16::MIN as i32, i16::MAX as i32) as i16)
-                .collect();
+            // Validation bounds every integer weight to the i16 range.
+            let w: Vec<i16> = l.weights().iter().map(|&v| v as i16).collect();
             let k = w.len() / l.out_ch.max(1);
             let first = li == 0;
             let s_in = if first {
@@ -94,82 +95,6 @@ impl Engine {
                 first,
             });
         }
-        let i = &model.input;
-        let mut shapes: Vec<Shape> = vec![[i.channels, i.height, i.width]];
-        for (oi, op) in model.ops.iter().enumerate() {
-            let s = match op {
-                Op::Conv { layer, src } => {
-                    let l = &model.layers[*layer];
-                    let [c, h, w] = shapes[*src];
-                    if l.kind != IntKind::Conv
-                        || c != l.in_ch
-                        || h + 2 * l.padding < l.kernel
-                        || w + 2 * l.padding < l.kernel
-                    {
-                        bail!(
-                            "op {oi}: conv `{}` does not fit its input {c}×{h}×{w}",
-                            l.name
-                        );
-                    }
-                    [
-                        l.out_ch,
-                        (h + 2 * l.padding - l.kernel) / l.stride + 1,
-                        (w + 2 * l.padding - l.kernel) / l.stride + 1,
-                    ]
-                }
-                Op::Linear { layer, src } => {
-                    let l = &model.layers[*layer];
-                    let [c, h, w] = shapes[*src];
-                    if l.kind != IntKind::Linear || c * h * w != l.in_ch {
-                        bail!(
-                            "op {oi}: linear `{}` expects {} inputs, gets {}",
-                            l.name,
-                            l.in_ch,
-                            c * h * w
-                        );
-                    }
-                    [l.out_ch, 1, 1]
-                }
-                Op::Affine { terms, .. } => {
-                    let regs: Vec<usize> = terms
-                        .iter()
-                        .map(|t| match t {
-                            Term::Acc { reg, .. } | Term::Wide { reg } => *reg,
-                        })
-                        .collect();
-                    let s = shapes[regs[0]];
-                    if regs.iter().any(|r| shapes[*r] != s) {
-                        bail!("op {oi}: affine terms have different shapes");
-                    }
-                    s
-                }
-                Op::MaxPool {
-                    src,
-                    kernel,
-                    stride,
-                    padding,
-                } => {
-                    let [c, h, w] = shapes[*src];
-                    if *stride == 0 || h + 2 * padding < *kernel {
-                        bail!("op {oi}: bad pooling window");
-                    }
-                    [
-                        c,
-                        (h + 2 * padding - kernel) / stride + 1,
-                        (w + 2 * padding - kernel) / stride + 1,
-                    ]
-                }
-                Op::GlobalAvgPool { src } => [shapes[*src][0], 1, 1],
-            };
-            shapes.push(s);
-        }
-        if shapes.last() != Some(&[i.classes, 1, 1]) {
-            bail!(
-                "the graph ends in {:?}, not {} logits",
-                shapes.last(),
-                i.classes
-            );
-        }
         Ok(Engine {
             model,
             layers,
@@ -204,8 +129,23 @@ impl Engine {
             .collect()
     }
 
-    /// Runs one image; returns every register (register 0 is the input).
-    pub fn run_traced(&self, pixels: &[u8]) -> Vec<Vec<i64>> {
+    /// Runs one image (raw `u8`, CHW); returns every register (register 0 is the input).
+    pub fn run_traced(&self, pixels: &[u8]) -> Result<Vec<Vec<i64>>> {
+        let i = &self.model.input;
+        if pixels.len() != i.channels * i.height * i.width {
+            bail!(
+                "{} pixel values for one {}×{}×{} image",
+                pixels.len(),
+                i.channels,
+                i.height,
+                i.width
+            );
+        }
+        Ok(self.run(pixels))
+    }
+
+    /// [`Engine::run_traced`] on an image of the right size.
+    fn run(&self, pixels: &[u8]) -> Vec<Vec<i64>> {
         let mut regs: Vec<Vec<i64>> = Vec::with_capacity(self.model.ops.len() + 1);
         regs.push(self.input(pixels));
         for (oi, op) in self.model.ops.iter().enumerate() {
@@ -236,11 +176,14 @@ impl Engine {
                 ),
                 Op::GlobalAvgPool { src } => {
                     let [c, h, w] = self.shapes[*src];
-                    let n = (h * w) as i64;
+                    let n = (h * w) as i128;
                     regs[*src]
                         .chunks_exact(h * w)
                         .take(c)
-                        .map(|ch| (ch.iter().sum::<i64>() * 2 + n).div_euclid(2 * n))
+                        .map(|ch| {
+                            let sum: i128 = ch.iter().map(|&v| v as i128).sum();
+                            (sum * 2 + n).div_euclid(2 * n) as i64
+                        })
                         .collect()
                 }
             };
@@ -323,15 +266,15 @@ impl Engine {
             for i in 0..hw {
                 let mut acc: i128 = 0;
                 for t in terms {
-                    acc += match *t {
+                    acc = acc.saturating_add(match *t {
                         Term::Acc { reg, layer } => {
                             let l = &self.layers[layer];
                             regs[reg][ch * hw + i] as i128 * l.mult[ch] as i128 + l.bias[ch] as i128
                         }
                         Term::Wide { reg } => (regs[reg][ch * hw + i] as i128) << SHIFT,
-                    };
+                    });
                 }
-                let mut v = round_shift(acc, SHIFT);
+                let mut v = round_shift(acc, SHIFT).clamp(-WIDE_LIMIT, WIDE_LIMIT);
                 if relu {
                     v = v.max(0);
                 }
@@ -342,21 +285,30 @@ impl Engine {
     }
 
     /// Logits (real values) of each image of `pixels` (`n` images, raw `u8`, CHW each).
-    pub fn logits(&self, pixels: &[u8]) -> Vec<Vec<f32>> {
+    pub fn logits(&self, pixels: &[u8]) -> Result<Vec<Vec<f32>>> {
         let i = &self.model.input;
         let per = i.channels * i.height * i.width;
+        if pixels.len() % per != 0 {
+            bail!(
+                "{} pixel values are not a whole number of {}×{}×{} images",
+                pixels.len(),
+                i.channels,
+                i.height,
+                i.width
+            );
+        }
         let scale = 2f64.powi(-(WIDE_FRAC as i32));
-        pixels
+        Ok(pixels
             .par_chunks(per)
             .map(|img| {
-                let regs = self.run_traced(img);
+                let regs = self.run(img);
                 regs.last()
                     .expect("at least the input")
                     .iter()
                     .map(|&v| (v as f64 * scale) as f32)
                     .collect()
             })
-            .collect()
+            .collect())
     }
 
     /// Shape of register `r`.

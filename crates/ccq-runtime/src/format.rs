@@ -481,7 +481,7 @@ impl IntModel {
             let tag = r.uv()?;
             let op = match tag {
                 0 | 1 => {
-                    let layer = r.us(layers.len().saturating_sub(1), "layer index")?;
+                    let layer = r.us(1 << 16, "layer index")?;
                     let src = reg(&mut r)?;
                     if tag == 0 {
                         Op::Conv { layer, src }
@@ -497,7 +497,7 @@ impl IntModel {
                         terms.push(match r.uv()? {
                             0 => Term::Acc {
                                 reg: reg(&mut r)?,
-                                layer: r.us(layers.len().saturating_sub(1), "layer index")?,
+                                layer: r.us(1 << 16, "layer index")?,
                             },
                             1 => Term::Wide { reg: reg(&mut r)? },
                             t => bail!("op {oi}: unknown term kind {t}"),
@@ -519,15 +519,20 @@ impl IntModel {
         if r.pos != body.len() {
             bail!("{} trailing bytes after the graph", body.len() - r.pos);
         }
-        if ops.is_empty() {
-            bail!("the graph has no operations");
-        }
-        Ok(IntModel {
+        let model = IntModel {
             name,
             input,
             layers,
             ops,
-        })
+        };
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks everything the engine relies on (see [`crate::validate`]); returns each register's
+    /// shape.
+    pub fn validate(&self) -> Result<Vec<crate::validate::Shape>> {
+        crate::validate::validate(self)
     }
 
     /// Writes the model to `path` atomically.
