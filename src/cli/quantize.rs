@@ -180,7 +180,7 @@ impl SearchFlags {
             Some(p) => StopRule::WithinPoints(p),
             None => StopRule::BestRatio(self.stop_ratio),
         };
-        Ok(SearchConfig {
+        let cfg = SearchConfig {
             lowering: Lowering {
                 ladder,
                 act_ladder,
@@ -215,7 +215,9 @@ impl SearchFlags {
             scheme: self.quant.scheme(),
             seed: common.seed,
             augment,
-        })
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 

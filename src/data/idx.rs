@@ -45,7 +45,12 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, V
         be_u32(bytes, 8) as usize,
         be_u32(bytes, 12) as usize,
     );
-    let want = n * r * c;
+    let Some(want) = n.checked_mul(r).and_then(|v| v.checked_mul(c)) else {
+        bail!(
+            "{}: header declares {n} images of {r}×{c}, more bytes than can be addressed",
+            path.display()
+        );
+    };
     if bytes.len() - 16 < want {
         bail!(
             "{}: truncated: header declares {n} images of {r}×{c} ({want} bytes) but {} bytes follow",

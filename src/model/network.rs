@@ -49,6 +49,37 @@ pub struct ModelSpec {
     pub classes: usize,
 }
 
+impl ModelSpec {
+    /// Checks the input shape and class count are ones the architecture can be built for.
+    pub fn validate(&self) -> Result<()> {
+        if self.channels == 0 || self.classes < 2 || self.channels > 64 || self.classes > 100_000 {
+            bail!(
+                "model needs 1..64 input channels and 2..100000 classes (got {} channels, {} classes)",
+                self.channels,
+                self.classes
+            );
+        }
+        let min_side = match self.kind {
+            ModelKind::Convnet => 8,
+            ModelKind::Resnet18 => 16,
+            _ => 4,
+        };
+        if self.height < min_side
+            || self.width < min_side
+            || self.height > 4096
+            || self.width > 4096
+        {
+            bail!(
+                "{} needs inputs of {min_side}×{min_side} to 4096×4096 (got {}×{})",
+                self.kind.name(),
+                self.height,
+                self.width
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Whether a layer is a convolution or a fully connected layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -517,26 +548,7 @@ pub const CONVNET_WIDTHS: [usize; 3] = [16, 32, 64];
 /// Builds a model for `spec` on `device` (weights freshly initialised from libtorch's generator,
 /// which `tch::manual_seed` seeds).
 pub fn build(spec: &ModelSpec, device: Device) -> Result<Model> {
-    if spec.channels == 0 || spec.classes < 2 {
-        bail!(
-            "model needs at least one input channel and two classes (got {} channels, {} classes)",
-            spec.channels,
-            spec.classes
-        );
-    }
-    let min_side = match spec.kind {
-        ModelKind::Convnet => 8,
-        ModelKind::Resnet18 => 16,
-        _ => 4,
-    };
-    if spec.height < min_side || spec.width < min_side {
-        bail!(
-            "{} needs inputs of at least {min_side}×{min_side} (got {}×{})",
-            spec.kind.name(),
-            spec.height,
-            spec.width
-        );
-    }
+    spec.validate()?;
     let mut b = Builder {
         device,
         c: spec.channels,

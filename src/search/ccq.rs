@@ -155,6 +155,10 @@ pub struct StepRecord {
 /// Resumable state of a search, `state.json` in the run directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SearchState {
+    /// Format version ([`super::validate::STATE_VERSION`]; files from before it was recorded
+    /// read as version 1).
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// Settings.
     pub config: SearchConfig,
     /// Steps finished.
@@ -183,6 +187,10 @@ pub struct SearchState {
     /// Arms (indices into the arm list) whose lowering was refused; they sit out the search.
     #[serde(default)]
     pub refused: Vec<usize>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 /// Exponential weights over the arms, reset every step.
@@ -506,7 +514,14 @@ pub fn load_state(run: &Path) -> Result<SearchState> {
             run.display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{}: corrupt search state", p.display()))
+    parse_state(&text).with_context(|| format!("{}", p.display()))
+}
+
+/// Parses and validates the text of a `state.json`.
+pub fn parse_state(text: &str) -> Result<SearchState> {
+    let state: SearchState = serde_json::from_str(text).context("corrupt search state")?;
+    state.validate().context("invalid search state")?;
+    Ok(state)
 }
 
 /// Starts a search from a full-precision `model`: top-rung quantization, calibration, a brief
@@ -555,6 +570,7 @@ pub fn init(
         cfg.init_epochs
     ));
     let state = SearchState {
+        version: super::validate::STATE_VERSION,
         config: cfg,
         step: 0,
         policy,

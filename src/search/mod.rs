@@ -6,3 +6,4 @@ pub mod baselines;
 pub mod ccq;
 pub mod hessian;
 pub mod target;
+pub mod validate;

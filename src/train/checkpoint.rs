@@ -207,31 +207,33 @@ pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
             dir.display()
         )
     })?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .with_context(|| format!("{}: corrupt checkpoint metadata", meta_path.display()))?;
-    if meta.format != FORMAT {
-        bail!(
-            "{}: format `{}` is not a ccq checkpoint",
-            meta_path.display(),
-            meta.format
-        );
-    }
-    if meta.version != VERSION {
-        bail!(
-            "{}: checkpoint version {} is not supported (this ccq reads version {VERSION})",
-            meta_path.display(),
-            meta.version
-        );
-    }
-    meta.validate()
-        .with_context(|| format!("{}: invalid checkpoint metadata", meta_path.display()))?;
+    let meta =
+        CheckpointMeta::from_json(&text).with_context(|| format!("{}", meta_path.display()))?;
     Ok((dir, meta))
 }
 
 impl CheckpointMeta {
+    /// Parses and validates the text of a `checkpoint.json`.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let meta: CheckpointMeta =
+            serde_json::from_str(text).context("corrupt checkpoint metadata")?;
+        if meta.format != FORMAT {
+            bail!("format `{}` is not a ccq checkpoint", meta.format);
+        }
+        if meta.version != VERSION {
+            bail!(
+                "checkpoint version {} is not supported (this ccq reads version {VERSION})",
+                meta.version
+            );
+        }
+        meta.validate().context("invalid checkpoint metadata")?;
+        Ok(meta)
+    }
+
     /// Checks what later code relies on: bits in range, one normalisation entry per channel
     /// with a finite mean and a positive finite std, a policy as long as the layer table.
     pub fn validate(&self) -> Result<()> {
+        self.spec.validate()?;
         let n = &self.normalization;
         let c = self.spec.channels;
         if n.mean.len() != c || n.std.len() != c {

@@ -192,7 +192,10 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                         out_size(h, l.kernel, l.stride, l.padding),
                         out_size(w, l.kernel, l.stride, l.padding),
                     ) else {
-                        bail!("op {oi}: conv `{}` does not fit its input {c}×{h}×{w}", l.name);
+                        bail!(
+                            "op {oi}: conv `{}` does not fit its input {c}×{h}×{w}",
+                            l.name
+                        );
                     };
                     if c != l.in_ch {
                         bail!(
@@ -201,7 +204,10 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                             l.in_ch
                         );
                     }
-                    elements(&[oh, ow, c, l.kernel, l.kernel], &format!("op {oi} patches"))?;
+                    elements(
+                        &[oh, ow, c, l.kernel, l.kernel],
+                        &format!("op {oi} patches"),
+                    )?;
                     [l.out_ch, oh, ow]
                 } else {
                     if c * h * w != l.in_ch {

@@ -78,7 +78,10 @@ fn valid() -> IntModel {
 /// The load error of `m` (through the file encoding) and of `Engine::new`, which must agree.
 fn refused(m: &IntModel) -> String {
     let direct = format!("{:#}", validate::validate(m).unwrap_err());
-    let engine = format!("{:#}", Engine::new(m.clone()).err().expect("engine refuses"));
+    let engine = format!(
+        "{:#}",
+        Engine::new(m.clone()).err().expect("engine refuses")
+    );
     assert_eq!(direct, engine);
     if (1..=16).contains(&m.layers.iter().map(|l| l.w_bits).min().unwrap_or(1)) {
         let loaded = format!("{:#}", IntModel::from_bytes(&m.to_bytes()).unwrap_err());
@@ -103,7 +106,10 @@ fn valid_graph_loads_and_runs() {
     assert_eq!(logits.len(), 2);
     assert!(logits.iter().flatten().all(|v| v.is_finite()));
     assert!(engine.logits(&pixels[..20]).is_err(), "a partial image");
-    assert!(engine.run_traced(&pixels).is_err(), "two images to run_traced");
+    assert!(
+        engine.run_traced(&pixels).is_err(),
+        "two images to run_traced"
+    );
 }
 
 #[test]
