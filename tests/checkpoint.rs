@@ -119,3 +119,75 @@ fn round_trip_gives_identical_outputs() {
     assert!(e.contains("corrupt checkpoint metadata"), "{e}");
     assert!(checkpoint::load(&t.path().join("nope"), devices.device).is_err());
 }
+
+/// A save interrupted between its two renames (weights, then metadata) is resolved by the
+/// weights' CRC: the staged metadata wins only if the new weights are in place; weights that
+/// match neither are refused.
+#[test]
+fn interrupted_save_is_never_trusted_wrongly() {
+    let t = tempfile::tempdir().unwrap();
+    let devices = Devices::cpu();
+    let spec = ModelSpec {
+        kind: ModelKind::Convnet,
+        channels: 1,
+        height: 8,
+        width: 8,
+        classes: 3,
+    };
+    let save = |dir: &std::path::Path, seed: i64, epochs: usize| {
+        devices.seed(seed as u64);
+        let model = build(&spec, devices.device).unwrap();
+        let mut meta = CheckpointMeta::new(
+            &model,
+            None,
+            QuantScheme::default(),
+            Normalization {
+                mean: vec![0.5],
+                std: vec![0.2],
+            },
+            DataSource::default(),
+            SplitSpec::default(),
+        );
+        meta.epochs = epochs;
+        checkpoint::save(dir, &model, &meta).unwrap();
+    };
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    save(&a, 1, 1);
+    save(&b, 2, 2);
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let next = a.join("checkpoint.json.next");
+
+    // Killed after staging the metadata, before the weights' rename: the old pair stands.
+    std::fs::write(&next, read(&b.join(checkpoint::META))).unwrap();
+    let ck = checkpoint::load(&a, devices.device).unwrap();
+    assert_eq!(ck.meta.epochs, 1);
+    assert!(!next.exists(), "the stale staged metadata is removed");
+
+    // Killed between the weights' rename and the metadata's: the staged metadata is used.
+    std::fs::write(&next, read(&b.join(checkpoint::META))).unwrap();
+    std::fs::write(
+        a.join(checkpoint::WEIGHTS),
+        read(&b.join(checkpoint::WEIGHTS)),
+    )
+    .unwrap();
+    let ck = checkpoint::load(&a, devices.device).unwrap();
+    assert_eq!(ck.meta.epochs, 2);
+    assert!(!next.exists(), "the save is finished");
+    assert_eq!(
+        read(&a.join(checkpoint::META)),
+        read(&b.join(checkpoint::META))
+    );
+
+    // Weights that match no metadata are refused, naming the file.
+    save(&a, 1, 1);
+    std::fs::write(
+        a.join(checkpoint::WEIGHTS),
+        read(&b.join(checkpoint::WEIGHTS)),
+    )
+    .unwrap();
+    let e = format!("{:#}", checkpoint::load(&a, devices.device).err().unwrap());
+    assert!(
+        e.contains("model.safetensors") && e.contains("CRC-32"),
+        "{e}"
+    );
+}

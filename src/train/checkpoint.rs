@@ -62,6 +62,9 @@ pub struct CheckpointMeta {
     pub history: Vec<EpochRecord>,
     /// Checkpoint this one was fine-tuned from, if any.
     pub parent: Option<PathBuf>,
+    /// CRC-32 of the weights file saved with this metadata (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_crc32: Option<u32>,
 }
 
 impl CheckpointMeta {
@@ -89,6 +92,7 @@ impl CheckpointMeta {
             test: None,
             history: Vec::new(),
             parent: None,
+            weights_crc32: None,
         }
     }
 }
@@ -138,12 +142,42 @@ pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
             t.detach().to_device(Device::Cpu).contiguous(),
         ));
     });
-    Tensor::write_safetensors(&named, &tmp)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    let written = Tensor::write_safetensors(&named, &tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))
+        .and_then(|_| file_crc32(&tmp));
+    let crc = match written {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    // Two-phase commit: the new metadata (naming the new weights' CRC) is staged first, then
+    // the weights and the metadata are renamed into place. A kill between the two renames
+    // leaves `checkpoint.json.next`, which `load_meta` resolves by the weights' CRC.
+    let meta = CheckpointMeta {
+        weights_crc32: Some(crc),
+        ..meta.clone()
+    };
+    let next = dir.join(NEXT_META);
+    let staged = write_atomic(&next, serde_json::to_string_pretty(&meta)?.as_bytes());
+    if let Err(e) = staged {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, &weights)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), weights.display()))?;
-    let json = serde_json::to_string_pretty(meta)?;
-    write_atomic(&dir.join(META), json.as_bytes())
+    std::fs::rename(&next, dir.join(META))
+        .with_context(|| format!("cannot rename {} into place", next.display()))
+}
+
+/// Staged metadata of a save in progress (see [`save`]).
+const NEXT_META: &str = "checkpoint.json.next";
+
+/// CRC-32 of a file's bytes.
+fn file_crc32(path: &Path) -> Result<u32> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(crc32fast::hash(&bytes))
 }
 
 /// Reads the tensors of a weights file into `model` (names and shapes must match exactly).
@@ -209,6 +243,22 @@ pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
     })?;
     let meta =
         CheckpointMeta::from_json(&text).with_context(|| format!("{}", meta_path.display()))?;
+    // An interrupted save: its staged metadata is the right one iff the weights are the new ones.
+    let next = dir.join(NEXT_META);
+    if next.is_file() {
+        let staged = std::fs::read_to_string(&next)
+            .ok()
+            .and_then(|t| CheckpointMeta::from_json(&t).ok());
+        if let Some(staged) = staged
+            && staged.weights_crc32.is_some()
+            && staged.weights_crc32 == file_crc32(&dir.join(WEIGHTS)).ok()
+        {
+            // Finish the save when the directory is writable; the choice stands either way.
+            let _ = std::fs::rename(&next, &meta_path);
+            return Ok((dir, staged));
+        }
+        let _ = std::fs::remove_file(&next);
+    }
     Ok((dir, meta))
 }
 
@@ -291,6 +341,15 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
     let weights = dir.join(WEIGHTS);
     if !weights.is_file() {
         bail!("{}: missing {WEIGHTS}", dir.display());
+    }
+    if let Some(want) = meta.weights_crc32 {
+        let got = file_crc32(&weights)?;
+        if got != want {
+            bail!(
+                "{}: CRC-32 {got:08x} differs from the {want:08x} that {META} records; the weights are corrupt or from another save",
+                weights.display()
+            );
+        }
     }
     read_weights(&weights, &model)?;
     Ok(Checkpoint { dir, meta, model })

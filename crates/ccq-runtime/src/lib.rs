@@ -14,10 +14,15 @@ pub use format::IntModel;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename. On failure
+/// `path` is untouched and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        // Disk full, say: leave no partial file behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }

@@ -264,3 +264,15 @@ fn oversized_registers() {
     m.input.width = 1 << 16;
     expect(m, "larger than");
 }
+
+/// The fuzzer's small `.ccq` seed is this file's valid graph (`CCQ_WRITE_SEEDS=1` rewrites it).
+#[test]
+fn tiny_fuzz_seed_is_current() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/ccq/tiny.ccq");
+    let bytes = valid().to_bytes();
+    if std::env::var_os("CCQ_WRITE_SEEDS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "{}", path.display());
+}
