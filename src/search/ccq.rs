@@ -2,8 +2,9 @@
 //! split, then all layers fine-tune together. State is saved after every step; a killed run
 //! resumes from its last finished step and ends with the same policy as an uninterrupted one.
 
-use super::bandit::{LambdaSchedule, memory_prior, mix, normalise, sample, update_weights};
-use super::target::{Arm, ArmKind, Lowering, Target, saving};
+use super::bandit::{LambdaSchedule, normalise, update_weights};
+use super::step::{ArmScorer, Decision, Plan, decide, plan};
+use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::data::{Augment, Normalization, Splits, Subset, in_order};
 use crate::model::{Model, QuantCtx};
 use crate::progress;
@@ -17,8 +18,6 @@ use crate::train::schedule::WarmRestart;
 use crate::train::trainer::correct;
 use crate::train::{Eval, Hyper, eval_policy, sgd, train_epoch};
 use anyhow::{Context, Result, bail};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -191,6 +190,28 @@ pub struct SearchState {
 
 fn first_version() -> u32 {
     1
+}
+
+/// Trial accuracies on the bandit split, the real [`ArmScorer`].
+struct BanditScorer<'a> {
+    model: &'a Model,
+    policy: &'a Policy,
+    scheme: QuantScheme,
+    env: &'a SearchEnv<'a>,
+}
+
+impl ArmScorer for BanditScorer<'_> {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
+        score_trials(
+            self.model,
+            self.policy,
+            contenders,
+            self.scheme,
+            &self.env.splits.bandit,
+            self.env.norm,
+            TRIAL_BATCH,
+        )
+    }
 }
 
 /// Exponential weights over the arms, reset every step.
@@ -607,87 +628,50 @@ pub fn run(
     let mut competition = Competition::new(&vec![true; arms.len()]);
     while state.finished.is_none() {
         let started = Instant::now();
-        let cost = model_cost(&model.layers, &state.policy, scheme_w);
-        // With a target, an arm whose lowering saves nothing in its metric (an activation arm
-        // under a memory target) sits the step out: it could only cost accuracy.
-        // Each arm's trial policy and what it saves in the target's metric, computed once per step.
-        let trials: Vec<Option<(Policy, f64)>> = arms
-            .iter()
-            .map(|&a| {
-                cfg.lowering.lower(a, &state.policy).map(|p| {
-                    let saved = saving(
-                        &model.layers,
-                        &state.policy,
-                        &p,
-                        scheme_w,
-                        cfg.target.as_ref(),
-                    );
-                    (p, saved)
-                })
-            })
-            .collect();
-        let awake: Vec<bool> = trials
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                !state.refused.contains(&i)
-                    && t.as_ref()
-                        .is_some_and(|(_, saved)| cfg.target.is_none() || *saved > 0.0)
-            })
-            .collect();
-        if let Some(t) = &cfg.target
-            && t.met(&cost)
-        {
-            state.finished = Some(format!("target met: {}", t.describe(&cost)));
-            break;
-        }
-        if !awake.iter().any(|&a| a) {
-            state.finished = Some("no layer awake".into());
-            break;
-        }
-        if state.step >= cfg.qsteps {
-            state.finished = Some(format!("reached --qsteps {}", cfg.qsteps));
-            break;
-        }
+        let (trials, awake) = match plan(
+            &cfg,
+            &model.layers,
+            &arms,
+            &state.policy,
+            &state.refused,
+            state.step,
+        ) {
+            Plan::Stop(why) => {
+                state.finished = Some(why);
+                break;
+            }
+            Plan::Compete { trials, awake } => (trials, awake),
+        };
         if env.stop_after.is_some_and(|n| ran >= n) {
             break;
         }
         let t = state.step + 1;
-        competition.reset(&awake);
-        // 1. Competition on the bandit split: each awake arm one rung lower, no training.
-        let contenders: Vec<Option<(usize, &Policy)>> = arms
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                trials[i]
-                    .as_ref()
-                    .filter(|_| awake[i])
-                    .map(|(p, _)| (a.layer, p))
-            })
-            .collect();
-        let savings: Vec<f64> = trials
-            .iter()
-            .zip(&awake)
-            .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
-            .collect();
+        // 1–4. Competition on the bandit split (each awake arm one rung lower, no training),
+        // memory prior, mixing, seeded selection.
         let compete_started = Instant::now();
-        let acc = score_trials(
-            &model,
-            &state.policy,
-            &contenders,
-            cfg.scheme,
-            &env.splits.bandit,
-            env.norm,
-            TRIAL_BATCH,
-        );
+        let mut scorer = BanditScorer {
+            model: &model,
+            policy: &state.policy,
+            scheme: cfg.scheme,
+            env,
+        };
+        let Decision {
+            acc,
+            p,
+            r,
+            lambda,
+            mixed,
+            chosen,
+        } = decide(
+            &cfg,
+            &arms,
+            &trials,
+            &awake,
+            &mut competition,
+            &mut scorer,
+            t,
+        )?;
         let compete_seconds = compete_started.elapsed().as_secs_f64();
-        let p = competition.score(&acc, cfg.eta);
-        // 2–4. Memory prior, mixing, seeded selection.
-        let r = memory_prior(&savings, &awake);
-        let lambda = cfg.lambda.at(t, cfg.qsteps);
-        let mixed = mix(&p, &r, lambda);
-        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1_000_003 * t as u64));
-        let chosen = sample(&mixed, &mut rng).context("no arm has positive probability")?;
         let arm: Arm = arms[chosen];
         let before = state.policy.bits[arm.layer];
         let lowered = cfg

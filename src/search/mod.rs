@@ -5,5 +5,6 @@ pub mod bandit;
 pub mod baselines;
 pub mod ccq;
 pub mod hessian;
+pub mod step;
 pub mod target;
 pub mod validate;

@@ -1,0 +1,138 @@
+//! One step's decisions, apart from training: which arms are awake, whether the search stops,
+//! and which arm the competition picks. The trial accuracies come through [`ArmScorer`], so the
+//! selection can be tested with injected scores.
+
+use super::bandit::{memory_prior, mix, sample};
+use super::ccq::{Competition, SearchConfig};
+use super::target::{Arm, saving};
+use crate::model::LayerInfo;
+use crate::quant::cost::model_cost;
+use crate::quant::policy::Policy;
+use anyhow::{Context, Result};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// Where the competition's trial accuracies come from: the bandit split in a real run.
+pub trait ArmScorer {
+    /// Accuracy of each contender `(layer, trial policy)`; `None` where there is no contender.
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>>;
+}
+
+/// What the next step does.
+pub enum Plan {
+    /// The search is over, for this reason.
+    Stop(String),
+    /// Compete among the awake arms.
+    Compete {
+        /// Each arm's trial policy and what it saves in the target's metric (`None`: at its floor).
+        trials: Vec<Option<(Policy, f64)>>,
+        /// Whether each arm takes part.
+        awake: Vec<bool>,
+    },
+}
+
+/// The plan for the step after `step` finished steps under `policy`. An arm sleeps when it is
+/// at its floor, when its lowering was refused, or (with a target) when lowering it saves
+/// nothing in the target's metric. The search stops once the target is met, no arm is awake, or
+/// `qsteps` steps have run, checked in that order.
+pub fn plan(
+    cfg: &SearchConfig,
+    layers: &[LayerInfo],
+    arms: &[Arm],
+    policy: &Policy,
+    refused: &[usize],
+    step: usize,
+) -> Plan {
+    let scheme = cfg.scheme.weight;
+    let trials: Vec<Option<(Policy, f64)>> = arms
+        .iter()
+        .map(|&a| {
+            cfg.lowering.lower(a, policy).map(|p| {
+                let saved = saving(layers, policy, &p, scheme, cfg.target.as_ref());
+                (p, saved)
+            })
+        })
+        .collect();
+    let awake: Vec<bool> = trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            !refused.contains(&i)
+                && t.as_ref()
+                    .is_some_and(|(_, saved)| cfg.target.is_none() || *saved > 0.0)
+        })
+        .collect();
+    let cost = model_cost(layers, policy, scheme);
+    if let Some(t) = &cfg.target
+        && t.met(&cost)
+    {
+        return Plan::Stop(format!("target met: {}", t.describe(&cost)));
+    }
+    if !awake.iter().any(|&a| a) {
+        return Plan::Stop("no layer awake".into());
+    }
+    if step >= cfg.qsteps {
+        return Plan::Stop(format!("reached --qsteps {}", cfg.qsteps));
+    }
+    Plan::Compete { trials, awake }
+}
+
+/// The competition's outcome for one step.
+pub struct Decision {
+    /// Trial accuracy per arm (`None`: asleep).
+    pub acc: Vec<Option<f64>>,
+    /// Inter-layer probabilities from the exponential weights.
+    pub p: Vec<f64>,
+    /// Memory prior.
+    pub r: Vec<f64>,
+    /// λ_t.
+    pub lambda: f64,
+    /// Mixed distribution `(1 − λ)·p + λ·r`.
+    pub mixed: Vec<f64>,
+    /// Index of the chosen arm, drawn from `mixed` with the step's seeded generator.
+    pub chosen: usize,
+}
+
+/// Runs step `t`'s competition: scores the awake arms, updates the weights (after resetting
+/// them), mixes in the memory prior and draws an arm.
+pub fn decide(
+    cfg: &SearchConfig,
+    arms: &[Arm],
+    trials: &[Option<(Policy, f64)>],
+    awake: &[bool],
+    competition: &mut Competition,
+    scorer: &mut dyn ArmScorer,
+    t: usize,
+) -> Result<Decision> {
+    competition.reset(awake);
+    let contenders: Vec<Option<(usize, &Policy)>> = arms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            trials[i]
+                .as_ref()
+                .filter(|_| awake[i])
+                .map(|(p, _)| (a.layer, p))
+        })
+        .collect();
+    let savings: Vec<f64> = trials
+        .iter()
+        .zip(awake)
+        .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
+        .collect();
+    let acc = scorer.score(&contenders);
+    let p = competition.score(&acc, cfg.eta);
+    let r = memory_prior(&savings, awake);
+    let lambda = cfg.lambda.at(t, cfg.qsteps);
+    let mixed = mix(&p, &r, lambda);
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1_000_003 * t as u64));
+    let chosen = sample(&mixed, &mut rng).context("no arm has positive probability")?;
+    Ok(Decision {
+        acc,
+        p,
+        r,
+        lambda,
+        mixed,
+        chosen,
+    })
+}

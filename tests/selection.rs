@@ -1,0 +1,216 @@
+//! The CCQ loop's decisions with injected arm scores: the chosen arms follow the mixed
+//! distribution `(1 − λ)·P + λ·r`, sleeping arms are never chosen, and the search stops on the
+//! right step.
+
+use ccq::model::{LayerInfo, ModelKind, ModelSpec, build};
+use ccq::quant::cost::model_cost;
+use ccq::quant::policy::{Ladder, Policy};
+use ccq::quant::quantizer::QuantScheme;
+use ccq::search::bandit::LambdaSchedule;
+use ccq::search::ccq::{Competition, Finetune, SearchConfig, StopRule};
+use ccq::search::step::{ArmScorer, Plan, decide, plan};
+use ccq::search::target::{Lowering, Target};
+use ccq::train::Hyper;
+use ccq::train::schedule::WarmRestart;
+
+fn layers(kind: ModelKind) -> Vec<LayerInfo> {
+    let spec = ModelSpec {
+        kind,
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
+    build(&spec, tch::Device::Cpu).unwrap().layers
+}
+
+fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
+    SearchConfig {
+        lowering: Lowering {
+            ladder: Ladder::default(),
+            act_ladder: Ladder::default(),
+            tied: true,
+            floor: 2,
+        },
+        eta,
+        lambda: LambdaSchedule::default(),
+        qsteps,
+        target,
+        finetune: Finetune {
+            schedule: WarmRestart {
+                lr_min: 1e-3,
+                lr_max: 1e-2,
+                const_epochs: 1,
+                cosine_epochs: 1,
+            },
+            min_epochs: 1,
+            max_epochs: 1,
+            stop: StopRule::BestRatio(0.99),
+            epoch_samples: None,
+            retries: 2,
+            debug_lr_scale: None,
+        },
+        init_epochs: 0,
+        final_epochs: 0,
+        hyper: Hyper {
+            batch_size: 32,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        },
+        scheme: QuantScheme::default(),
+        seed: 7,
+        augment: None,
+    }
+}
+
+/// Fixed accuracy per layer; checks it is asked about exactly the awake arms.
+struct Injected {
+    acc: Vec<f64>,
+    expect_awake: Option<Vec<bool>>,
+}
+
+impl ArmScorer for Injected {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
+        if let Some(awake) = &self.expect_awake {
+            let asked: Vec<bool> = contenders.iter().map(Option::is_some).collect();
+            assert_eq!(&asked, awake, "only awake arms compete");
+        }
+        contenders
+            .iter()
+            .map(|c| c.map(|(layer, _)| self.acc[layer]))
+            .collect()
+    }
+}
+
+#[test]
+fn chosen_arms_follow_the_mixed_distribution() {
+    let layers = layers(ModelKind::Convnet);
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let n = names.len();
+    let draws = 6000;
+    let cfg = config(4.0, draws, Some(Target::Compression(30.0)));
+    let arms = cfg.lowering.arms(n);
+    let mut policy = cfg.lowering.start(&names);
+    // Arm 3 sits at the floor (nothing to lower), arm 1's lowering was refused.
+    policy.bits[3].w = 2;
+    policy.bits[3].a = 2;
+    let refused = [1usize];
+    let Plan::Compete { trials, awake } = plan(&cfg, &layers, &arms, &policy, &refused, 0) else {
+        panic!("the search should go on");
+    };
+    assert_eq!(awake, vec![true, false, true, false]);
+    let mut scorer = Injected {
+        acc: vec![0.9, 0.8, 0.6, 0.7],
+        expect_awake: Some(awake.clone()),
+    };
+    let mut competition = Competition::new(&awake);
+    let mut counts = vec![0usize; n];
+    let mut expected = vec![0.0f64; n];
+    for t in 1..=draws {
+        let d = decide(
+            &cfg,
+            &arms,
+            &trials,
+            &awake,
+            &mut competition,
+            &mut scorer,
+            t,
+        )
+        .unwrap();
+        // The distribution itself, recomputed from the method's formulas.
+        let w: Vec<f64> = (0..n)
+            .map(|i| {
+                if awake[i] {
+                    (cfg.eta * scorer.acc[i]).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let saved: Vec<f64> = (0..n)
+            .map(|i| match &trials[i] {
+                Some((_, s)) if awake[i] => *s,
+                _ => 0.0,
+            })
+            .collect();
+        let (ws, ss): (f64, f64) = (w.iter().sum(), saved.iter().sum());
+        let lambda = cfg.lambda.at(t, cfg.qsteps);
+        assert_eq!(d.lambda, lambda);
+        for i in 0..n {
+            let want = (1.0 - lambda) * w[i] / ws + lambda * saved[i] / ss;
+            assert!((d.mixed[i] - want).abs() < 1e-12, "t {t} arm {i}");
+            expected[i] += d.mixed[i];
+        }
+        assert!(awake[d.chosen], "t {t}: a sleeping arm was chosen");
+        counts[d.chosen] += 1;
+    }
+    assert_eq!(counts[1] + counts[3], 0, "sleeping arms are never chosen");
+    for i in [0, 2] {
+        let e = expected[i];
+        let sd = (e * (1.0 - e / draws as f64)).sqrt();
+        assert!(
+            (counts[i] as f64 - e).abs() < 4.0 * sd,
+            "arm {i}: chosen {} times, expected {e:.1} ± {sd:.1}",
+            counts[i]
+        );
+    }
+    // The better-scoring arm wins more often on λ = 0 steps; the larger one on the prior.
+    assert!(counts[0] > counts[2], "{counts:?}");
+}
+
+/// Runs the loop's decisions with no training: returns each step's compression and why it ended.
+fn simulate(cfg: &SearchConfig, layers: &[LayerInfo]) -> (Vec<f64>, String) {
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let arms = cfg.lowering.arms(names.len());
+    let mut policy = cfg.lowering.start(&names);
+    let mut scorer = Injected {
+        acc: (0..names.len()).map(|i| 0.9 - 0.01 * i as f64).collect(),
+        expect_awake: None,
+    };
+    let mut competition = Competition::new(&vec![true; arms.len()]);
+    let mut ratios = Vec::new();
+    for step in 0.. {
+        match plan(cfg, layers, &arms, &policy, &[], step) {
+            Plan::Stop(why) => return (ratios, why),
+            Plan::Compete { trials, awake } => {
+                let d = decide(
+                    cfg,
+                    &arms,
+                    &trials,
+                    &awake,
+                    &mut competition,
+                    &mut scorer,
+                    step + 1,
+                )
+                .unwrap();
+                policy = trials[d.chosen].clone().unwrap().0;
+                ratios.push(model_cost(layers, &policy, cfg.scheme.weight).compression);
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn the_search_stops_on_the_right_step() {
+    let layers = layers(ModelKind::Resnet20);
+    // A target: the first step that meets it is the last.
+    let (ratios, why) = simulate(&config(1.0, 500, Some(Target::Compression(6.0))), &layers);
+    assert!(why.starts_with("target met"), "{why}");
+    let last = *ratios.last().unwrap();
+    assert!(last >= 6.0, "{ratios:?}");
+    assert!(
+        ratios[..ratios.len() - 1].iter().all(|&r| r < 6.0),
+        "it stops on the first step that meets the target: {ratios:?}"
+    );
+    // The step budget.
+    let (ratios, why) = simulate(&config(1.0, 3, Some(Target::Compression(6.0))), &layers);
+    assert_eq!((ratios.len(), why.as_str()), (3, "reached --qsteps 3"));
+    // No target: it runs until every layer sits at the floor.
+    let cfg = config(1.0, 500, None);
+    let (ratios, why) = simulate(&cfg, &layers);
+    assert_eq!(why, "no layer awake");
+    let steps_to_floor = cfg.lowering.arms(layers.len()).len() * 4; // 8 → 6 → 4 → 3 → 2
+    assert_eq!(ratios.len(), steps_to_floor);
+    assert!((ratios.last().unwrap() - 16.0).abs() < 0.5, "{ratios:?}");
+}
