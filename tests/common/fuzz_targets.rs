@@ -20,7 +20,7 @@ pub const TARGETS: [(&str, fn(&[u8]) -> bool); 7] = [
     ("policy", policy_json),
     ("checkpoint", checkpoint_json),
     ("state", state_json),
-    ("ccq", ccq_model),
+    ("ccq_file", ccq_model),
 ];
 
 /// idx3 images and idx1 labels. Returns whether either parsed.

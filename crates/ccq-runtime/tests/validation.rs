@@ -269,7 +269,7 @@ fn oversized_registers() {
 #[test]
 fn tiny_fuzz_seed_is_current() {
     let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/ccq/tiny.ccq");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/ccq_file/tiny.ccq");
     let bytes = valid().to_bytes();
     if std::env::var_os("CCQ_WRITE_SEEDS").is_some() {
         std::fs::write(&path, &bytes).unwrap();

@@ -1,4 +1,4 @@
-//! AFL target `ccq` (see tests/common/fuzz_targets.rs).
+//! AFL target `ccq_file` (see tests/common/fuzz_targets.rs).
 #[path = "../../../tests/common/fuzz_targets.rs"]
 #[allow(dead_code)]
 mod targets;
@@ -6,7 +6,7 @@ mod targets;
 fn main() {
     let f = targets::TARGETS
         .iter()
-        .find(|(name, _)| *name == "ccq")
+        .find(|(name, _)| *name == "ccq_file")
         .expect("target")
         .1;
     afl::fuzz!(|data: &[u8]| {
