@@ -17,6 +17,8 @@ fi
 scripts/setup-torch.sh >/dev/null
 (cd fuzz && cargo afl build --release -q)
 targets=(idx cifar image policy checkpoint state ccq_file)
+# The parsers live in the ccq crate, which links libtorch.
+export LD_LIBRARY_PATH="$(readlink -f .libtorch)/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 run() {
   local t=$1

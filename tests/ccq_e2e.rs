@@ -114,16 +114,25 @@ fn train_qat_quantize_and_resume() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(steps.len(), 4);
+    let ladder = [8, 6, 4, 3, 2];
+    let mut last = 0.0;
     for s in &steps {
         let arms = s["arms"].as_array().unwrap();
         let total: f64 = arms.iter().map(|a| a["P"].as_f64().unwrap()).sum();
         assert!((total - 1.0).abs() < 1e-9, "P sums to 1");
-        assert!(s["compression"].as_f64().unwrap() > 4.0);
+        let chosen = arms.iter().find(|a| a["layer"] == s["chosen"]).unwrap();
+        assert!(chosen["P"].as_f64().unwrap() > 0.0, "the chosen arm was awake");
+        // One rung down the ladder (tied: weights and, past the first layer, activations).
+        let (before, after) = (&s["bits_before"], &s["bits_after"]);
+        let rung = ladder.iter().position(|&b| b == before["w"]).unwrap();
+        assert_eq!(after["w"], ladder[rung + 1], "{s}");
+        // Every lowering saves bits: compression strictly increases.
+        let c = s["compression"].as_f64().unwrap();
+        assert!(c > last, "step {}: {c} after {last}", s["step"]);
+        last = c;
     }
     let policy = json(&full.join("policy.json"));
-    assert!(
-        policy["cost"]["compression"].as_f64().unwrap() > steps[0]["compression"].as_f64().unwrap()
-    );
+    assert_eq!(policy["cost"]["compression"].as_f64().unwrap(), last);
     assert!(full.join("final/model.safetensors").is_file());
 
     // Same run, killed after two steps, then resumed.

@@ -62,9 +62,16 @@ impl<'a> QuantCtx<'a> {
         }
     }
 
-    /// Bits of layer `index` (float if the policy is shorter, which only happens for float runs).
+    /// Bits of layer `index`. A policy names every layer (float ones as `"w": 32`): policies are
+    /// checked against the model's layer table when read, so a shorter one is a bug, not input.
     pub fn bits(&self, index: usize) -> LayerBits {
-        self.bits.get(index).copied().unwrap_or(LayerBits::FLOAT)
+        match self.bits.get(index) {
+            Some(b) => *b,
+            None => panic!(
+                "the policy has {} entries but layer {index} exists; a layer is never silently float",
+                self.bits.len()
+            ),
+        }
     }
 }
 

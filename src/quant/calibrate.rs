@@ -49,7 +49,7 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
     });
     let samples = observer.samples.into_inner();
     net.for_each_quant(&mut |index, q, w| {
-        let bits = policy.bits.get(index).copied().unwrap_or(LayerBits::FLOAT);
+        let bits = policy.bits[index];
         let clip = samples
             .get(&index)
             .map(|s| percentile(s.clone(), 0.999))

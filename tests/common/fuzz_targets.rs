@@ -82,7 +82,7 @@ pub fn ccq_model(data: &[u8]) -> bool {
         .map(|l| l.in_ch * l.out_ch * l.kernel * l.kernel)
         .sum();
     let engine = Engine::new(model).expect("a loaded model is valid");
-    if per <= 4096 && macs <= 1 << 16 {
+    if per <= 1024 && macs <= 1 << 12 {
         let pixels: Vec<u8> = (0..per).map(|j| (j * 97 % 256) as u8).collect();
         let regs = engine.run_traced(&pixels).expect("one image");
         assert!(!regs.is_empty());
