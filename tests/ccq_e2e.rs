@@ -121,7 +121,10 @@ fn train_qat_quantize_and_resume() {
         let total: f64 = arms.iter().map(|a| a["P"].as_f64().unwrap()).sum();
         assert!((total - 1.0).abs() < 1e-9, "P sums to 1");
         let chosen = arms.iter().find(|a| a["layer"] == s["chosen"]).unwrap();
-        assert!(chosen["P"].as_f64().unwrap() > 0.0, "the chosen arm was awake");
+        assert!(
+            chosen["P"].as_f64().unwrap() > 0.0,
+            "the chosen arm was awake"
+        );
         // One rung down the ladder (tied: weights and, past the first layer, activations).
         let (before, after) = (&s["bits_before"], &s["bits_after"]);
         let rung = ladder.iter().position(|&b| b == before["w"]).unwrap();

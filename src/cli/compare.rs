@@ -108,6 +108,7 @@ impl Ctx<'_> {
             hyper: self.a.common.hyper(1e-4),
             augment: self.a.data.augment(&self.p.source)?,
             seed: self.a.common.seed,
+            stop_after: None,
         };
         let model = fit(
             model,
@@ -116,7 +117,8 @@ impl Ctx<'_> {
             &self.p.splits,
             self.norm,
             &plan,
-            &mut |_, _| Ok(()),
+            None,
+            &mut |_, _, _| Ok(()),
         )?;
         let test: Eval = eval_policy(
             &model,

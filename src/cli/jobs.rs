@@ -36,6 +36,9 @@ pub struct TrainArgs {
     /// Continue an interrupted run in --out from its last finished epoch.
     #[arg(long)]
     pub resume: bool,
+    /// Stop this invocation after N epochs (continue later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -213,6 +216,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         a.data.split(),
     );
     let mut start_epoch = 0;
+    let mut momentum = None;
     if a.resume && a.out.join(checkpoint::META).is_file() {
         let ck = checkpoint::load(&a.out, devices.device)?;
         if ck.meta.spec != spec || ck.meta.policy.is_some() {
@@ -228,6 +232,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         ));
         meta = ck.meta;
         model = ck.model;
+        momentum = ck.momentum;
     }
     let policy = Policy::float(&model.layer_names());
     let plan = FitPlan {
@@ -238,6 +243,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         hyper: a.common.hyper(5e-4),
         augment,
         seed: a.common.seed,
+        stop_after: a.stop_after,
     };
     progress::println(format!(
         "training {} ({} weights) for {} epochs",
@@ -254,8 +260,18 @@ pub fn train(a: TrainArgs) -> Result<()> {
         &p.splits,
         &norm,
         &plan,
-        &mut |m, rec| meta.record_epoch(&out, m, rec),
+        momentum,
+        &mut |m, mom, rec| meta.record_epoch(&out, m, mom, rec),
     )?;
+    if meta.epochs < a.epochs {
+        println!(
+            "stopped after epoch {} of {}; continue with the same command and --resume ({})",
+            meta.epochs,
+            a.epochs,
+            a.out.display()
+        );
+        return Ok(());
+    }
     let test = eval_policy(
         &model,
         &policy,
@@ -358,6 +374,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
         hyper: a.common.hyper(1e-4),
         augment,
         seed: a.common.seed,
+        stop_after: None,
     };
     let start = Instant::now();
     let out = a.out.clone();
@@ -368,7 +385,8 @@ pub fn qat(a: QatArgs) -> Result<()> {
         &p.splits,
         &norm,
         &plan,
-        &mut |m, rec| meta.record_epoch(&out, m, rec),
+        None,
+        &mut |m, mom, rec| meta.record_epoch(&out, m, mom, rec),
     )?;
     let test = eval_policy(&model, &policy, scheme, &p.splits.test, &norm, Some("test"));
     meta.test = Some(test);

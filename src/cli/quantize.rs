@@ -260,6 +260,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                     lr: a.fp_lr,
                     out: fp.clone(),
                     resume: true,
+                    stop_after: None,
                     common: CommonArgs {
                         threads: None,
                         ..a.common.clone()

@@ -132,3 +132,29 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Dataset> {
         classes: (0..classes.max(2)).map(|c| c.to_string()).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_sizes_cannot_wrap() {
+        let mut b = vec![0, 0, 8, 3];
+        for d in [u32::MAX, u32::MAX, 0x1000_0001] {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend_from_slice(&[0; 64]);
+        let e = format!("{:#}", parse_images(&b, Path::new("x.idx")).unwrap_err());
+        assert!(
+            e.contains("x.idx") && e.contains("more bytes than can be addressed"),
+            "{e}"
+        );
+        // Sizes that multiply without overflow but exceed the file: truncated.
+        let mut b = vec![0, 0, 8, 3];
+        for d in [1000u32, 28, 28] {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        let e = format!("{:#}", parse_images(&b, Path::new("x.idx")).unwrap_err());
+        assert!(e.contains("truncated"), "{e}");
+    }
+}

@@ -783,6 +783,7 @@ pub fn run(
                 hyper: cfg.hyper,
                 augment: cfg.augment,
                 seed: cfg.seed ^ 0xF1A1,
+                stop_after: None,
             };
             let mut val = state.val;
             model = fit(
@@ -792,7 +793,8 @@ pub fn run(
                 env.splits,
                 env.norm,
                 &plan,
-                &mut |_, rec| {
+                None,
+                &mut |_, _, rec| {
                     val = rec.val.top1;
                     Ok(())
                 },

@@ -142,6 +142,55 @@ impl SearchState {
 #[cfg(test)]
 mod tests {
     use super::plain_name;
+    use crate::search::ccq::parse_state;
+
+    /// A real `state.json` (the fuzzer's seed), edited one field at a time.
+    fn edited(f: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value =
+            serde_json::from_str(include_str!("../../fuzz/seeds/state/state.json")).unwrap();
+        f(&mut v);
+        match parse_state(&v.to_string()) {
+            Ok(_) => "accepted".into(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn state_json_is_validated() {
+        assert_eq!(edited(|_| {}), "accepted");
+        assert_eq!(
+            edited(|v| {
+                v.as_object_mut().unwrap().remove("version");
+            }),
+            "accepted",
+            "files from before the version field read as version 1"
+        );
+        let cases: [(&str, Box<dyn FnOnce(&mut serde_json::Value)>); 7] = [
+            ("version 2", Box::new(|v| v["version"] = 2.into())),
+            (
+                "inside the run directory",
+                Box::new(|v| v["checkpoint"] = "../../etc".into()),
+            ),
+            (
+                "inside the run directory",
+                Box::new(|v| v["checkpoint"] = "/tmp/x".into()),
+            ),
+            (
+                "weight bits 9",
+                Box::new(|v| v["policy"]["bits"][1]["w"] = 9.into()),
+            ),
+            ("step records", Box::new(|v| v["step"] = 7.into())),
+            ("val = 3", Box::new(|v| v["val"] = 3.0.into())),
+            (
+                "batch size",
+                Box::new(|v| v["config"]["hyper"]["batch_size"] = 0.into()),
+            ),
+        ];
+        for (needle, f) in cases {
+            let e = edited(f);
+            assert!(e.contains(needle), "`{e}` should mention `{needle}`");
+        }
+    }
 
     #[test]
     fn checkpoint_names_stay_inside_the_run() {

@@ -109,12 +109,19 @@ impl CheckpointMeta {
         }
     }
 
-    /// Records a finished epoch and saves the checkpoint (what a resumable job does every epoch).
-    pub fn record_epoch(&mut self, dir: &Path, model: &Model, rec: &EpochRecord) -> Result<()> {
+    /// Records a finished epoch and saves the checkpoint with the optimiser's momentum (what a
+    /// resumable job does every epoch), so that a resumed job continues exactly.
+    pub fn record_epoch(
+        &mut self,
+        dir: &Path,
+        model: &Model,
+        momentum: Option<&Tensor>,
+        rec: &EpochRecord,
+    ) -> Result<()> {
         self.epochs = rec.epoch + 1;
         self.val = Some(rec.val);
         self.history.push(rec.clone());
-        save(dir, model, self)
+        save_with_momentum(dir, model, self, momentum)
     }
 }
 
@@ -126,12 +133,27 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// The model with its weights, on the device it was loaded onto.
     pub model: Model,
+    /// SGD momentum over the flat parameter buffer, saved by an unfinished training job.
+    pub momentum: Option<Tensor>,
 }
+
+/// Name of the momentum buffer inside the weights file of an unfinished training job.
+pub const MOMENTUM: &str = "optim.momentum";
 
 pub use ccq_runtime::{tmp_path, write_atomic};
 
 /// Saves `model` and `meta` into directory `dir` (created if needed).
 pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
+    save_with_momentum(dir, model, meta, None)
+}
+
+/// [`save`], plus the optimiser's momentum buffer (stored as [`MOMENTUM`] in the weights file).
+pub fn save_with_momentum(
+    dir: &Path,
+    model: &Model,
+    meta: &CheckpointMeta,
+    momentum: Option<&Tensor>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let weights = dir.join(WEIGHTS);
     let tmp = tmp_path(&weights);
@@ -142,6 +164,12 @@ pub fn save(dir: &Path, model: &Model, meta: &CheckpointMeta) -> Result<()> {
             t.detach().to_device(Device::Cpu).contiguous(),
         ));
     });
+    if let Some(m) = momentum {
+        named.push((
+            MOMENTUM.into(),
+            m.detach().to_device(Device::Cpu).contiguous(),
+        ));
+    }
     let written = Tensor::write_safetensors(&named, &tmp)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))
         .and_then(|_| file_crc32(&tmp));
@@ -180,12 +208,14 @@ fn file_crc32(path: &Path) -> Result<u32> {
     Ok(crc32fast::hash(&bytes))
 }
 
-/// Reads the tensors of a weights file into `model` (names and shapes must match exactly).
-fn read_weights(weights: &Path, model: &Model) -> Result<()> {
+/// Reads the tensors of a weights file into `model` (names and shapes must match exactly);
+/// returns the momentum buffer if the file holds one.
+fn read_weights(weights: &Path, model: &Model) -> Result<Option<Tensor>> {
     let kind = model.spec.kind.name();
     let read = Tensor::read_safetensors(weights)
         .map_err(|e| anyhow::anyhow!("{}: cannot read weights: {e}", weights.display()))?;
     let mut file: BTreeMap<String, Tensor> = read.into_iter().collect();
+    let momentum = file.remove(MOMENTUM);
     let (mut missing, mut wrong) = (Vec::new(), Vec::new());
     model.net.visit(&mut |name, t, _| match file.remove(name) {
         None => missing.push(name.to_string()),
@@ -214,7 +244,19 @@ fn read_weights(weights: &Path, model: &Model) -> Result<()> {
             weights.display()
         );
     }
-    Ok(())
+    if let Some(m) = &momentum {
+        let ok = m.size() == model.net.flat.size()
+            && m.kind() == model.net.flat.kind()
+            && m.isfinite().all().int64_value(&[]) != 0;
+        if !ok {
+            bail!(
+                "{}: `{MOMENTUM}` is not a finite buffer of the model's {} parameters",
+                weights.display(),
+                model.net.flat.numel()
+            );
+        }
+    }
+    Ok(momentum.map(|m| m.to_device(model.net.flat.device())))
 }
 
 /// The checkpoint directory for a user-given path (the directory itself or its weights file).
@@ -351,6 +393,11 @@ pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
             );
         }
     }
-    read_weights(&weights, &model)?;
-    Ok(Checkpoint { dir, meta, model })
+    let momentum = read_weights(&weights, &model)?;
+    Ok(Checkpoint {
+        dir,
+        meta,
+        model,
+        momentum,
+    })
 }

@@ -2,7 +2,7 @@
 //! per-layer quantization-aware training share it.
 
 use super::checkpoint::EpochRecord;
-use super::optim::{Hyper, sgd};
+use super::optim::{FlatSgd, Hyper};
 use super::schedule::cosine;
 use super::trainer::{evaluate, train_epoch};
 use crate::data::{Augment, Normalization, Splits};
@@ -31,6 +31,8 @@ pub struct FitPlan {
     pub augment: Option<Augment>,
     /// Seed of the shuffling (each epoch derives its own).
     pub seed: u64,
+    /// Stop this call after this many epochs (the job stays resumable); `None`: run to the end.
+    pub stop_after: Option<usize>,
 }
 
 /// RNG of epoch `epoch` of a job seeded with `seed`: identical whether or not the job resumed.
@@ -39,7 +41,8 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
 }
 
 /// Trains `model` under `policy` (per-iteration cosine from `lr` to `lr_end` over all epochs),
-/// evaluating on the validation split after each epoch and calling `on_epoch` (e.g. to save).
+/// evaluating on the validation split after each epoch and calling `on_epoch` with the model and
+/// the optimiser's momentum (e.g. to save). `momentum`: the buffer saved by the job being resumed.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     model: Model,
@@ -48,11 +51,15 @@ pub fn fit(
     splits: &Splits,
     norm: &Normalization,
     plan: &FitPlan,
-    on_epoch: &mut dyn FnMut(&Model, &EpochRecord) -> Result<()>,
+    momentum: Option<tch::Tensor>,
+    on_epoch: &mut dyn FnMut(&Model, Option<&tch::Tensor>, &EpochRecord) -> Result<()>,
 ) -> Result<Model> {
     let ctx = QuantCtx::new(scheme, &policy.bits);
-    let mut optim = sgd(&plan.hyper);
-    for epoch in plan.start_epoch..plan.epochs {
+    let mut optim = FlatSgd::resumed(&plan.hyper, momentum);
+    let end = plan
+        .stop_after
+        .map_or(plan.epochs, |n| plan.epochs.min(plan.start_epoch + n));
+    for epoch in plan.start_epoch..end {
         let mut rng = epoch_rng(plan.seed, epoch);
         let total = plan.epochs as f64;
         let lr_at = |t: f64| cosine(plan.lr, plan.lr_end, (epoch as f64 + t) / total);
@@ -83,6 +90,7 @@ pub fn fit(
         ));
         on_epoch(
             &model,
+            optim.momentum(),
             &EpochRecord {
                 epoch,
                 train: stats,

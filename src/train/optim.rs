@@ -40,6 +40,16 @@ pub fn sgd(h: &Hyper) -> FlatSgd {
 }
 
 impl FlatSgd {
+    /// A resumed optimiser: `momentum` is the buffer a checkpoint saved ([`FlatSgd::momentum`]).
+    pub fn resumed(h: &Hyper, momentum: Option<Tensor>) -> FlatSgd {
+        FlatSgd { momentum, ..sgd(h) }
+    }
+
+    /// The momentum buffer over the flat parameters (none before the first step).
+    pub fn momentum(&self) -> Option<&Tensor> {
+        self.momentum.as_ref()
+    }
+
     /// Gradients of `loss` for every parameter of `net` (undefined where a parameter is unused).
     pub fn gradients(net: &Network, loss: &Tensor) -> Vec<Tensor> {
         Tensor::run_backward(&[loss], &net.params, false, false)

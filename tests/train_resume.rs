@@ -1,0 +1,70 @@
+//! `ccq train` stopped after each epoch and resumed ends with exactly the weights and test
+//! accuracy of an uninterrupted run: the checkpoint of an unfinished job carries SGD's momentum.
+
+mod common;
+
+use ccq::train::checkpoint;
+
+#[test]
+fn stopped_and_resumed_training_equals_uninterrupted() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_idx_dataset(&data);
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "convnet",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "idx",
+            "--epochs",
+            "3",
+            "--val-size",
+            "30",
+            "--bandit-size",
+            "30",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        common::ccq(&args)
+    };
+    let plain = t.path().join("plain");
+    train(&plain, &[]);
+    let parts = t.path().join("parts");
+    let text = train(&parts, &["--stop-after", "1"]);
+    assert!(text.contains("stopped after epoch 1 of 3"), "{text}");
+    let ck = checkpoint::load(&parts, tch::Device::Cpu).unwrap();
+    assert_eq!(ck.meta.epochs, 1);
+    assert!(ck.meta.test.is_none(), "no test accuracy before the end");
+    let m = ck.momentum.expect("an unfinished job saves its momentum");
+    assert_eq!(m.size(), ck.model.net.flat.size());
+    train(&parts, &["--resume", "--stop-after", "1"]);
+    train(&parts, &["--resume"]);
+    let read = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert!(
+        read(&plain, checkpoint::WEIGHTS) == read(&parts, checkpoint::WEIGHTS),
+        "the final weights are identical"
+    );
+    let meta = |d: &std::path::Path| checkpoint::load_meta(d).unwrap().1;
+    let (a, b) = (meta(&plain), meta(&parts));
+    assert_eq!(
+        serde_json::to_string(&a.test).unwrap(),
+        serde_json::to_string(&b.test).unwrap()
+    );
+    assert_eq!(a.epochs, 3);
+    assert!(
+        checkpoint::load(&plain, tch::Device::Cpu)
+            .unwrap()
+            .momentum
+            .is_none(),
+        "a finished checkpoint carries no optimiser state"
+    );
+}
