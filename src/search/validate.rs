@@ -165,7 +165,8 @@ mod tests {
             "accepted",
             "files from before the version field read as version 1"
         );
-        let cases: [(&str, Box<dyn FnOnce(&mut serde_json::Value)>); 7] = [
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: [(&str, Edit); 7] = [
             ("version 2", Box::new(|v| v["version"] = 2.into())),
             (
                 "inside the run directory",

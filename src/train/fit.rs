@@ -14,6 +14,9 @@ use anyhow::Result;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+/// Called after each epoch with the model, the optimiser's momentum and the epoch's record.
+pub type OnEpoch<'a> = dyn FnMut(&Model, Option<&tch::Tensor>, &EpochRecord) -> Result<()> + 'a;
+
 /// How to train.
 #[derive(Clone, Debug)]
 pub struct FitPlan {
@@ -52,7 +55,7 @@ pub fn fit(
     norm: &Normalization,
     plan: &FitPlan,
     momentum: Option<tch::Tensor>,
-    on_epoch: &mut dyn FnMut(&Model, Option<&tch::Tensor>, &EpochRecord) -> Result<()>,
+    on_epoch: &mut OnEpoch,
 ) -> Result<Model> {
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let mut optim = FlatSgd::resumed(&plan.hyper, momentum);

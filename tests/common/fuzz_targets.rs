@@ -12,8 +12,11 @@ use std::path::Path;
 /// Names of the ConvNet's layers, for the policy target.
 pub const CONVNET_LAYERS: [&str; 4] = ["stem.conv", "stage1.conv", "stage2.conv", "fc"];
 
+/// A target: parses the bytes, returns whether they were accepted.
+pub type Target = fn(&[u8]) -> bool;
+
 /// Every target, by name.
-pub const TARGETS: [(&str, fn(&[u8]) -> bool); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("idx", idx_file),
     ("cifar", cifar_batch),
     ("image", image_file),

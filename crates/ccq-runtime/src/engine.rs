@@ -288,7 +288,7 @@ impl Engine {
     pub fn logits(&self, pixels: &[u8]) -> Result<Vec<Vec<f32>>> {
         let i = &self.model.input;
         let per = i.channels * i.height * i.width;
-        if pixels.len() % per != 0 {
+        if !pixels.len().is_multiple_of(per) {
             bail!(
                 "{} pixel values are not a whole number of {}×{}×{} images",
                 pixels.len(),
