@@ -214,3 +214,57 @@ fn the_search_stops_on_the_right_step() {
     assert_eq!(ratios.len(), steps_to_floor);
     assert!((ratios.last().unwrap() - 16.0).abs() < 0.5, "{ratios:?}");
 }
+
+/// Scores an arm as unusable (its trial's logits were not finite).
+struct Unusable(usize);
+
+impl ArmScorer for Unusable {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
+        contenders
+            .iter()
+            .map(|c| c.and_then(|(layer, _)| (layer != self.0).then_some(0.5)))
+            .collect()
+    }
+}
+
+#[test]
+fn an_unusable_trial_is_never_chosen() {
+    let layers = layers(ModelKind::Convnet);
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let cfg = config(1.0, 1000, Some(Target::Compression(30.0)));
+    let arms = cfg.lowering.arms(names.len());
+    let policy = cfg.lowering.start(&names);
+    let Plan::Compete { trials, awake } = plan(&cfg, &layers, &arms, &policy, &[], 0) else {
+        panic!("the search should go on");
+    };
+    // fc would otherwise get a share of the memory prior on every λ > 0 step.
+    let fc = names.len() - 1;
+    let mut competition = Competition::new(&awake);
+    for t in 1..=400 {
+        let d = decide(
+            &cfg,
+            &arms,
+            &trials,
+            &awake,
+            &mut competition,
+            &mut Unusable(fc),
+            t,
+        )
+        .unwrap();
+        assert_eq!(d.mixed[fc], 0.0, "t {t}");
+        assert_ne!(d.chosen, fc, "t {t}");
+    }
+    let all = decide(
+        &cfg,
+        &arms,
+        &trials,
+        &awake,
+        &mut competition,
+        &mut Injected {
+            acc: vec![f64::NAN; names.len()],
+            expect_awake: None,
+        },
+        2,
+    );
+    assert!(all.is_err(), "no usable arm is an error, not a pick");
+}

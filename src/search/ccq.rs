@@ -297,10 +297,15 @@ pub fn score_trials(
         .iter()
         .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
         .collect();
+    // Rows of non-finite logits per trial: any makes the trial unusable.
+    let bad: Vec<tch::Tensor> = contenders
+        .iter()
+        .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
+        .collect();
     tch::no_grad(|| {
         for (_, batch) in in_order(data, norm, batch_size, device) {
             let (inputs, _) = model.net.stage_inputs(&batch.images, &ctx);
-            for ((c, hit), &stage) in contenders.iter().zip(&hits).zip(&stages) {
+            for (((c, hit), bad), &stage) in contenders.iter().zip(&hits).zip(&bad).zip(&stages) {
                 let Some((layer, trial)) = c else { continue };
                 let saved = rescale.then(|| {
                     let s = saved_steps(model, *layer);
@@ -311,6 +316,8 @@ pub fn score_trials(
                 let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
                 let (top1, _) = correct(&logits, &batch.labels);
                 let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
+                let nonfinite = logits.isfinite().logical_not().sum(tch::Kind::Int64);
+                let _ = bad.shallow_clone().g_add_(&nonfinite);
                 if let Some(s) = saved {
                     restore_steps(model, *layer, &s);
                 }
@@ -321,7 +328,11 @@ pub fn score_trials(
     contenders
         .iter()
         .zip(&hits)
-        .map(|(c, h)| c.map(|_| h.int64_value(&[]) as f64 / n))
+        .zip(&bad)
+        .map(|((c, h), b)| {
+            c.filter(|_| b.int64_value(&[]) == 0)
+                .map(|_| h.int64_value(&[]) as f64 / n)
+        })
         .collect()
 }
 

@@ -8,13 +8,14 @@ use super::target::{Arm, saving};
 use crate::model::LayerInfo;
 use crate::quant::cost::model_cost;
 use crate::quant::policy::Policy;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// Where the competition's trial accuracies come from: the bandit split in a real run.
 pub trait ArmScorer {
-    /// Accuracy of each contender `(layer, trial policy)`; `None` where there is no contender.
+    /// Accuracy of each contender `(layer, trial policy)`; `None` where there is no contender,
+    /// or where the trial is unusable (its logits were not finite).
     fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>>;
 }
 
@@ -94,7 +95,8 @@ pub struct Decision {
 }
 
 /// Runs step `t`'s competition: scores the awake arms, updates the weights (after resetting
-/// them), mixes in the memory prior and draws an arm.
+/// them), mixes in the memory prior and draws an arm. An awake arm whose trial is unusable (no
+/// score) sits this step out entirely: zero weight and no share of the prior.
 pub fn decide(
     cfg: &SearchConfig,
     arms: &[Arm],
@@ -115,14 +117,27 @@ pub fn decide(
                 .map(|(p, _)| (a.layer, p))
         })
         .collect();
+    let acc = scorer.score(&contenders);
+    let usable: Vec<bool> = awake
+        .iter()
+        .zip(&acc)
+        .map(|(&w, a)| w && a.is_some_and(f64::is_finite))
+        .collect();
+    if !usable.iter().any(|&u| u) {
+        bail!("step {t}: every awake arm's trial gave non-finite logits; the model has diverged");
+    }
+    let acc: Vec<Option<f64>> = acc
+        .into_iter()
+        .zip(&usable)
+        .map(|(a, &u)| a.filter(|_| u))
+        .collect();
     let savings: Vec<f64> = trials
         .iter()
-        .zip(awake)
+        .zip(&usable)
         .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
         .collect();
-    let acc = scorer.score(&contenders);
     let p = competition.score(&acc, cfg.eta);
-    let r = memory_prior(&savings, awake);
+    let r = memory_prior(&savings, &usable);
     let lambda = cfg.lambda.at(t, cfg.qsteps);
     let mixed = mix(&p, &r, lambda);
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1_000_003 * t as u64));
