@@ -43,7 +43,9 @@ while [ ! -f "$run/$done_file" ]; do
   fi
   pid=$!
   if [ "$n" -lt "$kills" ]; then
-    # 0.5 to 4.5 s: start-up is about 1.5 s, a step about 2 s.
+    # quantize: 0.5 to 4.5 s (start-up is about 1.5 s, a step about 2 s); compare: 2 to 30 s
+    # (start-up is longer, and each method's fine-tuning takes about 10 s).
+    if [ "$mode" = compare ]; then sleep $(( 2 + RANDOM % 28 )); fi
     sleep "$(( RANDOM % 40 / 10 )).$(( RANDOM % 10 ))"
     sleep 0.5
     if kill -9 "$pid" 2>/dev/null; then n=$((n + 1)); fi
