@@ -12,9 +12,11 @@ seed=${2:-1}
 mode=${3:-quantize}
 scripts/setup-torch.sh >/dev/null
 cargo build --release -q
-ccq=$PWD/target/release/ccq
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A private copy, so that a rebuild during the soak cannot mix two binaries.
+cp target/release/ccq "$work/ccq"
+ccq=$work/ccq
 "$ccq" train --model convnet --epochs 1 --out "$work/fp" -q --threads 2 >/dev/null
 if [ "$mode" = compare ]; then
   args=(compare "$work/fp" --target-compression 6,8 --methods ccq,hawq,uniform,random

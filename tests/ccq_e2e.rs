@@ -168,6 +168,76 @@ fn train_qat_quantize_and_resume() {
     );
     assert_eq!(resumed["val"], policy["val"], "and the same accuracy");
 
+    // The two variants: what each records, and which fine-tuning epoch each keeps.
+    for (variant, signal) in [("improved", "loss"), ("reference", "top1")] {
+        let run = t.path().join(format!("run-{variant}"));
+        let mut a = vec![
+            "quantize",
+            fp.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--variant",
+            variant,
+            "--qsteps",
+            "2",
+            "--ft-min-epochs",
+            "3",
+            "--ft-max-epochs",
+            "3",
+            "--init-epochs",
+            "0",
+            "--final-epochs",
+            "0",
+            "--lr",
+            "0.05",
+        ];
+        a.extend(["--batch-size", "32", "--threads", "1", "-q"]);
+        ccq(&a);
+        let state = json(&run.join("state.json"));
+        let cfg = &state["config"];
+        assert_eq!(cfg["reward"]["signal"], signal, "{variant}");
+        let improved = variant == "improved";
+        assert_eq!(cfg["eta"], if improved { 2.0 } else { 1.0 });
+        assert_eq!(cfg["finetune"]["keep_best"], improved);
+        let carried = state["log_weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_f64().unwrap() != 0.0);
+        assert_eq!(
+            carried, improved,
+            "log-weights carry over only when improved"
+        );
+        for s in state["steps"].as_array().unwrap() {
+            let vals: Vec<f64> = s["ft_val"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(vals.len(), 3);
+            let kept = s["val_after"].as_f64().unwrap();
+            let want = if improved {
+                vals.iter().copied().fold(0.0, f64::max)
+            } else {
+                vals[2]
+            };
+            assert_eq!(kept, want, "{variant}: {vals:?}");
+            assert!(s["bandit_loss"].as_f64().unwrap().is_finite());
+            for a in s["arms"].as_array().unwrap() {
+                if a["a"].is_null() {
+                    continue;
+                }
+                assert!(a["loss"].as_f64().unwrap() >= 0.0, "{a}");
+                assert!(a["saved"].as_f64().unwrap() > 0.0, "{a}");
+                assert!(a["reward"].is_number(), "{a}");
+                if !improved {
+                    assert_eq!(a["reward"], a["a"], "the reference rewards top-1");
+                }
+            }
+        }
+    }
+
     // Side-by-side comparison at two budgets, every method, then the single-run report.
     let cmp = t.path().join("compare");
     let compare_args = |ft_epochs: &'static str| {

@@ -109,10 +109,27 @@ fn check(scheme: QuantScheme) {
         &norm,
         500,
     );
-    assert!(full[0].unwrap() > 0.5, "the 4-bit model learned: {full:?}");
+    assert!(
+        full.arms[0].unwrap().top1 > 0.5,
+        "the 4-bit model learned: {full:?}"
+    );
+    assert_eq!(
+        full.arms[0],
+        Some(full.current),
+        "a trial of the current policy scores as the current policy"
+    );
     let fast = score_trials(&model, &current, &contenders, scheme, &subset, &norm, 500);
     let naive = score_trials_naive(&model, &current, &contenders, scheme, &subset, &norm);
-    assert_eq!(fast, naive, "{scheme:?}");
+    assert_eq!(fast.current.top1, naive.current.top1);
+    assert!((fast.current.loss - naive.current.loss).abs() < 1e-9);
+    for (f, n) in fast.arms.iter().zip(&naive.arms) {
+        assert_eq!(f.map(|s| s.top1), n.map(|s| s.top1), "{scheme:?}");
+        assert_eq!(f.is_some(), n.is_some());
+        if let (Some(f), Some(n)) = (f, n) {
+            assert!((f.loss - n.loss).abs() < 1e-9, "{scheme:?}: {f:?} vs {n:?}");
+        }
+    }
+    let fast: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.top1)).collect();
     assert_eq!(
         fast.iter().filter(|a| a.is_some()).count(),
         names.len() / 2 + 1

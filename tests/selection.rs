@@ -8,6 +8,7 @@ use ccq::quant::policy::{Ladder, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{Competition, Finetune, SearchConfig, StopRule};
+use ccq::search::reward::{Reward, TrialScore, Trials};
 use ccq::search::step::{ArmScorer, Plan, decide, plan};
 use ccq::search::target::{Lowering, Target};
 use ccq::train::Hyper;
@@ -33,6 +34,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
             floor: 2,
         },
         eta,
+        reward: Reward::reference(),
         lambda: LambdaSchedule::default(),
         qsteps,
         target,
@@ -49,6 +51,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
             epoch_samples: None,
             retries: 2,
             debug_lr_scale: None,
+            keep_best: false,
         },
         init_epochs: 0,
         final_epochs: 0,
@@ -69,16 +72,37 @@ struct Injected {
     expect_awake: Option<Vec<bool>>,
 }
 
+/// Scores with top-1 `acc` and loss `1 − acc`; the current policy scores 1.0 and loss 0.
+fn trials(arms: Vec<Option<f64>>) -> Trials {
+    Trials {
+        current: TrialScore {
+            top1: 1.0,
+            loss: 0.0,
+        },
+        arms: arms
+            .into_iter()
+            .map(|a| {
+                a.map(|a| TrialScore {
+                    top1: a,
+                    loss: 1.0 - a,
+                })
+            })
+            .collect(),
+    }
+}
+
 impl ArmScorer for Injected {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
         if let Some(awake) = &self.expect_awake {
             let asked: Vec<bool> = contenders.iter().map(Option::is_some).collect();
             assert_eq!(&asked, awake, "only awake arms compete");
         }
-        contenders
-            .iter()
-            .map(|c| c.map(|(layer, _)| self.acc[layer]))
-            .collect()
+        trials(
+            contenders
+                .iter()
+                .map(|c| c.map(|(layer, _)| self.acc[layer]))
+                .collect(),
+        )
     }
 }
 
@@ -95,7 +119,12 @@ fn chosen_arms_follow_the_mixed_distribution() {
     policy.bits[3].w = 2;
     policy.bits[3].a = 2;
     let refused = [1usize];
-    let Plan::Compete { trials, awake } = plan(&cfg, &layers, &arms, &policy, &refused, 0) else {
+    let Plan::Compete {
+        trials,
+        awake,
+        total,
+    } = plan(&cfg, &layers, &arms, &policy, &refused, 0)
+    else {
         panic!("the search should go on");
     };
     assert_eq!(awake, vec![true, false, true, false]);
@@ -112,6 +141,7 @@ fn chosen_arms_follow_the_mixed_distribution() {
             &arms,
             &trials,
             &awake,
+            total,
             &mut competition,
             &mut scorer,
             t,
@@ -172,12 +202,17 @@ fn simulate(cfg: &SearchConfig, layers: &[LayerInfo]) -> (Vec<f64>, String) {
     for step in 0.. {
         match plan(cfg, layers, &arms, &policy, &[], step) {
             Plan::Stop(why) => return (ratios, why),
-            Plan::Compete { trials, awake } => {
+            Plan::Compete {
+                trials,
+                awake,
+                total,
+            } => {
                 let d = decide(
                     cfg,
                     &arms,
                     &trials,
                     &awake,
+                    total,
                     &mut competition,
                     &mut scorer,
                     step + 1,
@@ -219,11 +254,13 @@ fn the_search_stops_on_the_right_step() {
 struct Unusable(usize);
 
 impl ArmScorer for Unusable {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
-        contenders
-            .iter()
-            .map(|c| c.and_then(|(layer, _)| (layer != self.0).then_some(0.5)))
-            .collect()
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
+        trials(
+            contenders
+                .iter()
+                .map(|c| c.and_then(|(layer, _)| (layer != self.0).then_some(0.5)))
+                .collect(),
+        )
     }
 }
 
@@ -234,7 +271,12 @@ fn an_unusable_trial_is_never_chosen() {
     let cfg = config(1.0, 1000, Some(Target::Compression(30.0)));
     let arms = cfg.lowering.arms(names.len());
     let policy = cfg.lowering.start(&names);
-    let Plan::Compete { trials, awake } = plan(&cfg, &layers, &arms, &policy, &[], 0) else {
+    let Plan::Compete {
+        trials,
+        awake,
+        total,
+    } = plan(&cfg, &layers, &arms, &policy, &[], 0)
+    else {
         panic!("the search should go on");
     };
     // fc would otherwise get a share of the memory prior on every λ > 0 step.
@@ -246,6 +288,7 @@ fn an_unusable_trial_is_never_chosen() {
             &arms,
             &trials,
             &awake,
+            total,
             &mut competition,
             &mut Unusable(fc),
             t,
@@ -259,6 +302,7 @@ fn an_unusable_trial_is_never_chosen() {
         &arms,
         &trials,
         &awake,
+        total,
         &mut competition,
         &mut Injected {
             acc: vec![f64::NAN; names.len()],
@@ -267,4 +311,24 @@ fn an_unusable_trial_is_never_chosen() {
         2,
     );
     assert!(all.is_err(), "no usable arm is an error, not a pick");
+}
+
+#[test]
+fn carried_log_weights() {
+    // carry 0 is the reference: reset, then α = exp(η·reward).
+    let mut c = Competition::new(&[true, true, true]);
+    let p0 = c.update(&[Some(0.9), None, Some(0.5)], 2.0, 0.0);
+    let mut r = Competition::new(&[true, false, true]);
+    assert_eq!(p0, r.score(&[Some(0.9), None, Some(0.5)], 2.0));
+    assert_eq!(p0[1], 0.0);
+    // carry 0.5: log α accumulates with decay; an arm that does not compete keeps its log α
+    // and gets probability 0.
+    let mut c = Competition::new(&[true, true, true]);
+    c.update(&[Some(1.0), Some(-1.0), Some(0.0)], 1.0, 0.5);
+    assert_eq!(c.log_w, vec![1.0, -1.0, 0.0]);
+    let p = c.update(&[Some(1.0), None, Some(1.0)], 1.0, 0.5);
+    assert_eq!(c.log_w, vec![1.5, -1.0, 1.0]);
+    assert_eq!(p[1], 0.0);
+    let want = 1.0 / (1.0 + (-0.5f64).exp());
+    assert!((p[0] - want).abs() < 1e-12, "{p:?}");
 }

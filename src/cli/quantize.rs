@@ -10,12 +10,22 @@ use ccq::quant::cost::cost_table;
 use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
+use ccq::search::reward::{Reward, TrialSignal};
 use ccq::search::target::{Lowering, Target, check_reachable};
 use ccq::train::checkpoint;
 use ccq::train::schedule::WarmRestart;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Which CCQ algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// ccq's improved competition (see `ccq::search::reward`) and best-epoch collaboration.
+    Improved,
+    /// The paper's algorithm, as published.
+    Reference,
+}
 
 /// The CCQ constants, shared by `ccq quantize` and `ccq compare`.
 #[derive(Args, Debug, Clone)]
@@ -35,9 +45,29 @@ pub struct SearchFlags {
     /// Activation ladder when --untied (default: the weight ladder).
     #[arg(long)]
     pub act_ladder: Option<String>,
-    /// η of the exponential weights.
-    #[arg(long, default_value_t = 1.0)]
-    pub eta: f64,
+    /// Which CCQ: `improved` (ccq's default) or `reference` (the paper's algorithm as published,
+    /// for reproduction). The settings below default to the variant's values.
+    #[arg(long, value_enum, default_value = "improved")]
+    pub variant: Variant,
+    /// η of the exponential weights (default: reference 1, improved 2).
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// What a trial is judged by: `top1` on the bandit split (reference) or the cross-entropy
+    /// increase over the current policy, `loss` (improved).
+    #[arg(long)]
+    pub trial_signal: Option<TrialSignal>,
+    /// Divide a trial's loss increase by the fraction of the model it saves (improved: true).
+    #[arg(long)]
+    pub per_saving: Option<bool>,
+    /// Standardise rewards across competing arms before exp(η·) (improved: true).
+    #[arg(long)]
+    pub standardise: Option<bool>,
+    /// Log-weights carry over to the next step times this (reference 0: reset; improved 0.5).
+    #[arg(long)]
+    pub carry: Option<f64>,
+    /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
+    #[arg(long)]
+    pub keep_best: Option<bool>,
     /// λ on odd steps.
     #[arg(long, default_value_t = 0.0)]
     pub lambda_odd: f64,
@@ -180,6 +210,17 @@ impl SearchFlags {
             Some(p) => StopRule::WithinPoints(p),
             None => StopRule::BestRatio(self.stop_ratio),
         };
+        let base = match self.variant {
+            Variant::Reference => Reward::reference(),
+            Variant::Improved => Reward::improved(),
+        };
+        let improved = self.variant == Variant::Improved;
+        let reward = Reward {
+            signal: self.trial_signal.unwrap_or(base.signal),
+            per_saving: self.per_saving.unwrap_or(base.per_saving),
+            standardise: self.standardise.unwrap_or(base.standardise),
+            carry: self.carry.unwrap_or(base.carry),
+        };
         let cfg = SearchConfig {
             lowering: Lowering {
                 ladder,
@@ -187,7 +228,8 @@ impl SearchFlags {
                 tied: !self.untied,
                 floor: self.floor_bits,
             },
-            eta: self.eta,
+            eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
+            reward,
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,
                 a: self.lambda_a,
@@ -208,6 +250,7 @@ impl SearchFlags {
                 epoch_samples: self.ft_samples,
                 retries: self.ft_retries,
                 debug_lr_scale: self.debug_lr_scale,
+                keep_best: self.keep_best.unwrap_or(improved),
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,

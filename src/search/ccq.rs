@@ -3,6 +3,7 @@
 //! resumes from its last finished step and ends with the same policy as an uninterrupted one.
 
 use super::bandit::{LambdaSchedule, normalise, update_weights};
+use super::reward::{Reward, TrialScore, Trials};
 use super::step::{ArmScorer, Decision, Plan, decide, plan};
 use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::data::{Augment, Normalization, Splits, Subset, in_order};
@@ -52,6 +53,10 @@ pub struct Finetune {
     /// Testing aid: multiply the learning rate of step `.0`'s fine-tuning by `.1`.
     #[serde(default)]
     pub debug_lr_scale: Option<(usize, f64)>,
+    /// Keep the weights of the epoch with the best validation top-1, not the last epoch's
+    /// (the reference keeps the last).
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 fn default_retries() -> usize {
@@ -65,6 +70,9 @@ pub struct SearchConfig {
     pub lowering: Lowering,
     /// Learning rate of the exponential weights (reference: 1).
     pub eta: f64,
+    /// How trials become rewards (reference: top-1, reset every step).
+    #[serde(default)]
+    pub reward: Reward,
     /// λ schedule.
     pub lambda: LambdaSchedule,
     /// Maximum number of steps T.
@@ -98,6 +106,15 @@ pub struct ArmRecord {
     pub kind: ArmKind,
     /// Bandit top-1 of the trial (None: asleep).
     pub a: Option<f64>,
+    /// Bandit cross-entropy of the trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Fraction of the target's metric (size, or BOPs) the lowering saves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<f64>,
+    /// The reward η multiplied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
     /// Exponential weight after the update.
     pub alpha: f64,
     /// Inter-layer probability.
@@ -116,6 +133,9 @@ pub struct StepRecord {
     pub step: usize,
     /// λ_t.
     pub lambda: f64,
+    /// Bandit cross-entropy of the policy before the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandit_loss: Option<f64>,
     /// Every arm.
     pub arms: Vec<ArmRecord>,
     /// Chosen layer.
@@ -132,6 +152,9 @@ pub struct StepRecord {
     pub val_after: f64,
     /// Fine-tuning epochs used.
     pub epochs: usize,
+    /// Validation top-1 after each fine-tuning epoch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ft_val: Vec<f64>,
     /// Weight size in bits after the step.
     pub size_bits: u64,
     /// Compression after the step.
@@ -186,6 +209,9 @@ pub struct SearchState {
     /// Arms (indices into the arm list) whose lowering was refused; they sit out the search.
     #[serde(default)]
     pub refused: Vec<usize>,
+    /// Log-weights carried between steps (with `reward.carry` > 0), one per arm.
+    #[serde(default)]
+    pub log_weights: Vec<f64>,
 }
 
 fn first_version() -> u32 {
@@ -201,7 +227,7 @@ struct BanditScorer<'a> {
 }
 
 impl ArmScorer for BanditScorer<'_> {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>> {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
         score_trials(
             self.model,
             self.policy,
@@ -214,11 +240,14 @@ impl ArmScorer for BanditScorer<'_> {
     }
 }
 
-/// Exponential weights over the arms, reset every step.
+/// Exponential weights over the arms: reset every step (the reference), or log-weights that
+/// carry over with decay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Competition {
     /// α per arm.
     pub alpha: Vec<f64>,
+    /// log α per arm, carried between steps when `carry` > 0.
+    pub log_w: Vec<f64>,
 }
 
 impl Competition {
@@ -226,6 +255,7 @@ impl Competition {
     pub fn new(awake: &[bool]) -> Self {
         let mut c = Competition {
             alpha: vec![0.0; awake.len()],
+            log_w: vec![0.0; awake.len()],
         };
         c.reset(awake);
         c
@@ -241,6 +271,32 @@ impl Competition {
     /// Updates with the trial accuracies and returns the inter-layer probabilities.
     pub fn score(&mut self, acc: &[Option<f64>], eta: f64) -> Vec<f64> {
         update_weights(&mut self.alpha, acc, eta);
+        normalise(&self.alpha)
+    }
+
+    /// Updates with `rewards` and returns the inter-layer probabilities. With `carry` = 0 this
+    /// is [`Competition::score`] after a reset; otherwise `log α ← carry·log α + η·reward` for
+    /// the arms that compete, and the others get probability 0 (their log-weight is kept).
+    pub fn update(&mut self, rewards: &[Option<f64>], eta: f64, carry: f64) -> Vec<f64> {
+        if carry == 0.0 {
+            let awake: Vec<bool> = rewards.iter().map(Option::is_some).collect();
+            self.reset(&awake);
+            return self.score(rewards, eta);
+        }
+        for (lw, r) in self.log_w.iter_mut().zip(rewards) {
+            if let Some(r) = r {
+                *lw = carry * *lw + eta * r;
+            }
+        }
+        let max = rewards
+            .iter()
+            .zip(&self.log_w)
+            .filter(|(r, _)| r.is_some())
+            .map(|(_, &l)| l)
+            .fold(f64::NEG_INFINITY, f64::max);
+        for ((a, r), &l) in self.alpha.iter_mut().zip(rewards).zip(&self.log_w) {
+            *a = if r.is_some() { (l - max).exp() } else { 0.0 };
+        }
         normalise(&self.alpha)
     }
 }
@@ -270,8 +326,9 @@ fn restore_steps(model: &Model, index: usize, saved: &(tch::Tensor, tch::Tensor)
     });
 }
 
-/// Bandit top-1 of every contender `(layer, trial policy)` (`None` where there is none): the
-/// model fake-quantized under the trial policy, evaluated without training.
+/// Bandit top-1 and cross-entropy of every contender `(layer, trial policy)` (`None` where there
+/// is none, or where the trial's logits are not finite), and of the current policy: the model
+/// fake-quantized under each policy, evaluated without training.
 ///
 /// A trial changes one layer, so everything before that layer's stage is the same for every
 /// trial: each batch runs the current policy once, keeps every stage's input, and each arm runs
@@ -285,7 +342,7 @@ pub fn score_trials(
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-) -> Vec<Option<f64>> {
+) -> Trials {
     let device = model.net.device();
     let rescale = scheme != QuantScheme::default();
     let ctx = QuantCtx::new(scheme, &current.bits);
@@ -302,10 +359,29 @@ pub fn score_trials(
         .iter()
         .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
         .collect();
+    let zero = || tch::Tensor::zeros([], (tch::Kind::Double, device));
+    let losses: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
+    let (cur_hits, cur_loss) = (zero(), zero());
+    let ce = |logits: &tch::Tensor, labels: &tch::Tensor| {
+        logits
+            .cross_entropy_loss::<tch::Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
+            .to_kind(tch::Kind::Double)
+    };
     tch::no_grad(|| {
         for (_, batch) in in_order(data, norm, batch_size, device) {
-            let (inputs, _) = model.net.stage_inputs(&batch.images, &ctx);
-            for (((c, hit), bad), &stage) in contenders.iter().zip(&hits).zip(&bad).zip(&stages) {
+            let (inputs, logits) = model.net.stage_inputs(&batch.images, &ctx);
+            let (top1, _) = correct(&logits, &batch.labels);
+            let _ = cur_hits
+                .shallow_clone()
+                .g_add_(&top1.sum(tch::Kind::Double));
+            let _ = cur_loss.shallow_clone().g_add_(&ce(&logits, &batch.labels));
+            for ((((c, hit), bad), loss), &stage) in contenders
+                .iter()
+                .zip(&hits)
+                .zip(&bad)
+                .zip(&losses)
+                .zip(&stages)
+            {
                 let Some((layer, trial)) = c else { continue };
                 let saved = rescale.then(|| {
                     let s = saved_steps(model, *layer);
@@ -318,6 +394,7 @@ pub fn score_trials(
                 let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
                 let nonfinite = logits.isfinite().logical_not().sum(tch::Kind::Int64);
                 let _ = bad.shallow_clone().g_add_(&nonfinite);
+                let _ = loss.shallow_clone().g_add_(&ce(&logits, &batch.labels));
                 if let Some(s) = saved {
                     restore_steps(model, *layer, &s);
                 }
@@ -325,15 +402,27 @@ pub fn score_trials(
         }
     });
     let n = data.len().max(1) as f64;
-    contenders
+    let arms = contenders
         .iter()
         .zip(&hits)
         .zip(&bad)
-        .map(|((c, h), b)| {
+        .zip(&losses)
+        .map(|(((c, h), b), l)| {
             c.filter(|_| b.int64_value(&[]) == 0)
-                .map(|_| h.int64_value(&[]) as f64 / n)
+                .map(|_| TrialScore {
+                    top1: h.int64_value(&[]) as f64 / n,
+                    loss: l.double_value(&[]) / n,
+                })
+                .filter(|t| t.loss.is_finite())
         })
-        .collect()
+        .collect();
+    Trials {
+        current: TrialScore {
+            top1: cur_hits.double_value(&[]) / n,
+            loss: cur_loss.double_value(&[]) / n,
+        },
+        arms,
+    }
 }
 
 /// [`score_trials`] the plain way: every trial runs the whole network over the whole split.
@@ -344,8 +433,12 @@ pub fn score_trials_naive(
     scheme: QuantScheme,
     data: &Subset,
     norm: &Normalization,
-) -> Vec<Option<f64>> {
-    contenders
+) -> Trials {
+    let score = |e: Eval| TrialScore {
+        top1: e.top1,
+        loss: e.loss,
+    };
+    let arms = contenders
         .iter()
         .map(|c| {
             c.map(|(layer, trial)| {
@@ -353,10 +446,14 @@ pub fn score_trials_naive(
                 if scheme != QuantScheme::default() {
                     rescale_steps(&m.net, layer, current.bits[layer], trial.bits[layer]);
                 }
-                eval_policy(&m, trial, scheme, data, norm, None).top1
+                score(eval_policy(&m, trial, scheme, data, norm, None))
             })
         })
-        .collect()
+        .collect();
+    Trials {
+        current: score(eval_policy(model, current, scheme, data, norm, None)),
+        arms,
+    }
 }
 
 /// File names in a run directory.
@@ -412,8 +509,8 @@ fn state_meta(env: &SearchEnv, state: &SearchState) -> CheckpointMeta {
 
 /// How a step's fine-tuning ended.
 enum Collaboration {
-    /// It finished: the model, epochs used and the final validation top-1.
-    Done(Box<Model>, usize, f64),
+    /// It finished: the model, epochs used, the kept validation top-1 and every epoch's.
+    Done(Box<Model>, usize, f64, Vec<f64>),
     /// It diverged at every retry; why.
     Diverged(String),
 }
@@ -439,7 +536,9 @@ fn collaborate(
     let mut model = model;
     for attempt in 0..=ft.retries {
         match finetune(model, policy, cfg, env, step, pre_val, scale) {
-            Ok((m, used, val)) => return Ok(Collaboration::Done(Box::new(m), used, val)),
+            Ok((m, used, val, vals)) => {
+                return Ok(Collaboration::Done(Box::new(m), used, val, vals));
+            }
             Err(e) => {
                 let Some(d) = e.downcast_ref::<crate::train::trainer::Diverged>() else {
                     return Err(e);
@@ -471,11 +570,13 @@ fn finetune(
     step: usize,
     pre_val: f64,
     scale: f64,
-) -> Result<(Model, usize, f64)> {
+) -> Result<(Model, usize, f64, Vec<f64>)> {
     let ft = &cfg.finetune;
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
     let mut optim = sgd(&cfg.hyper);
     let (mut best, mut last, mut used) = (0.0f64, pre_val, 0);
+    let mut kept: Option<(Model, f64)> = None;
+    let mut vals = Vec::new();
     for e in 0..ft.max_epochs {
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
         let lr_at = |t: f64| scale * ft.schedule.lr(e as f64 + t);
@@ -494,6 +595,10 @@ fn finetune(
             &label,
         )?;
         last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None).top1;
+        vals.push(last);
+        if ft.keep_best && last > best {
+            kept = Some((model.clone(), last));
+        }
         best = best.max(last);
         used = e + 1;
         if used >= ft.min_epochs {
@@ -506,7 +611,11 @@ fn finetune(
             }
         }
     }
-    Ok((model, used, last))
+    // With keep_best, the best epoch's weights (strictly better than the last epoch's).
+    match kept {
+        Some((m, v)) if v > last => Ok((m, used, v, vals)),
+        _ => Ok((model, used, last, vals)),
+    }
 }
 
 fn save_step(
@@ -589,7 +698,8 @@ pub fn init(
             finetune: init_ft,
             ..cfg.clone()
         };
-        finetune(model, &policy, &c, env, 0, fp_val, 1.0)?
+        let (m, used, val, _) = finetune(model, &policy, &c, env, 0, fp_val, 1.0)?;
+        (m, used, val)
     } else {
         let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
         (model, 0, v)
@@ -615,6 +725,7 @@ pub fn init(
         seconds: 0.0,
         steps: Vec::new(),
         final_done: false,
+        log_weights: Vec::new(),
         refused: Vec::new(),
     };
     save_step(run, &state.checkpoint, &model, &state, env)?;
@@ -637,9 +748,12 @@ pub fn run(
     bar.set_position(state.step as u64);
     let mut ran = 0;
     let mut competition = Competition::new(&vec![true; arms.len()]);
+    if state.log_weights.len() == arms.len() {
+        competition.log_w = state.log_weights.clone();
+    }
     while state.finished.is_none() {
         let started = Instant::now();
-        let (trials, awake) = match plan(
+        let (trials, awake, total) = match plan(
             &cfg,
             &model.layers,
             &arms,
@@ -651,7 +765,11 @@ pub fn run(
                 state.finished = Some(why);
                 break;
             }
-            Plan::Compete { trials, awake } => (trials, awake),
+            Plan::Compete {
+                trials,
+                awake,
+                total,
+            } => (trials, awake, total),
         };
         if env.stop_after.is_some_and(|n| ran >= n) {
             break;
@@ -667,7 +785,9 @@ pub fn run(
             env,
         };
         let Decision {
-            acc,
+            trials: scores,
+            saved,
+            rewards,
             p,
             r,
             lambda,
@@ -678,10 +798,12 @@ pub fn run(
             &arms,
             &trials,
             &awake,
+            total,
             &mut competition,
             &mut scorer,
             t,
         )?;
+        state.log_weights = competition.log_w.clone();
         let compete_seconds = compete_started.elapsed().as_secs_f64();
         let arm: Arm = arms[chosen];
         let before = state.policy.bits[arm.layer];
@@ -695,11 +817,11 @@ pub fn run(
         let start = (cfg.finetune.retries > 0).then(|| model.clone());
         let val_before = eval(&model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
         // 5. Collaboration: all layers fine-tune together.
-        let (lowered, after, epochs, val_after, refused) =
+        let (lowered, after, epochs, val_after, ft_val, refused) =
             match collaborate(model, start.as_ref(), &lowered, &cfg, env, t, state.val)? {
-                Collaboration::Done(m, epochs, val) => {
+                Collaboration::Done(m, epochs, val, vals) => {
                     model = *m;
-                    (lowered, after, epochs, val, None)
+                    (lowered, after, epochs, val, vals, None)
                 }
                 Collaboration::Diverged(why) => {
                     // Back to the weights and policy before the step; the arm sits out.
@@ -713,7 +835,14 @@ pub fn run(
                         "step {t}: lowering {} refused: {why}",
                         names[arm.layer]
                     ));
-                    (state.policy.clone(), before, 0, state.val, Some(why))
+                    (
+                        state.policy.clone(),
+                        before,
+                        0,
+                        state.val,
+                        Vec::new(),
+                        Some(why),
+                    )
                 }
             };
         let cost = model_cost(&model.layers, &lowered, scheme_w);
@@ -723,7 +852,10 @@ pub fn run(
             .map(|(i, a)| ArmRecord {
                 layer: names[a.layer].clone(),
                 kind: a.kind,
-                a: acc[i],
+                a: scores.arms[i].map(|s| s.top1),
+                loss: scores.arms[i].map(|s| s.loss),
+                saved: scores.arms[i].map(|_| saved[i]),
+                reward: rewards[i],
                 alpha: competition.alpha[i],
                 p: p[i],
                 r: r[i],
@@ -737,6 +869,7 @@ pub fn run(
         let record = StepRecord {
             step: t,
             lambda,
+            bandit_loss: Some(scores.current.loss),
             arms: arm_records,
             chosen: names[arm.layer].clone(),
             chosen_kind: arm.kind,
@@ -745,6 +878,7 @@ pub fn run(
             val_before,
             val_after,
             epochs,
+            ft_val,
             size_bits: cost.size_bits,
             compression: cost.compression,
             avg_bits: cost.avg_bits,

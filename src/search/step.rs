@@ -4,6 +4,7 @@
 
 use super::bandit::{memory_prior, mix, sample};
 use super::ccq::{Competition, SearchConfig};
+use super::reward::{Trials, rewards};
 use super::target::{Arm, saving};
 use crate::model::LayerInfo;
 use crate::quant::cost::model_cost;
@@ -14,9 +15,9 @@ use rand::rngs::StdRng;
 
 /// Where the competition's trial accuracies come from: the bandit split in a real run.
 pub trait ArmScorer {
-    /// Accuracy of each contender `(layer, trial policy)`; `None` where there is no contender,
-    /// or where the trial is unusable (its logits were not finite).
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Vec<Option<f64>>;
+    /// Scores of each contender `(layer, trial policy)` and of the current policy; `None` where
+    /// there is no contender, or where the trial is unusable (its logits were not finite).
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials;
 }
 
 /// What the next step does.
@@ -29,6 +30,8 @@ pub enum Plan {
         trials: Vec<Option<(Policy, f64)>>,
         /// Whether each arm takes part.
         awake: Vec<bool>,
+        /// The current policy's total in the target's metric (weight bits, or BOPs).
+        total: f64,
     },
 }
 
@@ -75,13 +78,26 @@ pub fn plan(
     if step >= cfg.qsteps {
         return Plan::Stop(format!("reached --qsteps {}", cfg.qsteps));
     }
-    Plan::Compete { trials, awake }
+    let total = if cfg.target.as_ref().is_some_and(|t| t.is_bops()) {
+        cost.bops as f64
+    } else {
+        cost.size_bits as f64
+    };
+    Plan::Compete {
+        trials,
+        awake,
+        total,
+    }
 }
 
 /// The competition's outcome for one step.
 pub struct Decision {
-    /// Trial accuracy per arm (`None`: asleep).
-    pub acc: Vec<Option<f64>>,
+    /// Trial scores per arm (`None`: asleep or unusable), and the current policy's.
+    pub trials: Trials,
+    /// Fraction of the target's metric each competing arm saves (0 for the others).
+    pub saved: Vec<f64>,
+    /// The reward η multiplied, per competing arm.
+    pub rewards: Vec<Option<f64>>,
     /// Inter-layer probabilities from the exponential weights.
     pub p: Vec<f64>,
     /// Memory prior.
@@ -94,19 +110,19 @@ pub struct Decision {
     pub chosen: usize,
 }
 
-/// Runs step `t`'s competition: scores the awake arms, updates the weights (after resetting
-/// them), mixes in the memory prior and draws an arm. An awake arm whose trial is unusable (no
+/// Runs step `t`'s competition: scores the awake arms, turns the scores into rewards
+/// ([`crate::search::reward`]), updates the weights, mixes in the memory prior and draws an arm. An awake arm whose trial is unusable (no
 /// score) sits this step out entirely: zero weight and no share of the prior.
 pub fn decide(
     cfg: &SearchConfig,
     arms: &[Arm],
     trials: &[Option<(Policy, f64)>],
     awake: &[bool],
+    total: f64,
     competition: &mut Competition,
     scorer: &mut dyn ArmScorer,
     t: usize,
 ) -> Result<Decision> {
-    competition.reset(awake);
     let contenders: Vec<Option<(usize, &Policy)>> = arms
         .iter()
         .enumerate()
@@ -117,33 +133,37 @@ pub fn decide(
                 .map(|(p, _)| (a.layer, p))
         })
         .collect();
-    let acc = scorer.score(&contenders);
+    let mut scores = scorer.score(&contenders);
     let usable: Vec<bool> = awake
         .iter()
-        .zip(&acc)
-        .map(|(&w, a)| w && a.is_some_and(f64::is_finite))
+        .zip(&scores.arms)
+        .map(|(&w, a)| w && a.is_some_and(|s| s.top1.is_finite() && s.loss.is_finite()))
         .collect();
     if !usable.iter().any(|&u| u) {
         bail!("step {t}: every awake arm's trial gave non-finite logits; the model has diverged");
     }
-    let acc: Vec<Option<f64>> = acc
-        .into_iter()
-        .zip(&usable)
-        .map(|(a, &u)| a.filter(|_| u))
-        .collect();
+    for (a, &u) in scores.arms.iter_mut().zip(&usable) {
+        if !u {
+            *a = None;
+        }
+    }
     let savings: Vec<f64> = trials
         .iter()
         .zip(&usable)
         .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
         .collect();
-    let p = competition.score(&acc, cfg.eta);
+    let saved: Vec<f64> = savings.iter().map(|s| s / total.max(1.0)).collect();
+    let rewards = rewards(&cfg.reward, &scores, &saved);
+    let p = competition.update(&rewards, cfg.eta, cfg.reward.carry);
     let r = memory_prior(&savings, &usable);
     let lambda = cfg.lambda.at(t, cfg.qsteps);
     let mixed = mix(&p, &r, lambda);
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1_000_003 * t as u64));
     let chosen = sample(&mixed, &mut rng).context("no arm has positive probability")?;
     Ok(Decision {
-        acc,
+        trials: scores,
+        saved,
+        rewards,
         p,
         r,
         lambda,
