@@ -119,34 +119,20 @@ fn chosen_arms_follow_the_mixed_distribution() {
     policy.bits[3].w = 2;
     policy.bits[3].a = 2;
     let refused = [1usize];
-    let Plan::Compete {
-        trials,
-        awake,
-        total,
-    } = plan(&cfg, &layers, &arms, &policy, &refused, 0)
-    else {
+    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &refused, 0) else {
         panic!("the search should go on");
     };
-    assert_eq!(awake, vec![true, false, true, false]);
+    let (trials, awake) = (&contest.trials, &contest.awake);
+    assert_eq!(*awake, vec![true, false, true, false]);
     let mut scorer = Injected {
         acc: vec![0.9, 0.8, 0.6, 0.7],
         expect_awake: Some(awake.clone()),
     };
-    let mut competition = Competition::new(&awake);
+    let mut competition = Competition::new(awake);
     let mut counts = vec![0usize; n];
     let mut expected = vec![0.0f64; n];
     for t in 1..=draws {
-        let d = decide(
-            &cfg,
-            &arms,
-            &trials,
-            &awake,
-            total,
-            &mut competition,
-            &mut scorer,
-            t,
-        )
-        .unwrap();
+        let d = decide(&cfg, &arms, &contest, &mut competition, &mut scorer, t).unwrap();
         // The distribution itself, recomputed from the method's formulas.
         let w: Vec<f64> = (0..n)
             .map(|i| {
@@ -202,23 +188,17 @@ fn simulate(cfg: &SearchConfig, layers: &[LayerInfo]) -> (Vec<f64>, String) {
     for step in 0.. {
         match plan(cfg, layers, &arms, &policy, &[], step) {
             Plan::Stop(why) => return (ratios, why),
-            Plan::Compete {
-                trials,
-                awake,
-                total,
-            } => {
+            Plan::Compete(contest) => {
                 let d = decide(
                     cfg,
                     &arms,
-                    &trials,
-                    &awake,
-                    total,
+                    &contest,
                     &mut competition,
                     &mut scorer,
                     step + 1,
                 )
                 .unwrap();
-                policy = trials[d.chosen].clone().unwrap().0;
+                policy = contest.trials[d.chosen].clone().unwrap().0;
                 ratios.push(model_cost(layers, &policy, cfg.scheme.weight).compression);
             }
         }
@@ -271,24 +251,18 @@ fn an_unusable_trial_is_never_chosen() {
     let cfg = config(1.0, 1000, Some(Target::Compression(30.0)));
     let arms = cfg.lowering.arms(names.len());
     let policy = cfg.lowering.start(&names);
-    let Plan::Compete {
-        trials,
-        awake,
-        total,
-    } = plan(&cfg, &layers, &arms, &policy, &[], 0)
-    else {
+    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &[], 0) else {
         panic!("the search should go on");
     };
+    let awake = &contest.awake;
     // fc would otherwise get a share of the memory prior on every λ > 0 step.
     let fc = names.len() - 1;
-    let mut competition = Competition::new(&awake);
+    let mut competition = Competition::new(awake);
     for t in 1..=400 {
         let d = decide(
             &cfg,
             &arms,
-            &trials,
-            &awake,
-            total,
+            &contest,
             &mut competition,
             &mut Unusable(fc),
             t,
@@ -300,9 +274,7 @@ fn an_unusable_trial_is_never_chosen() {
     let all = decide(
         &cfg,
         &arms,
-        &trials,
-        &awake,
-        total,
+        &contest,
         &mut competition,
         &mut Injected {
             acc: vec![f64::NAN; names.len()],

@@ -753,7 +753,7 @@ pub fn run(
     }
     while state.finished.is_none() {
         let started = Instant::now();
-        let (trials, awake, total) = match plan(
+        let contest = match plan(
             &cfg,
             &model.layers,
             &arms,
@@ -765,11 +765,7 @@ pub fn run(
                 state.finished = Some(why);
                 break;
             }
-            Plan::Compete {
-                trials,
-                awake,
-                total,
-            } => (trials, awake, total),
+            Plan::Compete(c) => c,
         };
         if env.stop_after.is_some_and(|n| ran >= n) {
             break;
@@ -793,16 +789,7 @@ pub fn run(
             lambda,
             mixed,
             chosen,
-        } = decide(
-            &cfg,
-            &arms,
-            &trials,
-            &awake,
-            total,
-            &mut competition,
-            &mut scorer,
-            t,
-        )?;
+        } = decide(&cfg, &arms, &contest, &mut competition, &mut scorer, t)?;
         state.log_weights = competition.log_w.clone();
         let compete_seconds = compete_started.elapsed().as_secs_f64();
         let arm: Arm = arms[chosen];

@@ -25,14 +25,17 @@ pub enum Plan {
     /// The search is over, for this reason.
     Stop(String),
     /// Compete among the awake arms.
-    Compete {
-        /// Each arm's trial policy and what it saves in the target's metric (`None`: at its floor).
-        trials: Vec<Option<(Policy, f64)>>,
-        /// Whether each arm takes part.
-        awake: Vec<bool>,
-        /// The current policy's total in the target's metric (weight bits, or BOPs).
-        total: f64,
-    },
+    Compete(Contest),
+}
+
+/// A step's competitors.
+pub struct Contest {
+    /// Each arm's trial policy and what it saves in the target's metric (`None`: at its floor).
+    pub trials: Vec<Option<(Policy, f64)>>,
+    /// Whether each arm takes part.
+    pub awake: Vec<bool>,
+    /// The current policy's total in the target's metric (weight bits, or BOPs).
+    pub total: f64,
 }
 
 /// The plan for the step after `step` finished steps under `policy`. An arm sleeps when it is
@@ -83,11 +86,11 @@ pub fn plan(
     } else {
         cost.size_bits as f64
     };
-    Plan::Compete {
+    Plan::Compete(Contest {
         trials,
         awake,
         total,
-    }
+    })
 }
 
 /// The competition's outcome for one step.
@@ -116,13 +119,17 @@ pub struct Decision {
 pub fn decide(
     cfg: &SearchConfig,
     arms: &[Arm],
-    trials: &[Option<(Policy, f64)>],
-    awake: &[bool],
-    total: f64,
+    contest: &Contest,
     competition: &mut Competition,
     scorer: &mut dyn ArmScorer,
     t: usize,
 ) -> Result<Decision> {
+    let Contest {
+        trials,
+        awake,
+        total,
+    } = contest;
+    let (awake, total) = (&awake[..], *total);
     let contenders: Vec<Option<(usize, &Policy)>> = arms
         .iter()
         .enumerate()
