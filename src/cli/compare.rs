@@ -306,7 +306,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             results: vec![],
             ccq_steps: vec![],
             notes: vec![format!(
-                "quantizers {:?}/{:?}; ladder {:?}; CCQ floor {} bits; HAWQ traces from {} images × {} Hutchinson samples (finite-difference Hessian-vector products); budgets are weight compression vs FP32 with scales counted",
+                "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples (exact Hessian-vector products); budgets are weight compression vs FP32 with scales counted",
                 scheme.weight,
                 scheme.act,
                 cfg0.lowering.ladder.0,
@@ -331,7 +331,9 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             .iter()
             .any(|x| x.method == m.name() && x.budget == b)
     };
-    let ladder: &Ladder = &cfg0.lowering.ladder;
+    // Every method gets the rungs the search can reach: the same ladder and floor.
+    let reachable = cfg0.lowering.reachable_ladder();
+    let ladder: &Ladder = &reachable;
     let mut traces: Option<(Vec<f64>, f64)> = None;
     for &m in &a.methods {
         if m == Method::Ccq {

@@ -163,6 +163,20 @@ impl Lowering {
     }
 
     /// The lowest policy the search can reach: every arm lowered until it sleeps.
+    /// The weight ladder's rungs a layer can reach under the floor: what every method of a
+    /// comparison may use, so that none gets bits the search cannot.
+    pub fn reachable_ladder(&self) -> Ladder {
+        // A layer above the floor may take one more step down: the highest rung at or below it.
+        let rungs = &self.ladder.0;
+        let low = rungs
+            .iter()
+            .copied()
+            .find(|&r| r <= self.floor)
+            .unwrap_or(rungs[rungs.len() - 1]);
+        Ladder(rungs.iter().copied().filter(|&b| b >= low).collect())
+    }
+
+    /// The policy with every layer lowered as far as the floor allows.
     pub fn lowest(&self, names: &[String]) -> Policy {
         let mut p = self.start(names);
         let arms = self.arms(names.len());
@@ -225,8 +239,32 @@ pub fn check_reachable(
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use crate::model::LayerKind;
+
+    #[test]
+    fn the_floor_bounds_every_method_ladder() {
+        let l = |floor| Lowering {
+            ladder: Ladder::default(),
+            act_ladder: Ladder::default(),
+            tied: true,
+            floor,
+        };
+        assert_eq!(l(3).reachable_ladder(), Ladder(vec![8, 6, 4, 3]));
+        assert_eq!(l(2).reachable_ladder(), Ladder(vec![8, 6, 4, 3, 2]));
+        assert_eq!(l(5).reachable_ladder(), Ladder(vec![8, 6, 4]));
+        // The same as the search's own lowest policy.
+        let names: Vec<String> = (0..3).map(|i| format!("l{i}")).collect();
+        for floor in 2..=8 {
+            let low = l(floor).lowest(&names).bits[1].w;
+            assert_eq!(
+                *l(floor).reachable_ladder().0.last().unwrap(),
+                low,
+                "floor {floor}"
+            );
+        }
+    }
 
     fn layers() -> Vec<LayerInfo> {
         let l = |name: &str, params: usize, macs: u64| LayerInfo {
