@@ -294,6 +294,41 @@ fn train_qat_quantize_and_resume() {
             }
         }
     }
+    // Equal compute: continuing with --equal-compute adds every other method's policies
+    // fine-tuned for as many epochs as CCQ spent reaching each budget, plus --ft-epochs.
+    let mut eq = compare_args("1");
+    eq.push("--equal-compute");
+    ccq(&eq);
+    let report = json(&cmp.join("report.json"));
+    let results = report["results"].as_array().unwrap();
+    let state = json(&cmp.join("ccq/state.json"));
+    let steps = state["steps"].as_array().unwrap();
+    for b in [5.0, 7.0] {
+        let Some(hawq) = results
+            .iter()
+            .find(|r| r["method"] == "hawq (equal compute)" && r["budget"].as_f64() == Some(b))
+        else {
+            panic!("no equal-compute HAWQ result at {b}x");
+        };
+        let reached = steps
+            .iter()
+            .position(|s| s["compression"].as_f64().unwrap() >= b)
+            .unwrap();
+        let spent: u64 = steps[..=reached]
+            .iter()
+            .map(|s| s["epochs"].as_u64().unwrap())
+            .sum();
+        assert_eq!(hawq["epochs"].as_u64().unwrap(), 1 + spent, "{b}x");
+        let same = results
+            .iter()
+            .find(|r| r["method"] == "hawq" && r["budget"].as_f64() == Some(b))
+            .unwrap();
+        assert_eq!(
+            hawq["bits"], same["bits"],
+            "the same policy, trained longer"
+        );
+        assert_eq!(same["epochs"], 1);
+    }
     let page = std::fs::read_to_string(cmp.join("report.html")).unwrap();
     assert!(
         page.contains("<svg id=\"pareto\"")

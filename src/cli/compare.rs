@@ -53,6 +53,11 @@ pub struct CompareArgs {
     /// Hutchinson samples.
     #[arg(long, default_value_t = 16)]
     pub hessian_samples: usize,
+    /// Also give every other method as many training epochs as CCQ spent reaching each budget
+    /// (its search's fine-tuning, in whole-training-split epochs, plus --ft-epochs); reported
+    /// beside the equal-fine-tuning results as `<method> (equal compute)`.
+    #[arg(long)]
+    pub equal_compute: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     #[arg(long)]
     pub out: PathBuf,
@@ -82,14 +87,16 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Fine-tunes `model` at `policy` for the shared budget and measures it.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
-        method: Method,
+        method: &str,
         budget: f64,
         model: Model,
         policy: &Policy,
         fresh: bool,
         extra_seconds: f64,
+        epochs: usize,
     ) -> Result<MethodResult> {
         let start = Instant::now();
         if fresh {
@@ -101,7 +108,7 @@ impl Ctx<'_> {
             );
         }
         let plan = FitPlan {
-            epochs: self.a.ft_epochs,
+            epochs,
             start_epoch: 0,
             lr: self.a.ft_lr,
             lr_end: 0.0,
@@ -130,7 +137,7 @@ impl Ctx<'_> {
         );
         let cost = model_cost(&model.layers, policy, self.scheme.weight);
         let r = MethodResult {
-            method: method.name().into(),
+            method: method.into(),
             budget,
             bits: policy.bits.clone(),
             size_bytes: cost.size_bytes(),
@@ -141,6 +148,7 @@ impl Ctx<'_> {
             loss_points: Some(100.0 * (self.fp_test - test.top1)),
             seconds: extra_seconds + start.elapsed().as_secs_f64(),
             note: None,
+            epochs: Some(epochs),
         };
         progress::println(format!(
             "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s",
@@ -168,6 +176,7 @@ fn skipped(method: Method, budget: f64, note: String) -> MethodResult {
         loss_points: None,
         seconds: 0.0,
         note: Some(note),
+        epochs: None,
     }
 }
 
@@ -411,7 +420,15 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                             .find(|s| s.compression >= b)
                             .map(|s| s.seconds)
                             .unwrap_or(0.0);
-                    let r = ctx.finish(m, b, kept.model, &policy, false, search_secs)?;
+                    let r = ctx.finish(
+                        m.name(),
+                        b,
+                        kept.model,
+                        &policy,
+                        false,
+                        search_secs,
+                        a.ft_epochs,
+                    )?;
                     report.results.push(r);
                     save_report(&a.out, &report)?;
                 }
@@ -506,10 +523,13 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                     0.0
                 };
             let fp = ck.model.clone();
-            let r = ctx.finish(m, b, fp, &policy, true, alloc)?;
+            let r = ctx.finish(m.name(), b, fp, &policy, true, alloc, a.ft_epochs)?;
             report.results.push(r);
             save_report(&a.out, &report)?;
         }
+    }
+    if a.equal_compute {
+        equal_compute(&a, &ctx, &ck, &mut report, &p)?;
     }
     save_report(&a.out, &report)?;
     println!(
@@ -545,6 +565,75 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// Training epochs (in whole-training-split equivalents) CCQ's search spent up to the step that
+/// first reached each budget: the fine-tuning at the top rung plus every step's, each epoch of
+/// `epoch_samples` images. `None` for a budget the search never reached.
+pub fn ccq_epochs(state: &search::SearchState, train_len: usize, budget: f64) -> Option<f64> {
+    let ft = &state.config.finetune;
+    let frac = ft
+        .epoch_samples
+        .map_or(1.0, |s| s.min(train_len) as f64 / train_len.max(1) as f64);
+    let reached = state.steps.iter().position(|s| s.compression >= budget)?;
+    let epochs: usize = state.steps[..=reached].iter().map(|s| s.epochs).sum();
+    Some(frac * (state.config.init_epochs + epochs) as f64)
+}
+
+/// The equal-compute results: every non-CCQ policy of the report fine-tuned again from the FP
+/// model for --ft-epochs plus the epochs CCQ spent reaching its budget.
+fn equal_compute(
+    a: &CompareArgs,
+    ctx: &Ctx,
+    ck: &checkpoint::Checkpoint,
+    report: &mut Report,
+    p: &Prepared,
+) -> Result<()> {
+    let run = a.out.join("ccq");
+    if !run.join(search::STATE).is_file() {
+        bail!("--equal-compute needs the CCQ run (include ccq in --methods)");
+    }
+    let state = search::load_state(&run)?;
+    let standard: Vec<MethodResult> = report
+        .results
+        .iter()
+        .filter(|r| r.method != Method::Ccq.name() && !r.bits.is_empty() && r.epochs.is_some())
+        .filter(|r| !r.method.ends_with(EQUAL))
+        .cloned()
+        .collect();
+    for r in standard {
+        let label = format!("{}{EQUAL}", r.method);
+        if report
+            .results
+            .iter()
+            .any(|x| x.method == label && x.budget == r.budget)
+        {
+            continue;
+        }
+        let Some(extra) = ccq_epochs(&state, p.splits.train.len(), r.budget) else {
+            continue;
+        };
+        let epochs = a.ft_epochs + extra.round() as usize;
+        let policy = Policy {
+            names: ck.meta.layers.clone(),
+            bits: r.bits.clone(),
+        };
+        let result = ctx.finish(
+            &label,
+            r.budget,
+            ck.model.clone(),
+            &policy,
+            true,
+            0.0,
+            epochs,
+        )?;
+        report.results.push(result);
+        save_report(&a.out, report)?;
+    }
+    Ok(())
+}
+
+/// Suffix of an equal-compute result's method.
+const EQUAL: &str = " (equal compute)";
 
 /// Runs `ccq report RUN_DIR`.
 pub fn report(a: ReportArgs) -> Result<()> {
@@ -582,6 +671,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
             loss_points: test.zip(fp_test).map(|(t, f)| 100.0 * (f - t)),
             seconds: state.seconds,
             note: None,
+            epochs: None,
         }],
         ccq_steps: state.steps.clone(),
         notes: vec![match &state.finished {

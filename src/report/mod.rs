@@ -35,6 +35,9 @@ pub struct MethodResult {
     pub seconds: f64,
     /// Anything to know (e.g. budget not reachable).
     pub note: Option<String>,
+    /// Training epochs after allocation (None: not run).
+    #[serde(default)]
+    pub epochs: Option<usize>,
 }
 
 /// A whole report.
@@ -287,6 +290,7 @@ mod tests {
                 loss_points: Some(1.0),
                 seconds: 3.0,
                 note: None,
+                epochs: Some(2),
             }],
             ccq_steps: vec![],
             notes: vec!["<x>".into()],
