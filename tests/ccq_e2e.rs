@@ -294,6 +294,20 @@ fn train_qat_quantize_and_resume() {
             }
         }
     }
+    // The default (improved) CCQ polishes each budget's policy: it only gives back bits, and
+    // stays within the budget.
+    for b in [5.0, 7.0] {
+        let find = |m: &str| {
+            results
+                .iter()
+                .find(|r| r["method"] == m && r["budget"].as_f64() == Some(b))
+        };
+        let c = find("ccq").unwrap()["compression"].as_f64().unwrap();
+        assert!(c >= b, "{c}");
+        if let Some(raw) = find("ccq (no polish)") {
+            assert!(raw["compression"].as_f64().unwrap() > c, "{raw}");
+        }
+    }
     // Equal compute: continuing with --equal-compute adds every other method's policies
     // fine-tuned for as many epochs as CCQ spent reaching each budget, plus --ft-epochs.
     let mut eq = compare_args("1");

@@ -149,3 +149,93 @@ fn prefix_reuse_gives_identical_scores() {
         act: ActQuantizer::Lsq,
     });
 }
+
+/// The budget polish gives back bits only while the target holds, one rung at a time, and
+/// only for raises that lower the bandit loss (each kept raise lowers it further).
+#[test]
+fn polish_raises_within_the_target() {
+    use ccq::quant::cost::model_cost;
+    use ccq::quant::policy::Ladder;
+    use ccq::search::polish::polish;
+    use ccq::search::target::{Lowering, Target};
+    tch::manual_seed(5);
+    let spec = ModelSpec {
+        kind: ModelKind::Convnet,
+        channels: 1,
+        height: 12,
+        width: 12,
+        classes: 3,
+    };
+    let model = build(&spec, tch::Device::Cpu).unwrap();
+    let names = model.layer_names();
+    let scheme = QuantScheme::default();
+    let lowering = Lowering {
+        ladder: Ladder::default(),
+        act_ladder: Ladder::default(),
+        tied: true,
+        floor: 2,
+    };
+    let mut start = Policy::uniform(&names, LayerBits { w: 2, a: 2 });
+    start.fix_input_layer();
+    let norm = Normalization {
+        mean: vec![0.4],
+        std: vec![0.2],
+    };
+    let subset = data(600, 12);
+    calibrate(
+        &model.net,
+        &start,
+        scheme,
+        &[Tensor::randn(
+            [16, 1, 12, 12],
+            (Kind::Float, tch::Device::Cpu),
+        )],
+    );
+    let h = Hyper {
+        batch_size: 50,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    let (mut opt, mut rng) = (sgd(&h), StdRng::seed_from_u64(2));
+    let ctx = QuantCtx::new(scheme, &start.bits);
+    for e in 0..2 {
+        train_epoch(
+            &model.net,
+            &mut opt,
+            &ctx,
+            &subset,
+            &norm,
+            &h,
+            None,
+            &mut rng,
+            None,
+            &|_| 0.05,
+            &format!("{e}"),
+        )
+        .unwrap();
+    }
+    let target = Target::Compression(6.0);
+    let (polished, raises) = polish(&model, &start, &lowering, &target, scheme, &subset, &norm);
+    let cost = model_cost(&model.layers, &polished, scheme.weight);
+    assert!(target.met(&cost), "{}", cost.compression);
+    assert!(
+        !raises.is_empty(),
+        "2-bit layers with 16x slack get bits back"
+    );
+    let mut bits = start.bits.clone();
+    let mut last = f64::INFINITY;
+    for r in &raises {
+        let i = names.iter().position(|n| *n == r.layer).unwrap();
+        assert_eq!(bits[i], r.before);
+        let rung = Ladder::default()
+            .0
+            .iter()
+            .position(|&b| b == r.before.w)
+            .unwrap();
+        assert_eq!(r.after.w, Ladder::default().0[rung - 1], "one rung up");
+        bits[i] = r.after;
+        assert!(r.loss < last, "each raise lowers the bandit loss");
+        last = r.loss;
+    }
+    assert_eq!(bits, polished.bits);
+}

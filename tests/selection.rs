@@ -35,6 +35,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         },
         eta,
         reward: Reward::reference(),
+        polish: false,
         lambda: LambdaSchedule::default(),
         qsteps,
         target,

@@ -15,6 +15,7 @@ use ccq::quant::quantizer::QuantScheme;
 use ccq::report::{MethodResult, Report, html};
 use ccq::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use ccq::search::ccq::{self as search, SearchEnv, milestone_dir};
+use ccq::search::polish::polish;
 use ccq::search::target::{Target, check_reachable};
 use ccq::train::checkpoint::{self, write_atomic};
 use ccq::train::fit::{FitPlan, fit};
@@ -420,15 +421,36 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                             .find(|s| s.compression >= b)
                             .map(|s| s.seconds)
                             .unwrap_or(0.0);
-                    let r = ctx.finish(
-                        m.name(),
-                        b,
-                        kept.model,
-                        &policy,
-                        false,
-                        search_secs,
-                        a.ft_epochs,
-                    )?;
+                    let model = kept.model;
+                    let mut policy = policy;
+                    if cfg0.polish {
+                        // The polished policy is CCQ's; the unpolished one is shown beside it.
+                        let raw = model.clone();
+                        let (polished, raises) = polish(
+                            &model,
+                            &policy,
+                            &cfg0.lowering,
+                            &Target::Compression(b),
+                            scheme,
+                            &p.splits.bandit,
+                            &norm,
+                        );
+                        if !raises.is_empty() {
+                            let r = ctx.finish(
+                                &format!("{}{NO_POLISH}", m.name()),
+                                b,
+                                raw,
+                                &policy,
+                                false,
+                                search_secs,
+                                a.ft_epochs,
+                            )?;
+                            report.results.push(r);
+                            policy = polished;
+                        }
+                    }
+                    let r =
+                        ctx.finish(m.name(), b, model, &policy, false, search_secs, a.ft_epochs)?;
                     report.results.push(r);
                     save_report(&a.out, &report)?;
                 }
@@ -596,7 +618,8 @@ fn equal_compute(
     let standard: Vec<MethodResult> = report
         .results
         .iter()
-        .filter(|r| r.method != Method::Ccq.name() && !r.bits.is_empty() && r.epochs.is_some())
+        .filter(|r| !r.method.starts_with(Method::Ccq.name()))
+        .filter(|r| !r.bits.is_empty() && r.epochs.is_some())
         .filter(|r| !r.method.ends_with(EQUAL))
         .cloned()
         .collect();
@@ -631,6 +654,9 @@ fn equal_compute(
     }
     Ok(())
 }
+
+/// Suffix of CCQ's result without the budget polish.
+const NO_POLISH: &str = " (no polish)";
 
 /// Suffix of an equal-compute result's method.
 const EQUAL: &str = " (equal compute)";

@@ -68,6 +68,9 @@ pub struct SearchFlags {
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
     #[arg(long)]
     pub keep_best: Option<bool>,
+    /// Once the target is met, raise single layers back while it stays met (improved: true).
+    #[arg(long)]
+    pub polish: Option<bool>,
     /// λ on odd steps.
     #[arg(long, default_value_t = 0.0)]
     pub lambda_odd: f64,
@@ -230,6 +233,7 @@ impl SearchFlags {
             },
             eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
             reward,
+            polish: self.polish.unwrap_or(improved),
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,
                 a: self.lambda_a,

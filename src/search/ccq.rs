@@ -3,6 +3,7 @@
 //! resumes from its last finished step and ends with the same policy as an uninterrupted one.
 
 use super::bandit::{LambdaSchedule, normalise, update_weights};
+use super::polish::{Raise, polish};
 use super::reward::{Reward, TrialScore, Trials};
 use super::step::{ArmScorer, Decision, Plan, decide, plan};
 use super::target::{Arm, ArmKind, Lowering, Target};
@@ -73,6 +74,9 @@ pub struct SearchConfig {
     /// How trials become rewards (reference: top-1, reset every step).
     #[serde(default)]
     pub reward: Reward,
+    /// Once the target is met, give back the bits it does not need ([`super::polish`]).
+    #[serde(default)]
+    pub polish: bool,
     /// λ schedule.
     pub lambda: LambdaSchedule,
     /// Maximum number of steps T.
@@ -212,6 +216,9 @@ pub struct SearchState {
     /// Log-weights carried between steps (with `reward.carry` > 0), one per arm.
     #[serde(default)]
     pub log_weights: Vec<f64>,
+    /// The raises the budget polish made after the search.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub polish: Vec<Raise>,
 }
 
 fn first_version() -> u32 {
@@ -726,6 +733,7 @@ pub fn init(
         steps: Vec::new(),
         final_done: false,
         log_weights: Vec::new(),
+        polish: Vec::new(),
         refused: Vec::new(),
     };
     save_step(run, &state.checkpoint, &model, &state, env)?;
@@ -905,6 +913,29 @@ pub fn run(
     }
     bar.finish_and_clear();
     if state.finished.is_some() {
+        if cfg.polish
+            && !state.final_done
+            && let Some(target) = &cfg.target
+            && target.met(&model_cost(&model.layers, &state.policy, scheme_w))
+        {
+            let (policy, raises) = polish(
+                &model,
+                &state.policy,
+                &cfg.lowering,
+                target,
+                cfg.scheme,
+                &env.splits.bandit,
+                env.norm,
+            );
+            for r in &raises {
+                progress::println(format!(
+                    "polish: {} {} → {} (bandit loss {:.4})",
+                    r.layer, r.before, r.after, r.loss
+                ));
+            }
+            state.policy = policy;
+            state.polish = raises;
+        }
         if cfg.final_epochs > 0 && !state.final_done {
             let started = Instant::now();
             let plan = FitPlan {

@@ -5,6 +5,7 @@ pub mod bandit;
 pub mod baselines;
 pub mod ccq;
 pub mod hessian;
+pub mod polish;
 pub mod reward;
 pub mod step;
 pub mod target;

@@ -163,6 +163,28 @@ impl Lowering {
     }
 
     /// The lowest policy the search can reach: every arm lowered until it sleeps.
+    /// `policy` with `arm` one rung higher (None at the top, for float layers, and for activation
+    /// arms, which never change a layer's size).
+    pub fn raise(&self, arm: Arm, policy: &Policy) -> Option<Policy> {
+        let mut p = policy.clone();
+        let b = &mut p.bits[arm.layer];
+        if b.w == FLOAT_BITS {
+            return None;
+        }
+        let up = |ladder: &Ladder, v: u32| ladder.0.iter().rev().copied().find(|&r| r > v);
+        match arm.kind {
+            ArmKind::Tied => {
+                let next = up(&self.ladder, b.w)?;
+                b.w = next;
+                b.a = next.max(b.a);
+            }
+            ArmKind::Weight => b.w = up(&self.ladder, b.w)?,
+            ArmKind::Act => return None,
+        }
+        p.fix_input_layer();
+        Some(p)
+    }
+
     /// The weight ladder's rungs a layer can reach under the floor: what every method of a
     /// comparison may use, so that none gets bits the search cannot.
     pub fn reachable_ladder(&self) -> Ladder {
@@ -264,6 +286,45 @@ mod tests {
                 "floor {floor}"
             );
         }
+    }
+
+    #[test]
+    fn raise_is_one_rung_up() {
+        let l = Lowering {
+            ladder: Ladder::default(),
+            act_ladder: Ladder::default(),
+            tied: true,
+            floor: 2,
+        };
+        let names: Vec<String> = ["stem", "mid", "fc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut p = Policy::uniform(&names, LayerBits { w: 3, a: 3 });
+        p.fix_input_layer();
+        let tied = |layer| Arm {
+            layer,
+            kind: ArmKind::Tied,
+        };
+        let up = l.raise(tied(1), &p).unwrap();
+        assert_eq!(up.bits[1], LayerBits { w: 4, a: 4 });
+        assert_eq!(up.bits[0], p.bits[0]);
+        let stem = l.raise(tied(0), &p).unwrap();
+        assert_eq!(
+            stem.bits[0],
+            LayerBits { w: 4, a: 8 },
+            "the input stays 8-bit"
+        );
+        let top = Policy::uniform(&names, LayerBits { w: 8, a: 8 });
+        assert!(l.raise(tied(1), &top).is_none());
+        let act = Arm {
+            layer: 1,
+            kind: ArmKind::Act,
+        };
+        assert!(
+            l.raise(act, &p).is_none(),
+            "activations never change the size"
+        );
     }
 
     fn layers() -> Vec<LayerInfo> {
