@@ -138,6 +138,23 @@ fn train_qat_quantize_and_resume() {
     assert_eq!(policy["cost"]["compression"].as_f64().unwrap(), last);
     assert!(full.join("final/model.safetensors").is_file());
 
+    // A second `quantize --out` into a finished run is refused and leaves it as it was.
+    let before = std::fs::read(full.join("state.json")).unwrap();
+    let e = ccq_fails(&[
+        "quantize",
+        fp.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+        "--threads",
+        "1",
+        "-q",
+    ]);
+    assert!(
+        e.contains("already holds a search") && e.contains("--resume"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(full.join("state.json")).unwrap(), before);
+
     // Same run, killed after two steps, then resumed.
     let part = t.path().join("run-resumed");
     let text = search(&part, &["--stop-after", "2"]);

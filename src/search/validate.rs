@@ -156,6 +156,22 @@ mod tests {
         }
     }
 
+    /// A resumed run must read back exactly the numbers it saved: serde_json's default float
+    /// parser can be one ULP off (these values came back changed from a killed compare).
+    #[test]
+    fn floats_round_trip_exactly() {
+        for v in [
+            0.40636367797851564f64,
+            0.0018233387358184765,
+            0.09885724032818931,
+            3.8507462686567164,
+            -1.3361749678261505,
+        ] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v}");
+        }
+    }
+
     #[test]
     fn state_json_is_validated() {
         assert_eq!(edited(|_| {}), "accepted");
