@@ -367,10 +367,12 @@ fn train_qat_quantize_and_resume() {
             && page.contains("<svg id=\"trace-acc\"")
     );
     ccq(&["report", full.to_str().unwrap()]);
+    let page = std::fs::read_to_string(full.join("report.html")).unwrap();
+    assert!(page.contains("<table id=\"steps\""));
+    // Why each layer was chosen: its probability, loss change, share saved and reward.
     assert!(
-        std::fs::read_to_string(full.join("report.html"))
-            .unwrap()
-            .contains("<table id=\"steps\"")
+        page.contains("why this layer") && page.contains("bandit loss") && page.contains("reward"),
+        "the steps table explains each choice"
     );
 
     // A fine-tuning that diverges at every retry is rolled back: the lowering is refused, the

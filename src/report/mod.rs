@@ -40,6 +40,32 @@ pub struct MethodResult {
     pub epochs: Option<usize>,
 }
 
+/// The chosen arm's numbers in a step: its probability, and (where recorded) its trial's loss
+/// change, the share of the model it saves and its reward.
+pub fn why_chosen(step: &crate::search::ccq::StepRecord) -> String {
+    let Some(arm) = step
+        .arms
+        .iter()
+        .find(|a| a.layer == step.chosen && a.kind == step.chosen_kind)
+    else {
+        return String::new();
+    };
+    let mut parts = vec![format!(
+        "P {:.2} (p {:.2}, r {:.2})",
+        arm.mixed, arm.p, arm.r
+    )];
+    if let (Some(l), Some(base)) = (arm.loss, step.bandit_loss) {
+        parts.push(format!("bandit loss {:+.4}", l - base));
+    }
+    if let Some(sv) = arm.saved {
+        parts.push(format!("saves {:.1}% of the size", 100.0 * sv));
+    }
+    if let Some(rw) = arm.reward {
+        parts.push(format!("reward {rw:+.2}"));
+    }
+    parts.join("; ")
+}
+
 /// A whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
@@ -205,11 +231,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
             &[comp],
             None,
         ));
-        s.push_str("<table id=\"steps\"><tr><th>step</th><th>layer</th><th>bits</th><th>λ</th><th>val before</th><th>val after</th><th>epochs</th><th>compression</th><th>seconds</th></tr>");
+        s.push_str("<table id=\"steps\"><tr><th>step</th><th>layer</th><th>bits</th><th>λ</th><th>val before</th><th>val after</th><th>epochs</th><th>compression</th><th>seconds</th><th>why this layer</th></tr>");
         for x in &r.ccq_steps {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td><td>{}</td></tr>",
                 x.step,
                 esc(&x.chosen),
                 x.bits_before,
@@ -219,7 +245,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
                 100.0 * x.val_after,
                 x.epochs,
                 x.compression,
-                x.seconds
+                x.seconds,
+                esc(&why_chosen(x))
             );
         }
         s.push_str("</table>");
