@@ -133,6 +133,14 @@ impl SearchState {
             }
         }
         let arms = self.config.lowering.arms(p.names.len()).len();
+        if !(self.log_weights.is_empty() || self.log_weights.len() == arms)
+            || self.log_weights.iter().any(|w| !w.is_finite())
+        {
+            bail!(
+                "log_weights: {} values for {arms} arms, or not finite",
+                self.log_weights.len()
+            );
+        }
         if let Some(a) = self.refused.iter().find(|&&a| a >= arms) {
             bail!("refused arm {a} does not exist ({arms} arms)");
         }
@@ -183,7 +191,11 @@ mod tests {
             "files from before the version field read as version 1"
         );
         type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
-        let cases: [(&str, Edit); 7] = [
+        let cases: [(&str, Edit); 8] = [
+            (
+                "log_weights",
+                Box::new(|v| v["log_weights"] = serde_json::json!([1.0])),
+            ),
             ("version 2", Box::new(|v| v["version"] = 2.into())),
             (
                 "inside the run directory",
