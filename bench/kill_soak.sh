@@ -44,9 +44,9 @@ while true; do
   fi
   pid=$!
   if [ "$n" -lt "$kills" ]; then
-    # quantize: 0.5 to 4.5 s (start-up is about 1.5 s, a step about 2 s); compare: 2 to 30 s
-    # (start-up is longer, and each method's fine-tuning takes about 10 s).
-    if [ "$mode" = compare ]; then sleep $(( 2 + RANDOM % 28 )); fi
+    # quantize: 0.5 to 4.5 s (start-up is about 1.5 s, a step about 2 s); compare: 1.5 to 17 s
+    # (start-up is longer; a method's fine-tuning takes about 10 s).
+    if [ "$mode" = compare ]; then sleep $(( 1 + RANDOM % 12 )); fi
     sleep "$(( RANDOM % 40 / 10 )).$(( RANDOM % 10 ))"
     sleep 0.5
     if kill -9 "$pid" 2>/dev/null; then n=$((n + 1)); fi
