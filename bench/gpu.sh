@@ -28,10 +28,7 @@ PY
   du -sh target/release/ccq "$slice"
   exit 0
 fi
-venv=${TORCH_VENV:-/opt/torch/.venv}
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-LD_LIBRARY_PATH="$site/torch/lib$(printf ':%s' "$site"/nvidia/*/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
+source bench/gpu_env.sh
 ccq=target/release/ccq
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$ccq" bench step --model resnet20 --device cuda --steps 3 --batch 32 >/dev/null

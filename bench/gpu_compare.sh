@@ -16,10 +16,7 @@ if [ "${1:-}" = "--prepare" ]; then
   du -sh target/release/ccq "$data"
   exit 0
 fi
-venv=${TORCH_VENV:-/opt/torch/.venv}
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-LD_LIBRARY_PATH="$site/torch/lib$(printf ':%s' "$site"/nvidia/*/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export LD_LIBRARY_PATH
+source bench/gpu_env.sh
 ccq=target/release/ccq
 out=${OUT:-/tmp}/compare
 device=${DEVICE:-cuda}
