@@ -167,6 +167,11 @@ fn read_only_or_full_disk_keeps_the_previous_state() {
         "the error names the run: {}",
         text(&o)
     );
+    assert!(
+        !text(&o).contains("step   2:"),
+        "a step whose save failed is not reported as done: {}",
+        text(&o)
+    );
     assert_eq!(
         snapshot(&run_dir),
         before,

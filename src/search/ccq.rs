@@ -455,6 +455,7 @@ pub fn score_trials_naive(
                 }
                 score(eval_policy(&m, trial, scheme, data, norm, None))
             })
+            .filter(|t| t.loss.is_finite())
         })
         .collect();
     Trials {
@@ -882,7 +883,8 @@ pub fn run(
             compete_seconds,
             refused,
         };
-        progress::println(format!(
+        // Reported once saved: a step whose save fails never appears as done.
+        let line = format!(
             "step {t:>3}: {} {} → {} | val {:.2}% → {:.2}% after {epochs} epoch(s) | {:.2}x, avg {:.2} bits | λ {lambda:.2}",
             record.chosen,
             before,
@@ -891,11 +893,12 @@ pub fn run(
             100.0 * val_after,
             cost.compression,
             cost.avg_bits
-        ));
+        );
         state.seconds += record.seconds;
         state.steps.push(record);
         let old = std::mem::replace(&mut state.checkpoint, format!("step-{t:03}"));
         save_step(run, &state.checkpoint, &model, &state, env)?;
+        progress::println(line);
         for &r in &env.keep {
             let dir = milestone_dir(run, r);
             if cost.compression >= r && !dir.join(checkpoint::META).is_file() {
