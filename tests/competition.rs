@@ -42,6 +42,41 @@ fn data(n: usize, side: usize) -> Subset {
     }))
 }
 
+/// A few epochs of QAT at lr 0.05 under `policy` (seeded shuffling).
+fn train(
+    model: &ccq::model::Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    subset: &Subset,
+    norm: &Normalization,
+    epochs: usize,
+    seed: u64,
+) {
+    let h = Hyper {
+        batch_size: 50,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    let (mut opt, mut rng) = (sgd(&h), StdRng::seed_from_u64(seed));
+    let ctx = QuantCtx::new(scheme, &policy.bits);
+    for e in 0..epochs {
+        train_epoch(
+            &model.net,
+            &mut opt,
+            &ctx,
+            subset,
+            norm,
+            &h,
+            None,
+            &mut rng,
+            None,
+            &|_| 0.05,
+            &format!("{e}"),
+        )
+        .unwrap();
+    }
+}
+
 fn check(scheme: QuantScheme) {
     tch::manual_seed(3);
     let spec = ModelSpec {
@@ -75,30 +110,7 @@ fn check(scheme: QuantScheme) {
     };
     // A briefly trained model, so that the lowered arms lose different amounts of accuracy.
     let subset = data(700, 10);
-    let h = Hyper {
-        batch_size: 50,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-    };
-    let mut opt = sgd(&h);
-    let train_ctx = QuantCtx::new(scheme, &current.bits);
-    let mut rng = StdRng::seed_from_u64(1);
-    for e in 0..3 {
-        train_epoch(
-            &model.net,
-            &mut opt,
-            &train_ctx,
-            &subset,
-            &norm,
-            &h,
-            None,
-            &mut rng,
-            None,
-            &|_| 0.05,
-            &format!("{e}"),
-        )
-        .unwrap();
-    }
+    train(&model, &current, scheme, &subset, &norm, 3, 1);
     let before = model.net.flat.copy();
     let full = score_trials(
         &model,
@@ -191,29 +203,7 @@ fn polish_raises_within_the_target() {
             (Kind::Float, tch::Device::Cpu),
         )],
     );
-    let h = Hyper {
-        batch_size: 50,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-    };
-    let (mut opt, mut rng) = (sgd(&h), StdRng::seed_from_u64(2));
-    let ctx = QuantCtx::new(scheme, &start.bits);
-    for e in 0..2 {
-        train_epoch(
-            &model.net,
-            &mut opt,
-            &ctx,
-            &subset,
-            &norm,
-            &h,
-            None,
-            &mut rng,
-            None,
-            &|_| 0.05,
-            &format!("{e}"),
-        )
-        .unwrap();
-    }
+    train(&model, &start, scheme, &subset, &norm, 2, 2);
     let target = Target::Compression(6.0);
     let (polished, raises) = polish(&model, &start, &lowering, &target, scheme, &subset, &norm);
     let cost = model_cost(&model.layers, &polished, scheme.weight);

@@ -618,9 +618,14 @@ fn equal_compute(
     let standard: Vec<MethodResult> = report
         .results
         .iter()
-        .filter(|r| !r.method.starts_with(Method::Ccq.name()))
-        .filter(|r| !r.bits.is_empty() && r.epochs.is_some())
-        .filter(|r| !r.method.ends_with(EQUAL))
+        // The other methods' own results: not CCQ's (polished or not), not equal-compute ones,
+        // and only those with a policy.
+        .filter(|r| {
+            !r.method.starts_with(Method::Ccq.name())
+                && !r.method.ends_with(EQUAL)
+                && !r.bits.is_empty()
+                && r.epochs.is_some()
+        })
         .cloned()
         .collect();
     for r in standard {

@@ -124,12 +124,7 @@ pub fn decide(
     scorer: &mut dyn ArmScorer,
     t: usize,
 ) -> Result<Decision> {
-    let Contest {
-        trials,
-        awake,
-        total,
-    } = contest;
-    let (awake, total) = (&awake[..], *total);
+    let (trials, awake, total) = (&contest.trials, &contest.awake[..], contest.total);
     let contenders: Vec<Option<(usize, &Policy)>> = arms
         .iter()
         .enumerate()
