@@ -36,6 +36,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         eta,
         reward: Reward::reference(),
         polish: false,
+        budget_aware: false,
         lambda: LambdaSchedule::default(),
         qsteps,
         target,
@@ -120,7 +121,7 @@ fn chosen_arms_follow_the_mixed_distribution() {
     policy.bits[3].w = 2;
     policy.bits[3].a = 2;
     let refused = [1usize];
-    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &refused, 0) else {
+    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &refused, 0, &[]) else {
         panic!("the search should go on");
     };
     let (trials, awake) = (&contest.trials, &contest.awake);
@@ -187,7 +188,7 @@ fn simulate(cfg: &SearchConfig, layers: &[LayerInfo]) -> (Vec<f64>, String) {
     let mut competition = Competition::new(&vec![true; arms.len()]);
     let mut ratios = Vec::new();
     for step in 0.. {
-        match plan(cfg, layers, &arms, &policy, &[], step) {
+        match plan(cfg, layers, &arms, &policy, &[], step, &[]) {
             Plan::Stop(why) => return (ratios, why),
             Plan::Compete(contest) => {
                 let d = decide(
@@ -252,7 +253,7 @@ fn an_unusable_trial_is_never_chosen() {
     let cfg = config(1.0, 1000, Some(Target::Compression(30.0)));
     let arms = cfg.lowering.arms(names.len());
     let policy = cfg.lowering.start(&names);
-    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &[], 0) else {
+    let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &[], 0, &[]) else {
         panic!("the search should go on");
     };
     let awake = &contest.awake;
@@ -304,4 +305,67 @@ fn carried_log_weights() {
     assert_eq!(p[1], 0.0);
     let want = 1.0 / (1.0 + (-0.5f64).exp());
     assert!((p[0] - want).abs() < 1e-12, "{p:?}");
+}
+
+#[test]
+fn budget_aware_counts_only_the_saving_toward_the_nearest_goal() {
+    let layers = layers(ModelKind::Convnet);
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let n = names.len();
+    let base = config(1.0, 1000, None);
+    let arms = base.lowering.arms(n);
+    let policy = base.lowering.start(&names);
+    let now = model_cost(&layers, &policy, base.scheme.weight).compression;
+    // The nearest goal is a hair away, either as the target or as a milestone on the way to a
+    // far target: every lowering reaches it.
+    let near = now * 1.0005;
+    for (target, milestones) in [(near, vec![]), (30.0, vec![near, 20.0])] {
+        let cfg = SearchConfig {
+            reward: Reward::improved(),
+            budget_aware: true,
+            target: Some(Target::Compression(target)),
+            ..base.clone()
+        };
+        let Plan::Compete(contest) = plan(&cfg, &layers, &arms, &policy, &[], 0, &milestones)
+        else {
+            panic!("the search should go on");
+        };
+        let need = contest
+            .need
+            .expect("a budget-aware contest knows its shortfall");
+        let full = model_cost(&layers, &policy, cfg.scheme.weight);
+        assert!(need > 0.0 && need < 0.001 * full.size_bits as f64, "{need}");
+        assert!(contest.trials.iter().flatten().all(|(_, s)| *s > need));
+        // Every arm meets the goal, so the prior is uniform and the reward follows the loss
+        // alone: the lowest-loss arm (stem, accuracy 0.9) gets the highest reward, although
+        // stage2's lowering saves far more.
+        let mut scorer = Injected {
+            acc: vec![0.9, 0.8, 0.6, 0.7],
+            expect_awake: None,
+        };
+        let mut competition = Competition::new(&contest.awake);
+        let d = decide(&cfg, &arms, &contest, &mut competition, &mut scorer, 2).unwrap();
+        assert!(d.r.iter().all(|&r| (r - 0.25).abs() < 1e-12), "{:?}", d.r);
+        let best = (0..n).max_by(|&a, &b| d.rewards[a].unwrap().total_cmp(&d.rewards[b].unwrap()));
+        assert_eq!(best, Some(0));
+        // Without budget awareness the prior follows the full saving (stage2 holds most bits).
+        let plain = SearchConfig {
+            budget_aware: false,
+            ..cfg.clone()
+        };
+        let Plan::Compete(c) = plan(&plain, &layers, &arms, &policy, &[], 0, &milestones) else {
+            panic!("the search should go on");
+        };
+        assert!(c.need.is_none());
+        let d = decide(
+            &plain,
+            &arms,
+            &c,
+            &mut Competition::new(&c.awake),
+            &mut scorer,
+            2,
+        )
+        .unwrap();
+        assert!(d.r[2] > 0.5, "{:?}", d.r);
+    }
 }

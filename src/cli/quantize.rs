@@ -71,6 +71,10 @@ pub struct SearchFlags {
     /// Once the target is met, raise single layers back while it stays met (improved: true).
     #[arg(long)]
     pub polish: Option<bool>,
+    /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
+    /// memory prior, so that overshooting the target earns nothing (improved: true).
+    #[arg(long)]
+    pub budget_aware: Option<bool>,
     /// λ on odd steps.
     #[arg(long, default_value_t = 0.0)]
     pub lambda_odd: f64,
@@ -234,6 +238,7 @@ impl SearchFlags {
             eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
             reward,
             polish: self.polish.unwrap_or(improved),
+            budget_aware: self.budget_aware.unwrap_or(improved),
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,
                 a: self.lambda_a,

@@ -77,6 +77,10 @@ pub struct SearchConfig {
     /// Once the target is met, give back the bits it does not need ([`super::polish`]).
     #[serde(default)]
     pub polish: bool,
+    /// Count only the saving that goes toward the nearest unmet goal (reward and memory
+    /// prior), so that near the target an arm that meets it with little overshoot wins.
+    #[serde(default)]
+    pub budget_aware: bool,
     /// λ schedule.
     pub lambda: LambdaSchedule,
     /// Maximum number of steps T.
@@ -113,7 +117,8 @@ pub struct ArmRecord {
     /// Bandit cross-entropy of the trial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
-    /// Fraction of the target's metric (size, or BOPs) the lowering saves.
+    /// Fraction of the target's metric (size, or BOPs) the lowering saves; in a budget-aware
+    /// search, only the part that goes toward the nearest unmet goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<f64>,
     /// The reward η multiplied.
@@ -769,6 +774,7 @@ pub fn run(
             &state.policy,
             &state.refused,
             state.step,
+            &env.keep,
         ) {
             Plan::Stop(why) => {
                 state.finished = Some(why);

@@ -5,7 +5,7 @@
 use super::bandit::{memory_prior, mix, sample};
 use super::ccq::{Competition, SearchConfig};
 use super::reward::{Trials, rewards};
-use super::target::{Arm, saving};
+use super::target::{Arm, Target, saving};
 use crate::model::LayerInfo;
 use crate::quant::cost::model_cost;
 use crate::quant::policy::Policy;
@@ -36,12 +36,17 @@ pub struct Contest {
     pub awake: Vec<bool>,
     /// The current policy's total in the target's metric (weight bits, or BOPs).
     pub total: f64,
+    /// With a budget-aware search: how much of that metric is still to shed to reach the
+    /// nearest unmet goal (the target, or a compression milestone on the way).
+    pub need: Option<f64>,
 }
 
 /// The plan for the step after `step` finished steps under `policy`. An arm sleeps when it is
 /// at its floor, when its lowering was refused, or (with a target) when lowering it saves
 /// nothing in the target's metric. The search stops once the target is met, no arm is awake, or
-/// `qsteps` steps have run, checked in that order.
+/// `qsteps` steps have run, checked in that order. `milestones` are compressions to keep on
+/// the way (a comparison keeps one policy per budget); a budget-aware search aims at the
+/// nearest unmet one.
 pub fn plan(
     cfg: &SearchConfig,
     layers: &[LayerInfo],
@@ -49,6 +54,7 @@ pub fn plan(
     policy: &Policy,
     refused: &[usize],
     step: usize,
+    milestones: &[f64],
 ) -> Plan {
     let scheme = cfg.scheme.weight;
     let trials: Vec<Option<(Policy, f64)>> = arms
@@ -86,11 +92,37 @@ pub fn plan(
     } else {
         cost.size_bits as f64
     };
+    let need = cfg
+        .budget_aware
+        .then(|| nearest_shortfall(cfg.target.as_ref(), milestones, &cost))
+        .flatten();
     Plan::Compete(Contest {
         trials,
         awake,
         total,
+        need,
     })
+}
+
+/// The smallest positive shortfall among the goals `cost` has not met: the target, and (for a
+/// size target) the compression milestones. `None` when there is no unmet goal.
+fn nearest_shortfall(
+    target: Option<&Target>,
+    milestones: &[f64],
+    cost: &crate::quant::cost::ModelCost,
+) -> Option<f64> {
+    let target = target?;
+    let on_size = !target.is_bops();
+    std::iter::once(*target)
+        .chain(
+            milestones
+                .iter()
+                .filter(|_| on_size)
+                .map(|&r| Target::Compression(r)),
+        )
+        .map(|g| g.shortfall(cost))
+        .filter(|&s| s > 0.0)
+        .min_by(f64::total_cmp)
 }
 
 /// The competition's outcome for one step.
@@ -149,10 +181,13 @@ pub fn decide(
             *a = None;
         }
     }
+    // Budget-aware: what a lowering saves beyond the nearest goal's shortfall does not count,
+    // in the reward or in the memory prior, so a large overshoot earns nothing.
+    let cap = contest.need.unwrap_or(f64::INFINITY);
     let savings: Vec<f64> = trials
         .iter()
         .zip(&usable)
-        .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| *s))
+        .map(|(t, &w)| t.as_ref().filter(|_| w).map_or(0.0, |(_, s)| s.min(cap)))
         .collect();
     let saved: Vec<f64> = savings.iter().map(|s| s / total.max(1.0)).collect();
     let rewards = rewards(&cfg.reward, &scores, &saved);

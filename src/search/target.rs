@@ -46,6 +46,18 @@ impl Target {
         }
     }
 
+    /// How much of the target's metric (weight bits, or BOPs for a BOPs target) `cost` must
+    /// still shed to meet it; 0 once met.
+    pub fn shortfall(&self, cost: &ModelCost) -> f64 {
+        let over = match *self {
+            Target::Compression(r) => cost.size_bits as f64 - cost.fp32_bits as f64 / r,
+            Target::SizeBytes(b) => cost.size_bits as f64 - 8.0 * b as f64,
+            Target::AvgBits(b) => (cost.avg_bits - b) * (cost.fp32_bits / 32) as f64,
+            Target::Bops(n) => cost.bops as f64 - n as f64,
+        };
+        if self.met(cost) { 0.0 } else { over.max(0.0) }
+    }
+
     /// Whether the metric is BOPs (then activation lowerings save something too).
     pub fn is_bops(&self) -> bool {
         matches!(self, Target::Bops(_))
