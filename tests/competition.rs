@@ -2,7 +2,7 @@
 
 use ccq::data::{Dataset, Normalization, Subset};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
-use ccq::quant::calibrate::calibrate;
+use ccq::train::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::search::ccq::{score_trials, score_trials_naive};
@@ -166,7 +166,7 @@ fn prefix_reuse_gives_identical_scores() {
 /// only for raises that lower the bandit loss (each kept raise lowers it further).
 #[test]
 fn polish_raises_within_the_target() {
-    use ccq::quant::cost::model_cost;
+    use ccq::model::cost::model_cost;
     use ccq::quant::policy::Ladder;
     use ccq::search::polish::polish;
     use ccq::search::target::{Lowering, Target};

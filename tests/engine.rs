@@ -7,7 +7,7 @@ use ccq::export::format::{IntModel, WIDE_FRAC};
 use ccq::host::to_f32;
 use ccq::model::network::pool;
 use ccq::model::{Model, ModelKind, ModelSpec, QuantCtx, build};
-use ccq::quant::calibrate::calibrate;
+use ccq::train::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;

@@ -3,7 +3,7 @@
 //! right step.
 
 use ccq::model::{LayerInfo, ModelKind, ModelSpec, build};
-use ccq::quant::cost::model_cost;
+use ccq::model::cost::model_cost;
 use ccq::quant::policy::{Ladder, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::search::bandit::LambdaSchedule;

@@ -7,7 +7,7 @@ use ccq::export::convert::to_int_model;
 use ccq::export::engine::Engine;
 use ccq::export::format::{IntKind, IntModel};
 use ccq::export::onnx;
-use ccq::quant::cost::model_cost;
+use ccq::model::cost::model_cost;
 use ccq::search::ccq::{FINAL, STATE};
 use ccq::train::checkpoint;
 use clap::Args;

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use ccq::data::Normalization;
 use ccq::model::ModelKind;
 use ccq::progress;
-use ccq::quant::cost::cost_table;
+use ccq::model::cost::cost_table;
 use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};

@@ -1,5 +1,6 @@
-//! Quantization-aware networks and their layer tables.
+//! Quantization-aware networks, their layer tables, and what a policy costs on them.
 
+pub mod cost;
 pub mod layers;
 pub mod network;
 

@@ -1,6 +1,4 @@
-//! Quantizers, bit policies and the cost model.
+//! Quantizers and bit policies (below the model: the model's layers use them).
 
-pub mod calibrate;
-pub mod cost;
 pub mod policy;
 pub mod quantizer;

@@ -6,7 +6,7 @@ use super::hessian::{Hvp, hutchinson};
 use super::target::Target;
 use crate::data::{Normalization, Subset, make_batch};
 use crate::model::{LayerInfo, Model, QuantCtx};
-use crate::quant::cost::{layer_size_bits, model_cost};
+use crate::model::cost::{layer_size_bits, model_cost};
 use crate::quant::policy::{Ladder, LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::trainer::cross_entropy;

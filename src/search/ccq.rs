@@ -10,8 +10,8 @@ use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::data::{Augment, Normalization, Splits, Subset, in_order};
 use crate::model::{Model, QuantCtx};
 use crate::progress;
-use crate::quant::calibrate::rescale_steps;
-use crate::quant::cost::{ModelCost, model_cost};
+use crate::train::calibrate::rescale_steps;
+use crate::model::cost::{ModelCost, model_cost};
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
@@ -700,7 +700,7 @@ pub fn init(
     )
     .top1;
     let policy = cfg.lowering.start(&names);
-    crate::quant::calibrate::calibrate(&model.net, &policy, cfg.scheme, calib);
+    crate::train::calibrate::calibrate(&model.net, &policy, cfg.scheme, calib);
     let (model, _, val) = if cfg.init_epochs > 0 {
         let init_ft = Finetune {
             min_epochs: cfg.init_epochs,

@@ -7,7 +7,7 @@ use super::ccq::{Competition, SearchConfig};
 use super::reward::{Trials, rewards};
 use super::target::{Arm, Target, saving};
 use crate::model::LayerInfo;
-use crate::quant::cost::model_cost;
+use crate::model::cost::model_cost;
 use crate::quant::policy::Policy;
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
@@ -109,7 +109,7 @@ pub fn plan(
 fn nearest_shortfall(
     target: Option<&Target>,
     milestones: &[f64],
-    cost: &crate::quant::cost::ModelCost,
+    cost: &crate::model::cost::ModelCost,
 ) -> Option<f64> {
     let target = target?;
     let on_size = !target.is_bops();

@@ -1,7 +1,7 @@
 //! Search targets and the arms that compete: which bits a lowering touches, and what it saves.
 
 use crate::model::LayerInfo;
-use crate::quant::cost::{ModelCost, model_cost};
+use crate::model::cost::{ModelCost, model_cost};
 use crate::quant::policy::{FLOAT_BITS, Ladder, LayerBits, Policy};
 use crate::quant::quantizer::WeightQuantizer;
 use anyhow::{Result, bail};

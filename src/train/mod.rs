@@ -1,5 +1,6 @@
-//! Training, evaluation, schedules and checkpoints.
+//! Training, calibration, evaluation, schedules and checkpoints.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod fit;
 pub mod optim;

@@ -1,7 +1,7 @@
 //! Data-driven initialisation of quantizer parameters, and their rescaling when bits change.
 
-use super::policy::{FLOAT_BITS, LayerBits, Policy};
-use super::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
+use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
+use crate::quant::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
 use crate::model::Network;
 use crate::model::layers::{Observer, QuantCtx};
 use tch::Tensor;
