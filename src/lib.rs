@@ -6,11 +6,15 @@
 
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod export;
 pub mod host;
 pub mod model;
+pub mod names;
 pub mod progress;
 pub mod quant;
 pub mod report;
 pub mod search;
 pub mod train;
+
+pub use error::{Error, Result};

@@ -5,10 +5,10 @@ mod common;
 use ccq::data::{DataSource, Normalization, SplitSpec};
 use ccq::host::to_f32;
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
-use ccq::train::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
+use ccq::train::calibrate::calibrate;
 use ccq::train::checkpoint::{self, CheckpointMeta};
 use tch::{Kind, Tensor};
 

@@ -2,10 +2,10 @@
 
 use ccq::data::{Dataset, Normalization, Subset};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
-use ccq::train::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::search::ccq::{score_trials, score_trials_naive};
+use ccq::train::calibrate::calibrate;
 use ccq::train::{Hyper, sgd, train_epoch};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -7,10 +7,10 @@ use ccq::export::format::{IntModel, WIDE_FRAC};
 use ccq::host::to_f32;
 use ccq::model::network::pool;
 use ccq::model::{Model, ModelKind, ModelSpec, QuantCtx, build};
-use ccq::train::calibrate::calibrate;
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
+use ccq::train::calibrate::calibrate;
 use tch::{Device, Tensor};
 
 /// Float activations at the stem, after each block and the logits, for one normalised image.

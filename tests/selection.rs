@@ -2,8 +2,8 @@
 //! distribution `(1 − λ)·P + λ·r`, sleeping arms are never chosen, and the search stops on the
 //! right step.
 
-use ccq::model::{LayerInfo, ModelKind, ModelSpec, build};
 use ccq::model::cost::model_cost;
+use ccq::model::{LayerInfo, ModelKind, ModelSpec, build};
 use ccq::quant::policy::{Ladder, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::search::bandit::LambdaSchedule;

@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use ccq::data::{Augment, DataFormat, DataSource, SplitSpec};
+use ccq::names::Named;
 use ccq::train::{Devices, Hyper};
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
 
 /// Where the data is and how to split it.
@@ -14,7 +16,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Dataset format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = named::<DataFormat>())]
     pub format: Option<DataFormat>,
     /// Channels of image-folder data (1 = grayscale, 3 = RGB).
     #[arg(long, default_value_t = 3)]
@@ -102,6 +104,12 @@ fn parse_size(s: &str) -> Result<[usize; 2]> {
         bail!("--image-size {s}: sides must be positive");
     }
     Ok([h, w])
+}
+
+/// The clap parser of a library enum: lists its names in `--help`, parses through [`Named`].
+pub fn named<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .map(|s| T::from_name(&s).expect("clap admits only the listed names"))
 }
 
 /// Sets the worker threads of libtorch (intra-op) and of rayon.

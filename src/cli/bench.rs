@@ -1,5 +1,6 @@
 //! `ccq bench`: timing of one QAT training step or of inference, on random data.
 
+use super::args::named;
 use anyhow::{Result, bail};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
@@ -17,7 +18,7 @@ pub struct BenchArgs {
     #[arg(default_value = "step")]
     pub mode: String,
     /// Architecture.
-    #[arg(long, value_enum, default_value = "resnet20")]
+    #[arg(long, value_parser = named::<ModelKind>(), default_value = "resnet20")]
     pub model: ModelKind,
     /// Batch size.
     #[arg(long, default_value_t = 128)]

@@ -1,15 +1,14 @@
 //! `ccq compare` (CCQ vs Hessian-aware vs uniform vs random at the same budgets) and
 //! `ccq report RUN_DIR` (the page for a single CCQ run).
 
-use super::args::{CommonArgs, DataArgs};
+use super::args::{CommonArgs, DataArgs, named};
 use super::jobs::{Prepared, calibration_batches, prepare_for};
 use super::quantize::SearchFlags;
 use anyhow::{Context, Result, bail};
 use ccq::data::Normalization;
 use ccq::model::Model;
-use ccq::progress;
-use ccq::train::calibrate::calibrate;
 use ccq::model::cost::model_cost;
+use ccq::progress;
 use ccq::quant::policy::{Ladder, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::report::{MethodResult, Report, html};
@@ -17,6 +16,7 @@ use ccq::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use ccq::search::ccq::{self as search, SearchEnv, milestone_dir};
 use ccq::search::polish::polish;
 use ccq::search::target::{Target, check_reachable};
+use ccq::train::calibrate::calibrate;
 use ccq::train::checkpoint::{self, write_atomic};
 use ccq::train::fit::{FitPlan, fit};
 use ccq::train::{Devices, Eval, eval_policy};
@@ -37,7 +37,7 @@ pub struct CompareArgs {
     /// Methods to run.
     #[arg(
         long,
-        value_enum,
+        value_parser = named::<Method>(),
         value_delimiter = ',',
         default_value = "ccq,hawq,uniform,uniform-ends8,random"
     )]

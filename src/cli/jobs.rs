@@ -1,14 +1,14 @@
 //! `ccq train`, `ccq qat`, `ccq eval`, `ccq info`.
 
-use super::args::{CommonArgs, DataArgs};
+use super::args::{CommonArgs, DataArgs, named};
 use anyhow::{Context, Result, bail};
 use ccq::data::{DataSource, Normalization, SplitSpec, Splits, make_batch};
+use ccq::model::cost::{cost_table, model_cost};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::progress;
-use ccq::train::calibrate::calibrate;
-use ccq::model::cost::{cost_table, model_cost};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
+use ccq::train::calibrate::calibrate;
 use ccq::train::checkpoint::{self, Checkpoint, CheckpointMeta};
 use ccq::train::fit::{FitPlan, fit};
 use ccq::train::{Devices, eval_policy};
@@ -20,7 +20,7 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Architecture.
-    #[arg(long, value_enum, default_value = "convnet")]
+    #[arg(long, value_parser = named::<ModelKind>(), default_value = "convnet")]
     pub model: ModelKind,
     #[command(flatten)]
     pub data: DataArgs,
@@ -75,10 +75,10 @@ pub struct QatArgs {
 #[derive(Args, Debug, Clone)]
 pub struct QuantArgs {
     /// Weight quantizer.
-    #[arg(long, value_enum, default_value = "dorefa")]
+    #[arg(long, value_parser = named::<WeightQuantizer>(), default_value = "dorefa")]
     pub weight_quant: WeightQuantizer,
     /// Activation quantizer.
-    #[arg(long, value_enum, default_value = "pact")]
+    #[arg(long, value_parser = named::<ActQuantizer>(), default_value = "pact")]
     pub act_quant: ActQuantizer,
 }
 

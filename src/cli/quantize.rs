@@ -1,12 +1,12 @@
 //! `ccq quantize`: the CCQ search, end to end.
 
-use super::args::{CommonArgs, DataArgs};
+use super::args::{CommonArgs, DataArgs, named};
 use super::jobs::{QuantArgs, TrainArgs, calibration_batches, prepare_for, train};
 use anyhow::{Result, bail};
 use ccq::data::Normalization;
 use ccq::model::ModelKind;
-use ccq::progress;
 use ccq::model::cost::cost_table;
+use ccq::progress;
 use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::ccq::{self as search, Finetune, SearchConfig, SearchEnv, StopRule};
@@ -135,7 +135,7 @@ pub struct QuantizeArgs {
     /// Full-precision checkpoint to quantize (default: train --model on the data first, into RUN_DIR/fp).
     pub checkpoint: Option<PathBuf>,
     /// Architecture to train when no checkpoint is given.
-    #[arg(long, value_enum, default_value = "convnet")]
+    #[arg(long, value_parser = named::<ModelKind>(), default_value = "convnet")]
     pub model: ModelKind,
     /// Epochs of that full-precision training.
     #[arg(long, default_value_t = 10)]

@@ -18,7 +18,7 @@ pub fn missing_default_error<T>() -> Result<T> {
 }
 
 /// On-disk dataset formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataFormat {
     /// idx files (MNIST / Fashion-MNIST).
@@ -28,6 +28,19 @@ pub enum DataFormat {
     /// Image folders `ROOT/train|test/<class>/*.png|jpg`.
     Folder,
 }
+
+impl crate::names::Named for DataFormat {
+    const ALL: &'static [Self] = &[DataFormat::Idx, DataFormat::Cifar, DataFormat::Folder];
+    const WHAT: &'static str = "data format";
+    fn name(&self) -> &'static str {
+        match self {
+            DataFormat::Idx => "idx",
+            DataFormat::Cifar => "cifar",
+            DataFormat::Folder => "folder",
+        }
+    }
+}
+crate::from_str_by_name!(DataFormat);
 
 /// A dataset on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

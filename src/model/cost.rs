@@ -1,8 +1,8 @@
 //! Cost model: weight size (scales included), compression vs FP32, average bits and BOPs.
 
+use super::LayerInfo;
 use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
 use crate::quant::quantizer::WeightQuantizer;
-use super::LayerInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 /// The architectures ccq builds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Compact ConvNet: three conv+BN+ReLU+maxpool stages and one linear layer.
@@ -33,6 +33,21 @@ impl ModelKind {
         }
     }
 }
+
+impl crate::names::Named for ModelKind {
+    const ALL: &'static [Self] = &[
+        ModelKind::Convnet,
+        ModelKind::Resnet20,
+        ModelKind::Resnet32,
+        ModelKind::Resnet56,
+        ModelKind::Resnet18,
+    ];
+    const WHAT: &'static str = "model";
+    fn name(&self) -> &'static str {
+        ModelKind::name(self)
+    }
+}
+crate::from_str_by_name!(ModelKind);
 
 /// Everything needed to rebuild a model: architecture, input shape and class count.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// Which quantizer is applied to the weights of every quantizable layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightQuantizer {
     /// DoReFa: `tanh(w) / (2·max|tanh w|) + 0.5` quantized on [0, 1], mapped back to [-1, 1].
@@ -20,7 +20,7 @@ pub enum WeightQuantizer {
 }
 
 /// Which quantizer is applied to the input activations of every quantizable layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActQuantizer {
     /// PACT: `clamp(x, 0, α)` with a learned clip α, k-bit unsigned.
@@ -28,6 +28,35 @@ pub enum ActQuantizer {
     /// Learned step size, unsigned.
     Lsq,
 }
+
+impl crate::names::Named for WeightQuantizer {
+    const ALL: &'static [Self] = &[
+        WeightQuantizer::Dorefa,
+        WeightQuantizer::LsqTensor,
+        WeightQuantizer::LsqChannel,
+    ];
+    const WHAT: &'static str = "weight quantizer";
+    fn name(&self) -> &'static str {
+        match self {
+            WeightQuantizer::Dorefa => "dorefa",
+            WeightQuantizer::LsqTensor => "lsq-tensor",
+            WeightQuantizer::LsqChannel => "lsq-channel",
+        }
+    }
+}
+crate::from_str_by_name!(WeightQuantizer);
+
+impl crate::names::Named for ActQuantizer {
+    const ALL: &'static [Self] = &[ActQuantizer::Pact, ActQuantizer::Lsq];
+    const WHAT: &'static str = "activation quantizer";
+    fn name(&self) -> &'static str {
+        match self {
+            ActQuantizer::Pact => "pact",
+            ActQuantizer::Lsq => "lsq",
+        }
+    }
+}
+crate::from_str_by_name!(ActQuantizer);
 
 /// The pair of quantizers a model is trained with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@ use super::allocate::{Options, allocate};
 use super::hessian::{Hvp, hutchinson};
 use super::target::Target;
 use crate::data::{Normalization, Subset, make_batch};
-use crate::model::{LayerInfo, Model, QuantCtx};
 use crate::model::cost::{layer_size_bits, model_cost};
+use crate::model::{LayerInfo, Model, QuantCtx};
 use crate::quant::policy::{Ladder, LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer};
 use crate::train::trainer::cross_entropy;
@@ -16,7 +16,7 @@ use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
 
 /// Comparison methods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// CCQ search.
@@ -43,6 +43,21 @@ impl Method {
         }
     }
 }
+
+impl crate::names::Named for Method {
+    const ALL: &'static [Self] = &[
+        Method::Ccq,
+        Method::Hawq,
+        Method::Uniform,
+        Method::UniformEnds8,
+        Method::Random,
+    ];
+    const WHAT: &'static str = "method";
+    fn name(&self) -> &'static str {
+        Method::name(self)
+    }
+}
+crate::from_str_by_name!(Method);
 
 /// Tied bits `b` for layer `l` (the first layer reads the 8-bit input).
 fn tied(l: usize, b: u32) -> LayerBits {

@@ -10,10 +10,10 @@ use super::ccq::{TRIAL_BATCH, score_trials};
 use super::target::{Lowering, Target};
 use crate::data::{Normalization, Subset};
 use crate::model::Model;
-use crate::train::calibrate::rescale_steps;
 use crate::model::cost::model_cost;
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
+use crate::train::calibrate::rescale_steps;
 use serde::{Deserialize, Serialize};
 
 /// One raise the polish made.

@@ -24,16 +24,17 @@ pub enum TrialSignal {
     Loss,
 }
 
-impl std::str::FromStr for TrialSignal {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "top1" => Ok(TrialSignal::Top1),
-            "loss" => Ok(TrialSignal::Loss),
-            _ => anyhow::bail!("trial signal `{s}`: use top1 or loss"),
+impl crate::names::Named for TrialSignal {
+    const ALL: &'static [Self] = &[TrialSignal::Top1, TrialSignal::Loss];
+    const WHAT: &'static str = "trial signal";
+    fn name(&self) -> &'static str {
+        match self {
+            TrialSignal::Top1 => "top1",
+            TrialSignal::Loss => "loss",
         }
     }
 }
+crate::from_str_by_name!(TrialSignal);
 
 /// The competition's reward settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,9 @@
 //! Data-driven initialisation of quantizer parameters, and their rescaling when bits change.
 
-use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
-use crate::quant::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
 use crate::model::Network;
 use crate::model::layers::{Observer, QuantCtx};
+use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
+use crate::quant::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
 use tch::Tensor;
 
 /// Replaces the values of a parameter in place (same storage, so it stays a view into the
