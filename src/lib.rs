@@ -7,11 +7,12 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod events;
 pub mod export;
 pub mod host;
 pub mod model;
 pub mod names;
-pub mod progress;
+pub mod pipeline;
 pub mod quant;
 pub mod report;
 pub mod search;

@@ -1,10 +1,11 @@
 //! The competition's prefix reuse scores every arm exactly as running each trial alone does.
 
 use ccq::data::{Dataset, Normalization, Subset};
+use ccq::events::{Pass, Silent};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
-use ccq::search::ccq::{score_trials, score_trials_naive};
+use ccq::search::trials::{score_trials, score_trials_naive};
 use ccq::train::calibrate::calibrate;
 use ccq::train::{Hyper, sgd, train_epoch};
 use rand::SeedableRng;
@@ -71,7 +72,10 @@ fn train(
             &mut rng,
             None,
             &|_| 0.05,
-            &format!("{e}"),
+            Pass {
+                events: &Silent,
+                phase: &format!("{e}"),
+            },
         )
         .unwrap();
     }

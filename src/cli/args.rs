@@ -1,12 +1,20 @@
-//! Command-line arguments shared by several subcommands.
+//! Command-line arguments shared by several subcommands, and their mapping onto the library's
+//! configurations.
 
 use anyhow::{Context, Result, bail};
-use ccq::data::{Augment, DataFormat, DataSource, SplitSpec};
+use ccq::data::DataFormat;
 use ccq::names::Named;
-use ccq::train::{Devices, Hyper};
+use ccq::pipeline::{AugmentChoice, DataConfig, Session};
+use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::path::PathBuf;
+
+/// The clap parser of a library enum: lists its names in `--help`, parses through [`Named`].
+pub fn named<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .map(|s| T::from_name(&s).expect("clap admits only the listed names"))
+}
 
 /// Where the data is and how to split it.
 #[derive(Args, Debug, Clone)]
@@ -34,56 +42,23 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
     /// Random crop + horizontal flip: auto (on for CIFAR/RGB folders, off for idx), on, off.
-    #[arg(long, default_value = "auto")]
-    pub augment: String,
+    #[arg(long, value_parser = named::<AugmentChoice>(), default_value = "auto")]
+    pub augment: AugmentChoice,
 }
 
 impl DataArgs {
-    /// The data source: the flags if given, else `fallback` (a checkpoint's), else the default.
-    pub fn source(&self, fallback: Option<&DataSource>) -> Result<DataSource> {
-        if self.data.is_none() && self.format.is_none() {
-            return Ok(fallback.cloned().unwrap_or_default());
-        }
-        let dir = self
-            .data
-            .clone()
-            .unwrap_or_else(|| DataSource::default().dir);
-        let format = self.format.unwrap_or(DataFormat::Idx);
-        let size = parse_size(&self.image_size)?;
-        let channels = match format {
-            DataFormat::Idx => 1,
-            DataFormat::Cifar => 3,
-            DataFormat::Folder => self.channels,
-        };
-        if format == DataFormat::Folder && !(channels == 1 || channels == 3) {
-            bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
-        }
-        Ok(DataSource {
-            dir,
-            format,
-            channels,
-            size,
+    /// The library's data configuration.
+    pub fn config(&self) -> Result<DataConfig> {
+        Ok(DataConfig {
+            dir: self.data.clone(),
+            format: self.format,
+            channels: self.channels,
+            image_size: parse_size(&self.image_size)?,
+            val_size: self.val_size,
+            bandit_size: self.bandit_size,
+            split_seed: self.split_seed,
+            augment: self.augment,
         })
-    }
-
-    /// The split sizes.
-    pub fn split(&self) -> SplitSpec {
-        SplitSpec {
-            val: self.val_size,
-            bandit: self.bandit_size,
-            seed: self.split_seed,
-        }
-    }
-
-    /// The augmentation to use for `source`.
-    pub fn augment(&self, source: &DataSource) -> Result<Option<Augment>> {
-        let on = match self.augment.as_str() {
-            "auto" => source.default_augment(),
-            "on" => true,
-            "off" => false,
-            other => bail!("--augment {other}: use auto, on or off"),
-        };
-        Ok(on.then_some(Augment { pad: 4, flip: true }))
     }
 }
 
@@ -104,21 +79,6 @@ fn parse_size(s: &str) -> Result<[usize; 2]> {
         bail!("--image-size {s}: sides must be positive");
     }
     Ok([h, w])
-}
-
-/// The clap parser of a library enum: lists its names in `--help`, parses through [`Named`].
-pub fn named<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
-    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
-        .map(|s| T::from_name(&s).expect("clap admits only the listed names"))
-}
-
-/// Sets the worker threads of libtorch (intra-op) and of rayon.
-pub fn set_threads(t: usize) -> Result<()> {
-    tch::set_num_threads(t as i32);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build_global()
-        .context("cannot set up the thread pool")
 }
 
 /// Flags every job takes.
@@ -148,34 +108,36 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// Applies threads and quiet mode.
-    pub fn apply(&self) -> Result<()> {
-        ccq::progress::set_quiet(self.quiet);
-        if let Some(t) = self.threads {
-            if t == 0 {
-                bail!("--threads must be at least 1");
-            }
-            set_threads(t)?;
-        }
-        if self.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (BatchNorm needs batch statistics)");
-        }
-        Ok(())
-    }
-
-    /// Seeds libtorch and returns the device to run on (after [`CommonArgs::apply`]).
-    pub fn devices(&self) -> Result<Devices> {
-        let devices = Devices::on(ccq::device::parse_device(&self.device)?);
-        devices.seed(self.seed);
-        Ok(devices)
-    }
-
-    /// Optimiser settings with `default_wd` unless --weight-decay is given.
-    pub fn hyper(&self, default_wd: f64) -> Hyper {
-        Hyper {
+    /// The library's shared settings.
+    pub fn session(&self) -> Session {
+        Session {
+            seed: self.seed,
+            threads: self.threads,
             batch_size: self.batch_size,
             momentum: self.momentum,
-            weight_decay: self.weight_decay.unwrap_or(default_wd),
+            weight_decay: self.weight_decay,
+            device: self.device.clone(),
+        }
+    }
+}
+
+/// Quantizer choice.
+#[derive(Args, Debug, Clone)]
+pub struct QuantArgs {
+    /// Weight quantizer.
+    #[arg(long, value_parser = named::<WeightQuantizer>(), default_value = "dorefa")]
+    pub weight_quant: WeightQuantizer,
+    /// Activation quantizer.
+    #[arg(long, value_parser = named::<ActQuantizer>(), default_value = "pact")]
+    pub act_quant: ActQuantizer,
+}
+
+impl QuantArgs {
+    /// The scheme.
+    pub fn scheme(&self) -> QuantScheme {
+        QuantScheme {
+            weight: self.weight_quant,
+            act: self.act_quant,
         }
     }
 }

@@ -4,7 +4,7 @@
 pub mod svg;
 
 use crate::quant::policy::{FLOAT_BITS, LayerBits};
-use crate::search::ccq::StepRecord;
+use crate::search::state::StepRecord;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use svg::{Series, bar_chart, color, esc, line_plot};
@@ -42,7 +42,7 @@ pub struct MethodResult {
 
 /// The chosen arm's numbers in a step: its probability, and (where recorded) its trial's loss
 /// change, the share of the model it saves and its reward.
-pub fn why_chosen(step: &crate::search::ccq::StepRecord) -> String {
+pub fn why_chosen(step: &crate::search::state::StepRecord) -> String {
     let Some(arm) = step
         .arms
         .iter()

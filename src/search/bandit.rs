@@ -164,3 +164,64 @@ mod tests {
         assert_eq!(sample(&[0.0, 0.0], &mut rng), None);
     }
 }
+
+/// Exponential weights over the arms: reset every step (the reference), or log-weights that
+/// carry over with decay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Competition {
+    /// α per arm.
+    pub alpha: Vec<f64>,
+    /// log α per arm, carried between steps when `carry` > 0.
+    pub log_w: Vec<f64>,
+}
+
+impl Competition {
+    /// α = 1 for awake arms, 0 for asleep ones.
+    pub fn new(awake: &[bool]) -> Self {
+        let mut c = Competition {
+            alpha: vec![0.0; awake.len()],
+            log_w: vec![0.0; awake.len()],
+        };
+        c.reset(awake);
+        c
+    }
+
+    /// The reset at the end of a step: awake arms back to 1, asleep arms at 0.
+    pub fn reset(&mut self, awake: &[bool]) {
+        for (a, w) in self.alpha.iter_mut().zip(awake) {
+            *a = if *w { 1.0 } else { 0.0 };
+        }
+    }
+
+    /// Updates with the trial accuracies and returns the inter-layer probabilities.
+    pub fn score(&mut self, acc: &[Option<f64>], eta: f64) -> Vec<f64> {
+        update_weights(&mut self.alpha, acc, eta);
+        normalise(&self.alpha)
+    }
+
+    /// Updates with `rewards` and returns the inter-layer probabilities. With `carry` = 0 this
+    /// is [`Competition::score`] after a reset; otherwise `log α ← carry·log α + η·reward` for
+    /// the arms that compete, and the others get probability 0 (their log-weight is kept).
+    pub fn update(&mut self, rewards: &[Option<f64>], eta: f64, carry: f64) -> Vec<f64> {
+        if carry == 0.0 {
+            let awake: Vec<bool> = rewards.iter().map(Option::is_some).collect();
+            self.reset(&awake);
+            return self.score(rewards, eta);
+        }
+        for (lw, r) in self.log_w.iter_mut().zip(rewards) {
+            if let Some(r) = r {
+                *lw = carry * *lw + eta * r;
+            }
+        }
+        let max = rewards
+            .iter()
+            .zip(&self.log_w)
+            .filter(|(r, _)| r.is_some())
+            .map(|(_, &l)| l)
+            .fold(f64::NEG_INFINITY, f64::max);
+        for ((a, r), &l) in self.alpha.iter_mut().zip(rewards).zip(&self.log_w) {
+            *a = if r.is_some() { (l - max).exp() } else { 0.0 };
+        }
+        normalise(&self.alpha)
+    }
+}

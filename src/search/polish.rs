@@ -6,8 +6,8 @@
 //! of the model's size it adds, and stops when no raise lowers it. The sensitivities are
 //! measured the way the competition measures them (prefix-reusing trials, no training).
 
-use super::ccq::{TRIAL_BATCH, score_trials};
 use super::target::{Lowering, Target};
+use super::trials::{TRIAL_BATCH, score_trials};
 use crate::data::{Normalization, Subset};
 use crate::model::Model;
 use crate::model::cost::model_cost;

@@ -2,8 +2,9 @@
 //! and which arm the competition picks. The trial accuracies come through [`ArmScorer`], so the
 //! selection can be tested with injected scores.
 
+use super::bandit::Competition;
 use super::bandit::{memory_prior, mix, sample};
-use super::ccq::{Competition, SearchConfig};
+use super::config::SearchConfig;
 use super::reward::{Trials, rewards};
 use super::target::{Arm, Target, saving};
 use crate::model::LayerInfo;

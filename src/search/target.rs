@@ -22,6 +22,22 @@ pub enum Target {
 }
 
 impl Target {
+    /// Checks the value: a compression above 1, average bits in (0, 32], a positive size or
+    /// BOPs count.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Target::Compression(r) if !(r.is_finite() && r > 1.0) => {
+                bail!("--target-compression must be above 1 (got {r})")
+            }
+            Target::AvgBits(b) if !(b > 0.0 && b <= 32.0) => {
+                bail!("--target-avg-bits must be in (0, 32] (got {b})")
+            }
+            Target::SizeBytes(0) => bail!("--target-size must be at least 1 byte"),
+            Target::Bops(0) => bail!("--target-bops must be at least 1"),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `cost` meets the target.
     pub fn met(&self, cost: &ModelCost) -> bool {
         match *self {

@@ -1,7 +1,8 @@
 //! Checks of a search's settings and of a saved search state, run for new and resumed runs alike:
 //! a `state.json` is as untrusted as any other file read from disk.
 
-use super::ccq::{SearchConfig, SearchState, StopRule};
+use super::config::{SearchConfig, StopRule};
+use super::state::SearchState;
 use super::target::Target;
 use anyhow::{Context, Result, bail};
 use std::path::{Component, Path};
@@ -151,7 +152,7 @@ impl SearchState {
 #[cfg(test)]
 mod tests {
     use super::plain_name;
-    use crate::search::ccq::parse_state;
+    use crate::search::state::parse_state;
 
     /// A real `state.json` (the fuzzer's seed), edited one field at a time.
     fn edited(f: impl FnOnce(&mut serde_json::Value)) -> String {

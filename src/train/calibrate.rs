@@ -1,7 +1,7 @@
 //! Data-driven initialisation of quantizer parameters, and their rescaling when bits change.
 
-use crate::model::Network;
 use crate::model::layers::{Observer, QuantCtx};
+use crate::model::{Model, Network};
 use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
 use tch::Tensor;
@@ -101,5 +101,28 @@ pub fn rescale_steps(net: &Network, index: usize, old: LayerBits, new: LayerBits
             let _ = q.act_step.shallow_clone().g_mul_scalar_(ra as f64);
             let _ = q.w_step.shallow_clone().g_mul_scalar_(rw as f64);
         });
+    });
+}
+
+/// The learned steps of layer `index` (LSQ activation and weight steps), copied.
+pub fn saved_steps(model: &Model, index: usize) -> (tch::Tensor, tch::Tensor) {
+    let mut out = None;
+    model.net.for_each_quant(&mut |i, q, _| {
+        if i == index {
+            out = Some((q.act_step.copy(), q.w_step.copy()));
+        }
+    });
+    out.expect("layer index within the model")
+}
+
+/// Puts back the steps [`saved_steps`] copied.
+pub fn restore_steps(model: &Model, index: usize, saved: &(tch::Tensor, tch::Tensor)) {
+    model.net.for_each_quant(&mut |i, q, _| {
+        if i == index {
+            tch::no_grad(|| {
+                q.act_step.shallow_clone().copy_(&saved.0);
+                q.w_step.shallow_clone().copy_(&saved.1);
+            });
+        }
     });
 }

@@ -6,8 +6,8 @@ use super::optim::{FlatSgd, Hyper};
 use super::schedule::cosine;
 use super::trainer::{evaluate, train_epoch};
 use crate::data::{Augment, Normalization, Splits};
+use crate::events::{Event, Events, Pass};
 use crate::model::{Model, QuantCtx};
-use crate::progress;
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use anyhow::Result;
@@ -46,6 +46,8 @@ pub fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
 /// Trains `model` under `policy` (per-iteration cosine from `lr` to `lr_end` over all epochs),
 /// evaluating on the validation split after each epoch and calling `on_epoch` with the model and
 /// the optimiser's momentum (e.g. to save). `momentum`: the buffer saved by the job being resumed.
+/// Progress goes to `events`; once it reports cancellation, no epoch after the one just saved
+/// runs (the job resumes from there).
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     model: Model,
@@ -56,6 +58,7 @@ pub fn fit(
     plan: &FitPlan,
     momentum: Option<tch::Tensor>,
     on_epoch: &mut OnEpoch,
+    events: &dyn Events,
 ) -> Result<Model> {
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let mut optim = FlatSgd::resumed(&plan.hyper, momentum);
@@ -78,19 +81,21 @@ pub fn fit(
             &mut rng,
             None,
             &lr_at,
-            &label,
+            Pass {
+                events,
+                phase: &label,
+            },
         )?;
         let val = evaluate(&model.net, &ctx, &splits.val, norm, 500, None);
-        progress::println(format!(
-            "epoch {:>3}/{}: train loss {:.4} acc {:.2}% | val top-1 {:.2}% | {:.1}s, {:.0} img/s",
-            epoch + 1,
-            plan.epochs,
-            stats.loss,
-            100.0 * stats.acc,
-            100.0 * val.top1,
-            stats.seconds,
-            stats.images as f64 / stats.seconds.max(1e-9)
-        ));
+        events.event(&Event::EpochEnded {
+            epoch: epoch + 1,
+            epochs: plan.epochs,
+            train_loss: stats.loss,
+            train_acc: stats.acc,
+            val_top1: val.top1,
+            seconds: stats.seconds,
+            images: stats.images,
+        });
         on_epoch(
             &model,
             optim.momentum(),
@@ -100,6 +105,9 @@ pub fn fit(
                 val,
             },
         )?;
+        if events.cancelled() {
+            break;
+        }
     }
     Ok(model)
 }

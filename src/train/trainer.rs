@@ -2,8 +2,8 @@
 
 use super::optim::{FlatSgd, Hyper};
 use crate::data::{Augment, Batcher, Normalization, Subset, in_order};
+use crate::events::Pass;
 use crate::model::{Network, QuantCtx};
-use crate::progress;
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -113,8 +113,9 @@ pub fn train_epoch(
     rng: &mut StdRng,
     max_samples: Option<usize>,
     lr_at: &dyn Fn(f64) -> f64,
-    label: &str,
+    pass: Pass,
 ) -> Result<EpochStats> {
+    let label = pass.phase;
     let device = net.device();
     let start = Instant::now();
     let ctx = ctx.training();
@@ -130,7 +131,7 @@ pub fn train_epoch(
         .filter(|&(_, len)| len >= 2)
         .collect();
     let batcher = Batcher::new(data, &order, norm, augment.map(|a| (a, &mut *rng)), device);
-    let bar = progress::bar(chunks.len() as u64, label);
+    pass.started(chunks.len() as u64);
     // Sums stay on the device; the host reads them every `sync_every` steps and at the end.
     let sync_every = if device.is_cuda() { 50 } else { 10 };
     let loss_sum = Tensor::zeros([], (Kind::Double, device));
@@ -155,7 +156,7 @@ pub fn train_epoch(
         if (i + 1) % sync_every == 0 || i + 1 == chunks.len() {
             let l = loss_sum.double_value(&[]);
             if !l.is_finite() {
-                bar.finish_and_clear();
+                pass.ended();
                 return Err(Diverged {
                     label: label.to_string(),
                     first: checked + 1,
@@ -167,15 +168,17 @@ pub fn train_epoch(
             }
             checked = i + 1;
             let c = correct_sum.int64_value(&[]) as f64;
-            bar.set_message(format!(
-                "loss {:.3} acc {:.2}% lr {lr:.2e}",
-                l / seen as f64,
-                100.0 * c / seen as f64
-            ));
+            pass.progress(
+                i as u64 + 1,
+                Some(format!(
+                    "loss {:.3} acc {:.2}% lr {lr:.2e}",
+                    l / seen as f64,
+                    100.0 * c / seen as f64
+                )),
+            );
         }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
+    pass.ended();
     Ok(EpochStats {
         loss: loss_sum.double_value(&[]) / seen.max(1) as f64,
         acc: correct_sum.int64_value(&[]) as f64 / seen.max(1) as f64,
@@ -197,24 +200,25 @@ pub struct Eval {
     pub images: usize,
 }
 
-/// Evaluates `net` in inference mode on `data` (on the network's device).
+/// Evaluates `net` in inference mode on `data` (on the network's device), reporting its
+/// progress to `pass` if given.
 pub fn evaluate(
     net: &Network,
     ctx: &QuantCtx,
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-    label: Option<&str>,
+    pass: Option<Pass>,
 ) -> Eval {
     let device = net.device();
     let ctx = QuantCtx {
         train: false,
         ..*ctx
     };
-    let bar = match label {
-        Some(l) => progress::bar(data.len().div_ceil(batch_size) as u64, l),
-        None => indicatif::ProgressBar::hidden(),
-    };
+    if let Some(p) = pass {
+        p.started(data.len().div_ceil(batch_size) as u64);
+    }
+    let mut done = 0;
     let sums = Tensor::zeros([3], (Kind::Double, device));
     tch::no_grad(|| {
         for (_, batch) in in_order(data, norm, batch_size, device) {
@@ -236,10 +240,15 @@ pub fn evaluate(
                 0,
             );
             let _ = sums.shallow_clone().g_add_(&s);
-            bar.inc(1);
+            done += 1;
+            if let Some(p) = pass {
+                p.progress(done, None);
+            }
         }
     });
-    bar.finish_and_clear();
+    if let Some(p) = pass {
+        p.ended();
+    }
     let v: Vec<f64> = Vec::try_from(&sums).expect("three sums");
     let n = data.len().max(1) as f64;
     let loss = if data.is_empty() { 0.0 } else { v[2] / n };
@@ -258,7 +267,7 @@ pub fn eval_policy(
     scheme: crate::quant::quantizer::QuantScheme,
     subset: &Subset,
     norm: &Normalization,
-    label: Option<&str>,
+    pass: Option<Pass>,
 ) -> Eval {
     evaluate(
         &model.net,
@@ -266,7 +275,7 @@ pub fn eval_policy(
         subset,
         norm,
         500,
-        label,
+        pass,
     )
 }
 

@@ -4,7 +4,7 @@
 
 use ccq::data::{cifar, folder, idx};
 use ccq::quant::policy::Policy;
-use ccq::search::ccq::parse_state;
+use ccq::search::state::parse_state;
 use ccq::train::checkpoint::CheckpointMeta;
 use ccq_runtime::{Engine, IntModel};
 use std::path::Path;

@@ -1,0 +1,165 @@
+//! The command line's observer: progress bars (indicatif) and log lines from the library's
+//! events, with a quiet mode for logs.
+
+use ccq::events::{Event, Events};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Draws bars for passes and prints a line for everything else.
+pub struct Console {
+    multi: MultiProgress,
+    quiet: bool,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Console {
+    /// A console; `quiet` hides every bar (log-friendly output).
+    pub fn new(quiet: bool) -> Self {
+        let multi = MultiProgress::new();
+        if quiet {
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Console {
+            multi,
+            quiet,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Prints a line above the bars (or plainly in quiet mode, or without a terminal).
+    pub fn line(&self, line: impl AsRef<str>) {
+        if self.quiet || self.multi.is_hidden() {
+            println!("{}", line.as_ref());
+        } else {
+            let _ = self.multi.println(line.as_ref());
+        }
+    }
+
+    fn bar(&self, phase: &str, len: u64) {
+        if self.quiet {
+            return;
+        }
+        let pb = self.multi.add(ProgressBar::new(len));
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({per_sec}, ETA {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(phase.to_string());
+        if let Some(old) = self.bars.lock().expect("bars").insert(phase.into(), pb) {
+            old.finish_and_clear();
+        }
+    }
+}
+
+/// `x` in [0, 1] as a percentage.
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+impl Events for Console {
+    fn event(&self, e: &Event<'_>) {
+        match e {
+            Event::PhaseStarted { phase, len } => self.bar(phase, *len),
+            Event::PhaseProgress {
+                phase,
+                done,
+                status,
+            } => {
+                if let Some(b) = self.bars.lock().expect("bars").get(*phase) {
+                    b.set_position(*done);
+                    if let Some(s) = status {
+                        b.set_message(s.clone());
+                    }
+                }
+            }
+            Event::PhaseEnded { phase } => {
+                if let Some(b) = self.bars.lock().expect("bars").remove(*phase) {
+                    b.finish_and_clear();
+                    self.multi.remove(&b);
+                }
+            }
+            Event::DataLoaded {
+                dir,
+                format,
+                classes,
+                shape: [c, h, w],
+                splits: [train, val, bandit, test],
+            } => self.line(format!(
+                "data: {} ({format}), {classes} classes, {c}×{h}×{w}; train {train} / val {val} / bandit {bandit} / test {test}",
+                dir.display()
+            )),
+            Event::EpochEnded {
+                epoch,
+                epochs,
+                train_loss,
+                train_acc,
+                val_top1,
+                seconds,
+                images,
+            } => self.line(format!(
+                "epoch {epoch:>3}/{epochs}: train loss {train_loss:.4} acc {} | val top-1 {} | {seconds:.1}s, {:.0} img/s",
+                pct(*train_acc),
+                pct(*val_top1),
+                *images as f64 / seconds.max(1e-9)
+            )),
+            Event::Resumed { path, unit, after } => {
+                self.line(format!("resuming {} after {unit} {after}", path.display()))
+            }
+            Event::SearchStarted {
+                fp_val,
+                bits,
+                val,
+                epochs,
+            } => self.line(format!(
+                "start: FP val top-1 {}, {bits} val top-1 {} after {epochs} epoch(s)",
+                pct(*fp_val),
+                pct(*val)
+            )),
+            Event::TrialScored { .. } | Event::CheckpointWritten { .. } => {}
+            Event::Retrying { step, why } => self.line(format!(
+                "step {step}: fine-tuning diverged ({why}); retrying from the step's start at half the learning rate"
+            )),
+            Event::Refused { step, layer, why } => {
+                self.line(format!("step {step}: lowering {layer} refused: {why}"))
+            }
+            Event::StepChosen {
+                step,
+                layer,
+                before,
+                after,
+                val_before,
+                val_after,
+                epochs,
+                compression,
+                avg_bits,
+                lambda,
+            } => self.line(format!(
+                "step {step:>3}: {layer} {before} → {after} | val {} → {} after {epochs} epoch(s) | {compression:.2}x, avg {avg_bits:.2} bits | λ {lambda:.2}",
+                pct(*val_before),
+                pct(*val_after)
+            )),
+            Event::Raised {
+                layer,
+                before,
+                after,
+                loss,
+            } => self.line(format!(
+                "polish: {layer} {before} → {after} (bandit loss {loss:.4})"
+            )),
+            Event::FinalTuned {
+                before,
+                after,
+                epochs,
+            } => self.line(format!(
+                "final fine-tuning: val top-1 {} → {} in {epochs} epoch(s)",
+                pct(*before),
+                pct(*after)
+            )),
+            Event::Note(s) => self.line(s),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The CCQ flags `ccq quantize` and `ccq compare` share, onto the library's search settings.
+
+use super::args::{QuantArgs, named};
+use anyhow::Result;
+use ccq::pipeline::{SearchSettings, Variant};
+use ccq::quant::policy::Ladder;
+use ccq::search::bandit::LambdaSchedule;
+use ccq::search::config::StopRule;
+use ccq::search::reward::TrialSignal;
+use clap::Args;
+
+/// The CCQ constants, shared by `ccq quantize` and `ccq compare`.
+#[derive(Args, Debug, Clone)]
+pub struct SearchFlags {
+    /// Maximum number of steps T.
+    #[arg(long, default_value_t = 30)]
+    pub qsteps: usize,
+    /// Bit ladder, highest first.
+    #[arg(long, default_value = "8,6,4,3,2")]
+    pub ladder: String,
+    /// A layer lowered to this many bits or fewer goes to sleep.
+    #[arg(long, default_value_t = 3)]
+    pub floor_bits: u32,
+    /// Weights and activations on separate ladders (separate arms) instead of tied.
+    #[arg(long)]
+    pub untied: bool,
+    /// Activation ladder when --untied (default: the weight ladder).
+    #[arg(long)]
+    pub act_ladder: Option<String>,
+    /// Which CCQ: `improved` (ccq's default) or `reference` (the paper's algorithm as published,
+    /// for reproduction). The settings below default to the variant's values.
+    #[arg(long, value_parser = named::<Variant>(), default_value = "improved")]
+    pub variant: Variant,
+    /// η of the exponential weights (default: reference 1, improved 2).
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// What a trial is judged by: `top1` on the bandit split (reference) or the cross-entropy
+    /// increase over the current policy, `loss` (improved).
+    #[arg(long, value_parser = named::<TrialSignal>())]
+    pub trial_signal: Option<TrialSignal>,
+    /// Divide a trial's loss increase by the fraction of the model it saves (improved: true).
+    #[arg(long)]
+    pub per_saving: Option<bool>,
+    /// Standardise rewards across competing arms before exp(η·) (improved: true).
+    #[arg(long)]
+    pub standardise: Option<bool>,
+    /// Log-weights carry over to the next step times this (reference 0: reset; improved 0.5).
+    #[arg(long)]
+    pub carry: Option<f64>,
+    /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
+    #[arg(long)]
+    pub keep_best: Option<bool>,
+    /// Once the target is met, raise single layers back while it stays met (improved: true).
+    #[arg(long)]
+    pub polish: Option<bool>,
+    /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
+    /// memory prior, so that overshooting the target earns nothing (improved: true).
+    #[arg(long)]
+    pub budget_aware: Option<bool>,
+    /// λ on odd steps.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_odd: f64,
+    /// λ on even steps is `a·(T−t)/T + b`: this is a.
+    #[arg(long, default_value_t = 0.6)]
+    pub lambda_a: f64,
+    /// ... and this is b.
+    #[arg(long, default_value_t = 0.4)]
+    pub lambda_b: f64,
+    /// lr_min of the fine-tuning schedule (the reference's --lr).
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f64,
+    /// lr_max of the cosine phase.
+    #[arg(long, default_value_t = 0.005)]
+    pub lr_max: f64,
+    /// Epochs at lr_min before the cosine.
+    #[arg(long, default_value_t = 5)]
+    pub ft_const_epochs: usize,
+    /// Epochs of the cosine.
+    #[arg(long, default_value_t = 10)]
+    pub ft_cosine_epochs: usize,
+    /// Minimum fine-tuning epochs per step.
+    #[arg(long, default_value_t = 3)]
+    pub ft_min_epochs: usize,
+    /// Maximum fine-tuning epochs per step.
+    #[arg(long, default_value_t = 15)]
+    pub ft_max_epochs: usize,
+    /// Retries of a diverged fine-tuning (each from the step's start at half the learning rate);
+    /// after the last one the lowering is refused and the search goes on without that arm.
+    #[arg(long, default_value_t = 2)]
+    pub ft_retries: usize,
+    /// Testing aid: `STEP:FACTOR` multiplies the learning rate of that step's fine-tuning.
+    #[arg(long, hide = true, value_parser = parse_lr_scale)]
+    pub debug_lr_scale: Option<(usize, f64)>,
+    /// Training images per fine-tuning epoch (default: the whole training split).
+    #[arg(long)]
+    pub ft_samples: Option<usize>,
+    /// Stop fine-tuning when val ≥ ratio × the step's best val (reference 0.99).
+    #[arg(long, default_value_t = 0.99, conflicts_with = "stop_within")]
+    pub stop_ratio: f64,
+    /// Instead: stop when val is within this many points of the pre-step val.
+    #[arg(long)]
+    pub stop_within: Option<f64>,
+    /// Epochs of the brief fine-tuning at the top rung before the search.
+    #[arg(long, default_value_t = 1)]
+    pub init_epochs: usize,
+    /// Epochs of a last fine-tuning once the search stops (cosine from --lr-max to 0; 0 = none,
+    /// as the reference).
+    #[arg(long, default_value_t = 3)]
+    pub final_epochs: usize,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+}
+
+impl SearchFlags {
+    /// The library's search settings.
+    pub fn settings(&self) -> Result<SearchSettings> {
+        Ok(SearchSettings {
+            qsteps: self.qsteps,
+            ladder: Ladder::parse(&self.ladder)?,
+            floor_bits: self.floor_bits,
+            untied: self.untied,
+            act_ladder: self.act_ladder.as_deref().map(Ladder::parse).transpose()?,
+            variant: self.variant,
+            eta: self.eta,
+            trial_signal: self.trial_signal,
+            per_saving: self.per_saving,
+            standardise: self.standardise,
+            carry: self.carry,
+            keep_best: self.keep_best,
+            polish: self.polish,
+            budget_aware: self.budget_aware,
+            lambda: LambdaSchedule {
+                odd: self.lambda_odd,
+                a: self.lambda_a,
+                b: self.lambda_b,
+            },
+            lr: self.lr,
+            lr_max: self.lr_max,
+            ft_const_epochs: self.ft_const_epochs,
+            ft_cosine_epochs: self.ft_cosine_epochs,
+            ft_min_epochs: self.ft_min_epochs,
+            ft_max_epochs: self.ft_max_epochs,
+            ft_retries: self.ft_retries,
+            debug_lr_scale: self.debug_lr_scale,
+            ft_samples: self.ft_samples,
+            stop: match self.stop_within {
+                Some(p) => StopRule::WithinPoints(p),
+                None => StopRule::BestRatio(self.stop_ratio),
+            },
+            init_epochs: self.init_epochs,
+            final_epochs: self.final_epochs,
+            scheme: self.quant.scheme(),
+        })
+    }
+}
+
+/// Parses `STEP:FACTOR`.
+fn parse_lr_scale(s: &str) -> Result<(usize, f64), String> {
+    let (a, b) = s.split_once(':').ok_or("expected STEP:FACTOR")?;
+    let step = a.parse().map_err(|e| format!("step `{a}`: {e}"))?;
+    let f: f64 = b.parse().map_err(|e| format!("factor `{b}`: {e}"))?;
+    if !f.is_finite() || f <= 0.0 {
+        return Err(format!("factor {f} must be positive and finite"));
+    }
+    Ok((step, f))
+}

@@ -1,0 +1,740 @@
+//! CCQ against the Hessian-aware, uniform and random baselines at the same budgets
+//! (`ccq compare`), resumable: every finished result is saved in the report as it comes.
+
+use super::data::{DataConfig, Prepared, calibration_batches, prepare_for};
+use super::search_settings::SearchSettings;
+use super::session::Session;
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use crate::events::{Event, Events, Pass};
+use crate::model::Model;
+use crate::model::cost::model_cost;
+use crate::quant::policy::{Ladder, Policy};
+use crate::quant::quantizer::QuantScheme;
+use crate::report::{MethodResult, Report, html};
+use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
+use crate::search::ccq::{self as search, SearchEnv};
+use crate::search::config::SearchConfig;
+use crate::search::polish::polish;
+use crate::search::run_dir::RunDir;
+use crate::search::state::SearchState;
+use crate::search::target::{Target, check_reachable};
+use crate::train::checkpoint::{self, Checkpoint, write_atomic};
+use crate::train::fit::{FitPlan, fit};
+use crate::train::{Devices, eval_policy};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A comparison job.
+#[derive(Clone, Debug)]
+pub struct CompareConfig {
+    /// Full-precision checkpoint.
+    pub checkpoint: PathBuf,
+    /// Compression budgets.
+    pub budgets: Vec<f64>,
+    /// Methods to run.
+    pub methods: Vec<Method>,
+    /// Fine-tuning epochs every method gets after allocation.
+    pub ft_epochs: usize,
+    /// Peak learning rate of that fine-tuning (cosine to 0).
+    pub ft_lr: f64,
+    /// Images for the Hessian traces.
+    pub hessian_images: usize,
+    /// Hutchinson samples.
+    pub hessian_samples: usize,
+    /// Also give every other method as many training epochs as CCQ spent reaching each budget.
+    pub equal_compute: bool,
+    /// Output directory (report.html, report.json, the CCQ run in ccq/).
+    pub out: PathBuf,
+    /// CCQ settings.
+    pub search: SearchSettings,
+    /// Data (default: the checkpoint's).
+    pub data: DataConfig,
+    /// Shared settings.
+    pub session: Session,
+}
+
+impl CompareConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        self.session.validate()?;
+        if self.budgets.is_empty() {
+            return Err(Error::InvalidConfig("give at least one budget".into()));
+        }
+        if self.budgets.iter().any(|r| !(r.is_finite() && *r > 1.0)) {
+            return Err(Error::InvalidConfig(
+                "--target-compression values must be above 1".into(),
+            ));
+        }
+        if self.methods.is_empty() {
+            return Err(Error::InvalidConfig("give at least one method".into()));
+        }
+        if !(self.ft_lr.is_finite() && self.ft_lr > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "fine-tuning learning rate {} must be positive and finite",
+                self.ft_lr
+            )));
+        }
+        self.search.config(None, &self.session, None).map(|_| ())
+    }
+}
+
+/// What a comparison produced.
+#[derive(Clone, Debug)]
+pub struct Compared {
+    /// Every result, with the FP accuracy and CCQ's steps.
+    pub report: Report,
+    /// The page.
+    pub html: PathBuf,
+}
+
+/// Suffix of CCQ's result without the budget polish.
+pub const NO_POLISH: &str = " (no polish)";
+
+/// Suffix of an equal-compute result's method.
+pub const EQUAL: &str = " (equal compute)";
+
+/// Settings file of a comparison: what its results depend on (budgets and methods may grow).
+const SETTINGS: &str = "compare.json";
+
+/// What every part of a comparison shares.
+struct Bench<'a> {
+    cfg: &'a CompareConfig,
+    p: &'a Prepared,
+    norm: &'a Normalization,
+    devices: &'a Devices,
+    ck: &'a Checkpoint,
+    search: SearchConfig,
+    scheme: QuantScheme,
+    fp_test: f64,
+    events: &'a dyn Events,
+}
+
+/// Runs a comparison (or continues one in `out` made with the same settings).
+pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
+    cfg.validate()?;
+    let devices = cfg.session.start()?;
+    let ck = checkpoint::load(&cfg.checkpoint, devices.device)?;
+    if ck.meta.policy.is_some() {
+        return Err(Error::incompatible(
+            ck.dir.clone(),
+            format!(
+                "{}: compare starts from a full-precision checkpoint",
+                ck.dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::Write {
+        path: cfg.out.clone(),
+        message: format!("cannot create {}: {e}", cfg.out.display()),
+    })?;
+    let p = prepare_for(&ck, &cfg.data, events)?;
+    let norm = ck.meta.normalization.clone();
+    let search_cfg = cfg
+        .search
+        .config(None, &cfg.session, cfg.data.augment(&p.source))?;
+    let scheme = search_cfg.scheme;
+    let fp_test = eval_policy(
+        &ck.model,
+        &Policy::float(&ck.model.layer_names()),
+        scheme,
+        &p.splits.test,
+        &norm,
+        Some(Pass {
+            events,
+            phase: "fp test",
+        }),
+    )
+    .top1;
+    check_settings(&cfg.out, settings(cfg, &ck, &search_cfg, &p)?)?;
+    let bench = Bench {
+        cfg,
+        p: &p,
+        norm: &norm,
+        devices: &devices,
+        ck: &ck,
+        search: search_cfg,
+        scheme,
+        fp_test,
+        events,
+    };
+    let mut report = bench.load_report()?;
+    let mut budgets = cfg.budgets.clone();
+    budgets.sort_by(|x, y| x.total_cmp(y));
+    let mut traces: Option<(Vec<f64>, f64)> = None;
+    for &m in &cfg.methods {
+        if m == Method::Ccq {
+            bench.ccq(&budgets, &mut report)?;
+            continue;
+        }
+        for &b in &budgets {
+            if !done(&report, m.name(), b) {
+                bench.baseline(m, b, &mut traces, &mut report)?;
+            }
+        }
+    }
+    if cfg.equal_compute {
+        bench.equal_compute(&mut report)?;
+    }
+    save_report(&cfg.out, &report)?;
+    Ok(Compared {
+        report,
+        html: cfg.out.join("report.html"),
+    })
+}
+
+/// Whether `report` holds `method`'s result at `budget`.
+fn done(report: &Report, method: &str, budget: f64) -> bool {
+    report
+        .results
+        .iter()
+        .any(|x| x.method == method && x.budget == budget)
+}
+
+impl Bench<'_> {
+    /// The report saved in `out`, or a new one.
+    fn load_report(&self) -> Result<Report> {
+        let path = self.cfg.out.join("report.json");
+        if let Ok(t) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&t).map_err(|e| {
+                Error::bad_input(
+                    path.clone(),
+                    format!(
+                        "{}: corrupt report; delete it to start over ({e})",
+                        path.display()
+                    ),
+                )
+            });
+        }
+        let kind = self.ck.meta.spec.kind.name();
+        Ok(Report {
+            title: format!("ccq compare: {kind} on {}", self.p.source.dir.display()),
+            model: kind.into(),
+            layers: self.ck.model.layer_names(),
+            fp_test: Some(self.fp_test),
+            ft_epochs: self.cfg.ft_epochs,
+            results: vec![],
+            ccq_steps: vec![],
+            notes: vec![format!(
+                "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples (exact Hessian-vector products); budgets are weight compression vs FP32 with scales counted",
+                self.scheme.weight,
+                self.scheme.act,
+                self.search.lowering.ladder.0,
+                self.search.lowering.floor,
+                self.cfg.hessian_images,
+                self.cfg.hessian_samples
+            )],
+        })
+    }
+
+    /// Whether CCQ's ladder and floor can reach `b`.
+    fn reachable(&self, b: f64) -> Result<(), anyhow::Error> {
+        check_reachable(
+            &Target::Compression(b),
+            &self.ck.model.layers,
+            &self.search.lowering,
+            self.scheme.weight,
+        )
+    }
+
+    /// CCQ: one search to the largest reachable budget, keeping the first checkpoint past each
+    /// budget; each is polished (if set) and fine-tuned like every other method.
+    fn ccq(&self, budgets: &[f64], report: &mut Report) -> Result<()> {
+        let reachable: Vec<f64> = budgets
+            .iter()
+            .copied()
+            .filter(|b| self.reachable(*b).is_ok())
+            .collect();
+        let name = Method::Ccq.name();
+        if budgets.iter().any(|b| !done(report, name, *b)) && !reachable.is_empty() {
+            let (run, state) = self.ccq_search(&reachable)?;
+            report.ccq_steps = state.steps.clone();
+            for &b in &reachable {
+                if !done(report, name, b) {
+                    self.ccq_result(&run, &state, b, report)?;
+                    save_report(&self.cfg.out, report)?;
+                }
+            }
+        }
+        for &b in budgets.iter().filter(|b| !reachable.contains(b)) {
+            if !done(report, name, b) {
+                let e = self.reachable(b).expect_err("filtered as unreachable");
+                report
+                    .results
+                    .push(self.skipped(Method::Ccq, b, format!("CCQ: {e}")));
+            }
+        }
+        save_report(&self.cfg.out, report)
+    }
+
+    /// The search (new or resumed) in `out/ccq`, to the largest budget, keeping milestones.
+    fn ccq_search(&self, reachable: &[f64]) -> Result<(RunDir, SearchState)> {
+        let run = RunDir::new(self.cfg.out.join("ccq"));
+        let max = reachable.iter().copied().fold(0.0, f64::max);
+        let env = SearchEnv {
+            splits: &self.p.splits,
+            norm: self.norm,
+            meta: self.ck.meta.derived_from(&self.ck.dir),
+            stop_after: None,
+            keep: reachable.to_vec(),
+            events: self.events,
+        };
+        let (model, state) = if run.has_search() {
+            let state = run.load_state()?;
+            let ck = checkpoint::load(&run.checkpoint(&state.checkpoint), self.devices.device)?;
+            (ck.model, state)
+        } else {
+            // Every method gets the same fine-tuning after allocation: no final phase here.
+            let mut cfg = self.cfg.search.config(
+                Some(Target::Compression(max)),
+                &self.cfg.session,
+                self.cfg.data.augment(&self.p.source),
+            )?;
+            cfg.final_epochs = 0;
+            search::init(
+                &run,
+                self.ck.model.clone(),
+                cfg,
+                self.ck.dir.clone(),
+                &env,
+                &calibration_batches(self.p, self.norm, self.devices, 4),
+            )?
+        };
+        let (_, state) = search::run(&run, model, state, &env)?;
+        if state.finished.is_none() {
+            return Err(Error::Internal(format!(
+                "the CCQ search in {} was cancelled; run the same comparison again to continue it",
+                run.path().display()
+            )));
+        }
+        Ok((run, state))
+    }
+
+    /// CCQ's result at budget `b`, from the milestone checkpoint (and, when the polish changes
+    /// the policy, the unpolished result beside it).
+    fn ccq_result(
+        &self,
+        run: &RunDir,
+        state: &SearchState,
+        b: f64,
+        report: &mut Report,
+    ) -> Result<()> {
+        let kept = checkpoint::load(&run.milestone(b), self.devices.device)
+            .map_err(|e| Error::Internal(format!("CCQ never reached {b}x: {e:#}")))?;
+        let mut policy = kept
+            .meta
+            .policy
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("the {b}x milestone has no policy")))?;
+        let search_secs = seconds_to_reach(state, b);
+        let model = kept.model;
+        let name = Method::Ccq.name();
+        if self.search.polish {
+            let (polished, raises) = polish(
+                &model,
+                &policy,
+                &self.search.lowering,
+                &Target::Compression(b),
+                self.scheme,
+                &self.p.splits.bandit,
+                self.norm,
+            );
+            if !raises.is_empty() {
+                let raw = self.finish(
+                    &format!("{name}{NO_POLISH}"),
+                    b,
+                    model.clone(),
+                    &policy,
+                    false,
+                    search_secs,
+                    self.cfg.ft_epochs,
+                )?;
+                report.results.push(raw);
+                policy = polished;
+            }
+        }
+        let r = self.finish(
+            name,
+            b,
+            model,
+            &policy,
+            false,
+            search_secs,
+            self.cfg.ft_epochs,
+        )?;
+        report.results.push(r);
+        Ok(())
+    }
+
+    /// A baseline's policy at budget `b`, fine-tuned from the FP model.
+    fn baseline(
+        &self,
+        m: Method,
+        b: f64,
+        traces: &mut Option<(Vec<f64>, f64)>,
+        report: &mut Report,
+    ) -> Result<()> {
+        // Every method gets the rungs the search can reach: the same ladder and floor.
+        let ladder: &Ladder = &self.search.lowering.reachable_ladder();
+        let layers = &self.ck.model.layers;
+        let t = Target::Compression(b);
+        let start = Instant::now();
+        let policy = match m {
+            Method::Uniform | Method::UniformEnds8 => uniform(
+                layers,
+                ladder,
+                &t,
+                self.scheme.weight,
+                m == Method::UniformEnds8,
+            ),
+            Method::Random => random(
+                layers,
+                ladder,
+                &t,
+                self.scheme.weight,
+                &mut StdRng::seed_from_u64(self.cfg.session.seed ^ b.to_bits()),
+            ),
+            Method::Hawq => {
+                let (tr, _) = self.traces(traces)?;
+                Some(hawq(
+                    layers,
+                    &self.ck.model.net.weights_host(),
+                    tr,
+                    ladder,
+                    &t,
+                    self.scheme.weight,
+                )?)
+            }
+            Method::Ccq => unreachable!("CCQ runs through Bench::ccq"),
+        };
+        let Some(policy) = policy else {
+            report.results.push(self.skipped(
+                m,
+                b,
+                format!(
+                    "no {} policy on ladder {:?} reaches {b}x",
+                    m.name(),
+                    ladder.0
+                ),
+            ));
+            return save_report(&self.cfg.out, report);
+        };
+        let alloc = start.elapsed().as_secs_f64()
+            + if m == Method::Hawq {
+                traces.as_ref().map_or(0.0, |t| t.1)
+            } else {
+                0.0
+            };
+        let r = self.finish(
+            m.name(),
+            b,
+            self.ck.model.clone(),
+            &policy,
+            true,
+            alloc,
+            self.cfg.ft_epochs,
+        )?;
+        report.results.push(r);
+        save_report(&self.cfg.out, report)
+    }
+
+    /// The Hessian traces (computed once) and the seconds they took.
+    fn traces<'t>(&self, traces: &'t mut Option<(Vec<f64>, f64)>) -> Result<&'t (Vec<f64>, f64)> {
+        if traces.is_none() {
+            let t0 = Instant::now();
+            let tr = hessian_traces(
+                &self.ck.model,
+                &self.p.splits.train,
+                self.norm,
+                self.cfg.hessian_images,
+                self.cfg.hessian_samples,
+                &mut StdRng::seed_from_u64(self.cfg.session.seed),
+            )?;
+            self.events.event(&Event::Note(format!(
+                "Hessian traces: {}",
+                self.ck
+                    .model
+                    .layer_names()
+                    .iter()
+                    .zip(&tr)
+                    .map(|(n, t)| format!("{n} {t:.3e}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            *traces = Some((tr, t0.elapsed().as_secs_f64()));
+        }
+        Ok(traces.as_ref().expect("computed above"))
+    }
+
+    /// The equal-compute results: every non-CCQ policy of the report fine-tuned again from the
+    /// FP model for the shared epochs plus the epochs CCQ spent reaching its budget.
+    fn equal_compute(&self, report: &mut Report) -> Result<()> {
+        let run = RunDir::new(self.cfg.out.join("ccq"));
+        if !run.has_search() {
+            return Err(Error::InvalidConfig(
+                "--equal-compute needs the CCQ run (include ccq in --methods)".into(),
+            ));
+        }
+        let state = run.load_state()?;
+        let standard: Vec<MethodResult> = report
+            .results
+            .iter()
+            .filter(|r| is_standard_baseline(r))
+            .cloned()
+            .collect();
+        for r in standard {
+            let label = format!("{}{EQUAL}", r.method);
+            if done(report, &label, r.budget) {
+                continue;
+            }
+            let Some(extra) = ccq_epochs(&state, self.p.splits.train.len(), r.budget) else {
+                continue;
+            };
+            let epochs = self.cfg.ft_epochs + extra.round() as usize;
+            let policy = Policy {
+                names: self.ck.meta.layers.clone(),
+                bits: r.bits.clone(),
+            };
+            let result = self.finish(
+                &label,
+                r.budget,
+                self.ck.model.clone(),
+                &policy,
+                true,
+                0.0,
+                epochs,
+            )?;
+            report.results.push(result);
+            save_report(&self.cfg.out, report)?;
+        }
+        Ok(())
+    }
+
+    /// Fine-tunes `model` at `policy` for `epochs` (calibrating first when `fresh`) and
+    /// measures it.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        method: &str,
+        budget: f64,
+        model: Model,
+        policy: &Policy,
+        fresh: bool,
+        extra_seconds: f64,
+        epochs: usize,
+    ) -> Result<MethodResult> {
+        let start = Instant::now();
+        if fresh {
+            crate::train::calibrate::calibrate(
+                &model.net,
+                policy,
+                self.scheme,
+                &calibration_batches(self.p, self.norm, self.devices, 4),
+            );
+        }
+        let plan = FitPlan {
+            epochs,
+            start_epoch: 0,
+            lr: self.cfg.ft_lr,
+            lr_end: 0.0,
+            hyper: self.cfg.session.hyper(1e-4),
+            augment: self.cfg.data.augment(&self.p.source),
+            seed: self.cfg.session.seed,
+            stop_after: None,
+        };
+        let model = fit(
+            model,
+            policy,
+            self.scheme,
+            &self.p.splits,
+            self.norm,
+            &plan,
+            None,
+            &mut |_, _, _| Ok(()),
+            &crate::events::Uncancellable(self.events),
+        )?;
+        let test = eval_policy(
+            &model,
+            policy,
+            self.scheme,
+            &self.p.splits.test,
+            self.norm,
+            None,
+        );
+        let cost = model_cost(&model.layers, policy, self.scheme.weight);
+        let r = MethodResult {
+            method: method.into(),
+            budget,
+            bits: policy.bits.clone(),
+            size_bytes: cost.size_bytes(),
+            compression: cost.compression,
+            avg_bits: cost.avg_bits,
+            bops: cost.bops,
+            test_top1: Some(test.top1),
+            loss_points: Some(100.0 * (self.fp_test - test.top1)),
+            seconds: extra_seconds + start.elapsed().as_secs_f64(),
+            note: None,
+            epochs: Some(epochs),
+        };
+        self.events.event(&Event::Note(format!(
+            "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s",
+            r.method,
+            r.compression,
+            100.0 * test.top1,
+            100.0 * (test.top1 - self.fp_test),
+            r.seconds
+        )));
+        Ok(r)
+    }
+
+    /// A method that has no result at `budget`, with why.
+    fn skipped(&self, method: Method, budget: f64, note: String) -> MethodResult {
+        self.events.event(&Event::Note(format!(
+            "{:>14} at {budget}x: {note}",
+            method.name()
+        )));
+        MethodResult {
+            method: method.name().into(),
+            budget,
+            bits: vec![],
+            size_bytes: 0,
+            compression: 0.0,
+            avg_bits: 0.0,
+            bops: 0,
+            test_top1: None,
+            loss_points: None,
+            seconds: 0.0,
+            note: Some(note),
+            epochs: None,
+        }
+    }
+}
+
+/// Whether `r` is a baseline's own result (not CCQ's, polished or not, not an equal-compute
+/// one) with a policy: the results the equal-compute mode repeats.
+fn is_standard_baseline(r: &MethodResult) -> bool {
+    !r.method.starts_with(Method::Ccq.name())
+        && !r.method.ends_with(EQUAL)
+        && !r.bits.is_empty()
+        && r.epochs.is_some()
+}
+
+/// Wall time of CCQ's search up to and including the step that first reached `b`.
+fn seconds_to_reach(state: &SearchState, b: f64) -> f64 {
+    let before: f64 = state
+        .steps
+        .iter()
+        .take_while(|s| s.compression < b)
+        .map(|s| s.seconds)
+        .sum();
+    before
+        + state
+            .steps
+            .iter()
+            .find(|s| s.compression >= b)
+            .map_or(0.0, |s| s.seconds)
+}
+
+/// Training epochs (in whole-training-split equivalents) CCQ's search spent up to the step that
+/// first reached each budget: the fine-tuning at the top rung plus every step's, each epoch of
+/// `epoch_samples` images. `None` for a budget the search never reached.
+pub fn ccq_epochs(state: &SearchState, train_len: usize, budget: f64) -> Option<f64> {
+    let ft = &state.config.finetune;
+    let frac = ft
+        .epoch_samples
+        .map_or(1.0, |s| s.min(train_len) as f64 / train_len.max(1) as f64);
+    let reached = state.steps.iter().position(|s| s.compression >= budget)?;
+    let epochs: usize = state.steps[..=reached].iter().map(|s| s.epochs).sum();
+    Some(frac * (state.config.init_epochs + epochs) as f64)
+}
+
+/// Writes the report's data and page in `dir`.
+fn save_report(dir: &Path, r: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    write_atomic(&dir.join("report.html"), html(r).as_bytes())?;
+    Ok(())
+}
+
+/// The settings a comparison's results depend on, keyed by the flag that sets them.
+fn settings(
+    cfg: &CompareConfig,
+    ck: &Checkpoint,
+    search: &SearchConfig,
+    p: &Prepared,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "checkpoint": ck.dir,
+        "--ft-epochs": cfg.ft_epochs,
+        "--ft-lr": cfg.ft_lr,
+        "--hessian-images": cfg.hessian_images,
+        "--hessian-samples": cfg.hessian_samples,
+        "--data/--format": p.source,
+        "search": serde_json::to_value(search).map_err(|e| Error::Internal(e.to_string()))?,
+    }))
+}
+
+/// Dotted paths where `old` and `new` differ.
+fn differences(prefix: &str, old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    match (old, new) {
+        (serde_json::Value::Object(o), serde_json::Value::Object(n)) => {
+            let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    differences(&path, o.get(k).unwrap_or(&null), n.get(k).unwrap_or(&null))
+                })
+                .collect()
+        }
+        _ if old == new => Vec::new(),
+        _ => vec![prefix.to_string()],
+    }
+}
+
+/// Refuses to continue a comparison in `out` made with other settings; records them otherwise.
+fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
+    let path = out.join(SETTINGS);
+    let started = out.join("report.json").is_file() || RunDir::new(out.join("ccq")).has_search();
+    if started {
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            Error::incompatible(
+                out.to_path_buf(),
+                format!(
+                    "{}: holds a comparison without its recorded settings ({SETTINGS}); choose another --out",
+                    out.display()
+                ),
+            )
+        })?;
+        let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::bad_input(
+                path.clone(),
+                format!("{}: corrupt settings: {e}", path.display()),
+            )
+        })?;
+        let diff = differences("", &old, &settings);
+        if !diff.is_empty() {
+            return Err(Error::incompatible(
+                out.to_path_buf(),
+                format!(
+                    "{}: this comparison was made with other settings ({}); repeat its flags to continue it, or choose another --out",
+                    out.display(),
+                    diff.join(", ")
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let text =
+        serde_json::to_string_pretty(&settings).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}

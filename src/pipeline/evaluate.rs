@@ -1,0 +1,114 @@
+//! Test accuracy of a checkpoint (`ccq eval`), and what a checkpoint holds (`ccq info`).
+
+use super::data::{DataConfig, prepare_for};
+use super::session::Session;
+use crate::error::Result;
+use crate::events::{Events, Pass};
+use crate::model::cost::{ModelCost, model_cost};
+use crate::model::{LayerInfo, QuantCtx, build};
+use crate::quant::policy::Policy;
+use crate::train::checkpoint::{self, CheckpointMeta, write_atomic};
+use crate::train::trainer::predict;
+use crate::train::{Eval, eval_policy};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// An evaluation job.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// Checkpoint (directory, or its weights file).
+    pub checkpoint: PathBuf,
+    /// Also write one predicted class per line (test split order; `nan` for an image whose
+    /// logits are not finite) to this file.
+    pub predictions: Option<PathBuf>,
+    /// Data (default: the checkpoint's).
+    pub data: DataConfig,
+    /// Shared settings.
+    pub session: Session,
+}
+
+/// What an evaluation measured.
+#[derive(Clone, Debug)]
+pub struct Evaluated {
+    /// The checkpoint's directory.
+    pub checkpoint: PathBuf,
+    /// Test accuracy and loss.
+    pub test: Eval,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Evaluates a checkpoint (at its own policy) on the test split.
+pub fn evaluate(cfg: &EvalConfig, events: &dyn Events) -> Result<Evaluated> {
+    cfg.session.validate()?;
+    let devices = cfg.session.start()?;
+    let ck = checkpoint::load(&cfg.checkpoint, devices.device)?;
+    let p = prepare_for(&ck, &cfg.data, events)?;
+    let policy = ck
+        .meta
+        .policy
+        .clone()
+        .unwrap_or_else(|| Policy::float(&ck.meta.layers));
+    let start = Instant::now();
+    let test = eval_policy(
+        &ck.model,
+        &policy,
+        ck.meta.scheme,
+        &p.splits.test,
+        &ck.meta.normalization,
+        Some(Pass {
+            events,
+            phase: "test",
+        }),
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(path) = &cfg.predictions {
+        let preds = predict(
+            &ck.model.net,
+            &QuantCtx::new(ck.meta.scheme, &policy.bits),
+            &p.splits.test,
+            &ck.meta.normalization,
+            500,
+        );
+        let text: String = preds
+            .iter()
+            .map(|p| p.map_or("nan\n".to_string(), |c| format!("{c}\n")))
+            .collect();
+        write_atomic(path, text.as_bytes())?;
+    }
+    Ok(Evaluated {
+        checkpoint: ck.dir,
+        test,
+        seconds,
+    })
+}
+
+/// What a checkpoint holds, read without its weights.
+#[derive(Clone, Debug)]
+pub struct CheckpointInfo {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: CheckpointMeta,
+    /// The model's layers.
+    pub layers: Vec<LayerInfo>,
+    /// The cost of its policy (full precision when it has none).
+    pub cost: ModelCost,
+}
+
+/// Reads a checkpoint's metadata and costs its policy.
+pub fn inspect(checkpoint: &std::path::Path) -> Result<CheckpointInfo> {
+    let (dir, meta) = checkpoint::load_meta(checkpoint)?;
+    let model = build(&meta.spec, tch::Device::Cpu)?;
+    let policy = meta
+        .policy
+        .clone()
+        .unwrap_or_else(|| Policy::float(&meta.layers));
+    let cost = model_cost(&model.layers, &policy, meta.scheme.weight);
+    Ok(CheckpointInfo {
+        dir,
+        meta,
+        layers: model.layers,
+        cost,
+    })
+}

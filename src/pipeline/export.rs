@@ -1,0 +1,178 @@
+//! Deployment: a quantized checkpoint to the packed-integer `.ccq` format (and ONNX QDQ), and
+//! the integer engine run on a test split.
+
+use super::data::DataConfig;
+use crate::data::DataSource;
+use crate::error::{Error, Result};
+use crate::export::convert::to_int_model;
+use crate::export::engine::Engine;
+use crate::export::format::IntModel;
+use crate::export::onnx;
+use crate::model::cost::model_cost;
+use crate::search::run_dir::RunDir;
+use crate::train::checkpoint::{self, write_atomic};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// An export job.
+#[derive(Clone, Debug)]
+pub struct ExportConfig {
+    /// A `ccq quantize` run directory (its final checkpoint) or a quantized checkpoint.
+    pub source: PathBuf,
+    /// Output `.ccq` file.
+    pub out: PathBuf,
+    /// Also write an ONNX QDQ graph here.
+    pub onnx: Option<PathBuf>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The `.ccq` file.
+    pub out: PathBuf,
+    /// Its size on disk.
+    pub file_bytes: u64,
+    /// Weights and scales, as the cost model counts them.
+    pub weight_bytes: u64,
+    /// Folded BatchNorm and bias parameters.
+    pub float_bytes: u64,
+    /// The ONNX file and its size, if one was asked for.
+    pub onnx: Option<(PathBuf, usize)>,
+}
+
+/// Exports a quantized checkpoint (or a finished run's) to `.ccq`, checked by building the
+/// engine on it before it is written.
+pub fn export(cfg: &ExportConfig) -> Result<Exported> {
+    let run = RunDir::new(&cfg.source);
+    let dir = if run.has_search() {
+        if !run.final_checkpoint().is_dir() {
+            return Err(Error::incompatible(
+                cfg.source.clone(),
+                format!(
+                    "{}: the search has not finished (no {}/ checkpoint yet); finish it with ccq quantize --resume",
+                    cfg.source.display(),
+                    crate::search::run_dir::FINAL
+                ),
+            ));
+        }
+        run.final_checkpoint()
+    } else {
+        cfg.source.clone()
+    };
+    let ck = checkpoint::load(&dir, tch::Device::Cpu)?;
+    let Some(policy) = ck.meta.policy.clone() else {
+        return Err(Error::incompatible(
+            ck.dir.clone(),
+            format!(
+                "{}: a full-precision checkpoint; export a quantized one (ccq qat or ccq quantize)",
+                ck.dir.display()
+            ),
+        ));
+    };
+    let (model, _) = to_int_model(&ck.model, &policy, ck.meta.scheme, &ck.meta.normalization)?;
+    Engine::new(model.clone())
+        .map_err(|e| Error::Internal(format!("the exported graph is inconsistent: {e:#}")))?;
+    let file_bytes = model.save(&cfg.out)?;
+    let cost = model_cost(&ck.model.layers, &policy, ck.meta.scheme.weight);
+    let onnx = match &cfg.onnx {
+        Some(path) => {
+            let bytes = onnx::to_onnx(&model)?;
+            write_atomic(path, &bytes)?;
+            Some((path.clone(), bytes.len()))
+        }
+        None => None,
+    };
+    Ok(Exported {
+        out: cfg.out.clone(),
+        file_bytes,
+        weight_bytes: cost.size_bytes(),
+        float_bytes: cost.float_params as u64 * 4,
+        onnx,
+    })
+}
+
+/// A job that runs a `.ccq` model with the integer engine on a test split.
+#[derive(Clone, Debug)]
+pub struct InferConfig {
+    /// The `.ccq` model.
+    pub model: PathBuf,
+    /// Data (default: Fashion-MNIST); only its test files are read.
+    pub data: DataConfig,
+    /// Also write one predicted class per line (test order) here.
+    pub predictions: Option<PathBuf>,
+}
+
+/// What the engine measured.
+#[derive(Clone, Debug)]
+pub struct Inferred {
+    /// Test top-1 in [0, 1].
+    pub top1: f64,
+    /// Images.
+    pub images: usize,
+    /// Wall time of the engine.
+    pub seconds: f64,
+}
+
+/// Runs the integer engine on the test files.
+pub fn infer(cfg: &InferConfig) -> Result<Inferred> {
+    let model = IntModel::load(&cfg.model)?;
+    let engine = Engine::new(model).map_err(|e| {
+        Error::bad_input(cfg.model.clone(), format!("{}: {e:#}", cfg.model.display()))
+    })?;
+    let source = cfg.data.source(Some(&DataSource::default()))?;
+    let data = source
+        .load()
+        .map_err(|e| Error::bad_input(source.dir.clone(), format!("{e:#}")))?;
+    let i = &engine.model.input;
+    if (data.test.channels, data.test.height, data.test.width) != (i.channels, i.height, i.width) {
+        return Err(Error::incompatible(
+            cfg.model.clone(),
+            format!(
+                "{}: the model takes {}×{}×{} inputs but {} has {}×{}×{} images",
+                cfg.model.display(),
+                i.channels,
+                i.height,
+                i.width,
+                source.dir.display(),
+                data.test.channels,
+                data.test.height,
+                data.test.width
+            ),
+        ));
+    }
+    let start = Instant::now();
+    let logits = engine.logits(&data.test.pixels)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let preds: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+    let correct = preds
+        .iter()
+        .zip(&data.test.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
+    let images = data.test.labels.len();
+    if let Some(p) = &cfg.predictions {
+        let text: String = preds.iter().map(|p| format!("{p}\n")).collect();
+        write_atomic(p, text.as_bytes())?;
+    }
+    Ok(Inferred {
+        top1: correct as f64 / images.max(1) as f64,
+        images,
+        seconds,
+    })
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Whether `path` names a `.ccq` file.
+pub fn is_ccq_file(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e == "ccq")
+}

@@ -1,0 +1,211 @@
+//! The CCQ settings a user chooses, with each variant's defaults, turned into a validated
+//! [`SearchConfig`].
+
+use super::session::Session;
+use crate::data::Augment;
+use crate::error::{Error, Result};
+use crate::names::Named;
+use crate::quant::policy::Ladder;
+use crate::quant::quantizer::QuantScheme;
+use crate::search::bandit::LambdaSchedule;
+use crate::search::config::{Finetune, SearchConfig, StopRule};
+use crate::search::reward::{Reward, TrialSignal};
+use crate::search::target::{Lowering, Target};
+use crate::train::schedule::WarmRestart;
+
+/// Which CCQ algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Variant {
+    /// ccq's improved competition ([`crate::search::reward`]), budget awareness, polish and
+    /// best-epoch collaboration.
+    #[default]
+    Improved,
+    /// The paper's algorithm, as published.
+    Reference,
+}
+
+impl Named for Variant {
+    const ALL: &'static [Self] = &[Variant::Improved, Variant::Reference];
+    const WHAT: &'static str = "variant";
+    fn name(&self) -> &'static str {
+        match self {
+            Variant::Improved => "improved",
+            Variant::Reference => "reference",
+        }
+    }
+}
+crate::from_str_by_name!(Variant);
+
+/// The CCQ settings; `None` fields take the variant's default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchSettings {
+    /// Maximum number of steps T.
+    pub qsteps: usize,
+    /// Bit ladder, highest first.
+    pub ladder: Ladder,
+    /// A layer lowered to this many bits or fewer goes to sleep.
+    pub floor_bits: u32,
+    /// Weights and activations on separate ladders (separate arms) instead of tied.
+    pub untied: bool,
+    /// Activation ladder when untied (default: the weight ladder).
+    pub act_ladder: Option<Ladder>,
+    /// Which CCQ.
+    pub variant: Variant,
+    /// η of the exponential weights (reference 1, improved 2).
+    pub eta: Option<f64>,
+    /// What a trial is judged by (reference top-1, improved loss).
+    pub trial_signal: Option<TrialSignal>,
+    /// Divide a trial's loss increase by the fraction of the model it saves.
+    pub per_saving: Option<bool>,
+    /// Standardise rewards across competing arms.
+    pub standardise: Option<bool>,
+    /// Log-weights carry over to the next step times this (reference 0).
+    pub carry: Option<f64>,
+    /// Keep the best fine-tuning epoch's weights rather than the last.
+    pub keep_best: Option<bool>,
+    /// Once the target is met, raise single layers back while it stays met.
+    pub polish: Option<bool>,
+    /// Count only the saving that goes toward the nearest unmet goal.
+    pub budget_aware: Option<bool>,
+    /// λ schedule.
+    pub lambda: LambdaSchedule,
+    /// lr_min of the fine-tuning schedule.
+    pub lr: f64,
+    /// lr_max of the cosine phase.
+    pub lr_max: f64,
+    /// Epochs at lr_min before the cosine.
+    pub ft_const_epochs: usize,
+    /// Epochs of the cosine.
+    pub ft_cosine_epochs: usize,
+    /// Minimum fine-tuning epochs per step.
+    pub ft_min_epochs: usize,
+    /// Maximum fine-tuning epochs per step.
+    pub ft_max_epochs: usize,
+    /// Retries of a diverged fine-tuning.
+    pub ft_retries: usize,
+    /// Testing aid: step and factor multiplying that step's fine-tuning learning rate.
+    pub debug_lr_scale: Option<(usize, f64)>,
+    /// Training images per fine-tuning epoch (`None`: the whole training split).
+    pub ft_samples: Option<usize>,
+    /// When a step's fine-tuning stops.
+    pub stop: StopRule,
+    /// Epochs of the brief fine-tuning at the top rung before the search.
+    pub init_epochs: usize,
+    /// Epochs of a last fine-tuning once the search stops (0: none, as the reference).
+    pub final_epochs: usize,
+    /// Quantizers.
+    pub scheme: QuantScheme,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            qsteps: 30,
+            ladder: Ladder::default(),
+            floor_bits: 3,
+            untied: false,
+            act_ladder: None,
+            variant: Variant::Improved,
+            eta: None,
+            trial_signal: None,
+            per_saving: None,
+            standardise: None,
+            carry: None,
+            keep_best: None,
+            polish: None,
+            budget_aware: None,
+            lambda: LambdaSchedule {
+                odd: 0.0,
+                a: 0.6,
+                b: 0.4,
+            },
+            lr: 0.001,
+            lr_max: 0.005,
+            ft_const_epochs: 5,
+            ft_cosine_epochs: 10,
+            ft_min_epochs: 3,
+            ft_max_epochs: 15,
+            ft_retries: 2,
+            debug_lr_scale: None,
+            ft_samples: None,
+            stop: StopRule::BestRatio(0.99),
+            init_epochs: 1,
+            final_epochs: 3,
+            scheme: QuantScheme::default(),
+        }
+    }
+}
+
+impl SearchSettings {
+    /// The search configuration for `target`, validated.
+    pub fn config(
+        &self,
+        target: Option<Target>,
+        session: &Session,
+        augment: Option<Augment>,
+    ) -> Result<SearchConfig> {
+        if !(2..=8).contains(&self.floor_bits) {
+            return Err(Error::InvalidConfig(
+                "--floor-bits must be within 2..8".into(),
+            ));
+        }
+        if self.ft_min_epochs > self.ft_max_epochs || self.ft_max_epochs == 0 {
+            return Err(Error::InvalidConfig(
+                "need 1 ≤ --ft-max-epochs and --ft-min-epochs ≤ --ft-max-epochs".into(),
+            ));
+        }
+        let base = match self.variant {
+            Variant::Reference => Reward::reference(),
+            Variant::Improved => Reward::improved(),
+        };
+        let improved = self.variant == Variant::Improved;
+        let reward = Reward {
+            signal: self.trial_signal.unwrap_or(base.signal),
+            per_saving: self.per_saving.unwrap_or(base.per_saving),
+            standardise: self.standardise.unwrap_or(base.standardise),
+            carry: self.carry.unwrap_or(base.carry),
+        };
+        let cfg = SearchConfig {
+            lowering: Lowering {
+                ladder: self.ladder.clone(),
+                act_ladder: self
+                    .act_ladder
+                    .clone()
+                    .unwrap_or_else(|| self.ladder.clone()),
+                tied: !self.untied,
+                floor: self.floor_bits,
+            },
+            eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
+            reward,
+            polish: self.polish.unwrap_or(improved),
+            budget_aware: self.budget_aware.unwrap_or(improved),
+            lambda: self.lambda,
+            qsteps: self.qsteps,
+            target,
+            finetune: Finetune {
+                schedule: WarmRestart {
+                    lr_min: self.lr,
+                    lr_max: self.lr_max,
+                    const_epochs: self.ft_const_epochs,
+                    cosine_epochs: self.ft_cosine_epochs,
+                },
+                min_epochs: self.ft_min_epochs,
+                max_epochs: self.ft_max_epochs,
+                stop: self.stop,
+                epoch_samples: self.ft_samples,
+                retries: self.ft_retries,
+                debug_lr_scale: self.debug_lr_scale,
+                keep_best: self.keep_best.unwrap_or(improved),
+            },
+            init_epochs: self.init_epochs,
+            final_epochs: self.final_epochs,
+            hyper: session.hyper(1e-4),
+            scheme: self.scheme,
+            seed: session.seed,
+            augment,
+        };
+        cfg.validate()
+            .map_err(|e| Error::InvalidConfig(format!("{e:#}")))?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,91 @@
+//! A search's settings: the competition's, the collaboration's, and the target.
+
+use super::bandit::LambdaSchedule;
+use super::reward::Reward;
+use super::target::{Lowering, Target};
+use crate::data::Augment;
+use crate::quant::quantizer::QuantScheme;
+use crate::train::Hyper;
+use crate::train::schedule::WarmRestart;
+use serde::{Deserialize, Serialize};
+
+/// When a step's collaborative fine-tuning stops (after at least `min_epochs`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopRule {
+    /// Validation top-1 ≥ ratio × the best validation top-1 seen in this step (reference: 0.99).
+    BestRatio(f64),
+    /// Validation top-1 within this many points of the accuracy before the step.
+    WithinPoints(f64),
+}
+
+/// The collaboration phase of a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finetune {
+    /// Learning-rate schedule (warm restart each step).
+    pub schedule: WarmRestart,
+    /// Epochs before the stop rule is consulted (reference: 3).
+    pub min_epochs: usize,
+    /// Hard cap on epochs per step.
+    pub max_epochs: usize,
+    /// Accuracy-driven stop.
+    pub stop: StopRule,
+    /// Images per fine-tuning epoch (None: the whole training split).
+    pub epoch_samples: Option<usize>,
+    /// Retries of a diverged fine-tuning, each from the step's starting state at half the
+    /// previous learning rate; after the last one the step's lowering is refused.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Testing aid: multiply the learning rate of step `.0`'s fine-tuning by `.1`.
+    #[serde(default)]
+    pub debug_lr_scale: Option<(usize, f64)>,
+    /// Keep the weights of the epoch with the best validation top-1, not the last epoch's
+    /// (the reference keeps the last).
+    #[serde(default)]
+    pub keep_best: bool,
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+/// Every setting of a search (saved with its state so a resume uses the same).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Ladders, floor, tied or not.
+    pub lowering: Lowering,
+    /// Learning rate of the exponential weights (reference: 1).
+    pub eta: f64,
+    /// How trials become rewards (reference: top-1, reset every step).
+    #[serde(default)]
+    pub reward: Reward,
+    /// Once the target is met, give back the bits it does not need ([`super::polish`]).
+    #[serde(default)]
+    pub polish: bool,
+    /// Count only the saving that goes toward the nearest unmet goal (reward and memory
+    /// prior), so that near the target an arm that meets it with little overshoot wins.
+    #[serde(default)]
+    pub budget_aware: bool,
+    /// λ schedule.
+    pub lambda: LambdaSchedule,
+    /// Maximum number of steps T.
+    pub qsteps: usize,
+    /// Stop when met.
+    pub target: Option<Target>,
+    /// Collaboration settings.
+    pub finetune: Finetune,
+    /// Epochs of the brief fine-tuning at the top rung before the search.
+    pub init_epochs: usize,
+    /// Epochs of a last fine-tuning (cosine from lr_max to 0, whole training split) once the
+    /// search stops; 0 = none, as the reference.
+    #[serde(default)]
+    pub final_epochs: usize,
+    /// Optimiser.
+    pub hyper: Hyper,
+    /// Quantizers.
+    pub scheme: QuantScheme,
+    /// Seed of sampling and shuffling.
+    pub seed: u64,
+    /// Augmentation during fine-tuning.
+    pub augment: Option<Augment>,
+}
