@@ -77,8 +77,7 @@ impl Error {
             if let Some(t) = c.downcast_ref::<Error>() {
                 found = Some(t);
             }
-            if let Some(d) = c.downcast_ref::<crate::train::trainer::Diverged>() {
-                let _ = d;
+            if c.downcast_ref::<Diverged>().is_some() {
                 return Error::Diverged(message);
             }
             cur = c.source();
@@ -109,4 +108,22 @@ impl From<anyhow::Error> for Error {
             Err(e) => Error::from_chain(e.as_ref(), message),
         }
     }
+}
+
+/// A training pass whose loss became NaN or infinite.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{label}: the training loss became non-finite ({value}) between steps {first} and {last} of {steps}; the run diverged: lower the learning rate (--lr)"
+)]
+pub struct Diverged {
+    /// The pass (e.g. `epoch 3/10`).
+    pub label: String,
+    /// First step that may have produced it (1-based).
+    pub first: usize,
+    /// Step at which it was seen.
+    pub last: usize,
+    /// Steps in the pass.
+    pub steps: usize,
+    /// The loss sum that was seen.
+    pub value: f64,
 }

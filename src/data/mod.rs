@@ -7,6 +7,7 @@ pub mod folder;
 pub mod idx;
 pub mod source;
 pub mod splits;
+pub mod synthetic;
 
 pub use batch::{Augment, Batch, Batcher, Normalization, in_order, make_batch};
 pub use dataset::{Dataset, Subset, TrainTest};

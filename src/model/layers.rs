@@ -2,7 +2,7 @@
 //!
 //! Each layer quantizes its *input* activations (with PACT or LSQ) and its weights (DoReFa or
 //! LSQ) at the bits the policy gives it, then runs the float op on the fake-quantized tensors.
-//! Layers hold plain libtorch tensors; [`super::params`] gathers them into one flat buffer.
+//! Layers hold plain libtorch tensors; the network gathers them into one flat buffer ([`super::Network`]).
 
 use crate::quant::policy::{FLOAT_BITS, LayerBits};
 use crate::quant::quantizer::{QuantScheme, WeightQuantizer, quantize_act, quantize_weight};

@@ -80,23 +80,7 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
     (top1, top5)
 }
 
-/// A training pass whose loss became NaN or infinite.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{label}: the training loss became non-finite ({value}) between steps {first} and {last} of {steps}; the run diverged: lower the learning rate (--lr)"
-)]
-pub struct Diverged {
-    /// The pass (e.g. `epoch 3/10`).
-    pub label: String,
-    /// First step that may have produced it (1-based).
-    pub first: usize,
-    /// Step at which it was seen.
-    pub last: usize,
-    /// Steps in the pass.
-    pub steps: usize,
-    /// The loss sum that was seen.
-    pub value: f64,
-}
+pub use crate::error::Diverged;
 
 /// Trains `net` for one pass over (at most `max_samples` of) `data`. `lr_at(t)` gives the learning
 /// rate at the fraction `t ∈ [0,1)` of the epoch. A non-finite loss stops it with an error that
