@@ -8,7 +8,8 @@ use crate::train::{Devices, Hyper};
 pub struct Session {
     /// Seed of weight initialisation, shuffling and sampling.
     pub seed: u64,
-    /// Worker threads of libtorch and rayon (`None`: all cores). Set once per process.
+    /// Worker threads of libtorch and rayon (`None`: all cores; rayon's is set only once per
+    /// process).
     pub threads: Option<usize>,
     /// Images per batch.
     pub batch_size: usize,
@@ -81,11 +82,20 @@ impl Session {
     }
 }
 
-/// Sets the worker threads of libtorch (intra-op) and of rayon.
+/// Sets the worker threads of libtorch (intra-op) and of rayon. Rayon's global pool can be set
+/// up once per process: after the first call, only libtorch's count changes.
 pub fn set_threads(t: usize) -> Result<()> {
+    if t == 0 {
+        return Err(Error::InvalidConfig("threads must be at least 1".into()));
+    }
     tch::set_num_threads(t as i32);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(t)
-        .build_global()
-        .map_err(|e| Error::InvalidConfig(format!("cannot set up the thread pool: {e}")))
+    static RAYON: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    RAYON.call_once(|| {
+        result = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| Error::InvalidConfig(format!("cannot set up the thread pool: {e}")));
+    });
+    result
 }

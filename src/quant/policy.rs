@@ -119,9 +119,12 @@ impl Policy {
 
     /// Reads a policy JSON file for a model whose layers are `names`. Every layer must be listed.
     pub fn load(path: &Path, names: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read policy file {}", path.display()))?;
-        Self::from_json(&text, names).with_context(|| format!("policy file {}", path.display()))
+        let read = || -> Result<Self> {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read policy file {}", path.display()))?;
+            Self::from_json(&text, names).with_context(|| format!("policy file {}", path.display()))
+        };
+        read().map_err(|e| crate::error::Error::bad_input(path, format!("{e:#}")).into())
     }
 
     /// Parses a policy from JSON (`{"layers": {name: {"w":..,"a":..}}}`).

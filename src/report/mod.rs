@@ -102,12 +102,35 @@ fn bits_str(b: u32) -> String {
 
 /// Renders the report as one self-contained HTML page.
 pub fn html(r: &Report) -> String {
+    let methods = method_order(r);
+    let mut s = header(r);
+    accuracy_chart(&mut s, r, &methods);
+    bits_charts(&mut s, r, &methods);
+    if !r.ccq_steps.is_empty() {
+        search_trace(&mut s, r);
+    }
+    results_table(&mut s, r);
+    let _ = writeln!(
+        s,
+        "<p class=\"note\">layers: {}</p></body></html>",
+        esc(&r.layers.join(", "))
+    );
+    s
+}
+
+/// Method names in their first order of appearance.
+fn method_order(r: &Report) -> Vec<String> {
     let mut methods: Vec<String> = Vec::new();
     for m in &r.results {
         if !methods.contains(&m.method) {
             methods.push(m.method.clone());
         }
     }
+    methods
+}
+
+/// The page's head, title, summary line and notes.
+fn header(r: &Report) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -131,6 +154,11 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
     for n in &r.notes {
         let _ = write!(s, r#"<p class="note">{}</p>"#, esc(n));
     }
+    s
+}
+
+/// Test top-1 against compression, one series per method.
+fn accuracy_chart(s: &mut String, r: &Report, methods: &[String]) {
     let series: Vec<Series> = methods
         .iter()
         .enumerate()
@@ -155,6 +183,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         &series,
         r.fp_test.map(|f| (100.0 * f, "FP32")),
     ));
+}
+
+/// Per-layer weight bits at each budget, one bar per method.
+fn bits_charts(s: &mut String, r: &Report, methods: &[String]) {
     let mut budgets: Vec<f64> = r.results.iter().map(|x| x.budget).collect();
     budgets.sort_by(|a, b| a.total_cmp(b));
     budgets.dedup();
@@ -186,71 +218,77 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
             ));
         }
     }
-    if !r.ccq_steps.is_empty() {
-        s.push_str("<h2>CCQ search trace</h2>");
-        let acc = Series {
-            label: "val top-1 after fine-tuning".into(),
-            color: color(0),
-            points: r
-                .ccq_steps
-                .iter()
-                .map(|x| (x.step as f64, 100.0 * x.val_after))
-                .collect(),
-        };
-        let before = Series {
-            label: "val top-1 after lowering".into(),
-            color: color(1),
-            points: r
-                .ccq_steps
-                .iter()
-                .map(|x| (x.step as f64, 100.0 * x.val_before))
-                .collect(),
-        };
-        s.push_str(&line_plot(
-            "trace-acc",
-            "accuracy per step",
-            "step",
-            "validation top-1 (%)",
-            &[acc, before],
-            None,
-        ));
-        let comp = Series {
-            label: "compression".into(),
-            color: color(2),
-            points: r
-                .ccq_steps
-                .iter()
-                .map(|x| (x.step as f64, x.compression))
-                .collect(),
-        };
-        s.push_str(&line_plot(
-            "trace-size",
-            "compression per step",
-            "step",
-            "compression (x)",
-            &[comp],
-            None,
-        ));
-        s.push_str("<table id=\"steps\"><tr><th>step</th><th>layer</th><th>bits</th><th>λ</th><th>val before</th><th>val after</th><th>epochs</th><th>compression</th><th>seconds</th><th>why this layer</th></tr>");
-        for x in &r.ccq_steps {
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td><td>{}</td></tr>",
-                x.step,
-                esc(&x.chosen),
-                x.bits_before,
-                x.bits_after,
-                x.lambda,
-                100.0 * x.val_before,
-                100.0 * x.val_after,
-                x.epochs,
-                x.compression,
-                x.seconds,
-                esc(&why_chosen(x))
-            );
-        }
-        s.push_str("</table>");
+}
+
+/// CCQ's search: accuracy and compression per step, and the step table.
+fn search_trace(s: &mut String, r: &Report) {
+    s.push_str("<h2>CCQ search trace</h2>");
+    let acc = Series {
+        label: "val top-1 after fine-tuning".into(),
+        color: color(0),
+        points: r
+            .ccq_steps
+            .iter()
+            .map(|x| (x.step as f64, 100.0 * x.val_after))
+            .collect(),
+    };
+    let before = Series {
+        label: "val top-1 after lowering".into(),
+        color: color(1),
+        points: r
+            .ccq_steps
+            .iter()
+            .map(|x| (x.step as f64, 100.0 * x.val_before))
+            .collect(),
+    };
+    s.push_str(&line_plot(
+        "trace-acc",
+        "accuracy per step",
+        "step",
+        "validation top-1 (%)",
+        &[acc, before],
+        None,
+    ));
+    let comp = Series {
+        label: "compression".into(),
+        color: color(2),
+        points: r
+            .ccq_steps
+            .iter()
+            .map(|x| (x.step as f64, x.compression))
+            .collect(),
+    };
+    s.push_str(&line_plot(
+        "trace-size",
+        "compression per step",
+        "step",
+        "compression (x)",
+        &[comp],
+        None,
+    ));
+    s.push_str("<table id=\"steps\"><tr><th>step</th><th>layer</th><th>bits</th><th>λ</th><th>val before</th><th>val after</th><th>epochs</th><th>compression</th><th>seconds</th><th>why this layer</th></tr>");
+    for x in &r.ccq_steps {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.2}%</td><td>{}</td><td>{:.2}x</td><td>{:.0}</td><td>{}</td></tr>",
+            x.step,
+            esc(&x.chosen),
+            x.bits_before,
+            x.bits_after,
+            x.lambda,
+            100.0 * x.val_before,
+            100.0 * x.val_after,
+            x.epochs,
+            x.compression,
+            x.seconds,
+            esc(&why_chosen(x))
+        );
     }
+    s.push_str("</table>");
+}
+
+/// Every result, with its policy.
+fn results_table(s: &mut String, r: &Report) {
     s.push_str("<h2>Results</h2><table id=\"results\"><tr><th>method</th><th>budget</th><th>size (B)</th><th>compression</th><th>avg bits</th><th>BOPs</th><th>test top-1</th><th>loss vs FP (points)</th><th>wall time (s)</th><th>policy (W/A per layer)</th></tr>");
     for x in &r.results {
         let policy: Vec<String> = x
@@ -285,12 +323,6 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
         }
     }
     s.push_str("</table>");
-    let _ = writeln!(
-        s,
-        "<p class=\"note\">layers: {}</p></body></html>",
-        esc(&r.layers.join(", "))
-    );
-    s
 }
 
 #[cfg(test)]

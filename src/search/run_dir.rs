@@ -86,8 +86,13 @@ impl RunDir {
         self.root.join("report.json")
     }
 
-    /// Loads and validates the search state.
+    /// Loads and validates the search state; an error is typed as bad input naming the run.
     pub fn load_state(&self) -> Result<SearchState> {
+        self.read_state()
+            .map_err(|e| crate::error::Error::bad_input(&self.root, format!("{e:#}")).into())
+    }
+
+    fn read_state(&self) -> Result<SearchState> {
         let p = self.root.join(STATE);
         if !p.is_file() && self.fp_checkpoint().is_dir() {
             bail!(

@@ -273,8 +273,22 @@ pub fn resolve_dir(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Reads only the metadata of a checkpoint.
+/// Reads only the metadata of a checkpoint; an error is typed as bad input naming `path`.
 pub fn load_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
+    read_meta(path).map_err(|e| bad_input(path, e))
+}
+
+/// A loading error typed as bad input ([`crate::error::Error::BadInput`]) naming `path`.
+fn bad_input(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    if e.chain()
+        .any(|c| c.downcast_ref::<crate::error::Error>().is_some())
+    {
+        return e;
+    }
+    crate::error::Error::bad_input(path, format!("{e:#}")).into()
+}
+
+fn read_meta(path: &Path) -> Result<(PathBuf, CheckpointMeta)> {
     let dir = resolve_dir(path)?;
     let meta_path = dir.join(META);
     let text = std::fs::read_to_string(&meta_path).with_context(|| {
@@ -361,8 +375,13 @@ impl CheckpointMeta {
     }
 }
 
-/// Loads a checkpoint onto `device`, checking that model, weights and policy agree.
+/// Loads a checkpoint onto `device`, checking that model, weights and policy agree; an error
+/// is typed as bad input naming `path`.
 pub fn load(path: &Path, device: Device) -> Result<Checkpoint> {
+    read(path, device).map_err(|e| bad_input(path, e))
+}
+
+fn read(path: &Path, device: Device) -> Result<Checkpoint> {
     let (dir, meta) = load_meta(path)?;
     let model = build(&meta.spec, device)?;
     if model.layer_names() != meta.layers {

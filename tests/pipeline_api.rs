@@ -1,0 +1,151 @@
+//! The library API: a search cancelled through its events stops after a saved step and
+//! resumes to the same policy as an uninterrupted one; errors come back typed by kind.
+
+use ccq::Error;
+use ccq::data::{DataFormat, synthetic};
+use ccq::events::{Event, Events, Silent};
+use ccq::model::ModelKind;
+use ccq::pipeline::{self, DataConfig, QuantizeConfig, Session, Start, TrainConfig};
+use ccq::search::target::Target;
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+/// Records what it sees; cancels once `stop_after` steps were chosen.
+struct Recorder {
+    steps: Cell<usize>,
+    stop_after: Option<usize>,
+    kinds: RefCell<Vec<&'static str>>,
+}
+
+impl Events for Recorder {
+    fn event(&self, e: &Event<'_>) {
+        let kind = match e {
+            Event::DataLoaded { .. } => "data",
+            Event::SearchStarted { .. } => "start",
+            Event::TrialScored { .. } => "trial",
+            Event::StepChosen { .. } => {
+                self.steps.set(self.steps.get() + 1);
+                "step"
+            }
+            Event::EpochEnded { .. } => "epoch",
+            Event::Resumed { .. } => "resumed",
+            _ => "other",
+        };
+        self.kinds.borrow_mut().push(kind);
+    }
+    fn cancelled(&self) -> bool {
+        self.stop_after.is_some_and(|n| self.steps.get() >= n)
+    }
+}
+
+fn session() -> Session {
+    Session {
+        seed: 3,
+        threads: Some(1),
+        batch_size: 32,
+        ..Session::default()
+    }
+}
+
+fn data(dir: &Path) -> DataConfig {
+    DataConfig {
+        val_size: 30,
+        bandit_size: 30,
+        ..DataConfig::at(dir, DataFormat::Idx)
+    }
+}
+
+fn search(run: &Path, fp: &Path, data: &DataConfig) -> QuantizeConfig {
+    let mut q = QuantizeConfig::new(
+        run,
+        Start::Checkpoint(fp.to_path_buf()),
+        Some(Target::Compression(7.0)),
+    );
+    q.data = data.clone();
+    q.session = session();
+    q.search.ft_min_epochs = 1;
+    q.search.ft_max_epochs = 1;
+    q.search.final_epochs = 1;
+    q
+}
+
+#[test]
+fn cancel_resume_and_typed_errors() {
+    let t = tempfile::tempdir().unwrap();
+    synthetic::write_idx_dataset(&t.path().join("data")).unwrap();
+    let d = data(&t.path().join("data"));
+    let fp = t.path().join("fp");
+    let trained = pipeline::train(
+        &TrainConfig {
+            data: d.clone(),
+            epochs: 2,
+            session: session(),
+            ..TrainConfig::new(ModelKind::Convnet, &fp)
+        },
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(trained.epochs, 2);
+    assert!(trained.test.unwrap().top1.is_finite());
+
+    // Uninterrupted.
+    let full = pipeline::quantize(&search(&t.path().join("full"), &fp, &d), &Silent).unwrap();
+    let policy = full.report.expect("finished").layers;
+    assert!(full.state.step >= 2, "{} steps", full.state.step);
+
+    // Cancelled after the first step: nothing past it ran, and the state says so.
+    let run = t.path().join("cancelled");
+    let rec = Recorder {
+        steps: Cell::new(0),
+        stop_after: Some(1),
+        kinds: RefCell::new(Vec::new()),
+    };
+    let part = pipeline::quantize(&search(&run, &fp, &d), &rec).unwrap();
+    assert!(part.report.is_none() && part.state.finished.is_none());
+    assert_eq!(part.state.step, 1);
+    let kinds = rec.kinds.borrow().clone();
+    for k in ["data", "start", "trial", "step"] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "step").count(), 1);
+
+    // Resumed: the same policy as the uninterrupted run.
+    let mut again = search(&run, &fp, &d);
+    again.resume = true;
+    let resumed = pipeline::quantize(&again, &Silent).unwrap();
+    assert_eq!(resumed.report.expect("finished").layers, policy);
+
+    // Errors by kind.
+    let mut far = search(&t.path().join("far"), &fp, &d);
+    far.target = Some(Target::Compression(1000.0));
+    assert!(
+        matches!(pipeline::quantize(&far, &Silent), Err(Error::UnreachableTarget(m)) if m.contains("best reachable"))
+    );
+    let mut bad = search(&t.path().join("bad"), &fp, &d);
+    bad.session.batch_size = 1;
+    assert!(matches!(
+        pipeline::quantize(&bad, &Silent),
+        Err(Error::InvalidConfig(_))
+    ));
+    let missing = search(&t.path().join("m"), &t.path().join("no-such-fp"), &d);
+    match pipeline::quantize(&missing, &Silent) {
+        Err(Error::BadInput { path, message }) => {
+            assert!(
+                path.ends_with("no-such-fp") && message.contains("no-such-fp"),
+                "{message}"
+            )
+        }
+        other => panic!("expected bad input, got {:?}", other.map(|q| q.state.step)),
+    }
+    let again_new = search(&run, &fp, &d);
+    assert!(matches!(
+        pipeline::quantize(&again_new, &Silent),
+        Err(Error::IncompatibleCheckpoint { .. })
+    ));
+    let mut not_a_run = search(&t.path().join("data"), &fp, &d);
+    not_a_run.resume = true;
+    assert!(matches!(
+        pipeline::quantize(&not_a_run, &Silent),
+        Err(Error::BadInput { .. })
+    ));
+}
