@@ -130,41 +130,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
                 ),
             ));
         }
-        let fp = match &cfg.start {
-            Start::Checkpoint(c) => c.clone(),
-            Start::Train { model, epochs, lr } => {
-                let fp = run.fp_checkpoint();
-                events.event(&Event::Note(format!(
-                    "no checkpoint given: training {} for {epochs} epochs into {}",
-                    model.name(),
-                    fp.display()
-                )));
-                let trained = train(
-                    &TrainConfig {
-                        model: *model,
-                        data: cfg.data.clone(),
-                        epochs: *epochs,
-                        lr: *lr,
-                        out: fp.clone(),
-                        resume: true,
-                        stop_after: None,
-                        session: Session {
-                            threads: None,
-                            ..cfg.session.clone()
-                        },
-                    },
-                    events,
-                )?;
-                if trained.test.is_none() {
-                    // Cancelled during the FP training: the same call continues it.
-                    return Err(Error::Internal(format!(
-                        "cancelled while training the full-precision model in {}; run the same job again to continue",
-                        fp.display()
-                    )));
-                }
-                fp
-            }
-        };
+        let fp = full_precision(cfg, &run, events)?;
         let ck = checkpoint::load(&fp, devices.device)?;
         if ck.meta.policy.is_some() {
             return Err(Error::incompatible(
@@ -213,5 +179,45 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
         report,
         layers: model.layers.clone(),
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The full-precision checkpoint a new search starts from: the given one, or one trained
+/// (resumably) into the run's `fp/`.
+fn full_precision(cfg: &QuantizeConfig, run: &RunDir, events: &dyn Events) -> Result<PathBuf> {
+    Ok(match &cfg.start {
+        Start::Checkpoint(c) => c.clone(),
+        Start::Train { model, epochs, lr } => {
+            let fp = run.fp_checkpoint();
+            events.event(&Event::Note(format!(
+                "no checkpoint given: training {} for {epochs} epochs into {}",
+                model.name(),
+                fp.display()
+            )));
+            let trained = train(
+                &TrainConfig {
+                    model: *model,
+                    data: cfg.data.clone(),
+                    epochs: *epochs,
+                    lr: *lr,
+                    out: fp.clone(),
+                    resume: true,
+                    stop_after: None,
+                    session: Session {
+                        threads: None,
+                        ..cfg.session.clone()
+                    },
+                },
+                events,
+            )?;
+            if trained.test.is_none() {
+                // Cancelled during the FP training: the same call continues it.
+                return Err(Error::Internal(format!(
+                    "cancelled while training the full-precision model in {}; run the same job again to continue",
+                    fp.display()
+                )));
+            }
+            fp
+        }
     })
 }
