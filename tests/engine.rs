@@ -165,3 +165,107 @@ fn format_errors() {
         "float layers cannot be exported"
     );
 }
+
+/// An exported model of `kind` on `channels`×`side`×`side` inputs at uniform `bits`, calibrated
+/// on random images.
+fn exported(
+    kind: ModelKind,
+    channels: usize,
+    side: usize,
+    scheme: QuantScheme,
+    bits: LayerBits,
+) -> IntModel {
+    let devices = Devices::cpu();
+    devices.seed(3);
+    let spec = ModelSpec {
+        kind,
+        channels,
+        height: side,
+        width: side,
+        classes: 7,
+    };
+    let model = build(&spec, devices.device).unwrap();
+    let norm = Normalization {
+        mean: vec![0.4; channels],
+        std: vec![0.3; channels],
+    };
+    let policy = Policy::uniform(&model.layer_names(), bits);
+    let len = channels * side * side;
+    let imgs = pixels(16, len, 9);
+    let v: Vec<f32> = imgs
+        .iter()
+        .map(|&x| (x as f32 / 255.0 - 0.4) / 0.3)
+        .collect();
+    let x = ccq::host::tensor(
+        &v,
+        &[16, channels as i64, side as i64, side as i64],
+        Device::Cpu,
+    );
+    calibrate(&model.net, &policy, scheme, &[x]);
+    to_int_model(&model, &policy, scheme, &norm).unwrap().0
+}
+
+/// The fast engine's logits and registers are bit-identical to the reference engine's.
+fn same_as_reference(int: IntModel, what: &str) {
+    let reference = ccq::export::reference::ReferenceEngine::new(int.clone()).unwrap();
+    let engine = Engine::new(int).unwrap();
+    let i = &engine.model.input;
+    let len = i.channels * i.height * i.width;
+    let imgs = pixels(24, len, 17);
+    let bits = |l: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        l.into_iter()
+            .map(|v| v.into_iter().map(f32::to_bits).collect())
+            .collect()
+    };
+    assert_eq!(
+        bits(engine.logits(&imgs).unwrap()),
+        bits(reference.logits(&imgs).unwrap()),
+        "{what}: logits"
+    );
+    for img in imgs.chunks(len).take(3) {
+        assert_eq!(
+            engine.run_traced(img).unwrap(),
+            reference.run_traced(img).unwrap(),
+            "{what}: registers"
+        );
+    }
+}
+
+#[test]
+fn fast_engine_is_bit_identical_to_the_reference() {
+    let lsq = QuantScheme {
+        weight: WeightQuantizer::LsqChannel,
+        act: ActQuantizer::Lsq,
+    };
+    for (kind, channels, side, scheme, w, a) in [
+        (ModelKind::Convnet, 1, 28, QuantScheme::default(), 3, 8),
+        (ModelKind::Convnet, 3, 16, lsq, 8, 8),
+        (ModelKind::Resnet20, 1, 16, QuantScheme::default(), 4, 4),
+        (ModelKind::Resnet20, 3, 12, lsq, 2, 3),
+    ] {
+        let int = exported(kind, channels, side, scheme, LayerBits { w, a });
+        same_as_reference(int.clone(), &format!("{kind:?} {channels}ch W{w}A{a}"));
+        // Bounds past the 64-bit paths: huge BatchNorm multipliers (i128 affine ops).
+        let mut wide = int.clone();
+        for l in &mut wide.layers {
+            for m in &mut l.post_mul {
+                *m *= 1e6;
+            }
+        }
+        same_as_reference(wide, &format!("{kind:?} {channels}ch, huge multipliers"));
+        // First-layer weights near the i16 limit: their sums with the 16-bit input halves
+        // could overflow 32 bits, so that layer takes the 64-bit products.
+        let mut heavy = int;
+        let l = &mut heavy.layers[0];
+        // Validation bounds the whole code range, not only the codes used.
+        let top = (1i64 << l.w_bits) - 1;
+        let max = (l.code_off as i64)
+            .abs()
+            .max((top * l.code_mul as i64 + l.code_off as i64).abs())
+            .max(1);
+        let f = (30000 / max) as i32;
+        (l.code_mul, l.code_off) = (l.code_mul * f, l.code_off * f);
+        heavy.validate().unwrap();
+        same_as_reference(heavy, &format!("{kind:?} {channels}ch, heavy first layer"));
+    }
+}

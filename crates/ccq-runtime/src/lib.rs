@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod format;
 pub mod pack;
+pub mod reference;
 pub mod validate;
 
 pub use engine::Engine;
