@@ -256,6 +256,7 @@ impl Engine {
     }
 
     /// Normalised, fixed-point input of one image of raw pixels.
+    #[inline(always)]
     fn input(&self, pixels: &[u8]) -> Vec<i64> {
         let hw = self.model.input.height * self.model.input.width;
         pixels
@@ -266,8 +267,29 @@ impl Engine {
     }
 
     /// [`Engine::run_traced`] on an image of the right size.
-    /// Without `trace`, fused convolutions leave their register empty.
+    /// Without `trace`, fused convolutions leave their register empty. Compiled twice: for the
+    /// baseline CPU and, where the CPU has it, with AVX-512 (64-bit multiplies and shifts in
+    /// vectors for the fixed-point ops); the arithmetic is the same integer arithmetic.
     fn run(&self, pixels: &[u8], s: &mut Scratch, trace: bool) -> Vec<Vec<i64>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if wide_vectors() {
+                // SAFETY: the CPU has the features `run_avx512` is compiled for (detected).
+                return unsafe { self.run_avx512(pixels, s, trace) };
+            }
+        }
+        self.run_body(pixels, s, trace)
+    }
+
+    /// [`Engine::run`] compiled with AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,avx512f,avx512dq,avx512vl,avx512bw")]
+    unsafe fn run_avx512(&self, pixels: &[u8], s: &mut Scratch, trace: bool) -> Vec<Vec<i64>> {
+        self.run_body(pixels, s, trace)
+    }
+
+    #[inline(always)]
+    fn run_body(&self, pixels: &[u8], s: &mut Scratch, trace: bool) -> Vec<Vec<i64>> {
         let mut regs: Vec<Vec<i64>> = Vec::with_capacity(self.model.ops.len() + 1);
         regs.push(self.input(pixels));
         for (oi, op) in self.model.ops.iter().enumerate() {
@@ -286,8 +308,16 @@ impl Engine {
                 }
                 Op::Affine { terms, relu } => match self.plans[oi] {
                     Plan::AffineI64 => {
-                        let from_gemm = (oi > 0 && self.fused[oi - 1] && !trace)
-                            .then(|| (&s.acc[..], conv_padded(&self.plans[oi - 1])));
+                        let from_gemm = (oi > 0 && self.fused[oi - 1] && !trace).then(|| {
+                            let split =
+                                matches!(self.plans[oi - 1], Plan::Conv { split: true, .. })
+                                    && self.first_conv(oi - 1);
+                            FromGemm {
+                                lo: &s.acc[..],
+                                hi: split.then_some(&s.acc_hi[..]),
+                                padded: conv_padded(&self.plans[oi - 1]),
+                            }
+                        });
                         self.affine_i64(terms, *relu, &regs, out_shape, from_gemm)
                     }
                     _ => self.affine(terms, *relu, &regs, out_shape),
@@ -316,6 +346,7 @@ impl Engine {
     }
 
     /// The k-bit levels a layer reads from a wide register, into `out` (plus a zero slot).
+    #[inline(always)]
     fn quantize_into(&self, l: &PreparedLayer, x: &[i64], out: &mut Vec<i16>) {
         out.clear();
         out.extend(x.iter().map(|&v| level(l, v)));
@@ -326,6 +357,7 @@ impl Engine {
     /// of a [`Plan::Rows`] convolution (`[pair][y][x]`, each `u32` two channels' levels).
     /// `out` is this op's own buffer: its zero margins are written once, the interior every
     /// time.
+    #[inline(always)]
     fn quantize_padded(&self, l: &PreparedLayer, r: &Rows, x: &[i64], out: &mut Vec<u32>) {
         let plane = r.hp * r.wp;
         if out.len() != r.pairs * plane {
@@ -346,6 +378,7 @@ impl Engine {
     }
 
     /// With `keep`, the accumulators stay in `s.acc` (padded rows) and the register is empty.
+    #[inline(always)]
     fn conv(
         &self,
         li: usize,
@@ -408,10 +441,12 @@ impl Engine {
             s.hi.clear();
             s.hi.extend(x.iter().map(|&v| ((v + (1 << 15)) >> 16) as i16));
             s.hi.push(0);
-            gather_into(&s.levels, gather, &mut s.cols);
+            gather_halves_into(&s.levels, &s.hi, gather, &mut s.cols, &mut s.cols_hi);
             gemm(&l.wpairs, l.pairs, o, &s.cols, padded, &mut s.acc);
-            gather_into(&s.hi, gather, &mut s.cols);
-            gemm(&l.wpairs, l.pairs, o, &s.cols, padded, &mut s.acc_hi);
+            gemm(&l.wpairs, l.pairs, o, &s.cols_hi, padded, &mut s.acc_hi);
+            if keep {
+                return Vec::new();
+            }
             for oc in 0..o {
                 for p in 0..positions {
                     let j = oc * padded + p;
@@ -456,26 +491,37 @@ impl Engine {
     }
 
     /// An affine op whose every partial sum is proven below 2^63: the same result in i64.
-    /// `from_gemm`: the first term's accumulators as the GEMM left them (rows of the given
-    /// padded length) instead of its register.
+    /// `from_gemm`: the first term's accumulators as the GEMM left them instead of its register.
+    #[inline(always)]
     fn affine_i64(
         &self,
         terms: &[Term],
         relu: bool,
         regs: &[Vec<i64>],
         [c, h, w]: Shape,
-        from_gemm: Option<(&[i32], usize)>,
+        from_gemm: Option<FromGemm>,
     ) -> Vec<i64> {
         let hw = h * w;
         let half = 1i64 << (SHIFT - 1);
         let mut out: Vec<i64> = Vec::with_capacity(c * hw);
         match terms.first() {
             Some(&Term::Acc { layer, .. }) if from_gemm.is_some() => {
-                let (acc, padded) = from_gemm.expect("checked");
+                let g = from_gemm.expect("checked");
                 let l = &self.layers[layer];
-                for (ch, x) in acc.chunks_exact(padded).take(c).enumerate() {
+                for ch in 0..c {
                     let (m, b) = (l.mult[ch], l.bias[ch] + half);
-                    out.extend(x[..hw].iter().map(|&v| v as i64 * m + b));
+                    let lo = &g.lo[ch * g.padded..ch * g.padded + hw];
+                    match g.hi {
+                        None => out.extend(lo.iter().map(|&v| v as i64 * m + b)),
+                        Some(hi) => {
+                            let hi = &hi[ch * g.padded..ch * g.padded + hw];
+                            out.extend(
+                                lo.iter()
+                                    .zip(hi)
+                                    .map(|(&v, &u)| (((u as i64) << 16) + v as i64) * m + b),
+                            );
+                        }
+                    }
                 }
             }
             Some(&Term::Acc { reg, layer }) => {
@@ -543,10 +589,24 @@ impl Engine {
             .collect())
     }
 
+    /// Whether op `oi` is a convolution of the first layer.
+    fn first_conv(&self, oi: usize) -> bool {
+        matches!(self.model.ops[oi], Op::Conv { layer, .. } if self.layers[layer].first)
+    }
+
     /// Shape of register `r`.
     pub fn shape(&self, r: usize) -> Shape {
         self.shapes[r]
     }
+}
+
+/// A convolution's accumulators as its GEMM left them: rows of `padded`, and for the first
+/// layer's split input the high halves' sums too (the accumulator is `hi·2^16 + lo`).
+#[derive(Clone, Copy)]
+struct FromGemm<'a> {
+    lo: &'a [i32],
+    hi: Option<&'a [i32]>,
+    padded: usize,
 }
 
 /// The padded row length of a convolution plan's accumulators.
@@ -558,8 +618,9 @@ fn conv_padded(plan: &Plan) -> usize {
     }
 }
 
-/// Which convolutions hand their accumulators straight to the next op: not the first layer,
-/// read by no op but the next, which is an i64 affine op taking them as its first term.
+/// Which convolutions hand their accumulators straight to the next op: any but a first layer
+/// on 64-bit products, read by no op but the next, an i64 affine op taking them as its first
+/// term.
 fn fusable(model: &IntModel, plans: &[Plan], layers: &[PreparedLayer]) -> Vec<bool> {
     let reads = |reg: usize| -> usize {
         model
@@ -592,13 +653,16 @@ fn fusable(model: &IntModel, plans: &[Plan], layers: &[PreparedLayer]) -> Vec<bo
                 }
                 _ => false,
             };
-            !layers[*layer].first && next_takes_it && reads(reg) == 1
+            let split_or_later =
+                !layers[*layer].first || matches!(plans[oi], Plan::Conv { split: true, .. });
+            split_or_later && next_takes_it && reads(reg) == 1
         })
         .collect()
 }
 
 /// The accumulators of `out_ch` channels (rows of `padded` in `acc`, `positions` used) as a
 /// register.
+#[inline(always)]
 fn widen(acc: &[i32], out_ch: usize, positions: usize, padded: usize) -> Vec<i64> {
     let mut out = Vec::with_capacity(out_ch * positions);
     for row in acc.chunks_exact(padded).take(out_ch) {
@@ -660,6 +724,7 @@ fn rows_plan(
 
 /// The patch matrix of a [`Plan::Rows`] convolution, `[(pair·k + ky)·k + kx][position]`: for
 /// stride 1 each output row's patches are one contiguous run of the padded plane.
+#[inline(always)]
 fn rows_into(r: &Rows, plane: &[u32], cols: &mut Vec<u32>) {
     let n = r.pairs * r.k * r.k * r.padded;
     if cols.len() < n {
@@ -696,6 +761,7 @@ struct Scratch {
     /// Per layer: its padded input plane ([`Plan::Rows`]).
     planes: Vec<Vec<u32>>,
     cols: Vec<u32>,
+    cols_hi: Vec<u32>,
     acc: Vec<i32>,
     acc_hi: Vec<i32>,
 }
@@ -825,8 +891,27 @@ fn gather_table(
     (table, positions, padded)
 }
 
+/// [`gather_into`] for the low and the high halves of the first layer's input at once.
+#[inline(always)]
+fn gather_halves_into(
+    lo: &[i16],
+    hi: &[i16],
+    gather: &[u32],
+    cols: &mut Vec<u32>,
+    cols_hi: &mut Vec<u32>,
+) {
+    cols.clear();
+    cols_hi.clear();
+    for g in gather.chunks_exact(2) {
+        let (a, b) = (g[0] as usize, g[1] as usize);
+        cols.push((lo[a] as u16 as u32) | ((lo[b] as u16 as u32) << 16));
+        cols_hi.push((hi[a] as u16 as u32) | ((hi[b] as u16 as u32) << 16));
+    }
+}
+
 /// The patch matrix: each `u32` of `cols` packs `src[gather[2i]]` (low half) and
 /// `src[gather[2i+1]]` (`src` ends with its zero slot).
+#[inline(always)]
 fn gather_into(src: &[i16], gather: &[u32], cols: &mut Vec<u32>) {
     cols.clear();
     cols.extend(
@@ -877,6 +962,20 @@ enum Kernel {
     Avx2,
     /// Plain Rust.
     Portable,
+}
+
+/// Whether the elementwise ops run with AVX-512 (detected once; `CCQ_PORTABLE_KERNELS` turns
+/// it off too).
+#[cfg(target_arch = "x86_64")]
+fn wide_vectors() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        std::env::var_os("CCQ_PORTABLE_KERNELS").is_none()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
 }
 
 fn gemm_kernel() -> Kernel {
@@ -1091,6 +1190,7 @@ unsafe fn dot_avx2(a: &[i16], b: &[i16]) -> i32 {
     sum + dot_portable(&a[i..n], &b[i..n])
 }
 
+#[inline(always)]
 fn max_pool(
     x: &[i64],
     [c, h, w]: Shape,
@@ -1139,6 +1239,7 @@ fn max_pool(
 }
 
 /// Rounded mean of each channel (`hw` values each), in i64 when the sum is proven to fit.
+#[inline(always)]
 fn global_avg_pool(x: &[i64], c: usize, hw: usize, in_i64: bool) -> Vec<i64> {
     x.chunks_exact(hw)
         .take(c)
