@@ -27,6 +27,11 @@
 
 use super::format::{IntModel, Op, Term, WIDE_FRAC};
 use super::validate::Shape;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::wide_vectors;
+use crate::kernels::{dot, gemm};
+use crate::layout::{Rows, gather_halves_into, gather_into, gather_table, rows_into, rows_plan};
+use crate::pool::{global_avg_pool, max_pool};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
@@ -37,38 +42,33 @@ const SHIFT: u32 = 24;
 /// trained network; with at most 16 terms of < 2^127/32 each the affine sum cannot overflow i128.
 const WIDE_LIMIT: i64 = 1 << 62;
 
-/// Output positions per register block of the GEMM kernel.
-const POS_BLOCK: usize = 16;
-/// Output channels per register block of the GEMM kernel.
-const OC_BLOCK: usize = 4;
-
 /// `round(v / 2^s)`, saturated to the i64 range.
 fn round_shift(v: i128, s: u32) -> i64 {
     (v.saturating_add(1i128 << (s - 1)) >> s).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-struct PreparedLayer {
+pub(crate) struct PreparedLayer {
     /// Integer weights `[out][k]`, rows contiguous.
-    w: Vec<i16>,
+    pub(crate) w: Vec<i16>,
     /// The same as i64 (the first layer's fallback multiplies them with the wide input).
-    w64: Vec<i64>,
+    pub(crate) w64: Vec<i64>,
     /// Weights as `(w[2j], w[2j+1])` pairs packed in an i32, `[out][pairs]` (odd rows padded
     /// with a zero weight).
-    wpairs: Vec<i32>,
+    pub(crate) wpairs: Vec<i32>,
     /// Row length and pairs per row.
-    k: usize,
-    pairs: usize,
+    pub(crate) k: usize,
+    pub(crate) pairs: usize,
     /// Per output channel: multiplier and bias of the accumulator in units of 2^-(WIDE+SHIFT).
-    mult: Vec<i64>,
-    bias: Vec<i64>,
+    pub(crate) mult: Vec<i64>,
+    pub(crate) bias: Vec<i64>,
     /// Quantization of a wide input to this layer's grid: `round(2^SHIFT / step)` and the max level.
-    q_mult: i64,
-    q_max: i32,
+    pub(crate) q_mult: i64,
+    pub(crate) q_max: i32,
     /// With an i64 quantizer: the wide value from which every input maps to `q_max`.
-    q_sat: Option<i64>,
-    first: bool,
+    pub(crate) q_sat: Option<i64>,
+    pub(crate) first: bool,
     /// Largest Σ|w| over output channels.
-    row_abs: u128,
+    pub(crate) row_abs: u128,
 }
 
 /// What one op needs at run time beyond the model.
@@ -93,24 +93,6 @@ enum Plan {
     AffineI64,
     /// Anything else (an affine op then needs i128).
     Plain,
-}
-
-/// The geometry of a [`Plan::Rows`] convolution.
-struct Rows {
-    /// Channel pairs, kernel, stride, padding.
-    pairs: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    /// The padded input plane (h + 2·pad, w + 2·pad).
-    hp: usize,
-    wp: usize,
-    /// Output rows and columns; positions padded to POS_BLOCK.
-    oh: usize,
-    ow: usize,
-    padded: usize,
-    /// Weights as `(w[oc][2i, ky, kx], w[oc][2i+1, ky, kx])` pairs, `[oc][(i·k + ky)·k + kx]`.
-    wpairs: Vec<i32>,
 }
 
 /// A model ready to run.
@@ -687,71 +669,6 @@ fn level(l: &PreparedLayer, v: i64) -> i16 {
     }
 }
 
-/// The plan of a convolution over `c` (even) channels without a gather table.
-fn rows_plan(
-    l: &PreparedLayer,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    [c, h, w]: Shape,
-    [_, oh, ow]: Shape,
-) -> Rows {
-    let pairs = c / 2;
-    let taps = k * k;
-    let mut wpairs = vec![0i32; l.w.len() / 2];
-    for (oc, row) in l.w.chunks_exact(l.k).enumerate() {
-        for i in 0..pairs {
-            for t in 0..taps {
-                let lo = row[2 * i * taps + t] as u16 as u32;
-                let hi = row[(2 * i + 1) * taps + t] as u16 as u32;
-                wpairs[oc * pairs * taps + i * taps + t] = (lo | (hi << 16)) as i32;
-            }
-        }
-    }
-    Rows {
-        pairs,
-        k,
-        stride,
-        pad,
-        hp: h + 2 * pad,
-        wp: w + 2 * pad,
-        oh,
-        ow,
-        padded: (oh * ow).div_ceil(POS_BLOCK) * POS_BLOCK,
-        wpairs,
-    }
-}
-
-/// The patch matrix of a [`Plan::Rows`] convolution, `[(pair·k + ky)·k + kx][position]`: for
-/// stride 1 each output row's patches are one contiguous run of the padded plane.
-#[inline(always)]
-fn rows_into(r: &Rows, plane: &[u32], cols: &mut Vec<u32>) {
-    let n = r.pairs * r.k * r.k * r.padded;
-    if cols.len() < n {
-        cols.resize(n, 0);
-    }
-    let size = r.hp * r.wp;
-    for i in 0..r.pairs {
-        for ky in 0..r.k {
-            for kx in 0..r.k {
-                let j = (i * r.k + ky) * r.k + kx;
-                let dst = &mut cols[j * r.padded..(j + 1) * r.padded];
-                for oy in 0..r.oh {
-                    let src = &plane[i * size + (oy * r.stride + ky) * r.wp + kx..];
-                    let d = &mut dst[oy * r.ow..(oy + 1) * r.ow];
-                    if r.stride == 1 {
-                        d.copy_from_slice(&src[..r.ow]);
-                    } else {
-                        for (ox, v) in d.iter_mut().enumerate() {
-                            *v = src[ox * r.stride];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Buffers one worker reuses from image to image.
 #[derive(Default)]
 struct Scratch {
@@ -855,452 +772,4 @@ fn prepare_layers(model: &IntModel) -> Vec<PreparedLayer> {
 fn split_is_exact(l: &PreparedLayer, bound: u128) -> bool {
     let halves_fit = bound + (1 << 15) < (1u128 << 31);
     halves_fit && l.row_abs.max(1) * (1 << 15) < i32::MAX as u128
-}
-
-/// The gather table of a convolution's pair-interleaved patch matrix: for pair `j`, position
-/// `p` and half `h`, the index of the input value of column `2j + h` (`[c, ky, kx]` order, like
-/// the weights) at output position `p`, or the zero slot (the source's length) for padding,
-/// padded positions and the odd column.
-fn gather_table(
-    k: usize,
-    s: usize,
-    pad: usize,
-    [c, h, w]: Shape,
-    [_, oh, ow]: Shape,
-    pairs: usize,
-) -> (Vec<u32>, usize, usize) {
-    let positions = oh * ow;
-    let padded = positions.div_ceil(POS_BLOCK) * POS_BLOCK;
-    let zero = (c * h * w) as u32;
-    let kk = c * k * k;
-    let mut table = vec![zero; pairs * padded * 2];
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let p = oy * ow + ox;
-            for col in 0..kk {
-                let (ci, ky, kx) = (col / (k * k), col / k % k, col % k);
-                let iy = (oy * s + ky) as isize - pad as isize;
-                let ix = (ox * s + kx) as isize - pad as isize;
-                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                    table[((col / 2) * padded + p) * 2 + col % 2] =
-                        (ci * h * w + iy as usize * w + ix as usize) as u32;
-                }
-            }
-        }
-    }
-    (table, positions, padded)
-}
-
-/// [`gather_into`] for the low and the high halves of the first layer's input at once.
-#[inline(always)]
-fn gather_halves_into(
-    lo: &[i16],
-    hi: &[i16],
-    gather: &[u32],
-    cols: &mut Vec<u32>,
-    cols_hi: &mut Vec<u32>,
-) {
-    cols.clear();
-    cols_hi.clear();
-    for g in gather.chunks_exact(2) {
-        let (a, b) = (g[0] as usize, g[1] as usize);
-        cols.push((lo[a] as u16 as u32) | ((lo[b] as u16 as u32) << 16));
-        cols_hi.push((hi[a] as u16 as u32) | ((hi[b] as u16 as u32) << 16));
-    }
-}
-
-/// The patch matrix: each `u32` of `cols` packs `src[gather[2i]]` (low half) and
-/// `src[gather[2i+1]]` (`src` ends with its zero slot).
-#[inline(always)]
-fn gather_into(src: &[i16], gather: &[u32], cols: &mut Vec<u32>) {
-    cols.clear();
-    cols.extend(
-        gather.chunks_exact(2).map(|g| {
-            (src[g[0] as usize] as u16 as u32) | ((src[g[1] as usize] as u16 as u32) << 16)
-        }),
-    );
-}
-
-/// `acc[oc][p] = Σ_j madd(wpairs[oc][j], cols[j][p])`: the exact 32-bit dot product of each
-/// weight row with each patch (validation bounds every partial sum below 2^31).
-fn gemm(
-    wpairs: &[i32],
-    pairs: usize,
-    out_ch: usize,
-    cols: &[u32],
-    padded: usize,
-    acc: &mut Vec<i32>,
-) {
-    // Both kernels write every element of `acc[..out_ch·padded]`.
-    if acc.len() < out_ch * padded {
-        acc.resize(out_ch * padded, 0);
-    }
-    match gemm_kernel() {
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Vnni => {
-            // SAFETY: the CPU supports AVX-512 VNNI and VL (detected); sizes as documented.
-            unsafe { gemm_vnni(wpairs, pairs, out_ch, cols, padded, acc) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => {
-            // SAFETY: the CPU supports AVX2 (detected); sizes as documented.
-            unsafe { gemm_avx2(wpairs, pairs, out_ch, cols, padded, acc) }
-        }
-        Kernel::Portable => gemm_portable(wpairs, pairs, out_ch, cols, padded, acc),
-    }
-}
-
-/// Which GEMM kernel runs: the best the CPU has (detected once; `CCQ_PORTABLE_KERNELS` set in
-/// the environment forces the portable one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// AVX-512 VNNI on 256-bit registers (`vpdpwssd`: multiply, pair-add and accumulate in one).
-    #[cfg(target_arch = "x86_64")]
-    Vnni,
-    /// AVX2 `vpmaddwd` + `vpaddd`.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Plain Rust.
-    Portable,
-}
-
-/// Whether the elementwise ops run with AVX-512 (detected once; `CCQ_PORTABLE_KERNELS` turns
-/// it off too).
-#[cfg(target_arch = "x86_64")]
-fn wide_vectors() -> bool {
-    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WIDE.get_or_init(|| {
-        std::env::var_os("CCQ_PORTABLE_KERNELS").is_none()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-    })
-}
-
-fn gemm_kernel() -> Kernel {
-    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(|| {
-        if std::env::var_os("CCQ_PORTABLE_KERNELS").is_some() {
-            return Kernel::Portable;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512vnni")
-                && std::is_x86_feature_detected!("avx512vl")
-            {
-                return Kernel::Vnni;
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    })
-}
-
-/// The portable [`gemm`] (the compiler vectorises the inner loop).
-fn gemm_portable(
-    wpairs: &[i32],
-    pairs: usize,
-    out_ch: usize,
-    cols: &[u32],
-    padded: usize,
-    acc: &mut [i32],
-) {
-    for oc in 0..out_ch {
-        let dst = &mut acc[oc * padded..(oc + 1) * padded];
-        dst.fill(0);
-        for j in 0..pairs {
-            let wp = wpairs[oc * pairs + j];
-            let (w0, w1) = (wp as i16 as i32, (wp >> 16) as i16 as i32);
-            let src = &cols[j * padded..(j + 1) * padded];
-            for (d, &x) in dst.iter_mut().zip(src) {
-                *d += w0 * (x as i16 as i32) + w1 * ((x >> 16) as i16 as i32);
-            }
-        }
-    }
-}
-
-/// AVX2 [`gemm`]: blocks of 4 output channels × 16 positions, 8 accumulators in registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gemm_avx2(
-    wpairs: &[i32],
-    pairs: usize,
-    out_ch: usize,
-    cols: &[u32],
-    padded: usize,
-    acc: &mut [i32],
-) {
-    use std::arch::x86_64::*;
-    assert!(wpairs.len() >= out_ch * pairs && cols.len() >= pairs * padded);
-    assert!(acc.len() >= out_ch * padded && padded.is_multiple_of(POS_BLOCK));
-    let full = out_ch / OC_BLOCK * OC_BLOCK;
-    // SAFETY (every load and store below): oc + r < out_ch, j < pairs and p + 16 ≤ padded, so
-    // reads stay within `wpairs[..out_ch·pairs]` and `cols[..pairs·padded]` (checked above),
-    // and writes within `acc[..out_ch·padded]`.
-    unsafe {
-        for p in (0..padded).step_by(POS_BLOCK) {
-            let mut oc = 0;
-            while oc < full {
-                let mut a = [_mm256_setzero_si256(); 2 * OC_BLOCK];
-                for j in 0..pairs {
-                    let src = cols.as_ptr().add(j * padded + p);
-                    let x0 = _mm256_loadu_si256(src as *const __m256i);
-                    let x1 = _mm256_loadu_si256(src.add(8) as *const __m256i);
-                    for r in 0..OC_BLOCK {
-                        let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
-                        a[2 * r] = _mm256_add_epi32(a[2 * r], _mm256_madd_epi16(w, x0));
-                        a[2 * r + 1] = _mm256_add_epi32(a[2 * r + 1], _mm256_madd_epi16(w, x1));
-                    }
-                }
-                for r in 0..OC_BLOCK {
-                    let dst = acc.as_mut_ptr().add((oc + r) * padded + p);
-                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-                }
-                oc += OC_BLOCK;
-            }
-            for oc in full..out_ch {
-                let mut a0 = _mm256_setzero_si256();
-                let mut a1 = _mm256_setzero_si256();
-                for j in 0..pairs {
-                    let src = cols.as_ptr().add(j * padded + p);
-                    let w = _mm256_set1_epi32(*wpairs.get_unchecked(oc * pairs + j));
-                    a0 = _mm256_add_epi32(
-                        a0,
-                        _mm256_madd_epi16(w, _mm256_loadu_si256(src as *const __m256i)),
-                    );
-                    a1 = _mm256_add_epi32(
-                        a1,
-                        _mm256_madd_epi16(w, _mm256_loadu_si256(src.add(8) as *const __m256i)),
-                    );
-                }
-                let dst = acc.as_mut_ptr().add(oc * padded + p);
-                _mm256_storeu_si256(dst as *mut __m256i, a0);
-                _mm256_storeu_si256(dst.add(8) as *mut __m256i, a1);
-            }
-        }
-    }
-}
-
-/// AVX-512 VNNI [`gemm`]: the AVX2 blocking with one `vpdpwssd` per multiply-add-accumulate.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-unsafe fn gemm_vnni(
-    wpairs: &[i32],
-    pairs: usize,
-    out_ch: usize,
-    cols: &[u32],
-    padded: usize,
-    acc: &mut [i32],
-) {
-    use std::arch::x86_64::*;
-    assert!(wpairs.len() >= out_ch * pairs && cols.len() >= pairs * padded);
-    assert!(acc.len() >= out_ch * padded && padded.is_multiple_of(POS_BLOCK));
-    let full = out_ch / OC_BLOCK * OC_BLOCK;
-    // SAFETY (every load and store below): oc + r < out_ch, j < pairs and p + 16 ≤ padded, so
-    // reads stay within `wpairs[..out_ch·pairs]` and `cols[..pairs·padded]` (checked above),
-    // and writes within `acc[..out_ch·padded]`.
-    unsafe {
-        for p in (0..padded).step_by(POS_BLOCK) {
-            let mut oc = 0;
-            while oc < full {
-                let mut a = [_mm256_setzero_si256(); 2 * OC_BLOCK];
-                for j in 0..pairs {
-                    let src = cols.as_ptr().add(j * padded + p);
-                    let x0 = _mm256_loadu_si256(src as *const __m256i);
-                    let x1 = _mm256_loadu_si256(src.add(8) as *const __m256i);
-                    for r in 0..OC_BLOCK {
-                        let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
-                        a[2 * r] = _mm256_dpwssd_epi32(a[2 * r], w, x0);
-                        a[2 * r + 1] = _mm256_dpwssd_epi32(a[2 * r + 1], w, x1);
-                    }
-                }
-                for r in 0..OC_BLOCK {
-                    let dst = acc.as_mut_ptr().add((oc + r) * padded + p);
-                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-                }
-                oc += OC_BLOCK;
-            }
-            for oc in full..out_ch {
-                let mut a0 = _mm256_setzero_si256();
-                let mut a1 = _mm256_setzero_si256();
-                for j in 0..pairs {
-                    let src = cols.as_ptr().add(j * padded + p);
-                    let w = _mm256_set1_epi32(*wpairs.get_unchecked(oc * pairs + j));
-                    a0 = _mm256_dpwssd_epi32(a0, w, _mm256_loadu_si256(src as *const __m256i));
-                    a1 = _mm256_dpwssd_epi32(
-                        a1,
-                        w,
-                        _mm256_loadu_si256(src.add(8) as *const __m256i),
-                    );
-                }
-                let dst = acc.as_mut_ptr().add(oc * padded + p);
-                _mm256_storeu_si256(dst as *mut __m256i, a0);
-                _mm256_storeu_si256(dst.add(8) as *mut __m256i, a1);
-            }
-        }
-    }
-}
-
-/// `Σ a·b` of two i16 slices with 32-bit accumulation: AVX2 multiply-add (16 lanes) where the
-/// CPU has it, else the portable loop (which the compiler vectorises with SSE2).
-fn dot(a: &[i16], b: &[i16]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_portable(a, b)
-}
-
-fn dot_portable(a: &[i16], b: &[i16]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
-}
-
-/// AVX2 version of [`dot`]. Products of k-bit levels (≤ 255) and k-bit weights (≤ 255 in
-/// magnitude) cannot overflow `vpmaddwd`'s pairwise 32-bit sums.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[i16], b: &[i16]) -> i32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    let mut sum = 0i32;
-    // SAFETY: every load reads 16 i16 inside `a[..n]` / `b[..n]` (i + 16 <= n).
-    unsafe {
-        let mut acc = _mm256_setzero_si256();
-        while i + 16 <= n {
-            let x = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
-            let y = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, y));
-            i += 16;
-        }
-        let mut lanes = [0i32; 8];
-        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc);
-        for l in lanes {
-            sum += l;
-        }
-    }
-    sum + dot_portable(&a[i..n], &b[i..n])
-}
-
-#[inline(always)]
-fn max_pool(
-    x: &[i64],
-    [c, h, w]: Shape,
-    [_, oh, ow]: Shape,
-    k: usize,
-    s: usize,
-    p: usize,
-) -> Vec<i64> {
-    let mut out = Vec::with_capacity(c * oh * ow);
-    if k == 2 && s == 2 && p == 0 {
-        // The common 2×2 window, every window inside the plane.
-        for plane in x.chunks_exact(h * w).take(c) {
-            for oy in 0..oh {
-                let a = &plane[2 * oy * w..2 * oy * w + 2 * ow];
-                let b = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
-                out.extend(
-                    a.chunks_exact(2)
-                        .zip(b.chunks_exact(2))
-                        .map(|(a, b)| a[0].max(a[1]).max(b[0].max(b[1]))),
-                );
-            }
-        }
-        return out;
-    }
-    for ch in 0..c {
-        let plane = &x[ch * h * w..(ch + 1) * h * w];
-        for oy in 0..oh {
-            let y0 = (oy * s).saturating_sub(p);
-            let y1 = (oy * s + k).saturating_sub(p).min(h);
-            for ox in 0..ow {
-                let x0 = (ox * s).saturating_sub(p);
-                let x1 = (ox * s + k).saturating_sub(p).min(w);
-                let mut m = i64::MIN;
-                if y0 < y1 && x0 < x1 {
-                    for row in plane[y0 * w..y1 * w].chunks_exact(w) {
-                        for &v in &row[x0..x1] {
-                            m = m.max(v);
-                        }
-                    }
-                }
-                out.push(m);
-            }
-        }
-    }
-    out
-}
-
-/// Rounded mean of each channel (`hw` values each), in i64 when the sum is proven to fit.
-#[inline(always)]
-fn global_avg_pool(x: &[i64], c: usize, hw: usize, in_i64: bool) -> Vec<i64> {
-    x.chunks_exact(hw)
-        .take(c)
-        .map(|ch| {
-            if in_i64 {
-                let n = hw as i64;
-                (ch.iter().sum::<i64>() * 2 + n).div_euclid(2 * n)
-            } else {
-                let n = hw as i128;
-                let sum: i128 = ch.iter().map(|&v| v as i128).sum();
-                (sum * 2 + n).div_euclid(2 * n) as i64
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn simd_dot_matches_portable() {
-        for n in [0usize, 1, 15, 16, 17, 100, 577] {
-            let a: Vec<i16> = (0..n).map(|i| (i as i16 * 37 % 511) - 255).collect();
-            let b: Vec<i16> = (0..n).map(|i| i as i16 * 13 % 256).collect();
-            assert_eq!(dot(&a, &b), dot_portable(&a, &b), "n = {n}");
-        }
-    }
-
-    #[test]
-    fn simd_gemm_matches_portable() {
-        for (out_ch, pairs, padded) in [(1, 1, 16), (4, 5, 32), (7, 72, 48), (16, 9, 16)] {
-            let wpairs: Vec<i32> = (0..out_ch * pairs)
-                .map(|i| {
-                    ((i as i32 * 7919) % 511 - 255) & 0xffff | (((i as i32 * 31) % 255 - 127) << 16)
-                })
-                .collect();
-            let cols: Vec<u32> = (0..pairs * padded)
-                .map(|i| (i * 97 % 256) as u32 | (((i * 31 % 256) as u32) << 16))
-                .collect();
-            let mut want = vec![0; out_ch * padded];
-            gemm_portable(&wpairs, pairs, out_ch, &cols, padded, &mut want);
-            let mut got = Vec::new();
-            gemm(&wpairs, pairs, out_ch, &cols, padded, &mut got);
-            assert_eq!(got, want, "{:?} {out_ch}×{pairs}×{padded}", gemm_kernel());
-            #[cfg(target_arch = "x86_64")]
-            {
-                let mut got = vec![7; out_ch * padded];
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: AVX2 detected.
-                    unsafe { gemm_avx2(&wpairs, pairs, out_ch, &cols, padded, &mut got) };
-                    assert_eq!(got, want, "AVX2");
-                }
-                if std::is_x86_feature_detected!("avx512vnni")
-                    && std::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: VNNI and VL detected.
-                    unsafe { gemm_vnni(&wpairs, pairs, out_ch, &cols, padded, &mut got) };
-                    assert_eq!(got, want, "VNNI");
-                }
-            }
-        }
-    }
 }

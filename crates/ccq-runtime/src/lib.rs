@@ -5,7 +5,10 @@
 
 pub mod engine;
 pub mod format;
+mod kernels;
+mod layout;
 pub mod pack;
+mod pool;
 pub mod reference;
 pub mod validate;
 

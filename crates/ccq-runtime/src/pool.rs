@@ -1,0 +1,69 @@
+//! Pooling on wide integer registers.
+
+use crate::validate::Shape;
+
+#[inline(always)]
+pub(crate) fn max_pool(
+    x: &[i64],
+    [c, h, w]: Shape,
+    [_, oh, ow]: Shape,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Vec<i64> {
+    let mut out = Vec::with_capacity(c * oh * ow);
+    if k == 2 && s == 2 && p == 0 {
+        // The common 2×2 window, every window inside the plane.
+        for plane in x.chunks_exact(h * w).take(c) {
+            for oy in 0..oh {
+                let a = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+                let b = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                out.extend(
+                    a.chunks_exact(2)
+                        .zip(b.chunks_exact(2))
+                        .map(|(a, b)| a[0].max(a[1]).max(b[0].max(b[1]))),
+                );
+            }
+        }
+        return out;
+    }
+    for ch in 0..c {
+        let plane = &x[ch * h * w..(ch + 1) * h * w];
+        for oy in 0..oh {
+            let y0 = (oy * s).saturating_sub(p);
+            let y1 = (oy * s + k).saturating_sub(p).min(h);
+            for ox in 0..ow {
+                let x0 = (ox * s).saturating_sub(p);
+                let x1 = (ox * s + k).saturating_sub(p).min(w);
+                let mut m = i64::MIN;
+                if y0 < y1 && x0 < x1 {
+                    for row in plane[y0 * w..y1 * w].chunks_exact(w) {
+                        for &v in &row[x0..x1] {
+                            m = m.max(v);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// Rounded mean of each channel (`hw` values each), in i64 when the sum is proven to fit.
+#[inline(always)]
+pub(crate) fn global_avg_pool(x: &[i64], c: usize, hw: usize, in_i64: bool) -> Vec<i64> {
+    x.chunks_exact(hw)
+        .take(c)
+        .map(|ch| {
+            if in_i64 {
+                let n = hw as i64;
+                (ch.iter().sum::<i64>() * 2 + n).div_euclid(2 * n)
+            } else {
+                let n = hw as i128;
+                let sum: i128 = ch.iter().map(|&v| v as i128).sum();
+                (sum * 2 + n).div_euclid(2 * n) as i64
+            }
+        })
+        .collect()
+}
