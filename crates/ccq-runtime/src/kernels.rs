@@ -7,6 +7,8 @@ pub(crate) const POS_BLOCK: usize = 16;
 
 /// Output channels per register block of the GEMM kernel.
 pub(crate) const OC_BLOCK: usize = 4;
+/// Output channels per register block of the VNNI kernel (AVX-512 has 32 vector registers).
+pub(crate) const VNNI_OC_BLOCK: usize = 8;
 
 /// `acc[oc][p] = Σ_j madd(wpairs[oc][j], cols[j][p])`: the exact 32-bit dot product of each
 /// weight row with each patch (validation bounds every partial sum below 2^31).
@@ -172,7 +174,8 @@ pub(crate) unsafe fn gemm_avx2(
     }
 }
 
-/// AVX-512 VNNI [`gemm`]: the AVX2 blocking with one `vpdpwssd` per multiply-add-accumulate.
+/// AVX-512 VNNI [`gemm`]: blocks of 8 output channels × 16 positions (16 accumulators), one
+/// `vpdpwssd` per multiply-add-accumulate.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 pub(crate) unsafe fn gemm_vnni(
@@ -186,7 +189,7 @@ pub(crate) unsafe fn gemm_vnni(
     use std::arch::x86_64::*;
     assert!(wpairs.len() >= out_ch * pairs && cols.len() >= pairs * padded);
     assert!(acc.len() >= out_ch * padded && padded.is_multiple_of(POS_BLOCK));
-    let full = out_ch / OC_BLOCK * OC_BLOCK;
+    let full = out_ch / VNNI_OC_BLOCK * VNNI_OC_BLOCK;
     // SAFETY (every load and store below): oc + r < out_ch, j < pairs and p + 16 ≤ padded, so
     // reads stay within `wpairs[..out_ch·pairs]` and `cols[..pairs·padded]` (checked above),
     // and writes within `acc[..out_ch·padded]`.
@@ -194,23 +197,23 @@ pub(crate) unsafe fn gemm_vnni(
         for p in (0..padded).step_by(POS_BLOCK) {
             let mut oc = 0;
             while oc < full {
-                let mut a = [_mm256_setzero_si256(); 2 * OC_BLOCK];
+                let mut a = [_mm256_setzero_si256(); 2 * VNNI_OC_BLOCK];
                 for j in 0..pairs {
                     let src = cols.as_ptr().add(j * padded + p);
                     let x0 = _mm256_loadu_si256(src as *const __m256i);
                     let x1 = _mm256_loadu_si256(src.add(8) as *const __m256i);
-                    for r in 0..OC_BLOCK {
+                    for r in 0..VNNI_OC_BLOCK {
                         let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
                         a[2 * r] = _mm256_dpwssd_epi32(a[2 * r], w, x0);
                         a[2 * r + 1] = _mm256_dpwssd_epi32(a[2 * r + 1], w, x1);
                     }
                 }
-                for r in 0..OC_BLOCK {
+                for r in 0..VNNI_OC_BLOCK {
                     let dst = acc.as_mut_ptr().add((oc + r) * padded + p);
                     _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
                     _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
                 }
-                oc += OC_BLOCK;
+                oc += VNNI_OC_BLOCK;
             }
             for oc in full..out_ch {
                 let mut a0 = _mm256_setzero_si256();
