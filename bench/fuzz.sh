@@ -3,6 +3,7 @@
 # idx, cifar, image, policy, checkpoint, state, ccq_file (see tests/common/fuzz_targets.rs).
 #
 #   bench/fuzz.sh [MINUTES]      # MINUTES per target (default 3), two targets at a time
+#   FUZZ_TARGETS="ccq_file state" bench/fuzz.sh 2   # only these targets
 #
 # Seeds are the valid files in fuzz/seeds/<target>/; findings go to fuzz/out/<target>/. The table
 # at the end gives executions, crashes and hangs per target. A crash input belongs in
@@ -16,7 +17,7 @@ if ! cargo afl --version >/dev/null 2>&1; then
 fi
 scripts/setup-torch.sh >/dev/null
 (cd fuzz && cargo afl build --release -q)
-targets=(idx cifar image policy checkpoint state ccq_file)
+read -r -a targets <<<"${FUZZ_TARGETS:-idx cifar image policy checkpoint state ccq_file}"
 # The parsers live in the ccq crate, which links libtorch.
 export LD_LIBRARY_PATH="$(readlink -f .libtorch)/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1

@@ -6,6 +6,7 @@ use ccq::data::{cifar, folder, idx};
 use ccq::quant::policy::Policy;
 use ccq::search::state::parse_state;
 use ccq::train::checkpoint::CheckpointMeta;
+use ccq_runtime::reference::ReferenceEngine;
 use ccq_runtime::{Engine, IntModel};
 use std::path::Path;
 
@@ -64,7 +65,8 @@ pub fn state_json(data: &[u8]) -> bool {
 
 /// A `.ccq` model. The header's length and CRC are recomputed first, so that mutations reach
 /// the body's parser and the graph validation rather than stopping at the checksum; a model
-/// that loads is also run on one image when it is small enough to be quick.
+/// that loads is also run, when it is small enough to be quick, by the fast engine and by the
+/// reference engine, which must agree bit for bit.
 pub fn ccq_model(data: &[u8]) -> bool {
     let mut bytes = data.to_vec();
     if bytes.len() >= 24 {
@@ -83,11 +85,26 @@ pub fn ccq_model(data: &[u8]) -> bool {
         .iter()
         .map(|l| l.in_ch * l.out_ch * l.kernel * l.kernel)
         .sum();
+    let reference = ReferenceEngine::new(model.clone()).expect("a loaded model is valid");
     let engine = Engine::new(model).expect("a loaded model is valid");
     if per <= 1024 && macs <= 1 << 12 {
-        let pixels: Vec<u8> = (0..per).map(|j| (j * 97 % 256) as u8).collect();
-        let regs = engine.run_traced(&pixels).expect("one image");
-        assert!(!regs.is_empty());
+        // Differential: the fast engine agrees bit for bit with the reference, traced
+        // (every register) and fused (the logits).
+        let pixels: Vec<u8> = (0..2 * per).map(|j| (j * 97 % 256) as u8).collect();
+        let regs = engine.run_traced(&pixels[..per]).expect("one image");
+        assert_eq!(
+            regs,
+            reference.run_traced(&pixels[..per]).expect("one image")
+        );
+        let bits = |l: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+            l.iter()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(
+            bits(engine.logits(&pixels).expect("two images")),
+            bits(reference.logits(&pixels).expect("two images"))
+        );
     }
     true
 }

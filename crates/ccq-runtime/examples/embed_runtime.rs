@@ -1,5 +1,6 @@
 //! Embeds the `.ccq` runtime alone (no libtorch): loads a model, checks it, and classifies a
-//! synthetic image of the model's input shape with integer arithmetic only.
+//! synthetic image of the model's input shape with integer arithmetic only, then reports the
+//! engine's images/s.
 //! Usage: cargo run -p ccq-runtime --example embed_runtime -- model.ccq
 use ccq_runtime::{Engine, IntModel};
 
@@ -33,5 +34,14 @@ fn main() -> anyhow::Result<()> {
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
         .unwrap_or(0);
     println!("class {best}, logits {scores:?}");
+    // Throughput: the same image 2000 times, on every core (rayon).
+    let batch = image.repeat(2000);
+    let start = std::time::Instant::now();
+    let n = engine.logits(&batch)?.len();
+    println!(
+        "{:.0} images/s on {} threads",
+        n as f64 / start.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
     Ok(())
 }
