@@ -29,8 +29,10 @@ use super::format::{IntModel, Op, Term, WIDE_FRAC};
 use super::validate::Shape;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::wide_vectors;
-use crate::kernels::{dot, gemm};
-use crate::layout::{Rows, gather_halves_into, gather_into, gather_table, rows_into, rows_plan};
+use crate::kernels::{Patches, dot, gemm};
+use crate::layout::{
+    Rows, gather_halves_into, gather_into, gather_table, im2col_addressing, rows_into, rows_plan,
+};
 use crate::pool::{global_avg_pool, max_pool};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
@@ -88,6 +90,9 @@ enum Plan {
         padded: usize,
         /// First layer: split the input into 16-bit halves (proven exact), or 64-bit products.
         split: bool,
+        /// The GEMM's addressing of the patch matrix.
+        offsets: Vec<u32>,
+        bases: Vec<u32>,
     },
     /// An affine op whose sum is proven to fit i64.
     AffineI64,
@@ -159,11 +164,14 @@ impl Engine {
                             shapes[oi + 1],
                             l.pairs,
                         );
+                        let (offsets, bases) = im2col_addressing(l.pairs, padded);
                         Plan::Conv {
                             gather,
                             positions,
                             padded,
                             split,
+                            offsets,
+                            bases,
                         }
                     };
                     (plan, l.row_abs * x)
@@ -376,9 +384,18 @@ impl Engine {
                 s.planes.resize_with(li + 1, Vec::new);
             }
             self.quantize_padded(l, r, x, &mut s.planes[li]);
-            rows_into(r, &s.planes[li], &mut s.cols);
-            let kp = r.pairs * r.k * r.k;
-            gemm(&r.wpairs, kp, o, &s.cols, r.padded, &mut s.acc);
+            let src = if r.direct {
+                &s.planes[li]
+            } else {
+                rows_into(r, &s.planes[li], &mut s.cols);
+                &s.cols
+            };
+            let patches = Patches {
+                src,
+                offsets: &r.offsets,
+                bases: &r.bases,
+            };
+            gemm(&r.wpairs, o, patches, &mut s.acc);
             if keep {
                 return Vec::new();
             }
@@ -389,6 +406,8 @@ impl Engine {
             positions,
             padded,
             split,
+            offsets,
+            bases,
         } = plan
         else {
             unreachable!("a conv op has a conv plan")
@@ -424,8 +443,13 @@ impl Engine {
             s.hi.extend(x.iter().map(|&v| ((v + (1 << 15)) >> 16) as i16));
             s.hi.push(0);
             gather_halves_into(&s.levels, &s.hi, gather, &mut s.cols, &mut s.cols_hi);
-            gemm(&l.wpairs, l.pairs, o, &s.cols, padded, &mut s.acc);
-            gemm(&l.wpairs, l.pairs, o, &s.cols_hi, padded, &mut s.acc_hi);
+            let at = |src| Patches {
+                src,
+                offsets,
+                bases,
+            };
+            gemm(&l.wpairs, o, at(&s.cols), &mut s.acc);
+            gemm(&l.wpairs, o, at(&s.cols_hi), &mut s.acc_hi);
             if keep {
                 return Vec::new();
             }
@@ -439,7 +463,12 @@ impl Engine {
         }
         self.quantize_into(l, x, &mut s.levels);
         gather_into(&s.levels, gather, &mut s.cols);
-        gemm(&l.wpairs, l.pairs, o, &s.cols, padded, &mut s.acc);
+        let patches = Patches {
+            src: &s.cols,
+            offsets,
+            bases,
+        };
+        gemm(&l.wpairs, o, patches, &mut s.acc);
         if keep {
             return Vec::new();
         }

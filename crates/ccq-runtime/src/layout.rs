@@ -21,6 +21,12 @@ pub(crate) struct Rows {
     pub(crate) padded: usize,
     /// Weights as `(w[oc][2i, ky, kx], w[oc][2i+1, ky, kx])` pairs, `[oc][(i·k + ky)·k + kx]`.
     pub(crate) wpairs: Vec<i32>,
+    /// Read the padded plane directly (stride 1, whole blocks in each output row), or copy the
+    /// patch matrix first.
+    pub(crate) direct: bool,
+    /// The GEMM's addressing ([`crate::kernels::Patches`]) of the plane or of the copy.
+    pub(crate) offsets: Vec<u32>,
+    pub(crate) bases: Vec<u32>,
 }
 
 /// The plan of a convolution over `c` (even) channels without a gather table.
@@ -44,18 +50,52 @@ pub(crate) fn rows_plan(
             }
         }
     }
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let padded = (oh * ow).div_ceil(POS_BLOCK) * POS_BLOCK;
+    let direct = stride == 1 && ow.is_multiple_of(POS_BLOCK);
+    let (offsets, bases) = if direct {
+        // Tap (i, ky, kx) reads the plane shifted by i·size + ky·wp + kx; block b starts at
+        // output row p/ow, column p%ow (p = 16·b), i.e. at that row and column of the plane.
+        let offsets = (0..pairs)
+            .flat_map(|i| {
+                (0..k).flat_map(move |ky| (0..k).map(move |kx| (i * hp * wp + ky * wp + kx) as u32))
+            })
+            .collect();
+        let bases = (0..padded / POS_BLOCK)
+            .map(|b| {
+                let p = b * POS_BLOCK;
+                ((p / ow) * wp + p % ow) as u32
+            })
+            .collect();
+        (offsets, bases)
+    } else {
+        im2col_addressing(pairs * taps, padded)
+    };
     Rows {
         pairs,
         k,
         stride,
         pad,
-        hp: h + 2 * pad,
-        wp: w + 2 * pad,
+        hp,
+        wp,
         oh,
         ow,
-        padded: (oh * ow).div_ceil(POS_BLOCK) * POS_BLOCK,
+        padded,
         wpairs,
+        direct,
+        offsets,
+        bases,
     }
+}
+
+/// The addressing of a copied patch matrix of `rows` pair rows of `padded` positions.
+pub(crate) fn im2col_addressing(rows: usize, padded: usize) -> (Vec<u32>, Vec<u32>) {
+    (
+        (0..rows).map(|j| (j * padded) as u32).collect(),
+        (0..padded / POS_BLOCK)
+            .map(|b| (b * POS_BLOCK) as u32)
+            .collect(),
+    )
 }
 
 /// The patch matrix of a [`Plan::Rows`] convolution, `[(pair·k + ky)·k + kx][position]`: for
