@@ -36,6 +36,15 @@ n=$(echo "$engine" | sed -E 's/.* on ([0-9]+) images.*/\1/')
 others=$(cd bench && .venv/bin/python runtime_speed.py "$tmp/model.onnx" --model "$kind" \
   --shape "$shape" --classes "$classes" --n "$n" --threads "$threads")
 echo "$others"
+# Peak resident memory of the engine and of onnxruntime (Python with numpy and onnxruntime).
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+engine_kb=$(rss "$ccq" infer "$tmp/model.ccq" --data "$dir" --format "$format" --threads "$threads" \
+  --channels "${shape%%,*}" --image-size "$(echo "$shape" | cut -d, -f2)x$(echo "$shape" | cut -d, -f3)")
+ort_kb=$(cd bench && rss .venv/bin/python runtime_speed.py "$tmp/model.onnx" --model "$kind" \
+  --shape "$shape" --classes "$classes" --n "$n" --threads "$threads" --ort-only)
+cargo build --release -q -p ccq-runtime --example embed_runtime
+alone_kb=$(RAYON_NUM_THREADS=$threads rss target/release/examples/embed_runtime "$tmp/model.ccq")
+echo "peak RSS: ccq infer $((engine_kb / 1024)) MiB (the ccq binary loads libtorch; the test split decoded in memory), the runtime crate alone $((alone_kb / 1024)) MiB (examples/embed_runtime, 2000 images), onnxruntime $((ort_kb / 1024)) MiB (Python, numpy and $n random images)"
 python3 - "$engine" "$others" "$kind" "$threads" <<'PY'
 import re, sys
 engine, others, kind, threads = sys.argv[1:]

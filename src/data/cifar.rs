@@ -84,9 +84,15 @@ pub fn load_dir(dir: &Path) -> Result<(Dataset, Dataset)> {
             dir.display()
         );
     }
+    let test = load_test(dir)?;
+    Ok((load(&train)?, test))
+}
+
+/// Loads `test_batch.bin` from `dir`.
+pub fn load_test(dir: &Path) -> Result<Dataset> {
     let test = dir.join("test_batch.bin");
     if !test.is_file() {
         bail!("{}: missing test_batch.bin", dir.display());
     }
-    Ok((load(&train)?, load(&[test])?))
+    load(&[test])
 }

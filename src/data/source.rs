@@ -1,8 +1,8 @@
 //! Where the data comes from: format, directory, and the default dataset.
 
-use super::dataset::TrainTest;
+use super::dataset::{Dataset, TrainTest};
 use super::{cifar, folder, idx};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,6 +124,39 @@ impl DataSource {
             train: Arc::new(train),
             test: Arc::new(test),
         })
+    }
+
+    /// Loads the test set only (what inference needs): image folders take their class order
+    /// from the training folder's class names, as [`DataSource::load`] does, without decoding
+    /// any training image.
+    pub fn load_test(&self) -> Result<Dataset> {
+        if !self.dir.is_dir() {
+            if self.is_default() {
+                return missing_default_error();
+            }
+            bail!("data directory {} does not exist", self.dir.display());
+        }
+        match self.format {
+            DataFormat::Idx => idx::load_split(&self.dir, "t10k"),
+            DataFormat::Cifar => cifar::load_test(&self.dir),
+            DataFormat::Folder => {
+                let [h, w] = self.size;
+                let train = self.dir.join("train");
+                let classes = if train.is_dir() {
+                    let mut c: Vec<String> = std::fs::read_dir(&train)
+                        .with_context(|| format!("cannot list {}", train.display()))?
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    c.sort();
+                    Some(c)
+                } else {
+                    None
+                };
+                folder::load_split(&self.dir, "test", self.channels, h, w, classes.as_deref())
+            }
+        }
     }
 
     /// Random crop + flip makes sense for natural images, not for digits/clothes in idx files.

@@ -120,11 +120,11 @@ pub fn infer(cfg: &InferConfig) -> Result<Inferred> {
         Error::bad_input(cfg.model.clone(), format!("{}: {e:#}", cfg.model.display()))
     })?;
     let source = cfg.data.source(Some(&DataSource::default()))?;
-    let data = source
-        .load()
+    let test = source
+        .load_test()
         .map_err(|e| Error::bad_input(source.dir.clone(), format!("{e:#}")))?;
     let i = &engine.model.input;
-    if (data.test.channels, data.test.height, data.test.width) != (i.channels, i.height, i.width) {
+    if (test.channels, test.height, test.width) != (i.channels, i.height, i.width) {
         return Err(Error::incompatible(
             cfg.model.clone(),
             format!(
@@ -134,22 +134,22 @@ pub fn infer(cfg: &InferConfig) -> Result<Inferred> {
                 i.height,
                 i.width,
                 source.dir.display(),
-                data.test.channels,
-                data.test.height,
-                data.test.width
+                test.channels,
+                test.height,
+                test.width
             ),
         ));
     }
     let start = Instant::now();
-    let logits = engine.logits(&data.test.pixels)?;
+    let logits = engine.logits(&test.pixels)?;
     let seconds = start.elapsed().as_secs_f64();
     let preds: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
     let correct = preds
         .iter()
-        .zip(&data.test.labels)
+        .zip(&test.labels)
         .filter(|(p, l)| **p == **l as usize)
         .count();
-    let images = data.test.labels.len();
+    let images = test.labels.len();
     if let Some(p) = &cfg.predictions {
         let text: String = preds.iter().map(|p| format!("{p}\n")).collect();
         write_atomic(p, text.as_bytes())?;
