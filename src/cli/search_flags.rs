@@ -54,7 +54,8 @@ pub struct SearchFlags {
     #[arg(long)]
     pub polish: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
-    /// memory prior, so that overshooting the target earns nothing (improved: true).
+    /// memory prior, so that overshooting the target earns nothing (default false in both
+    /// variants: it measured worse).
     #[arg(long)]
     pub budget_aware: Option<bool>,
     /// λ on odd steps.

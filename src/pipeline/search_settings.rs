@@ -65,7 +65,8 @@ pub struct SearchSettings {
     pub keep_best: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
     pub polish: Option<bool>,
-    /// Count only the saving that goes toward the nearest unmet goal.
+    /// Count only the saving that goes toward the nearest unmet goal (default off in both
+    /// variants).
     pub budget_aware: Option<bool>,
     /// λ schedule.
     pub lambda: LambdaSchedule,
@@ -178,7 +179,8 @@ impl SearchSettings {
             eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
             reward,
             polish: self.polish.unwrap_or(improved),
-            budget_aware: self.budget_aware.unwrap_or(improved),
+            // Off in both variants: measured worse in `ccq compare` (see the README).
+            budget_aware: self.budget_aware.unwrap_or(false),
             lambda: self.lambda,
             qsteps: self.qsteps,
             target,
