@@ -1,4 +1,5 @@
-//! Classifies one image with a `.ccq` model and nothing but ccq-runtime.
+//! Classifies one image with a `.ccq` model and nothing but ccq-runtime, and reports the
+//! engine's images/s on that image.
 //! Usage: cargo run -p ccq-runtime --example classify -- model.ccq image.pgm
 //! The image: binary PGM (P5, grayscale) or PPM (P6, RGB) of the model's input size, with the
 //! usual three header lines (`P5`, `W H`, `255`), as `convert image.png image.pgm` writes.
@@ -32,8 +33,13 @@ fn main() -> anyhow::Result<()> {
     // PGM/PPM pixels are interleaved (HWC); the engine takes planes (CHW).
     let at = |k: usize| hwc[(k % (h * w)) * c + k / (h * w)];
     let chw: Vec<u8> = (0..c * h * w).map(at).collect();
-    let logits = Engine::new(model)?.logits(&chw)?.remove(0);
+    let engine = Engine::new(model)?;
+    let logits = engine.logits(&chw)?.remove(0);
     let best = (0..logits.len()).fold(0, |b, k| if logits[k] > logits[b] { k } else { b });
     println!("class {best}; logits {logits:?}");
+    // Throughput on this image repeated (one image per worker thread at a time).
+    let start = std::time::Instant::now();
+    let n = engine.logits(&chw.repeat(1000))?.len();
+    println!("{:.0} images/s", n as f64 / start.elapsed().as_secs_f64());
     Ok(())
 }
