@@ -1,5 +1,6 @@
 //! ONNX export: a float graph with QuantizeLinear/DequantizeLinear around every quantized conv
-//! and linear layer, written with a minimal protobuf encoder (no dependency).
+//! and linear layer, encoded with prost from the official `onnx.proto` messages
+//! ([`super::onnx_proto`]).
 //!
 //! Activations are clipped to their k-bit range and quantized into `uint8`; weights are stored as
 //! integers in `int8` (`int16`, opset 21, for 8-bit DoReFa weights, whose odd levels ±255 need 9
@@ -7,53 +8,30 @@
 //! pixels (0..255, float, NCHW) and normalises them itself.
 
 use super::format::{IntKind, IntLayer, IntModel, Op, Term};
+use super::onnx_proto::attribute_proto::AttributeType;
+use super::onnx_proto::tensor_proto::DataType;
+use super::onnx_proto::tensor_shape_proto::{Dimension, dimension};
+use super::onnx_proto::type_proto::{self, Tensor as TensorType};
+use super::onnx_proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
 use anyhow::Result;
+use prost::Message;
 
-#[derive(Default)]
-struct Pb(Vec<u8>);
+const FLOAT: DataType = DataType::Float;
+const UINT8: DataType = DataType::Uint8;
+const INT8: DataType = DataType::Int8;
+const INT16: DataType = DataType::Int16;
 
-impl Pb {
-    fn varint(&mut self, v: u64) {
-        super::format::put_varint(&mut self.0, v);
+fn tensor(name: &str, dims: &[usize], dtype: DataType, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(dtype as i32),
+        name: Some(name.into()),
+        raw_data: Some(raw),
+        ..Default::default()
     }
-    fn key(&mut self, field: u32, wire: u32) {
-        self.varint(((field << 3) | wire) as u64);
-    }
-    fn int(&mut self, field: u32, v: i64) {
-        self.key(field, 0);
-        self.varint(v as u64);
-    }
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
-    }
-    fn str(&mut self, field: u32, s: &str) {
-        self.bytes(field, s.as_bytes());
-    }
-    fn msg(&mut self, field: u32, m: Pb) {
-        self.bytes(field, &m.0);
-    }
-    fn float(&mut self, field: u32, v: f32) {
-        self.key(field, 5);
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-const FLOAT: i64 = 1;
-const UINT8: i64 = 2;
-const INT8: i64 = 3;
-const INT16: i64 = 5;
-
-fn tensor(name: &str, dims: &[usize], dtype: i64, raw: Vec<u8>) -> Pb {
-    let mut t = Pb::default();
-    for d in dims {
-        t.int(1, *d as i64);
-    }
-    t.int(2, dtype);
-    t.str(8, name);
-    t.bytes(9, &raw);
-    t
 }
 
 fn f32s(v: &[f32]) -> Vec<u8> {
@@ -67,8 +45,8 @@ enum Attr {
 }
 
 struct Graph {
-    nodes: Vec<Pb>,
-    inits: Vec<Pb>,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
     count: usize,
 }
 
@@ -78,7 +56,7 @@ impl Graph {
         format!("{base}_{}", self.count)
     }
 
-    fn init(&mut self, base: &str, dims: &[usize], dtype: i64, raw: Vec<u8>) -> String {
+    fn init(&mut self, base: &str, dims: &[usize], dtype: DataType, raw: Vec<u8>) -> String {
         let n = self.name(base);
         self.inits.push(tensor(&n, dims, dtype, raw));
         n
@@ -86,35 +64,39 @@ impl Graph {
 
     fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
         let out = self.name(&op.to_lowercase());
-        let mut n = Pb::default();
-        for i in inputs {
-            n.str(1, i);
-        }
-        n.str(2, &out);
-        n.str(3, &format!("{out}_node"));
-        n.str(4, op);
-        for (name, a) in attrs {
-            let mut p = Pb::default();
-            p.str(1, name);
-            match a {
-                Attr::Int(v) => {
-                    p.int(3, v);
-                    p.int(20, 2);
-                }
-                Attr::Ints(v) => {
-                    for x in v {
-                        p.int(8, x);
+        let attribute = attrs
+            .into_iter()
+            .map(|(name, a)| {
+                let mut p = AttributeProto {
+                    name: Some(name.into()),
+                    ..Default::default()
+                };
+                let ty = match a {
+                    Attr::Int(v) => {
+                        p.i = Some(v);
+                        AttributeType::Int
                     }
-                    p.int(20, 7);
-                }
-                Attr::Float(v) => {
-                    p.float(2, v);
-                    p.int(20, 1);
-                }
-            }
-            n.msg(5, p);
-        }
-        self.nodes.push(n);
+                    Attr::Ints(v) => {
+                        p.ints = v;
+                        AttributeType::Ints
+                    }
+                    Attr::Float(v) => {
+                        p.f = Some(v);
+                        AttributeType::Float
+                    }
+                };
+                p.r#type = Some(ty as i32);
+                p
+            })
+            .collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|&i| i.into()).collect(),
+            output: vec![out.clone()],
+            name: Some(format!("{out}_node")),
+            op_type: Some(op.into()),
+            attribute,
+            ..Default::default()
+        });
         out
     }
 
@@ -267,56 +249,59 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
         regs.push(out);
     }
     let last = regs.last().expect("graph has ops").clone();
-    let logits = {
-        let mut n = Pb::default();
-        n.str(1, &last);
-        n.str(2, "logits");
-        n.str(3, "logits_node");
-        n.str(4, "Flatten");
-        g.nodes.push(n);
-        "logits"
+    g.nodes.push(NodeProto {
+        input: vec![last],
+        output: vec!["logits".into()],
+        name: Some("logits_node".into()),
+        op_type: Some("Flatten".into()),
+        ..Default::default()
+    });
+    let graph = GraphProto {
+        node: g.nodes,
+        name: Some(format!("ccq_{}", m.name)),
+        initializer: g.inits,
+        input: vec![value_info(
+            "pixels",
+            &[None, Some(c), Some(i.height), Some(i.width)],
+        )],
+        output: vec![value_info("logits", &[None, Some(i.classes)])],
+        ..Default::default()
     };
-    let value_info = |name: &str, dims: Vec<Option<usize>>| {
-        let mut shape = Pb::default();
-        for d in dims {
-            let mut dim = Pb::default();
-            match d {
-                Some(v) => dim.int(1, v as i64),
-                None => dim.str(2, "N"),
-            }
-            shape.msg(1, dim);
-        }
-        let mut tt = Pb::default();
-        tt.int(1, FLOAT);
-        tt.msg(2, shape);
-        let mut ty = Pb::default();
-        ty.msg(1, tt);
-        let mut vi = Pb::default();
-        vi.str(1, name);
-        vi.msg(2, ty);
-        vi
+    let model = ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("ccq".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(if needs_int16(m) { 21 } else { 13 }),
+        }],
+        graph: Some(graph),
+        ..Default::default()
     };
-    let mut graph = Pb::default();
-    for n in g.nodes {
-        graph.msg(1, n);
+    Ok(model.encode_to_vec())
+}
+
+/// A float tensor's name and shape (`None`: the batch dimension, named `N`).
+fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(v) => dimension::Value::DimValue(*v as i64),
+                None => dimension::Value::DimParam("N".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(TensorType {
+                elem_type: Some(FLOAT as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
-    graph.str(2, &format!("ccq_{}", m.name));
-    for t in g.inits {
-        graph.msg(5, t);
-    }
-    graph.msg(
-        11,
-        value_info("pixels", vec![None, Some(c), Some(i.height), Some(i.width)]),
-    );
-    graph.msg(12, value_info(logits, vec![None, Some(i.classes)]));
-    let mut model = Pb::default();
-    model.int(1, 8);
-    model.str(2, "ccq");
-    model.str(3, env!("CARGO_PKG_VERSION"));
-    let mut opset = Pb::default();
-    opset.str(1, "");
-    opset.int(2, if needs_int16(m) { 21 } else { 13 });
-    model.msg(8, opset);
-    model.msg(7, graph);
-    Ok(model.0)
 }
