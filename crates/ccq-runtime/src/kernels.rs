@@ -116,18 +116,31 @@ pub(crate) fn gemm_kernel() -> Kernel {
 /// The portable [`gemm`] (the compiler vectorises the inner loop).
 pub(crate) fn gemm_portable(wpairs: &[i32], out_ch: usize, p: Patches, acc: &mut [i32]) {
     let (pairs, padded) = (p.offsets.len(), p.padded());
-    for oc in 0..out_ch {
-        for (b, &base) in p.bases.iter().enumerate() {
-            let dst = &mut acc[oc * padded + b * POS_BLOCK..oc * padded + (b + 1) * POS_BLOCK];
-            dst.fill(0);
+    // Blocks of 4 channels × 16 positions with the accumulators in a local array, so that the
+    // compiler keeps them in registers and vectorises the pair multiply-adds.
+    for (b, &base) in p.bases.iter().enumerate() {
+        let mut oc = 0;
+        while oc < out_ch {
+            let rows = (out_ch - oc).min(OC_BLOCK);
+            let mut a = [[0i32; POS_BLOCK]; OC_BLOCK];
             for (j, &off) in p.offsets.iter().enumerate() {
-                let wp = wpairs[oc * pairs + j];
-                let (w0, w1) = (wp as i16 as i32, (wp >> 16) as i16 as i32);
                 let at = (off + base) as usize;
-                for (d, &x) in dst.iter_mut().zip(&p.src[at..at + POS_BLOCK]) {
-                    *d += w0 * (x as i16 as i32) + w1 * ((x >> 16) as i16 as i32);
+                let x: &[u32; POS_BLOCK] = p.src[at..at + POS_BLOCK].try_into().expect("16");
+                let lo: [i32; POS_BLOCK] = std::array::from_fn(|i| x[i] as i16 as i32);
+                let hi: [i32; POS_BLOCK] = std::array::from_fn(|i| (x[i] >> 16) as i16 as i32);
+                for (r, sums) in a.iter_mut().enumerate().take(rows) {
+                    let wp = wpairs[(oc + r) * pairs + j];
+                    let (w0, w1) = (wp as i16 as i32, (wp >> 16) as i16 as i32);
+                    for i in 0..POS_BLOCK {
+                        sums[i] += w0 * lo[i] + w1 * hi[i];
+                    }
                 }
             }
+            for (r, sums) in a.iter().enumerate().take(rows) {
+                let at = (oc + r) * padded + b * POS_BLOCK;
+                acc[at..at + POS_BLOCK].copy_from_slice(sums);
+            }
+            oc += rows;
         }
     }
 }
