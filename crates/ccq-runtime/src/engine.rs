@@ -299,9 +299,9 @@ impl Engine {
                 Op::Affine { terms, relu } => match self.plans[oi] {
                     Plan::AffineI64 => {
                         let from_gemm = (oi > 0 && self.fused[oi - 1] && !trace).then(|| {
+                            // Only a first layer splits its input into halves.
                             let split =
-                                matches!(self.plans[oi - 1], Plan::Conv { split: true, .. })
-                                    && self.first_conv(oi - 1);
+                                matches!(self.plans[oi - 1], Plan::Conv { split: true, .. });
                             FromGemm {
                                 lo: &s.acc[..],
                                 hi: split.then_some(&s.acc_hi[..]),
@@ -598,11 +598,6 @@ impl Engine {
                     .collect()
             })
             .collect())
-    }
-
-    /// Whether op `oi` is a convolution of the first layer.
-    fn first_conv(&self, oi: usize) -> bool {
-        matches!(self.model.ops[oi], Op::Conv { layer, .. } if self.layers[layer].first)
     }
 
     /// Shape of register `r`.
