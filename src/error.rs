@@ -43,6 +43,10 @@ pub enum Error {
         /// The cause.
         message: String,
     },
+    /// The job was cancelled through its [`crate::events::Events`] before it could return a
+    /// result; what it finished is saved, and running it again continues.
+    #[error("{0}")]
+    Cancelled(String),
     /// Anything else, with its chain of causes.
     #[error("{0}")]
     Internal(String),
@@ -94,6 +98,7 @@ impl Error {
                 path: path.clone(),
                 message,
             },
+            Some(Error::Cancelled(_)) => Error::Cancelled(message),
             Some(Error::Internal(_)) | None => Error::Internal(message),
         }
     }

@@ -304,7 +304,7 @@ impl Bench<'_> {
         };
         let (_, state) = search::run(&run, model, state, &env)?;
         if state.finished.is_none() {
-            return Err(Error::Internal(format!(
+            return Err(Error::Cancelled(format!(
                 "the CCQ search in {} was cancelled; run the same comparison again to continue it",
                 run.path().display()
             )));

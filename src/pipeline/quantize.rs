@@ -212,7 +212,7 @@ fn full_precision(cfg: &QuantizeConfig, run: &RunDir, events: &dyn Events) -> Re
             )?;
             if trained.test.is_none() {
                 // Cancelled during the FP training: the same call continues it.
-                return Err(Error::Internal(format!(
+                return Err(Error::Cancelled(format!(
                     "cancelled while training the full-precision model in {}; run the same job again to continue",
                     fp.display()
                 )));
