@@ -3,7 +3,7 @@
 use super::data::{DataConfig, calibration_batches, prepare_for};
 use super::session::Session;
 use crate::error::{Error, Result};
-use crate::events::{Event, Events, Pass};
+use crate::events::{Event, Events};
 use crate::model::cost::{ModelCost, model_cost};
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
@@ -176,20 +176,8 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
         &mut |m, mom, rec| meta.record_epoch(&out, m, mom, rec),
         &crate::events::Uncancellable(events),
     )?;
-    let test = eval_policy(
-        &model,
-        &policy,
-        scheme,
-        &p.splits.test,
-        &norm,
-        Some(Pass {
-            events,
-            phase: "test",
-        }),
-    );
-    meta.test = Some(test);
-    checkpoint::save(&cfg.out, &model, &meta)?;
-    events.event(&Event::CheckpointWritten { path: &cfg.out });
+    let test =
+        super::train::test_and_save(&model, &policy, scheme, &p, &mut meta, &cfg.out, events)?;
     Ok(Qat {
         checkpoint: cfg.out.clone(),
         fp_val: fp.top1,

@@ -172,20 +172,15 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
             seconds: start.elapsed().as_secs_f64(),
         });
     }
-    let test = eval_policy(
+    let test = test_and_save(
         &model,
         &policy,
         QuantScheme::default(),
-        &p.splits.test,
-        &norm,
-        Some(Pass {
-            events,
-            phase: "test",
-        }),
-    );
-    meta.test = Some(test);
-    checkpoint::save(&cfg.out, &model, &meta)?;
-    events.event(&Event::CheckpointWritten { path: &cfg.out });
+        &p,
+        &mut meta,
+        &cfg.out,
+        events,
+    )?;
     Ok(Trained {
         checkpoint: cfg.out.clone(),
         epochs: meta.epochs,
@@ -193,4 +188,32 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         test: Some(test),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The last act of a training job: test accuracy of `model` under `policy`, recorded in `meta`
+/// and saved with the model as the checkpoint in `out`.
+pub(super) fn test_and_save(
+    model: &crate::model::Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    p: &super::data::Prepared,
+    meta: &mut CheckpointMeta,
+    out: &std::path::Path,
+    events: &dyn Events,
+) -> Result<Eval> {
+    let test = eval_policy(
+        model,
+        policy,
+        scheme,
+        &p.splits.test,
+        &meta.normalization.clone(),
+        Some(Pass {
+            events,
+            phase: "test",
+        }),
+    );
+    meta.test = Some(test);
+    checkpoint::save(out, model, meta)?;
+    events.event(&Event::CheckpointWritten { path: out });
+    Ok(test)
 }

@@ -145,116 +145,82 @@ pub(crate) fn gemm_portable(wpairs: &[i32], out_ch: usize, p: Patches, acc: &mut
     }
 }
 
-/// AVX2 [`gemm`]: blocks of 4 output channels × 16 positions, 8 accumulators in registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn gemm_avx2(wpairs: &[i32], out_ch: usize, p: Patches, acc: &mut [i32]) {
-    use std::arch::x86_64::*;
-    let (pairs, padded) = (p.offsets.len(), p.padded());
-    assert!(wpairs.len() >= out_ch * pairs && acc.len() >= out_ch * padded);
-    let full = out_ch / OC_BLOCK * OC_BLOCK;
-    let src = p.src.as_ptr();
-    // SAFETY (every load and store below): `Patches::check` (called by `gemm`, and by the tests
-    // before calling a kernel directly) bounds offsets[j] + bases[b] + 16 by the source's
-    // length; oc < out_ch and j < pairs bound the weight reads (asserted above), and the stores
-    // stay within `acc[..out_ch·padded]`.
-    unsafe {
-        for (b, &base) in p.bases.iter().enumerate() {
-            let at = b * POS_BLOCK;
-            let mut oc = 0;
-            while oc < full {
-                let mut a = [_mm256_setzero_si256(); 2 * OC_BLOCK];
-                for (j, &off) in p.offsets.iter().enumerate() {
-                    let s = src.add((off + base) as usize);
-                    let x0 = _mm256_loadu_si256(s as *const __m256i);
-                    let x1 = _mm256_loadu_si256(s.add(8) as *const __m256i);
-                    for r in 0..OC_BLOCK {
-                        let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
-                        a[2 * r] = _mm256_add_epi32(a[2 * r], _mm256_madd_epi16(w, x0));
-                        a[2 * r + 1] = _mm256_add_epi32(a[2 * r + 1], _mm256_madd_epi16(w, x1));
+/// Defines a SIMD [`gemm`] kernel: blocks of `$block` output channels × 16 positions, two 8-lane
+/// accumulators per channel, `$mac(acc, weight pair, patches)` accumulating one pair row.
+macro_rules! simd_gemm {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $block:expr, $mac:expr) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(wpairs: &[i32], out_ch: usize, p: Patches, acc: &mut [i32]) {
+            use std::arch::x86_64::*;
+            let (pairs, padded) = (p.offsets.len(), p.padded());
+            assert!(wpairs.len() >= out_ch * pairs && acc.len() >= out_ch * padded);
+            let src = p.src.as_ptr();
+            // SAFETY (every load and store below): `Patches::check` (called by `gemm`, and by
+            // the tests before calling a kernel directly) bounds offsets[j] + bases[b] + 16 by
+            // the source's length; oc < out_ch and j < pairs bound the weight reads (asserted
+            // above), and the stores stay within `acc[..out_ch·padded]`.
+            unsafe {
+                for (b, &base) in p.bases.iter().enumerate() {
+                    let at = b * POS_BLOCK;
+                    let full = out_ch / $block * $block;
+                    let mut oc = 0;
+                    // Full blocks (a constant trip count keeps the accumulators in registers),
+                    // then the remaining channels one at a time.
+                    while oc < full {
+                        let mut a = [_mm256_setzero_si256(); 2 * $block];
+                        for (j, &off) in p.offsets.iter().enumerate() {
+                            let s = src.add((off + base) as usize);
+                            let x0 = _mm256_loadu_si256(s as *const __m256i);
+                            let x1 = _mm256_loadu_si256(s.add(8) as *const __m256i);
+                            for r in 0..$block {
+                                let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
+                                a[2 * r] = $mac(a[2 * r], w, x0);
+                                a[2 * r + 1] = $mac(a[2 * r + 1], w, x1);
+                            }
+                        }
+                        for r in 0..$block {
+                            let dst = acc.as_mut_ptr().add((oc + r) * padded + at);
+                            _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
+                            _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
+                        }
+                        oc += $block;
+                    }
+                    for oc in full..out_ch {
+                        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                        for (j, &off) in p.offsets.iter().enumerate() {
+                            let s = src.add((off + base) as usize);
+                            let w = _mm256_set1_epi32(*wpairs.get_unchecked(oc * pairs + j));
+                            a0 = $mac(a0, w, _mm256_loadu_si256(s as *const __m256i));
+                            a1 = $mac(a1, w, _mm256_loadu_si256(s.add(8) as *const __m256i));
+                        }
+                        let dst = acc.as_mut_ptr().add(oc * padded + at);
+                        _mm256_storeu_si256(dst as *mut __m256i, a0);
+                        _mm256_storeu_si256(dst.add(8) as *mut __m256i, a1);
                     }
                 }
-                for r in 0..OC_BLOCK {
-                    let dst = acc.as_mut_ptr().add((oc + r) * padded + at);
-                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-                }
-                oc += OC_BLOCK;
-            }
-            for oc in full..out_ch {
-                let mut a = [_mm256_setzero_si256(); 2];
-                for (j, &off) in p.offsets.iter().enumerate() {
-                    let s = src.add((off + base) as usize);
-                    let x0 = _mm256_loadu_si256(s as *const __m256i);
-                    let x1 = _mm256_loadu_si256(s.add(8) as *const __m256i);
-                    let w = _mm256_set1_epi32(*wpairs.get_unchecked(oc * pairs + j));
-                    let r = 0;
-                    a[2 * r] = _mm256_add_epi32(a[2 * r], _mm256_madd_epi16(w, x0));
-                    a[2 * r + 1] = _mm256_add_epi32(a[2 * r + 1], _mm256_madd_epi16(w, x1));
-                }
-                let dst = acc.as_mut_ptr().add(oc * padded + at);
-                _mm256_storeu_si256(dst as *mut __m256i, a[0]);
-                _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[1]);
             }
         }
-    }
+    };
 }
 
-/// AVX-512 VNNI [`gemm`]: blocks of 8 output channels × 16 positions (16 accumulators), one
-/// `vpdpwssd` per multiply-add-accumulate.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-pub(crate) unsafe fn gemm_vnni(wpairs: &[i32], out_ch: usize, p: Patches, acc: &mut [i32]) {
-    use std::arch::x86_64::*;
-    let (pairs, padded) = (p.offsets.len(), p.padded());
-    assert!(wpairs.len() >= out_ch * pairs && acc.len() >= out_ch * padded);
-    let full = out_ch / VNNI_OC_BLOCK * VNNI_OC_BLOCK;
-    let src = p.src.as_ptr();
-    // SAFETY (every load and store below): `Patches::check` (called by `gemm`, and by the tests
-    // before calling a kernel directly) bounds offsets[j] + bases[b] + 16 by the source's
-    // length; oc < out_ch and j < pairs bound the weight reads (asserted above), and the stores
-    // stay within `acc[..out_ch·padded]`.
-    unsafe {
-        for (b, &base) in p.bases.iter().enumerate() {
-            let at = b * POS_BLOCK;
-            let mut oc = 0;
-            while oc < full {
-                let mut a = [_mm256_setzero_si256(); 2 * VNNI_OC_BLOCK];
-                for (j, &off) in p.offsets.iter().enumerate() {
-                    let s = src.add((off + base) as usize);
-                    let x0 = _mm256_loadu_si256(s as *const __m256i);
-                    let x1 = _mm256_loadu_si256(s.add(8) as *const __m256i);
-                    for r in 0..VNNI_OC_BLOCK {
-                        let w = _mm256_set1_epi32(*wpairs.get_unchecked((oc + r) * pairs + j));
-                        a[2 * r] = _mm256_dpwssd_epi32(a[2 * r], w, x0);
-                        a[2 * r + 1] = _mm256_dpwssd_epi32(a[2 * r + 1], w, x1);
-                    }
-                }
-                for r in 0..VNNI_OC_BLOCK {
-                    let dst = acc.as_mut_ptr().add((oc + r) * padded + at);
-                    _mm256_storeu_si256(dst as *mut __m256i, a[2 * r]);
-                    _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[2 * r + 1]);
-                }
-                oc += VNNI_OC_BLOCK;
-            }
-            for oc in full..out_ch {
-                let mut a = [_mm256_setzero_si256(); 2];
-                for (j, &off) in p.offsets.iter().enumerate() {
-                    let s = src.add((off + base) as usize);
-                    let x0 = _mm256_loadu_si256(s as *const __m256i);
-                    let x1 = _mm256_loadu_si256(s.add(8) as *const __m256i);
-                    let w = _mm256_set1_epi32(*wpairs.get_unchecked(oc * pairs + j));
-                    let r = 0;
-                    a[2 * r] = _mm256_dpwssd_epi32(a[2 * r], w, x0);
-                    a[2 * r + 1] = _mm256_dpwssd_epi32(a[2 * r + 1], w, x1);
-                }
-                let dst = acc.as_mut_ptr().add(oc * padded + at);
-                _mm256_storeu_si256(dst as *mut __m256i, a[0]);
-                _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[1]);
-            }
-        }
-    }
-}
+simd_gemm!(
+    /// AVX2 [`gemm`]: blocks of 4 output channels × 16 positions, `vpmaddwd` + `vpaddd`.
+    gemm_avx2,
+    "avx2",
+    OC_BLOCK,
+    |a, w, x| _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
+);
+
+simd_gemm!(
+    /// AVX-512 VNNI [`gemm`]: blocks of 8 output channels × 16 positions (16 accumulators), one
+    /// `vpdpwssd` per multiply-add-accumulate.
+    gemm_vnni,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    VNNI_OC_BLOCK,
+    |a, w, x| _mm256_dpwssd_epi32(a, w, x)
+);
 
 /// `Σ a·b` of two i16 slices with 32-bit accumulation: AVX2 multiply-add (16 lanes) where the
 /// CPU has it, else the portable loop (which the compiler vectorises with SSE2).
