@@ -248,12 +248,16 @@ impl Engine {
     /// Normalised, fixed-point input of one image of raw pixels.
     #[inline(always)]
     fn input(&self, pixels: &[u8]) -> Vec<i64> {
+        // One 256-entry table per channel plane: no division per pixel.
         let hw = self.model.input.height * self.model.input.width;
-        pixels
-            .iter()
-            .enumerate()
-            .map(|(j, &p)| self.input_lut[(j / hw) * 256 + p as usize])
-            .collect()
+        let mut out = Vec::with_capacity(pixels.len());
+        for (plane, lut) in pixels
+            .chunks_exact(hw)
+            .zip(self.input_lut.chunks_exact(256))
+        {
+            out.extend(plane.iter().map(|&p| lut[p as usize]));
+        }
+        out
     }
 
     /// [`Engine::run_traced`] on an image of the right size.
