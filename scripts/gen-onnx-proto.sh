@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates src/export/onnx_proto.rs (the ONNX protobuf messages) from the official onnx.proto
+# Regenerates src/onnx_proto.rs (the ONNX protobuf messages) from the official onnx.proto
 # with prost-build, compiled by protox (pure Rust: no protoc needed). The proto comes from the
 # onnx package in bench/.venv (ONNX=path/to/onnx.proto to use another).
 set -euo pipefail
@@ -38,5 +38,5 @@ RS
   echo "//! $version, proto2) with \`scripts/gen-onnx-proto.sh\`. Do not edit: regenerate."
   echo
   cat "$work/out/onnx.rs"
-} >src/export/onnx_proto.rs
-echo "src/export/onnx_proto.rs regenerated ($version)"
+} >src/onnx_proto.rs
+echo "src/onnx_proto.rs regenerated ($version)"

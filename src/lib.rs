@@ -43,6 +43,14 @@ pub mod export;
 pub mod host;
 pub mod model;
 pub mod names;
+#[allow(
+    clippy::all,
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_rust_codeblocks
+)]
+pub mod onnx_proto;
 pub mod pipeline;
 pub mod quant;
 pub mod report;

@@ -21,7 +21,7 @@ enum Command {
     /// Evaluate a checkpoint on the test split.
     Eval(cli::jobs::EvalArgs),
     /// Print a checkpoint's layers, bits, size and BOPs.
-    Info(cli::jobs::InfoArgs),
+    Info(cli::inspect::InfoArgs),
     /// Search a mixed-precision policy with CCQ (the main job).
     Quantize(Box<cli::quantize::QuantizeArgs>),
     /// Export a quantized checkpoint or run as packed integers (.ccq), optionally ONNX QDQ.
@@ -43,7 +43,7 @@ fn main() {
         Command::Train(a) => cli::jobs::train(a),
         Command::Qat(a) => cli::jobs::qat(a),
         Command::Eval(a) => cli::jobs::eval(a),
-        Command::Info(a) => cli::jobs::info(a),
+        Command::Info(a) => cli::inspect::info(a),
         Command::Quantize(a) => cli::quantize::quantize(*a),
         Command::Bench(a) => cli::bench::bench(a),
         Command::Export(a) => cli::deploy::export(a),

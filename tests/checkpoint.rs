@@ -23,6 +23,7 @@ fn round_trip_gives_identical_outputs() {
         height: 12,
         width: 12,
         classes: 3,
+        graph: None,
     };
     let model = build(&spec, devices.device).unwrap();
     let scheme = QuantScheme {
@@ -133,6 +134,7 @@ fn interrupted_save_is_never_trusted_wrongly() {
         height: 8,
         width: 8,
         classes: 3,
+        graph: None,
     };
     let save = |dir: &std::path::Path, seed: i64, epochs: usize| {
         devices.seed(seed as u64);

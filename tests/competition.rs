@@ -89,6 +89,7 @@ fn check(scheme: QuantScheme) {
         height: 10,
         width: 10,
         classes: 3,
+        graph: None,
     };
     let model = build(&spec, tch::Device::Cpu).unwrap();
     let names = model.layer_names();
@@ -181,6 +182,7 @@ fn polish_raises_within_the_target() {
         height: 12,
         width: 12,
         classes: 3,
+        graph: None,
     };
     let model = build(&spec, tch::Device::Cpu).unwrap();
     let names = model.layer_names();

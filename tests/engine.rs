@@ -1,11 +1,10 @@
 //! Integer engine vs the fake-quantized float model, layer by layer, on small models.
 
 use ccq::data::Normalization;
-use ccq::export::convert::to_int_model;
+use ccq::export::convert::{Probes, to_int_model};
 use ccq::export::engine::Engine;
 use ccq::export::format::{IntModel, WIDE_FRAC};
 use ccq::host::to_f32;
-use ccq::model::network::pool;
 use ccq::model::{Model, ModelKind, ModelSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
@@ -13,21 +12,10 @@ use ccq::train::Devices;
 use ccq::train::calibrate::calibrate;
 use tch::{Device, Tensor};
 
-/// Float activations at the stem, after each block and the logits, for one normalised image.
-fn float_probes(model: &Model, ctx: &QuantCtx, x: Tensor) -> Vec<Vec<f32>> {
-    let net = &model.net;
-    let mut out = Vec::new();
-    let mut h = pool(&net.stem.forward(&x, ctx).relu(), net.stem_pool);
-    out.push(to_f32(&h));
-    for b in &net.blocks {
-        h = b.forward(&h, ctx);
-        out.push(to_f32(&h));
-    }
-    if net.global_pool {
-        h = h.adaptive_avg_pool2d([1, 1]);
-    }
-    out.push(to_f32(&net.fc.forward(&h.flatten(1, -1), ctx)));
-    out
+/// The float graph's value at every probe, for one normalised image.
+fn float_probes(model: &Model, ctx: &QuantCtx, x: Tensor, probes: &Probes) -> Vec<Vec<f32>> {
+    let values = model.net.values(&x, ctx);
+    probes.iter().map(|p| to_f32(&values[p.value])).collect()
 }
 
 fn pixels(n: usize, len: usize, seed: u64) -> Vec<u8> {
@@ -51,6 +39,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
         height: 16,
         width: 16,
         classes: 5,
+        graph: None,
     };
     let model = build(&spec, devices.device).unwrap();
     let norm = Normalization {
@@ -73,10 +62,10 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
     let scale = 2f64.powi(-(WIDE_FRAC as i32));
     for img in imgs.chunks(len) {
         let regs = engine.run_traced(img).unwrap();
-        let float = float_probes(&model, &ctx, to_input(img));
+        let float = float_probes(&model, &ctx, to_input(img), &probes);
         assert_eq!(float.len(), probes.len());
-        for ((name, reg), f) in probes.iter().zip(&float) {
-            let ints = &regs[*reg];
+        for (p, f) in probes.iter().zip(&float) {
+            let (name, ints) = (&p.name, &regs[p.reg]);
             assert_eq!(ints.len(), f.len(), "{name}");
             let max = f.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
             let bad = ints
@@ -137,6 +126,7 @@ fn format_errors() {
         height: 12,
         width: 12,
         classes: 3,
+        graph: None,
     };
     let model = build(&spec, devices.device).unwrap();
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: 3, a: 3 });
@@ -183,6 +173,7 @@ fn exported(
         height: side,
         width: side,
         classes: 7,
+        graph: None,
     };
     let model = build(&spec, devices.device).unwrap();
     let norm = Normalization {

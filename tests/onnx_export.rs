@@ -5,11 +5,11 @@
 use ccq::data::Normalization;
 use ccq::export::convert::to_int_model;
 use ccq::export::onnx::to_onnx;
-use ccq::export::onnx_proto::tensor_proto::DataType;
-use ccq::export::onnx_proto::tensor_shape_proto::dimension::Value;
-use ccq::export::onnx_proto::type_proto;
-use ccq::export::onnx_proto::{ModelProto, ValueInfoProto};
 use ccq::model::{ModelKind, ModelSpec, build};
+use ccq::onnx_proto::tensor_proto::DataType;
+use ccq::onnx_proto::tensor_shape_proto::dimension::Value;
+use ccq::onnx_proto::type_proto;
+use ccq::onnx_proto::{ModelProto, ValueInfoProto};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::QuantScheme;
 use ccq::train::Devices;
@@ -41,6 +41,7 @@ fn export(kind: ModelKind, bits: u32) -> ModelProto {
         height: 16,
         width: 16,
         classes: 6,
+        graph: None,
     };
     let model = build(&spec, devices.device).unwrap();
     let policy = Policy::uniform(&model.layer_names(), LayerBits { w: bits, a: bits });
@@ -49,7 +50,7 @@ fn export(kind: ModelKind, bits: u32) -> ModelProto {
         std: vec![0.25; 3],
     };
     let (int, _) = to_int_model(&model, &policy, QuantScheme::default(), &norm).unwrap();
-    ModelProto::decode(to_onnx(&int).unwrap().as_slice()).expect("decodes")
+    ModelProto::decode(to_onnx(&int, None).unwrap().as_slice()).expect("decodes")
 }
 
 #[test]

@@ -22,6 +22,7 @@ fn layers(kind: ModelKind) -> Vec<LayerInfo> {
         height: 28,
         width: 28,
         classes: 10,
+        graph: None,
     };
     build(&spec, tch::Device::Cpu).unwrap().layers
 }

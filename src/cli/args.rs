@@ -44,6 +44,14 @@ pub struct DataArgs {
     /// Random crop + horizontal flip: auto (on for CIFAR/RGB folders, off for idx), on, off.
     #[arg(long, value_parser = named::<AugmentChoice>(), default_value = "auto")]
     pub augment: AugmentChoice,
+    /// Mean an imported ONNX model subtracts from pixels scaled to [0, 1], one per channel or
+    /// one for all, as torchvision's `Normalize` (default: the model's `mean` metadata, else 0).
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "std")]
+    pub mean: Option<Vec<f32>>,
+    /// Standard deviation an imported ONNX model divides by (default: the model's `std`
+    /// metadata, else 1).
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "mean")]
+    pub std: Option<Vec<f32>>,
 }
 
 impl DataArgs {
@@ -58,6 +66,13 @@ impl DataArgs {
             bandit_size: self.bandit_size,
             split_seed: self.split_seed,
             augment: self.augment,
+            normalization: match (&self.mean, &self.std) {
+                (Some(mean), Some(std)) => Some(ccq::data::Normalization {
+                    mean: mean.clone(),
+                    std: std.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -124,19 +139,26 @@ impl CommonArgs {
 /// Quantizer choice.
 #[derive(Args, Debug, Clone)]
 pub struct QuantArgs {
-    /// Weight quantizer.
-    #[arg(long, value_parser = named::<WeightQuantizer>(), default_value = "dorefa")]
-    pub weight_quant: WeightQuantizer,
+    /// Weight quantizer (default: dorefa for ccq's own models; lsq-channel for an imported ONNX
+    /// model, whose convs may carry a folded BatchNorm that DoReFa's rescaling would undo).
+    #[arg(long, value_parser = named::<WeightQuantizer>())]
+    pub weight_quant: Option<WeightQuantizer>,
     /// Activation quantizer.
     #[arg(long, value_parser = named::<ActQuantizer>(), default_value = "pact")]
     pub act_quant: ActQuantizer,
 }
 
 impl QuantArgs {
-    /// The scheme.
-    pub fn scheme(&self) -> QuantScheme {
+    /// The scheme for a model read from `source` (an `.onnx` file or a ccq checkpoint).
+    pub fn scheme(&self, source: Option<&std::path::Path>) -> QuantScheme {
+        let onnx = source.is_some_and(ccq::pipeline::import::is_onnx);
+        let default = if onnx {
+            WeightQuantizer::LsqChannel
+        } else {
+            WeightQuantizer::Dorefa
+        };
         QuantScheme {
-            weight: self.weight_quant,
+            weight: self.weight_quant.unwrap_or(default),
             act: self.act_quant,
         }
     }

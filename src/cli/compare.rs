@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// `ccq compare` arguments.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
-    /// Full-precision checkpoint.
+    /// Full-precision checkpoint, or an ONNX model (`.onnx`).
     pub checkpoint: PathBuf,
     /// Compression budgets, e.g. 8,10,12.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -65,7 +65,7 @@ pub struct ReportArgs {
 pub fn compare(a: CompareArgs) -> Result<()> {
     let console = Console::new(a.common.quiet);
     let cfg = CompareConfig {
-        checkpoint: a.checkpoint,
+        checkpoint: a.checkpoint.clone(),
         budgets: a.target_compression,
         methods: a.methods,
         ft_epochs: a.ft_epochs,
@@ -74,7 +74,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         hessian_samples: a.hessian_samples,
         equal_compute: a.equal_compute,
         out: a.out,
-        search: a.search.settings()?,
+        search: a.search.settings(Some(&a.checkpoint))?,
         data: a.data.config()?,
         session: a.common.session(),
     };

@@ -41,7 +41,7 @@ pub struct TrainArgs {
 /// `ccq qat`: quantization-aware training at a uniform or explicit policy.
 #[derive(Args, Debug)]
 pub struct QatArgs {
-    /// Checkpoint to start from (directory, or its weights file).
+    /// Checkpoint to start from (directory, or its weights file), or an ONNX model (`.onnx`).
     pub checkpoint: PathBuf,
     /// Uniform bits for every layer, `W/A` (e.g. 4/4).
     #[arg(long, conflicts_with = "policy", required_unless_present = "policy")]
@@ -69,25 +69,22 @@ pub struct QatArgs {
 /// `ccq eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint (directory, or its weights file).
+    /// Checkpoint (directory, or its weights file), or an ONNX model (`.onnx`).
     pub checkpoint: PathBuf,
     /// Write one predicted class per line (test split order) to this file.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
+    /// Write the logits (little-endian f32, [images, classes] row-major) to this file.
+    #[arg(long)]
+    pub logits: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// `ccq info` (a checkpoint, or a `.ccq` file).
-#[derive(Args, Debug)]
-pub struct InfoArgs {
-    /// Checkpoint (directory, or its weights file).
-    pub checkpoint: PathBuf,
-}
-
-fn pct(x: f64) -> String {
+/// A fraction as a percentage with two decimals.
+pub fn pct(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
 
@@ -134,11 +131,11 @@ pub fn qat(a: QatArgs) -> Result<()> {
         (None, None) => anyhow::bail!("give --bits W/A or --policy FILE"),
     };
     let cfg = QatConfig {
+        scheme: a.quant.scheme(Some(&a.checkpoint)),
         checkpoint: a.checkpoint,
         bits,
         epochs: a.epochs,
         lr: a.lr,
-        scheme: a.quant.scheme(),
         data: a.data.config()?,
         out: a.out,
         session: a.common.session(),
@@ -162,6 +159,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let cfg = EvalConfig {
         checkpoint: a.checkpoint,
         predictions: a.predictions,
+        logits: a.logits,
         data: a.data.config()?,
         session: a.common.session(),
     };
@@ -175,41 +173,5 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         e.test.images,
         e.test.images as f64 / e.seconds.max(1e-9)
     );
-    Ok(())
-}
-
-/// Runs `ccq info`.
-pub fn info(a: InfoArgs) -> Result<()> {
-    if pipeline::export::is_ccq_file(&a.checkpoint) {
-        return super::deploy::info_ccq(&a.checkpoint);
-    }
-    let i = pipeline::inspect(&a.checkpoint)?;
-    let (meta, s) = (&i.meta, &i.meta.spec);
-    let kind = if meta.policy.is_some() {
-        format!(
-            "quantized ({:?} weights, {:?} activations)",
-            meta.scheme.weight, meta.scheme.act
-        )
-    } else {
-        "full precision".into()
-    };
-    println!(
-        "checkpoint {}: {} on {}×{}×{} inputs, {} classes; {kind}; data {}",
-        i.dir.display(),
-        s.kind.name(),
-        s.channels,
-        s.height,
-        s.width,
-        s.classes,
-        meta.data.dir.display()
-    );
-    print!("{}", cost_table(&i.layers, &i.cost));
-    if let Some(v) = meta.val {
-        println!("validation top-1 {}", pct(v.top1));
-    }
-    if let Some(t) = meta.test {
-        println!("test top-1 {} top-5 {}", pct(t.top1), pct(t.top5));
-    }
-    println!("epochs trained: {}", meta.epochs);
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod compare;
 pub mod deploy;
+pub mod inspect;
 pub mod jobs;
 pub mod progress;
 pub mod quantize;

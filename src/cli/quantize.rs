@@ -14,7 +14,8 @@ use std::path::PathBuf;
 /// `ccq quantize` arguments.
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// Full-precision checkpoint to quantize (default: train --model on the data first, into RUN_DIR/fp).
+    /// Full-precision checkpoint to quantize, or an ONNX model (`.onnx`, imported into RUN_DIR/fp;
+    /// give --data and --format) (default: train --model on the data first, into RUN_DIR/fp).
     pub checkpoint: Option<PathBuf>,
     /// Architecture to train when no checkpoint is given.
     #[arg(long, value_parser = named::<ModelKind>(), default_value = "convnet")]
@@ -90,7 +91,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         resume,
         start,
         target: a.target(),
-        search: a.search.settings()?,
+        search: a.search.settings(a.checkpoint.as_deref())?,
         data: a.data.config()?,
         stop_after: a.stop_after,
         session: a.common.session(),

@@ -114,7 +114,8 @@ pub struct SearchFlags {
 
 impl SearchFlags {
     /// The library's search settings.
-    pub fn settings(&self) -> Result<SearchSettings> {
+    /// The settings for a search of the model read from `source` (`None`: one trained here).
+    pub fn settings(&self, source: Option<&std::path::Path>) -> Result<SearchSettings> {
         Ok(SearchSettings {
             qsteps: self.qsteps,
             ladder: Ladder::parse(&self.ladder)?,
@@ -150,7 +151,7 @@ impl SearchFlags {
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
-            scheme: self.quant.scheme(),
+            scheme: self.quant.scheme(source),
         })
     }
 }

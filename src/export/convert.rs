@@ -4,14 +4,25 @@
 use super::format::{InputSpec, IntKind, IntLayer, IntModel, Op, Term, WIDE_FRAC};
 use crate::data::Normalization;
 use crate::host::to_f32;
-use crate::model::layers::{BatchNorm, ConvBn, QuantParams};
-use crate::model::{Model, QuantCtx};
+use crate::model::layers::{BatchNorm, ConvBn, QLinear, QuantParams};
+use crate::model::{Model, NodeOp, QuantCtx};
 use crate::quant::policy::{FLOAT_BITS, Policy};
 use crate::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer, levels, signed_range};
 use anyhow::{Result, bail};
 
-/// Registers worth comparing against the float model, by name (`stem`, `block3`, `logits`).
-pub type Probes = Vec<(String, usize)>;
+/// A register worth comparing against the float model: it holds a value of the float graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The node whose output it is.
+    pub name: String,
+    /// The float graph's value (see [`crate::model::Network::values`]).
+    pub value: usize,
+    /// The integer model's register.
+    pub reg: usize,
+}
+
+/// Every probe of a converted model, in op order.
+pub type Probes = Vec<Probe>;
 
 fn act_step(q: &QuantParams, scheme: QuantScheme, bits: u32) -> f32 {
     match scheme.act {
@@ -62,6 +73,23 @@ fn weight_codes(
     }
 }
 
+/// The per-channel affine after a conv: its BatchNorm folded with its bias, if any.
+fn post_affine(c: &ConvBn, out: usize) -> (Vec<f32>, Vec<f32>) {
+    let bias = c.conv.bias.as_ref().map(to_f32);
+    match &c.bn {
+        Some(bn) => {
+            let (mul, mut add) = fold_bn(bn);
+            if let Some(b) = bias {
+                add.iter_mut()
+                    .zip(b.iter().zip(&mul))
+                    .for_each(|(a, (b, k))| *a += b * k);
+            }
+            (mul, add)
+        }
+        None => (vec![1.0; out], bias.unwrap_or_else(|| vec![0.0; out])),
+    }
+}
+
 fn fold_bn(bn: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
     let g = to_f32(&bn.gamma);
     let b = to_f32(&bn.beta);
@@ -102,7 +130,7 @@ impl Builder<'_> {
         let steps = to_f32(&c.conv.quant.w_step);
         let (codes, code_mul, code_off, w_scale) =
             weight_codes(&to_f32(&w), o, self.ctx.scheme, bits.w, &steps);
-        let (post_mul, post_bias) = fold_bn(&c.bn);
+        let (post_mul, post_bias) = post_affine(c, o);
         let first = c.conv.index == 0;
         let act = if first {
             2f32.powi(-(self.frac_in as i32))
@@ -132,6 +160,55 @@ impl Builder<'_> {
             post_bias,
         });
         Ok(self.push(Op::Conv { layer: index, src }))
+    }
+
+    fn linear(&mut self, fc: &QLinear, name: &str, src: usize) -> Result<usize> {
+        let bits = self.ctx.bits(fc.index);
+        let w = tch::no_grad(|| fc.quantized_weight(&self.ctx));
+        let (o, i) = (w.size()[0] as usize, w.size()[1] as usize);
+        let steps = to_f32(&fc.quant.w_step);
+        let (codes, code_mul, code_off, w_scale) =
+            weight_codes(&to_f32(&w), o, self.ctx.scheme, bits.w, &steps);
+        if self.layers.len() != fc.index {
+            bail!("layer order mismatch at `{name}`");
+        }
+        self.layers.push(IntLayer {
+            name: name.to_string(),
+            kind: IntKind::Linear,
+            in_ch: i,
+            out_ch: o,
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+            w_bits: bits.w,
+            code_mul,
+            code_off,
+            w_scale,
+            codes,
+            a_bits: bits.a,
+            act_step: act_step(&fc.quant, self.ctx.scheme, bits.a),
+            post_mul: Vec::new(),
+            post_bias: to_f32(&fc.bias),
+        });
+        Ok(self.push(Op::Linear {
+            layer: fc.index,
+            src,
+        }))
+    }
+
+    /// The register holding `v`, summing its terms into one first if needed.
+    fn materialize(&mut self, v: &mut Val) -> usize {
+        if let Val::Terms(terms) = v {
+            let reg = self.push(Op::Affine {
+                terms: std::mem::take(terms),
+                relu: false,
+            });
+            *v = Val::Reg(reg);
+        }
+        match v {
+            Val::Reg(r) => *r,
+            Val::Terms(_) => unreachable!("materialized above"),
+        }
     }
 }
 
@@ -171,94 +248,107 @@ pub fn to_int_model(
         frac_in,
     };
     let mut probes = Vec::new();
-    let c = b.conv(&net.stem, &names[0], 0)?;
-    let mut x = b.push(Op::Affine {
-        terms: vec![Term::Acc { reg: c, layer: 0 }],
-        relu: true,
-    });
-    if net.stem_pool != 0 {
-        x = b.push(pool_op(x, net.stem_pool));
-    }
-    probes.push(("stem".to_string(), x));
-    for (bi, blk) in net.blocks.iter().enumerate() {
-        let c1 = b.conv(&blk.conv1, &names[blk.conv1.conv.index], x)?;
-        let a1 = b.push(Op::Affine {
-            terms: vec![Term::Acc {
-                reg: c1,
-                layer: blk.conv1.conv.index,
-            }],
-            relu: true,
-        });
-        x = match &blk.conv2 {
-            None => a1,
-            Some(conv2) => {
-                let c2 = b.conv(conv2, &names[conv2.conv.index], a1)?;
-                let sc = match &blk.shortcut {
-                    Some(s) => {
-                        let r = b.conv(s, &names[s.conv.index], x)?;
-                        Term::Acc {
-                            reg: r,
-                            layer: s.conv.index,
-                        }
-                    }
-                    None => Term::Wide { reg: x },
-                };
-                b.push(Op::Affine {
-                    terms: vec![
-                        Term::Acc {
-                            reg: c2,
-                            layer: conv2.conv.index,
-                        },
-                        sc,
-                    ],
-                    relu: true,
-                })
-            }
+    // What each float value is in the integer model: a register, or terms not yet summed.
+    let mut vals: Vec<Option<Val>> = vec![Some(Val::Reg(0))];
+    for (pos, node) in net.nodes.iter().enumerate() {
+        let name = &model.graph.nodes[pos].name;
+        let unsupported = |what: &str| {
+            anyhow::anyhow!(
+                "node `{name}`: the integer engine does not run {what} yet (supported: ungrouped, undilated conv and linear layers, ReLU, Add, max-pool and global average pool)"
+            )
         };
-        if blk.pool != 0 {
-            x = b.push(pool_op(x, blk.pool));
+        let mut arg = |k: usize, b: &mut Builder| -> usize {
+            let v = node.inputs[k];
+            b.materialize(vals[v].as_mut().expect("values are computed in order"))
+        };
+        let val = match &node.op {
+            NodeOp::Conv(c) => {
+                if c.conv.groups != 1 {
+                    return Err(unsupported("grouped (depthwise) convolutions"));
+                }
+                if c.conv.dilation != 1 {
+                    return Err(unsupported("dilated convolutions"));
+                }
+                if c.conv.quant.signed && c.conv.index != 0 {
+                    return Err(unsupported(
+                        "a layer whose input can be negative (no ReLU before it)",
+                    ));
+                }
+                let src = arg(0, &mut b);
+                if (c.conv.index == 0) != (src == 0) {
+                    bail!("node `{name}`: only the first layer may read the image, and it must");
+                }
+                let reg = b.conv(c, &names[c.conv.index], src)?;
+                Val::Terms(vec![Term::Acc {
+                    reg,
+                    layer: c.conv.index,
+                }])
+            }
+            NodeOp::Linear(l) => {
+                if l.quant.signed {
+                    return Err(unsupported(
+                        "a layer whose input can be negative (no ReLU before it)",
+                    ));
+                }
+                let src = arg(0, &mut b);
+                let reg = b.linear(l, &names[l.index], src)?;
+                Val::Terms(vec![Term::Acc {
+                    reg,
+                    layer: l.index,
+                }])
+            }
+            NodeOp::Relu => {
+                let v = vals[node.inputs[0]].as_ref().expect("computed");
+                Val::Reg(b.push(Op::Affine {
+                    terms: v.terms(),
+                    relu: true,
+                }))
+            }
+            NodeOp::Add => {
+                let mut terms = vals[node.inputs[0]].as_ref().expect("computed").terms();
+                terms.extend(vals[node.inputs[1]].as_ref().expect("computed").terms());
+                Val::Terms(terms)
+            }
+            &NodeOp::MaxPool(kernel, stride, padding, ceil) => {
+                if ceil {
+                    return Err(unsupported("max-pooling in ceil mode"));
+                }
+                let src = arg(0, &mut b);
+                Val::Reg(b.push(Op::MaxPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                }))
+            }
+            NodeOp::GlobalAvgPool => {
+                let src = arg(0, &mut b);
+                Val::Reg(b.push(Op::GlobalAvgPool { src }))
+            }
+            NodeOp::Flatten => Val::Reg(arg(0, &mut b)),
+            NodeOp::Clip(..) => return Err(unsupported("Clip (ReLU6)")),
+            NodeOp::AvgPool(..) => return Err(unsupported("average pooling")),
+            NodeOp::BatchNorm(_) => return Err(unsupported("a BatchNorm that follows no conv")),
+        };
+        if let Val::Reg(reg) = val
+            && !matches!(node.op, NodeOp::Flatten)
+        {
+            probes.push(Probe {
+                name: name.clone(),
+                value: pos + 1,
+                reg,
+            });
         }
-        probes.push((format!("block{bi}"), x));
+        vals.push(Some(val));
     }
-    if net.global_pool {
-        x = b.push(Op::GlobalAvgPool { src: x });
+    let out = b.materialize(vals[net.output].as_mut().expect("computed"));
+    if probes.last().is_none_or(|p| p.reg != out) {
+        probes.push(Probe {
+            name: "logits".into(),
+            value: net.output,
+            reg: out,
+        });
     }
-    let fc = &net.fc;
-    let bits = b.ctx.bits(fc.index);
-    let w = tch::no_grad(|| fc.quantized_weight(&b.ctx));
-    let (o, i) = (w.size()[0] as usize, w.size()[1] as usize);
-    let (codes, code_mul, code_off, w_scale) =
-        weight_codes(&to_f32(&w), o, scheme, bits.w, &to_f32(&fc.quant.w_step));
-    b.layers.push(IntLayer {
-        name: names[fc.index].clone(),
-        kind: IntKind::Linear,
-        in_ch: i,
-        out_ch: o,
-        kernel: 1,
-        stride: 1,
-        padding: 0,
-        w_bits: bits.w,
-        code_mul,
-        code_off,
-        w_scale,
-        codes,
-        a_bits: bits.a,
-        act_step: act_step(&fc.quant, scheme, bits.a),
-        post_mul: Vec::new(),
-        post_bias: to_f32(&fc.bias),
-    });
-    let l = b.push(Op::Linear {
-        layer: fc.index,
-        src: x,
-    });
-    let logits = b.push(Op::Affine {
-        terms: vec![Term::Acc {
-            reg: l,
-            layer: fc.index,
-        }],
-        relu: false,
-    });
-    probes.push(("logits".to_string(), logits));
     let input = InputSpec {
         channels: spec.channels,
         height: spec.height,
@@ -279,19 +369,19 @@ pub fn to_int_model(
     ))
 }
 
-fn pool_op(src: usize, window: usize) -> Op {
-    match window {
-        2 => Op::MaxPool {
-            src,
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-        },
-        _ => Op::MaxPool {
-            src,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        },
+/// A float value in the integer model under construction.
+enum Val {
+    /// A wide fixed-point register.
+    Reg(usize),
+    /// Accumulators (and registers) whose sum it is, not yet requantized.
+    Terms(Vec<Term>),
+}
+
+impl Val {
+    fn terms(&self) -> Vec<Term> {
+        match self {
+            Val::Reg(reg) => vec![Term::Wide { reg: *reg }],
+            Val::Terms(t) => t.clone(),
+        }
     }
 }

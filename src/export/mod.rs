@@ -5,11 +5,3 @@ pub use ccq_runtime::{engine, format, pack, reference};
 
 pub mod convert;
 pub mod onnx;
-#[allow(
-    clippy::all,
-    rustdoc::bare_urls,
-    rustdoc::invalid_html_tags,
-    rustdoc::broken_intra_doc_links,
-    rustdoc::invalid_rust_codeblocks
-)]
-pub mod onnx_proto;

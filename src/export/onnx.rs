@@ -1,18 +1,21 @@
 //! ONNX export: a float graph with QuantizeLinear/DequantizeLinear around every quantized conv
 //! and linear layer, encoded with prost from the official `onnx.proto` messages
-//! ([`super::onnx_proto`]).
+//! ([`crate::onnx_proto`]).
 //!
 //! Activations are clipped to their k-bit range and quantized into `uint8`; weights are stored as
 //! integers in `int8` (`int16`, opset 21, for 8-bit DoReFa weights, whose odd levels ±255 need 9
-//! bits) with a per-channel scale that also carries the folded BatchNorm. The graph takes raw
-//! pixels (0..255, float, NCHW) and normalises them itself.
+//! bits) with a per-channel scale that also carries the folded BatchNorm. The graph of a ccq model
+//! takes raw pixels (0..255, float, NCHW, input `pixels`) and normalises them itself; that of an
+//! imported model keeps the user's interface (normalised images in, the same input and output
+//! names), so it drops in where the original file was.
 
 use super::format::{IntKind, IntLayer, IntModel, Op, Term};
-use super::onnx_proto::attribute_proto::AttributeType;
-use super::onnx_proto::tensor_proto::DataType;
-use super::onnx_proto::tensor_shape_proto::{Dimension, dimension};
-use super::onnx_proto::type_proto::{self, Tensor as TensorType};
-use super::onnx_proto::{
+use crate::model::GraphIo;
+use crate::onnx_proto::attribute_proto::AttributeType;
+use crate::onnx_proto::tensor_proto::DataType;
+use crate::onnx_proto::tensor_shape_proto::{Dimension, dimension};
+use crate::onnx_proto::type_proto::{self, Tensor as TensorType};
+use crate::onnx_proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
@@ -154,7 +157,7 @@ fn needs_int16(m: &IntModel) -> bool {
 }
 
 /// Serialises `m` as an ONNX model.
-pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
+pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
     let mut g = Graph {
         nodes: Vec::new(),
         inits: Vec::new(),
@@ -162,12 +165,21 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
     };
     let i = &m.input;
     let c = i.channels;
-    let k255 = g.init("k255", &[], FLOAT, f32s(&[255.0]));
-    let mean = g.init("mean", &[1, c, 1, 1], FLOAT, f32s(&i.mean));
-    let std = g.init("std", &[1, c, 1, 1], FLOAT, f32s(&i.std));
-    let x = g.node("Div", &["pixels", &k255], vec![]);
-    let x = g.node("Sub", &[&x, &mean], vec![]);
-    let x = g.node("Div", &[&x, &std], vec![]);
+    let (input, output) = match io {
+        Some(io) => (io.input.as_str(), io.output.as_str()),
+        None => ("pixels", "logits"),
+    };
+    let x = if io.is_some() {
+        // An imported model's interface: normalised images in, as the user's file had it.
+        input.to_string()
+    } else {
+        let k255 = g.init("k255", &[], FLOAT, f32s(&[255.0]));
+        let mean = g.init("mean", &[1, c, 1, 1], FLOAT, f32s(&i.mean));
+        let std = g.init("std", &[1, c, 1, 1], FLOAT, f32s(&i.std));
+        let x = g.node("Div", &[input, &k255], vec![]);
+        let x = g.node("Sub", &[&x, &mean], vec![]);
+        g.node("Div", &[&x, &std], vec![])
+    };
     let mut regs: Vec<String> = vec![x];
     for op in &m.ops {
         let out = match op {
@@ -251,7 +263,7 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
     let last = regs.last().expect("graph has ops").clone();
     g.nodes.push(NodeProto {
         input: vec![last],
-        output: vec!["logits".into()],
+        output: vec![output.into()],
         name: Some("logits_node".into()),
         op_type: Some("Flatten".into()),
         ..Default::default()
@@ -261,10 +273,10 @@ pub fn to_onnx(m: &IntModel) -> Result<Vec<u8>> {
         name: Some(format!("ccq_{}", m.name)),
         initializer: g.inits,
         input: vec![value_info(
-            "pixels",
+            input,
             &[None, Some(c), Some(i.height), Some(i.width)],
         )],
-        output: vec![value_info("logits", &[None, Some(i.classes)])],
+        output: vec![value_info(output, &[None, Some(i.classes)])],
         ..Default::default()
     };
     let model = ModelProto {

@@ -166,6 +166,7 @@ mod tests {
             in_channels: 16,
             out_channels: 32,
             kernel: 3,
+            groups: 1,
             params: 32 * 16 * 9,
             macs: 14 * 14 * 32 * 16 * 9,
             float_params: 64,

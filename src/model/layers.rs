@@ -97,6 +97,8 @@ pub struct QuantParams {
     pub act_step: Tensor,
     /// LSQ step(s) of the weights: one per output channel (per-tensor LSQ uses the first).
     pub w_step: Tensor,
+    /// The input can be negative (no ReLU before it), so it is quantized symmetrically.
+    pub signed: bool,
 }
 
 impl QuantParams {
@@ -106,6 +108,7 @@ impl QuantParams {
             act_alpha: Tensor::full([1], 8.0, opts),
             act_step: Tensor::full([1], 0.1, opts),
             w_step: Tensor::full([out_channels as i64], 0.01, opts),
+            signed: false,
         }
     }
 
@@ -137,44 +140,95 @@ impl QuantParams {
         if index == 0 || bits.a == FLOAT_BITS {
             return x.shallow_clone();
         }
-        quantize_act(x, &self.act_alpha, &self.act_step, ctx.scheme.act, bits.a)
+        quantize_act(
+            x,
+            &self.act_alpha,
+            &self.act_step,
+            ctx.scheme.act,
+            bits.a,
+            self.signed,
+        )
     }
 }
 
-/// A quantization-aware 2D convolution without bias (a BatchNorm follows it).
+/// A quantization-aware 2D convolution (square kernel, the same stride, padding and dilation
+/// on both axes), grouped or not, with an optional float bias.
 #[derive(Debug)]
 pub struct QConv {
-    /// Weights `[out, in, k, k]`.
+    /// Weights `[out, in / groups, k, k]`.
     pub weight: Tensor,
+    /// Bias `[out]` (imported convolutions; built-in ones have a BatchNorm instead).
+    pub bias: Option<Tensor>,
     /// Quantizer parameters.
     pub quant: QuantParams,
     /// Stride.
     pub stride: usize,
     /// Zero padding on each side.
     pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Groups (`in` for a depthwise convolution).
+    pub groups: usize,
     /// Index of this layer in the policy.
     pub index: usize,
 }
 
-impl QConv {
-    /// Kaiming-normal initialised conv (fan-out, as torchvision ResNets).
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        index: usize,
-        device: Device,
-    ) -> Self {
-        let std = (2.0 / (cout * k * k) as f64).sqrt();
-        let shape = [cout as i64, cin as i64, k as i64, k as i64];
-        let weight = Tensor::randn(shape, (Kind::Float, device)) * std;
-        Self {
-            weight,
-            quant: QuantParams::new(cout, device),
+/// Shape and placement of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Groups.
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// A plain (ungrouped, undilated) convolution.
+    pub fn plain(cin: usize, cout: usize, kernel: usize, stride: usize, padding: usize) -> Self {
+        ConvShape {
+            cin,
+            cout,
+            kernel,
             stride,
             padding,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+impl QConv {
+    /// Kaiming-normal initialised conv (fan-out, as torchvision ResNets), with a zero bias
+    /// when `bias`.
+    pub fn new(shape: ConvShape, bias: bool, index: usize, device: Device) -> Self {
+        let ConvShape {
+            cin,
+            cout,
+            kernel: k,
+            groups,
+            ..
+        } = shape;
+        let std = (2.0 / (cout * k * k) as f64).sqrt();
+        let dims = [cout as i64, (cin / groups) as i64, k as i64, k as i64];
+        let weight = Tensor::randn(dims, (Kind::Float, device)) * std;
+        Self {
+            weight,
+            bias: bias.then(|| Tensor::zeros([cout as i64], (Kind::Float, device))),
+            quant: QuantParams::new(cout, device),
+            stride: shape.stride,
+            padding: shape.padding,
+            dilation: shape.dilation,
+            groups,
             index,
         }
     }
@@ -194,8 +248,19 @@ impl QConv {
     pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         let x = self.quant.input(x, self.index, ctx);
         let w = self.quantized_weight(ctx);
-        let (s, p) = (self.stride as i64, self.padding as i64);
-        x.conv2d(&w, None::<Tensor>, [s, s], [p, p], [1, 1], 1)
+        let (s, p, d) = (
+            self.stride as i64,
+            self.padding as i64,
+            self.dilation as i64,
+        );
+        x.conv2d(
+            &w,
+            self.bias.as_ref(),
+            [s, s],
+            [p, p],
+            [d, d],
+            self.groups as i64,
+        )
     }
 }
 
@@ -302,14 +367,16 @@ impl BatchNorm {
         )
     }
 
-    fn visit(&self, prefix: &str, f: &mut Visit) {
+    /// Visits γ, β and the running statistics.
+    pub fn visit(&self, prefix: &str, f: &mut Visit) {
         f(&join(prefix, "gamma"), &self.gamma, true);
         f(&join(prefix, "beta"), &self.beta, true);
         f(&join(prefix, "running_mean"), &self.running_mean, false);
         f(&join(prefix, "running_var"), &self.running_var, false);
     }
 
-    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
+    /// Mutable [`BatchNorm::visit`].
+    pub fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
         f(&join(prefix, "gamma"), &mut self.gamma, true);
         f(&join(prefix, "beta"), &mut self.beta, true);
         f(&join(prefix, "running_mean"), &mut self.running_mean, false);
@@ -317,48 +384,54 @@ impl BatchNorm {
     }
 }
 
-/// Conv followed by BatchNorm (ReLU is applied by the caller).
+/// A convolution, with the BatchNorm that follows it if any (activations are separate nodes).
 #[derive(Debug)]
 pub struct ConvBn {
     /// The convolution.
     pub conv: QConv,
     /// Its batch normalisation.
-    pub bn: BatchNorm,
+    pub bn: Option<BatchNorm>,
 }
 
 impl ConvBn {
-    /// A conv + BN pair.
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        index: usize,
-        device: Device,
-    ) -> Self {
+    /// A conv, followed by a BatchNorm when `bn`.
+    pub fn new(shape: ConvShape, bias: bool, bn: bool, index: usize, device: Device) -> Self {
         Self {
-            conv: QConv::new(cin, cout, k, stride, padding, index, device),
-            bn: BatchNorm::new(cout, device),
+            conv: QConv::new(shape, bias, index, device),
+            bn: bn.then(|| BatchNorm::new(shape.cout, device)),
         }
     }
 
     /// `bn(conv(x))`.
     pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
-        self.bn.forward(&self.conv.forward(x, ctx), ctx.train)
+        let y = self.conv.forward(x, ctx);
+        match &self.bn {
+            Some(bn) => bn.forward(&y, ctx.train),
+            None => y,
+        }
     }
 
-    /// Visits conv weight, quantizer parameters and BatchNorm.
+    /// Visits conv weight (and bias), quantizer parameters and BatchNorm.
     pub fn visit(&self, prefix: &str, f: &mut Visit) {
         f(&join(prefix, "conv.weight"), &self.conv.weight, true);
+        if let Some(b) = &self.conv.bias {
+            f(&join(prefix, "conv.bias"), b, true);
+        }
         self.conv.quant.visit(&join(prefix, "conv.quant"), f);
-        self.bn.visit(&join(prefix, "bn"), f);
+        if let Some(bn) = &self.bn {
+            bn.visit(&join(prefix, "bn"), f);
+        }
     }
 
     /// Mutable [`ConvBn::visit`].
     pub fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
         f(&join(prefix, "conv.weight"), &mut self.conv.weight, true);
+        if let Some(b) = &mut self.conv.bias {
+            f(&join(prefix, "conv.bias"), b, true);
+        }
         self.conv.quant.visit_mut(&join(prefix, "conv.quant"), f);
-        self.bn.visit_mut(&join(prefix, "bn"), f);
+        if let Some(bn) = &mut self.bn {
+            bn.visit_mut(&join(prefix, "bn"), f);
+        }
     }
 }

@@ -1,6 +1,10 @@
-//! The networks ccq quantizes: a compact ConvNet, CIFAR-style ResNet-20/32/56 and ResNet-18.
+//! The networks ccq quantizes: a [`GraphSpec`] (built in, or imported) run with
+//! quantization-aware conv and linear layers.
 
-use super::layers::{ConvBn, QLinear, QuantCtx, QuantParams, Visit, VisitMut};
+use super::graph::{GraphSpec, OpSpec};
+use super::layers::{
+    BatchNorm, ConvBn, ConvShape, QConv, QLinear, QuantCtx, QuantParams, Visit, VisitMut,
+};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -19,6 +23,8 @@ pub enum ModelKind {
     Resnet56,
     /// ImageNet-style ResNet-18 (7×7 stem, max-pool, 64..512 channels).
     Resnet18,
+    /// A graph imported from a user's model (ONNX); [`ModelSpec::graph`] holds it.
+    Imported,
 }
 
 impl ModelKind {
@@ -30,6 +36,7 @@ impl ModelKind {
             ModelKind::Resnet32 => "resnet32",
             ModelKind::Resnet56 => "resnet56",
             ModelKind::Resnet18 => "resnet18",
+            ModelKind::Imported => "imported",
         }
     }
 }
@@ -50,7 +57,7 @@ impl crate::names::Named for ModelKind {
 crate::from_str_by_name!(ModelKind);
 
 /// Everything needed to rebuild a model: architecture, input shape and class count.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// Architecture.
     pub kind: ModelKind,
@@ -62,9 +69,40 @@ pub struct ModelSpec {
     pub width: usize,
     /// Number of classes.
     pub classes: usize,
+    /// The graph of an imported model (`kind` is `imported`); built-in kinds build theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphSpec>,
 }
 
 impl ModelSpec {
+    /// A built-in architecture's spec.
+    pub fn builtin(
+        kind: ModelKind,
+        channels: usize,
+        height: usize,
+        width: usize,
+        classes: usize,
+    ) -> Self {
+        ModelSpec {
+            kind,
+            channels,
+            height,
+            width,
+            classes,
+            graph: None,
+        }
+    }
+
+    /// The model's graph: the imported one, or the built-in architecture's.
+    pub fn graph(&self) -> Result<GraphSpec> {
+        match (&self.graph, self.kind) {
+            (Some(g), ModelKind::Imported) => Ok(g.clone()),
+            (None, ModelKind::Imported) => bail!("an imported model spec without its graph"),
+            (Some(_), k) => bail!("a {} model spec that carries a graph", k.name()),
+            (None, _) => super::builtin::graph(self),
+        }
+    }
+
     /// Checks the input shape and class count are ones the architecture can be built for.
     pub fn validate(&self) -> Result<()> {
         if self.channels == 0 || self.classes < 2 || self.channels > 64 || self.classes > 100_000 {
@@ -77,6 +115,7 @@ impl ModelSpec {
         let min_side = match self.kind {
             ModelKind::Convnet => 8,
             ModelKind::Resnet18 => 16,
+            ModelKind::Imported => 1,
             _ => 4,
         };
         if self.height < min_side
@@ -93,6 +132,10 @@ impl ModelSpec {
         }
         Ok(())
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Whether a layer is a convolution or a fully connected layer.
@@ -118,6 +161,9 @@ pub struct LayerInfo {
     pub out_channels: usize,
     /// Kernel size (1 for linear).
     pub kernel: usize,
+    /// Groups of a grouped (depthwise: `in_channels`) convolution; 1 otherwise.
+    #[serde(default = "one")]
+    pub groups: usize,
     /// Number of weights.
     pub params: usize,
     /// Multiply-accumulates per image at the configured input size.
@@ -126,91 +172,59 @@ pub struct LayerInfo {
     pub float_params: usize,
 }
 
-/// A residual BasicBlock or, for the ConvNet, a plain conv stage.
+/// What a node computes, with its tensors.
 #[derive(Debug)]
-pub struct Block {
-    /// First conv (the only one in a plain stage).
-    pub conv1: ConvBn,
-    /// Second conv of a residual block.
-    pub conv2: Option<ConvBn>,
-    /// 1×1 projection shortcut when the shape changes.
-    pub shortcut: Option<ConvBn>,
-    /// Max-pool window after the stage (0: none).
-    pub pool: usize,
+pub enum NodeOp {
+    /// Quantizable convolution (+ BatchNorm).
+    Conv(ConvBn),
+    /// Quantizable linear layer over the flattened input.
+    Linear(QLinear),
+    /// A BatchNorm on its own.
+    BatchNorm(BatchNorm),
+    /// ReLU.
+    Relu,
+    /// Clamp to `[min, max]`.
+    Clip(f64, f64),
+    /// Sum of two values.
+    Add,
+    /// Max pooling: window, stride, padding, ceil mode.
+    MaxPool(usize, usize, usize, bool),
+    /// Average pooling: window, stride, padding, ceil mode, padded zeros counted.
+    AvgPool(usize, usize, usize, bool, bool),
+    /// Spatial mean.
+    GlobalAvgPool,
+    /// To `[batch, features]`.
+    Flatten,
 }
 
-impl Block {
-    /// `relu(conv2(relu(conv1 x)) + shortcut x)`, or `pool(relu(conv1 x))` for a plain stage.
-    pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
-        let y = self.conv1.forward(x, ctx).relu();
-        let y = match &self.conv2 {
-            Some(conv2) => {
-                let y = conv2.forward(&y, ctx);
-                let sc = match &self.shortcut {
-                    Some(s) => s.forward(x, ctx),
-                    None => x.shallow_clone(),
-                };
-                (y + sc).relu()
-            }
-            None => y,
-        };
-        pool(&y, self.pool)
-    }
-
-    /// The block's conv layers in policy order.
-    pub fn convs(&self) -> Vec<&ConvBn> {
-        let mut v = vec![&self.conv1];
-        v.extend(self.conv2.iter());
-        v.extend(self.shortcut.iter());
-        v
-    }
-
-    fn visit(&self, prefix: &str, f: &mut Visit) {
-        self.conv1.visit(&format!("{prefix}.conv1"), f);
-        if let Some(c) = &self.conv2 {
-            c.visit(&format!("{prefix}.conv2"), f);
-        }
-        if let Some(c) = &self.shortcut {
-            c.visit(&format!("{prefix}.shortcut"), f);
-        }
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut VisitMut) {
-        self.conv1.visit_mut(&format!("{prefix}.conv1"), f);
-        if let Some(c) = &mut self.conv2 {
-            c.visit_mut(&format!("{prefix}.conv2"), f);
-        }
-        if let Some(c) = &mut self.shortcut {
-            c.visit_mut(&format!("{prefix}.shortcut"), f);
-        }
-    }
-}
-
-/// Max-pool by window code: 0 none, 2 = 2×2/2, 3 = 3×3/2 pad 1.
-pub fn pool(x: &Tensor, window: usize) -> Tensor {
-    match window {
-        0 => x.shallow_clone(),
-        2 => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
-        _ => x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false),
-    }
+/// A node of a [`Network`].
+#[derive(Debug)]
+pub struct Node {
+    /// Prefix of its tensors' names.
+    pub key: String,
+    /// Input values.
+    pub inputs: Vec<usize>,
+    /// What it computes.
+    pub op: NodeOp,
 }
 
 /// A network whose every conv and linear layer is quantization-aware.
 ///
-/// The parameters are views into one flat buffer ([`Network::flat`]), so an optimiser updates
-/// them all with a handful of kernels; BatchNorm statistics are separate buffers.
+/// It runs a [`GraphSpec`]: value 0 is the input, value `i + 1` node `i`'s output. The
+/// parameters are views into one flat buffer ([`Network::flat`]), so an optimiser updates them
+/// all with a handful of kernels; BatchNorm statistics are separate buffers.
 #[derive(Debug)]
 pub struct Network {
-    /// First conv + BN.
-    pub stem: ConvBn,
-    /// Max-pool after the stem (0: none, 2: 2×2/2, 3: 3×3/2 pad 1).
-    pub stem_pool: usize,
-    /// Stages / residual blocks.
-    pub blocks: Vec<Block>,
-    /// Global average pooling before the classifier (else flatten).
-    pub global_pool: bool,
-    /// Classifier.
-    pub fc: QLinear,
+    /// The nodes, in topological order.
+    pub nodes: Vec<Node>,
+    /// The value that holds the logits.
+    pub output: usize,
+    /// Per value, the last node that reads it (`usize::MAX`: the output).
+    last_use: Vec<Option<usize>>,
+    /// Restart points `(node position, value)`: see [`GraphSpec::cuts`].
+    cuts: Vec<(usize, usize)>,
+    /// Node position of each quantizable layer, in policy order.
+    layer_nodes: Vec<usize>,
     /// Every parameter's values, concatenated in visiting order.
     pub flat: Tensor,
     /// The parameters in visiting order (views into `flat` that require gradients).
@@ -218,96 +232,234 @@ pub struct Network {
 }
 
 impl Network {
+    /// A network for `graph` with freshly initialised weights (validate the graph first).
+    pub fn new(graph: &GraphSpec, device: Device) -> Network {
+        let mut index = 0;
+        let mut layer_nodes = Vec::new();
+        let nodes: Vec<Node> = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(pos, n)| {
+                let op = match n.op {
+                    OpSpec::Conv {
+                        in_channels,
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        groups,
+                        bias,
+                        bn,
+                    } => {
+                        let shape = ConvShape {
+                            cin: in_channels,
+                            cout: out_channels,
+                            kernel,
+                            stride,
+                            padding,
+                            dilation,
+                            groups,
+                        };
+                        NodeOp::Conv(ConvBn::new(shape, bias, bn, index, device))
+                    }
+                    OpSpec::Linear {
+                        in_features,
+                        out_features,
+                    } => NodeOp::Linear(QLinear::new(in_features, out_features, index, device)),
+                    OpSpec::BatchNorm { channels } => {
+                        NodeOp::BatchNorm(BatchNorm::new(channels, device))
+                    }
+                    OpSpec::Relu => NodeOp::Relu,
+                    OpSpec::Clip { min, max } => NodeOp::Clip(min as f64, max as f64),
+                    OpSpec::Add => NodeOp::Add,
+                    OpSpec::MaxPool {
+                        kernel,
+                        stride,
+                        padding,
+                        ceil,
+                    } => NodeOp::MaxPool(kernel, stride, padding, ceil),
+                    OpSpec::AvgPool {
+                        kernel,
+                        stride,
+                        padding,
+                        ceil,
+                        count_include_pad,
+                    } => NodeOp::AvgPool(kernel, stride, padding, ceil, count_include_pad),
+                    OpSpec::GlobalAvgPool => NodeOp::GlobalAvgPool,
+                    OpSpec::Flatten => NodeOp::Flatten,
+                };
+                if n.op.is_layer() {
+                    layer_nodes.push(pos);
+                    index += 1;
+                }
+                Node {
+                    key: n.key.clone(),
+                    inputs: n.inputs.clone(),
+                    op,
+                }
+            })
+            .collect();
+        let nonneg = graph.non_negative();
+        let mut nodes: Vec<Node> = nodes;
+        for n in &mut nodes {
+            let signed = !nonneg[n.inputs[0]];
+            match &mut n.op {
+                NodeOp::Conv(c) => c.conv.quant.signed = signed,
+                NodeOp::Linear(l) => l.quant.signed = signed,
+                _ => {}
+            }
+        }
+        let mut net = Network {
+            nodes,
+            output: graph.output,
+            last_use: graph.last_uses(),
+            cuts: graph.cuts(),
+            layer_nodes,
+            flat: Tensor::new(),
+            params: Vec::new(),
+        };
+        net.flatten(device);
+        net
+    }
+
     /// Logits `[batch, classes]` for images `[batch, channels, h, w]`.
     pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         self.forward_from(0, x, ctx)
     }
 
-    /// Number of stages: the stem, every block, and the classifier head.
+    /// Number of stages: the segments between restart points.
     pub fn stages(&self) -> usize {
-        self.blocks.len() + 2
+        self.cuts.len()
     }
 
-    /// The stage that holds quantizable layer `index` (0: stem, 1..=B: blocks, B+1: head).
+    /// The stage that holds quantizable layer `index`: the last restart point before it.
     pub fn stage_of(&self, index: usize) -> usize {
-        if index == self.stem.conv.index {
-            return 0;
-        }
-        for (b, blk) in self.blocks.iter().enumerate() {
-            if blk.convs().iter().any(|c| c.conv.index == index) {
-                return b + 1;
-            }
-        }
-        self.blocks.len() + 1
+        let pos = self.layer_nodes[index];
+        self.cuts.iter().rposition(|&(p, _)| p <= pos).unwrap_or(0)
     }
 
     /// Runs stages `stage..` on `x`, the input of stage `stage` (the image for stage 0).
     pub fn forward_from(&self, stage: usize, x: &Tensor, ctx: &QuantCtx) -> Tensor {
-        let mut x = if stage == 0 {
-            pool(&self.stem.forward(x, ctx).relu(), self.stem_pool)
-        } else {
-            x.shallow_clone()
-        };
-        for b in self.blocks.iter().skip(stage.saturating_sub(1)) {
-            x = b.forward(&x, ctx);
-        }
-        self.head(&x, ctx)
+        let (pos, value) = self.cuts[stage];
+        self.run(pos, value, x, ctx, &mut |_, _| {})
     }
 
     /// The input of every stage (index = stage; stage 0's is `x` itself), and the logits.
     pub fn stage_inputs(&self, x: &Tensor, ctx: &QuantCtx) -> (Vec<Tensor>, Tensor) {
         let mut inputs = vec![x.shallow_clone()];
-        let mut h = pool(&self.stem.forward(x, ctx).relu(), self.stem_pool);
-        for b in &self.blocks {
-            inputs.push(h.shallow_clone());
-            h = b.forward(&h, ctx);
-        }
-        inputs.push(h.shallow_clone());
-        (inputs, self.head(&h, ctx))
+        let mut next = 1;
+        let logits = self.run(0, 0, x, ctx, &mut |pos, values| {
+            if let Some(&(p, v)) = self.cuts.get(next)
+                && p == pos
+            {
+                inputs.push(
+                    values[v]
+                        .as_ref()
+                        .expect("a cut value is live")
+                        .shallow_clone(),
+                );
+                next += 1;
+            }
+        });
+        (inputs, logits)
     }
 
-    fn head(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
-        let x = if self.global_pool {
-            x.adaptive_avg_pool2d([1, 1])
-        } else {
-            x.shallow_clone()
-        };
-        self.fc.forward(&x.flatten(1, -1), ctx)
+    /// Every value the forward pass computes (index = value; 0 is `x`).
+    pub fn values(&self, x: &Tensor, ctx: &QuantCtx) -> Vec<Tensor> {
+        let mut values: Vec<Option<Tensor>> = (0..=self.nodes.len()).map(|_| None).collect();
+        values[0] = Some(x.shallow_clone());
+        self.exec(0, &mut values, false, ctx, &mut |_, _| {});
+        values
+            .into_iter()
+            .map(|v| v.expect("every value is kept"))
+            .collect()
     }
-}
 
-impl Network {
-    /// The conv layers in policy order (the classifier is `fc`, last).
-    pub fn convs(&self) -> Vec<&ConvBn> {
-        let mut v = vec![&self.stem];
-        for b in &self.blocks {
-            v.extend(b.convs());
+    /// Runs nodes `start..` with value `value` set to `x`; `seen(pos, values)` is called before
+    /// each node. A value is dropped after its last reader.
+    fn run(
+        &self,
+        start: usize,
+        value: usize,
+        x: &Tensor,
+        ctx: &QuantCtx,
+        seen: &mut dyn FnMut(usize, &[Option<Tensor>]),
+    ) -> Tensor {
+        let mut values: Vec<Option<Tensor>> = (0..=self.nodes.len()).map(|_| None).collect();
+        values[value] = Some(x.shallow_clone());
+        self.exec(start, &mut values, true, ctx, seen);
+        values[self.output].take().expect("the output is computed")
+    }
+
+    /// Runs nodes `start..` over `values`, dropping each value after its last reader when
+    /// `drop`.
+    fn exec(
+        &self,
+        start: usize,
+        values: &mut [Option<Tensor>],
+        drop: bool,
+        ctx: &QuantCtx,
+        seen: &mut dyn FnMut(usize, &[Option<Tensor>]),
+    ) {
+        for (pos, node) in self.nodes.iter().enumerate().skip(start) {
+            seen(pos, values);
+            let arg = |k: usize| values[node.inputs[k]].as_ref().expect("a live input");
+            let y = match &node.op {
+                NodeOp::Conv(c) => c.forward(arg(0), ctx),
+                NodeOp::Linear(l) => l.forward(&arg(0).flatten(1, -1), ctx),
+                NodeOp::BatchNorm(bn) => bn.forward(arg(0), ctx.train),
+                NodeOp::Relu => arg(0).relu(),
+                NodeOp::Clip(lo, hi) => arg(0).clamp(*lo, *hi),
+                NodeOp::Add => arg(0) + arg(1),
+                &NodeOp::MaxPool(k, s, p, ceil) => {
+                    let (k, s, p) = (k as i64, s as i64, p as i64);
+                    arg(0).max_pool2d([k, k], [s, s], [p, p], [1, 1], ceil)
+                }
+                &NodeOp::AvgPool(k, s, p, ceil, count) => {
+                    let (k, s, p) = (k as i64, s as i64, p as i64);
+                    arg(0).avg_pool2d([k, k], [s, s], [p, p], ceil, count, None::<i64>)
+                }
+                NodeOp::GlobalAvgPool => arg(0).adaptive_avg_pool2d([1, 1]),
+                NodeOp::Flatten => arg(0).flatten(1, -1),
+            };
+            if drop {
+                for &v in &node.inputs {
+                    if self.last_use[v] == Some(pos) {
+                        values[v] = None;
+                    }
+                }
+            }
+            values[pos + 1] = Some(y);
         }
-        v
+    }
+
+    /// The quantizable layers' ops, in policy order.
+    pub fn layers(&self) -> impl Iterator<Item = &NodeOp> {
+        self.layer_nodes.iter().map(|&p| &self.nodes[p].op)
     }
 
     /// Calls `f(index, quantizer params, weight as [out, rest])` for every quantizable layer.
     pub fn for_each_quant(&self, f: &mut dyn FnMut(usize, &QuantParams, Tensor)) {
-        for c in self.convs() {
-            let w = &c.conv.weight;
-            f(c.conv.index, &c.conv.quant, w.flatten(1, -1));
+        for (i, op) in self.layers().enumerate() {
+            match op {
+                NodeOp::Conv(c) => f(i, &c.conv.quant, c.conv.weight.flatten(1, -1)),
+                NodeOp::Linear(l) => f(i, &l.quant, l.weight.shallow_clone()),
+                _ => unreachable!("layer nodes are conv or linear"),
+            }
         }
-        f(
-            self.fc.index,
-            &self.fc.quant,
-            self.fc.weight.shallow_clone(),
-        );
     }
 
     /// Every quantizable layer's weight tensor, in policy order.
     pub fn weights(&self) -> Vec<Tensor> {
-        let mut v: Vec<Tensor> = self
-            .convs()
-            .iter()
-            .map(|c| c.conv.weight.shallow_clone())
-            .collect();
-        v.push(self.fc.weight.shallow_clone());
-        v
+        self.layers()
+            .map(|op| match op {
+                NodeOp::Conv(c) => c.conv.weight.shallow_clone(),
+                NodeOp::Linear(l) => l.weight.shallow_clone(),
+                _ => unreachable!("layer nodes are conv or linear"),
+            })
+            .collect()
     }
 
     /// Every quantizable layer's weights, flattened, in policy order.
@@ -317,19 +469,25 @@ impl Network {
 
     /// Calls `f(name, tensor, is_parameter)` for every tensor, in a fixed order.
     pub fn visit(&self, f: &mut Visit) {
-        self.stem.visit("stem", f);
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.visit(&format!("blocks.{i}"), f);
+        for n in &self.nodes {
+            match &n.op {
+                NodeOp::Conv(c) => c.visit(&n.key, f),
+                NodeOp::Linear(l) => l.visit(&n.key, f),
+                NodeOp::BatchNorm(bn) => bn.visit(&n.key, f),
+                _ => {}
+            }
         }
-        self.fc.visit("fc", f);
     }
 
     fn visit_mut(&mut self, f: &mut VisitMut) {
-        self.stem.visit_mut("stem", f);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit_mut(&format!("blocks.{i}"), f);
+        for n in &mut self.nodes {
+            match &mut n.op {
+                NodeOp::Conv(c) => c.visit_mut(&n.key, f),
+                NodeOp::Linear(l) => l.visit_mut(&n.key, f),
+                NodeOp::BatchNorm(bn) => bn.visit_mut(&n.key, f),
+                _ => {}
+            }
         }
-        self.fc.visit_mut("fc", f);
     }
 
     /// The device the network lives on.
@@ -377,49 +535,66 @@ impl Network {
     }
 
     fn shallow(&self) -> Network {
-        let conv = |c: &ConvBn| ConvBn {
-            conv: super::layers::QConv {
-                weight: c.conv.weight.shallow_clone(),
-                quant: quant(&c.conv.quant),
-                stride: c.conv.stride,
-                padding: c.conv.padding,
-                index: c.conv.index,
-            },
-            bn: super::layers::BatchNorm {
-                gamma: c.bn.gamma.shallow_clone(),
-                beta: c.bn.beta.shallow_clone(),
-                running_mean: c.bn.running_mean.shallow_clone(),
-                running_var: c.bn.running_var.shallow_clone(),
-                epsilon: c.bn.epsilon,
-            },
-        };
         fn quant(q: &QuantParams) -> QuantParams {
             QuantParams {
                 act_alpha: q.act_alpha.shallow_clone(),
                 act_step: q.act_step.shallow_clone(),
                 w_step: q.w_step.shallow_clone(),
+                signed: q.signed,
             }
         }
+        fn bn(b: &BatchNorm) -> BatchNorm {
+            BatchNorm {
+                gamma: b.gamma.shallow_clone(),
+                beta: b.beta.shallow_clone(),
+                running_mean: b.running_mean.shallow_clone(),
+                running_var: b.running_var.shallow_clone(),
+                epsilon: b.epsilon,
+            }
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| Node {
+                key: n.key.clone(),
+                inputs: n.inputs.clone(),
+                op: match &n.op {
+                    NodeOp::Conv(c) => NodeOp::Conv(ConvBn {
+                        conv: QConv {
+                            weight: c.conv.weight.shallow_clone(),
+                            bias: c.conv.bias.as_ref().map(Tensor::shallow_clone),
+                            quant: quant(&c.conv.quant),
+                            stride: c.conv.stride,
+                            padding: c.conv.padding,
+                            dilation: c.conv.dilation,
+                            groups: c.conv.groups,
+                            index: c.conv.index,
+                        },
+                        bn: c.bn.as_ref().map(bn),
+                    }),
+                    NodeOp::Linear(l) => NodeOp::Linear(QLinear {
+                        weight: l.weight.shallow_clone(),
+                        bias: l.bias.shallow_clone(),
+                        quant: quant(&l.quant),
+                        index: l.index,
+                    }),
+                    NodeOp::BatchNorm(b) => NodeOp::BatchNorm(bn(b)),
+                    NodeOp::Relu => NodeOp::Relu,
+                    &NodeOp::Clip(a, b) => NodeOp::Clip(a, b),
+                    NodeOp::Add => NodeOp::Add,
+                    &NodeOp::MaxPool(k, s, p, c) => NodeOp::MaxPool(k, s, p, c),
+                    &NodeOp::AvgPool(k, s, p, c, i) => NodeOp::AvgPool(k, s, p, c, i),
+                    NodeOp::GlobalAvgPool => NodeOp::GlobalAvgPool,
+                    NodeOp::Flatten => NodeOp::Flatten,
+                },
+            })
+            .collect();
         Network {
-            stem: conv(&self.stem),
-            stem_pool: self.stem_pool,
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| Block {
-                    conv1: conv(&b.conv1),
-                    conv2: b.conv2.as_ref().map(conv),
-                    shortcut: b.shortcut.as_ref().map(conv),
-                    pool: b.pool,
-                })
-                .collect(),
-            global_pool: self.global_pool,
-            fc: QLinear {
-                weight: self.fc.weight.shallow_clone(),
-                bias: self.fc.bias.shallow_clone(),
-                quant: quant(&self.fc.quant),
-                index: self.fc.index,
-            },
+            nodes,
+            output: self.output,
+            last_use: self.last_use.clone(),
+            cuts: self.cuts.clone(),
+            layer_nodes: self.layer_nodes.clone(),
             flat: self.flat.shallow_clone(),
             params: self.params.iter().map(Tensor::shallow_clone).collect(),
         }
@@ -437,6 +612,8 @@ impl Clone for Network {
 pub struct Model {
     /// What was built.
     pub spec: ModelSpec,
+    /// The graph the network runs.
+    pub graph: GraphSpec,
     /// The network.
     pub net: Network,
     /// Quantizable layers in policy order.
@@ -450,200 +627,18 @@ impl Model {
     }
 }
 
-/// Tracks the activation shape while a network is built and records each layer.
-struct Builder {
-    device: Device,
-    c: usize,
-    h: usize,
-    w: usize,
-    layers: Vec<LayerInfo>,
-}
-
-impl Builder {
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        name: String,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-        h: usize,
-        w: usize,
-    ) -> (ConvBn, usize, usize) {
-        let oh = (h + 2 * pad - k) / stride + 1;
-        let ow = (w + 2 * pad - k) / stride + 1;
-        let index = self.layers.len();
-        self.layers.push(LayerInfo {
-            name,
-            kind: LayerKind::Conv,
-            in_channels: cin,
-            out_channels: cout,
-            kernel: k,
-            params: cout * cin * k * k,
-            macs: (oh * ow * cout * cin * k * k) as u64,
-            float_params: 2 * cout,
-        });
-        (
-            ConvBn::new(cin, cout, k, stride, pad, index, self.device),
-            oh,
-            ow,
-        )
-    }
-
-    fn pooled(h: usize, window: usize) -> usize {
-        match window {
-            0 => h,
-            2 => h / 2,
-            _ => (h + 2 - 3) / 2 + 1,
-        }
-    }
-
-    fn plain_stage(&mut self, name: &str, cout: usize) -> Block {
-        let (conv1, h, w) = self.conv(
-            format!("{name}.conv"),
-            self.c,
-            cout,
-            3,
-            1,
-            1,
-            self.h,
-            self.w,
-        );
-        self.c = cout;
-        self.h = Self::pooled(h, 2);
-        self.w = Self::pooled(w, 2);
-        Block {
-            conv1,
-            conv2: None,
-            shortcut: None,
-            pool: 2,
-        }
-    }
-
-    fn basic_block(&mut self, name: &str, cout: usize, stride: usize) -> Block {
-        let (cin, h, w) = (self.c, self.h, self.w);
-        let (conv1, oh, ow) = self.conv(format!("{name}.conv1"), cin, cout, 3, stride, 1, h, w);
-        let (conv2, _, _) = self.conv(format!("{name}.conv2"), cout, cout, 3, 1, 1, oh, ow);
-        let shortcut = (stride != 1 || cin != cout).then(|| {
-            self.conv(format!("{name}.shortcut"), cin, cout, 1, stride, 0, h, w)
-                .0
-        });
-        self.c = cout;
-        self.h = oh;
-        self.w = ow;
-        Block {
-            conv1,
-            conv2: Some(conv2),
-            shortcut,
-            pool: 0,
-        }
-    }
-
-    fn linear(&mut self, cin: usize, classes: usize) -> QLinear {
-        let index = self.layers.len();
-        self.layers.push(LayerInfo {
-            name: "fc".into(),
-            kind: LayerKind::Linear,
-            in_channels: cin,
-            out_channels: classes,
-            kernel: 1,
-            params: cin * classes,
-            macs: (cin * classes) as u64,
-            float_params: classes,
-        });
-        QLinear::new(cin, classes, index, self.device)
-    }
-}
-
-/// Channel widths of the compact ConvNet's three stages.
-pub const CONVNET_WIDTHS: [usize; 3] = [16, 32, 64];
-
 /// Builds a model for `spec` on `device` (weights freshly initialised from libtorch's generator,
 /// which `tch::manual_seed` seeds).
 pub fn build(spec: &ModelSpec, device: Device) -> Result<Model> {
     spec.validate()?;
-    let mut b = Builder {
-        device,
-        c: spec.channels,
-        h: spec.height,
-        w: spec.width,
-        layers: Vec::new(),
-    };
-    let net = match spec.kind {
-        ModelKind::Convnet => {
-            let [w0, w1, w2] = CONVNET_WIDTHS;
-            let (stem, h, w) = b.conv("stem.conv".into(), spec.channels, w0, 3, 1, 1, b.h, b.w);
-            b.c = w0;
-            b.h = Builder::pooled(h, 2);
-            b.w = Builder::pooled(w, 2);
-            let blocks = vec![b.plain_stage("stage1", w1), b.plain_stage("stage2", w2)];
-            let fc = b.linear(b.c * b.h * b.w, spec.classes);
-            Network {
-                stem,
-                stem_pool: 2,
-                blocks,
-                global_pool: false,
-                fc,
-                flat: Tensor::new(),
-                params: Vec::new(),
-            }
-        }
-        ModelKind::Resnet20 | ModelKind::Resnet32 | ModelKind::Resnet56 => {
-            let n = match spec.kind {
-                ModelKind::Resnet20 => 3,
-                ModelKind::Resnet32 => 5,
-                _ => 9,
-            };
-            let (stem, h, w) = b.conv("stem.conv".into(), spec.channels, 16, 3, 1, 1, b.h, b.w);
-            (b.c, b.h, b.w) = (16, h, w);
-            let mut blocks = Vec::new();
-            for (s, width) in [16, 32, 64].into_iter().enumerate() {
-                for i in 0..n {
-                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                    blocks.push(b.basic_block(&format!("stage{}.block{i}", s + 1), width, stride));
-                }
-            }
-            let fc = b.linear(64, spec.classes);
-            Network {
-                stem,
-                stem_pool: 0,
-                blocks,
-                global_pool: true,
-                fc,
-                flat: Tensor::new(),
-                params: Vec::new(),
-            }
-        }
-        ModelKind::Resnet18 => {
-            let (stem, h, w) = b.conv("stem.conv".into(), spec.channels, 64, 7, 2, 3, b.h, b.w);
-            (b.c, b.h, b.w) = (64, Builder::pooled(h, 3), Builder::pooled(w, 3));
-            let mut blocks = Vec::new();
-            for (s, width) in [64, 128, 256, 512].into_iter().enumerate() {
-                for i in 0..2 {
-                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                    blocks.push(b.basic_block(&format!("stage{}.block{i}", s + 1), width, stride));
-                }
-            }
-            let fc = b.linear(512, spec.classes);
-            Network {
-                stem,
-                stem_pool: 3,
-                blocks,
-                global_pool: true,
-                fc,
-                flat: Tensor::new(),
-                params: Vec::new(),
-            }
-        }
-    };
-    let mut net = net;
-    net.flatten(device);
+    let graph = spec.graph()?;
+    let layers = graph.layer_infos([spec.channels, spec.height, spec.width], spec.classes)?;
+    let net = Network::new(&graph, device);
     Ok(Model {
         spec: spec.clone(),
+        graph,
         net,
-        layers: b.layers,
+        layers,
     })
 }
 
@@ -658,6 +653,7 @@ mod tests {
             height: 28,
             width: 28,
             classes: 10,
+            graph: None,
         }
     }
 
@@ -702,6 +698,7 @@ mod tests {
                 height: h,
                 width: w,
                 classes: 7,
+                graph: None,
             };
             let m = build(&s, dev).unwrap();
             let bits = vec![crate::quant::policy::LayerBits { w: 4, a: 4 }; m.layers.len()];
@@ -716,7 +713,63 @@ mod tests {
             height: 8,
             width: 8,
             classes: 10,
+            graph: None,
         };
         assert!(build(&bad, dev).is_err());
+    }
+
+    #[test]
+    fn every_restart_point_gives_the_same_logits() {
+        tch::manual_seed(5);
+        let m = build(&spec(ModelKind::Resnet20), Device::Cpu).unwrap();
+        // The image; before and after the stem's ReLU and each block's final ReLU (inside a
+        // residual block two values are live, so there is no restart point there); before the
+        // flatten and the fc.
+        assert_eq!(m.net.stages(), 1 + 2 + 2 * 9 + 2);
+        assert_eq!(m.net.stage_of(0), 0);
+        assert_eq!(m.net.stage_of(1), 2, "block 1 starts after the stem's ReLU");
+        assert_eq!(
+            m.net.stage_of(m.layers.len() - 1),
+            22,
+            "fc runs last, on its own"
+        );
+        let bits = vec![crate::quant::policy::LayerBits { w: 4, a: 4 }; m.layers.len()];
+        let ctx = QuantCtx::new(Default::default(), &bits);
+        let x = Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let (inputs, logits) = m.net.stage_inputs(&x, &ctx);
+        assert_eq!(inputs.len(), m.net.stages());
+        for (s, input) in inputs.iter().enumerate() {
+            let y = m.net.forward_from(s, input, &ctx);
+            assert!(y.equal(&logits), "stage {s}");
+        }
+        assert!(m.net.forward(&x, &ctx).equal(&logits));
+    }
+
+    #[test]
+    fn layer_inputs_after_a_relu_are_unsigned() {
+        let m = build(&spec(ModelKind::Resnet20), Device::Cpu).unwrap();
+        let mut signed = Vec::new();
+        m.net.for_each_quant(&mut |i, q, _| {
+            if q.signed {
+                signed.push(i)
+            }
+        });
+        assert_eq!(
+            signed,
+            [0],
+            "only the stem reads a signed (normalised) image"
+        );
+        let g = m.graph.clone();
+        let nonneg = g.non_negative();
+        let add = g
+            .nodes
+            .iter()
+            .position(|n| n.op == crate::model::OpSpec::Add)
+            .unwrap();
+        assert!(
+            !nonneg[add + 1],
+            "conv + shortcut before the ReLU can be negative"
+        );
+        assert!(nonneg[add + 2], "after the block's ReLU");
     }
 }

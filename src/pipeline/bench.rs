@@ -83,6 +83,7 @@ pub fn bench(cfg: &BenchConfig) -> Result<Timing> {
         height: 28,
         width: 28,
         classes: 10,
+        graph: None,
     };
     let model = build(&spec, device)?;
     let bits = LayerBits {

@@ -116,7 +116,7 @@ struct Bench<'a> {
 pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     cfg.validate()?;
     let devices = cfg.session.start()?;
-    let ck = checkpoint::load(&cfg.checkpoint, devices.device)?;
+    let ck = super::import::load_source(&cfg.checkpoint, &cfg.data, devices.device, events)?;
     if ck.meta.policy.is_some() {
         return Err(Error::incompatible(
             ck.dir.clone(),

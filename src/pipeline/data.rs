@@ -53,6 +53,9 @@ pub struct DataConfig {
     pub split_seed: u64,
     /// Augmentation.
     pub augment: AugmentChoice,
+    /// Input normalisation of an imported ONNX model (`--mean`/`--std`, in pixels / 255);
+    /// a ccq checkpoint records its own.
+    pub normalization: Option<crate::data::Normalization>,
 }
 
 impl Default for DataConfig {
@@ -66,6 +69,7 @@ impl Default for DataConfig {
             bandit_size: 5000,
             split_seed: 0,
             augment: AugmentChoice::Auto,
+            normalization: None,
         }
     }
 }

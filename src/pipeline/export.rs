@@ -76,7 +76,7 @@ pub fn export(cfg: &ExportConfig) -> Result<Exported> {
     let cost = model_cost(&ck.model.layers, &policy, ck.meta.scheme.weight);
     let onnx = match &cfg.onnx {
         Some(path) => {
-            let bytes = onnx::to_onnx(&model)?;
+            let bytes = onnx::to_onnx(&model, ck.model.graph.io.as_ref())?;
             write_atomic(path, &bytes)?;
             Some((path.clone(), bytes.len()))
         }

@@ -16,6 +16,7 @@ pub mod compare;
 pub mod data;
 pub mod evaluate;
 pub mod export;
+pub mod import;
 pub mod qat;
 pub mod quantize;
 pub mod report;

@@ -8,7 +8,7 @@ use crate::model::cost::{ModelCost, model_cost};
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::train::calibrate::calibrate;
-use crate::train::checkpoint::{self, CheckpointMeta};
+use crate::train::checkpoint::CheckpointMeta;
 use crate::train::fit::{FitPlan, fit};
 use crate::train::{Eval, eval_policy};
 use std::path::PathBuf;
@@ -89,7 +89,7 @@ pub struct Qat {
 pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
     cfg.validate()?;
     let devices = cfg.session.start()?;
-    let ck = checkpoint::load(&cfg.checkpoint, devices.device)?;
+    let ck = super::import::load_source(&cfg.checkpoint, &cfg.data, devices.device, events)?;
     let p = prepare_for(&ck, &cfg.data, events)?;
     let augment = cfg.data.augment(&p.source);
     let names = ck.model.layer_names();

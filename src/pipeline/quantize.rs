@@ -130,7 +130,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
                 ),
             ));
         }
-        let fp = full_precision(cfg, &run, events)?;
+        let fp = full_precision(cfg, &run, devices.device, events)?;
         let ck = checkpoint::load(&fp, devices.device)?;
         if ck.meta.policy.is_some() {
             return Err(Error::incompatible(
@@ -184,8 +184,32 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
 
 /// The full-precision checkpoint a new search starts from: the given one, or one trained
 /// (resumably) into the run's `fp/`.
-fn full_precision(cfg: &QuantizeConfig, run: &RunDir, events: &dyn Events) -> Result<PathBuf> {
+fn full_precision(
+    cfg: &QuantizeConfig,
+    run: &RunDir,
+    device: tch::Device,
+    events: &dyn Events,
+) -> Result<PathBuf> {
     Ok(match &cfg.start {
+        Start::Checkpoint(c) if super::import::is_onnx(c) => {
+            // The imported model becomes the run's full-precision checkpoint, so that the
+            // search and a resumed run read it like any other.
+            let fp = run.fp_checkpoint();
+            events.event(&Event::Note(format!(
+                "importing {} into {}",
+                c.display(),
+                fp.display()
+            )));
+            super::import::onnx_checkpoint(
+                c,
+                cfg.data.normalization.as_ref(),
+                &cfg.data,
+                device,
+                Some(&fp),
+                events,
+            )?;
+            fp
+        }
         Start::Checkpoint(c) => c.clone(),
         Start::Train { model, epochs, lr } => {
             let fp = run.fp_checkpoint();

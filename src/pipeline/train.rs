@@ -99,6 +99,7 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         height: d.height,
         width: d.width,
         classes: d.classes.len(),
+        graph: None,
     };
     let mut model = build(&spec, devices.device)?;
     let norm = Normalization::from_subset(&p.splits.train);

@@ -159,21 +159,48 @@ pub fn quantize_weight(w: &Tensor, step: &Tensor, scheme: WeightQuantizer, bits:
     }
 }
 
-/// Activation quantization of a layer input (non-negative after ReLU). `step` is LSQ's
-/// per-tensor step; channels are along dimension 1.
+/// Activation quantization of a layer input: non-negative (after a ReLU) into `[0, α]` with
+/// `2^bits − 1` levels, or, when `signed`, into `[−α, α]` with `2^(bits−1) − 1` levels a side.
+/// `step` is LSQ's per-tensor step; channels are along dimension 1.
 pub fn quantize_act(
     x: &Tensor,
     alpha: &Tensor,
     step: &Tensor,
     scheme: ActQuantizer,
     bits: u32,
+    signed: bool,
 ) -> Tensor {
     if bits >= 32 {
         return x.shallow_clone();
     }
-    match scheme {
-        ActQuantizer::Pact => pact(x, alpha, bits),
-        ActQuantizer::Lsq => lsq(x, step, 1, 0.0, levels(bits)),
+    match (scheme, signed) {
+        (ActQuantizer::Pact, false) => pact(x, alpha, bits),
+        (ActQuantizer::Pact, true) => pact_signed(x, alpha, bits),
+        (ActQuantizer::Lsq, false) => lsq(x, step, 1, 0.0, levels(bits)),
+        (ActQuantizer::Lsq, true) => {
+            let (qn, qp) = signed_range(bits);
+            lsq(x, step, 1, qn, qp)
+        }
+    }
+}
+
+/// Symmetric PACT for inputs that can be negative: clip to `[−α, α]`, then `2^(bits−1) − 1`
+/// levels a side (α learns from both clipped tails).
+pub fn pact_signed(x: &Tensor, alpha: &Tensor, bits: u32) -> Tensor {
+    let y = x.clamp_tensor(Some(&alpha.neg()), Some(alpha));
+    let n = signed_range(bits).1 as i64;
+    let step = alpha.detach() / n as f64;
+    let zero = Tensor::zeros([1], (Kind::Int, x.device()));
+    y.fake_quantize_per_tensor_affine_tensor_qparams(&step, &zero, -n, n)
+}
+
+/// The number of positive activation levels at `bits`: `2^bits − 1`, or `2^(bits−1) − 1` when
+/// `signed`.
+pub fn act_levels(bits: u32, signed: bool) -> f32 {
+    if signed {
+        signed_range(bits).1
+    } else {
+        levels(bits)
     }
 }
 
@@ -185,4 +212,38 @@ pub fn lsq_init_step(mean_abs: f32, bits: u32, signed: bool) -> f32 {
         levels(bits)
     };
     (2.0 * mean_abs / qp.sqrt()).max(1e-8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_pact_is_symmetric_and_learns_from_both_tails() {
+        let alpha = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let x = Tensor::from_slice(&[-2.0f32, -0.5, 0.2, 0.5, 3.0]);
+        let y = pact_signed(&x, &alpha, 3);
+        // 3 bits signed: 3 levels a side, step 1/3.
+        let v = crate::host::to_f32(&y);
+        let want = [-1.0, -2.0 / 3.0, 1.0 / 3.0, 2.0 / 3.0, 1.0];
+        for (a, b) in v.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{v:?}");
+        }
+        y.sum(Kind::Float).backward();
+        // d/dα: +1 from the clipped top, −1 from the clipped bottom.
+        assert!(crate::host::to_f32(&alpha.grad())[0].abs() < 1e-6);
+        let step = Tensor::from_slice(&[0.25f32]);
+        let unsigned = quantize_act(&x, &alpha, &step, ActQuantizer::Pact, 3, false);
+        assert_eq!(
+            crate::host::to_f32(&unsigned)[0],
+            0.0,
+            "unsigned PACT drops negatives"
+        );
+        let lsq = quantize_act(&x, &alpha, &step, ActQuantizer::Lsq, 3, true);
+        assert_eq!(
+            crate::host::to_f32(&lsq)[0],
+            -1.0,
+            "signed 3-bit LSQ reaches 4 steps below 0"
+        );
+    }
 }

@@ -239,6 +239,7 @@ mod tests {
             in_channels: 1,
             out_channels: 4,
             kernel: 1,
+            groups: 1,
             params,
             macs: params as u64 * 10,
             float_params: 8,

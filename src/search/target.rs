@@ -362,6 +362,7 @@ mod tests {
             in_channels: 1,
             out_channels: 1,
             kernel: 1,
+            groups: 1,
             params,
             macs,
             float_params: 0,

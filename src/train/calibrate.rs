@@ -3,7 +3,9 @@
 use crate::model::layers::{Observer, QuantCtx};
 use crate::model::{Model, Network};
 use crate::quant::policy::{FLOAT_BITS, LayerBits, Policy};
-use crate::quant::quantizer::{QuantScheme, WeightQuantizer, levels, lsq_init_step, signed_range};
+use crate::quant::quantizer::{
+    QuantScheme, WeightQuantizer, act_levels, lsq_init_step, signed_range,
+};
 use tch::Tensor;
 
 /// Replaces the values of a parameter in place (same storage, so it stays a view into the
@@ -52,12 +54,19 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
         let bits = policy.bits[index];
         let clip = samples
             .get(&index)
-            .map(|s| percentile(s.clone(), 0.999))
+            .map(|s| {
+                let v = if q.signed {
+                    s.iter().map(|x| x.abs()).collect()
+                } else {
+                    s.clone()
+                };
+                percentile(v, 0.999)
+            })
             .unwrap_or(1.0)
             .max(1e-3);
         set_values(&q.act_alpha, &[clip]);
         let a = if bits.a == FLOAT_BITS { 8 } else { bits.a };
-        set_values(&q.act_step, &[clip / levels(a)]);
+        set_values(&q.act_step, &[clip / act_levels(a, q.signed)]);
         let wb = if bits.w == FLOAT_BITS { 8 } else { bits.w };
         let o = w.size()[0] as usize;
         let steps: Vec<f32> = match scheme.weight {
@@ -77,11 +86,11 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
 /// Keeps LSQ's clipping range when layer `index` moves from `old` to `new` bits: the steps are
 /// scaled by the ratio of the integer ranges. PACT clips are ranges already and stay.
 pub fn rescale_steps(net: &Network, index: usize, old: LayerBits, new: LayerBits) {
-    let ratio_a = |o: u32, n: u32| {
+    let ratio_a = |o: u32, n: u32, signed: bool| {
         if o >= FLOAT_BITS || n >= FLOAT_BITS {
             1.0
         } else {
-            levels(o) / levels(n)
+            act_levels(o, signed) / act_levels(n, signed)
         }
     };
     let ratio_w = |o: u32, n: u32| {
@@ -95,7 +104,7 @@ pub fn rescale_steps(net: &Network, index: usize, old: LayerBits, new: LayerBits
         if i != index {
             return;
         }
-        let ra = ratio_a(old.a, new.a);
+        let ra = ratio_a(old.a, new.a, q.signed);
         let rw = ratio_w(old.w, new.w);
         tch::no_grad(|| {
             let _ = q.act_step.shallow_clone().g_mul_scalar_(ra as f64);

@@ -165,6 +165,7 @@ mod tests {
             height: 8,
             width: 8,
             classes: 4,
+            graph: None,
         };
         let a = build(&spec, Device::Cpu).unwrap();
         let b = a.clone();

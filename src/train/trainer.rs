@@ -272,25 +272,45 @@ pub fn predict(
     norm: &Normalization,
     batch_size: usize,
 ) -> Vec<Option<usize>> {
+    let (logits, classes) = predict_logits(net, ctx, data, norm, batch_size);
+    logits
+        .chunks(classes.max(1))
+        .map(|row| {
+            row.iter().all(|v| v.is_finite()).then(|| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                        if v > best.1 { (i, v) } else { best }
+                    })
+                    .0
+            })
+        })
+        .collect()
+}
+
+/// The logits of every image of `data`, in order, row-major, and the number of classes.
+pub fn predict_logits(
+    net: &Network,
+    ctx: &QuantCtx,
+    data: &Subset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> (Vec<f32>, usize) {
     let device = net.device();
     let ctx = QuantCtx {
         train: false,
         ..*ctx
     };
-    let mut out = Vec::with_capacity(data.len());
+    let mut out = Vec::new();
+    let mut classes = 0;
     tch::no_grad(|| {
         for (_, batch) in in_order(data, norm, batch_size, device) {
             let logits = net.forward(&batch.images, &ctx);
-            let best = crate::host::to_i64(&logits.argmax(1, false));
-            let finite = crate::host::to_i64(&logits.isfinite().all_dim(1, false));
-            out.extend(
-                best.iter()
-                    .zip(&finite)
-                    .map(|(&b, &f)| (f != 0).then_some(b as usize)),
-            );
+            classes = logits.size()[1] as usize;
+            out.extend(crate::host::to_f32(&logits));
         }
     });
-    out
+    (out, classes)
 }
 
 #[cfg(test)]
