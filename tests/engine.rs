@@ -5,7 +5,7 @@ use ccq::export::convert::{Probes, to_int_model};
 use ccq::export::engine::Engine;
 use ccq::export::format::{IntModel, WIDE_FRAC};
 use ccq::host::to_f32;
-use ccq::model::{Model, ModelKind, ModelSpec, QuantCtx, build};
+use ccq::model::{GraphSpec, Model, ModelKind, ModelSpec, NodeSpec, OpSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
 use ccq::train::Devices;
@@ -31,17 +31,16 @@ fn pixels(n: usize, len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
+    check_spec(&ModelSpec::builtin(kind, 1, 16, 16, 5), scheme, bits);
+}
+
+/// The integer engine's registers against the fake-quantized float model's values, for a model
+/// of `spec` (1×16×16 inputs) at uniform `bits`; returns the integer model.
+fn check_spec(spec: &ModelSpec, scheme: QuantScheme, bits: LayerBits) -> IntModel {
+    let kind = spec.kind;
     let devices = Devices::cpu();
     devices.seed(11);
-    let spec = ModelSpec {
-        kind,
-        channels: 1,
-        height: 16,
-        width: 16,
-        classes: 5,
-        graph: None,
-    };
-    let model = build(&spec, devices.device).unwrap();
+    let model = build(spec, devices.device).unwrap();
     let norm = Normalization {
         mean: vec![0.3],
         std: vec![0.25],
@@ -57,7 +56,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
     let (int, probes) = to_int_model(&model, &policy, scheme, &norm).unwrap();
     let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
     assert_eq!(back, int, "the .ccq encoding round-trips");
-    let engine = Engine::new(int).unwrap();
+    let engine = Engine::new(int.clone()).unwrap();
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let scale = 2f64.powi(-(WIDE_FRAC as i32));
     for img in imgs.chunks(len) {
@@ -81,6 +80,7 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
             );
         }
     }
+    int
 }
 
 #[test]
@@ -259,4 +259,100 @@ fn fast_engine_is_bit_identical_to_the_reference() {
         heavy.validate().unwrap();
         same_as_reference(heavy, &format!("{kind:?} {channels}ch, heavy first layer"));
     }
+}
+
+/// A graph with a depthwise conv (stride 2), a pointwise conv and a dilated conv, as an
+/// imported model would have them.
+fn grouped_spec() -> ModelSpec {
+    let conv = |cin, cout, kernel, stride, padding, dilation, groups| OpSpec::Conv {
+        in_channels: cin,
+        out_channels: cout,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias: true,
+        bn: true,
+    };
+    let node = |name: &str, op, src| NodeSpec {
+        name: name.into(),
+        key: name.into(),
+        op,
+        inputs: vec![src],
+    };
+    let nodes = vec![
+        node("stem", conv(1, 8, 3, 1, 1, 1, 1), 0),
+        node("stem_relu", OpSpec::Relu, 1),
+        node("dw", conv(8, 8, 3, 2, 1, 1, 8), 2),
+        node("dw_relu", OpSpec::Relu, 3),
+        node("pw", conv(8, 12, 1, 1, 0, 1, 1), 4),
+        node("pw_relu", OpSpec::Relu, 5),
+        node("dilated", conv(12, 12, 3, 1, 2, 2, 3), 6),
+        node("dilated_relu", OpSpec::Relu, 7),
+        node("gap", OpSpec::GlobalAvgPool, 8),
+        node("flatten", OpSpec::Flatten, 9),
+        node(
+            "fc",
+            OpSpec::Linear {
+                in_features: 12,
+                out_features: 5,
+            },
+            10,
+        ),
+    ];
+    ModelSpec {
+        kind: ModelKind::Imported,
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 5,
+        graph: Some(GraphSpec {
+            nodes,
+            output: 11,
+            io: None,
+        }),
+    }
+}
+
+#[test]
+fn depthwise_and_dilated_convs_match_fake_quant_and_the_reference() {
+    let spec = grouped_spec();
+    let model = build(&spec, Device::Cpu).unwrap();
+    let dw = &model.layers[1];
+    assert_eq!((dw.groups, dw.params, dw.macs), (8, 8 * 9, 8 * 9 * 8 * 8));
+    for (scheme, w, a) in [
+        (QuantScheme::default(), 4, 4),
+        (
+            QuantScheme {
+                weight: WeightQuantizer::LsqChannel,
+                act: ActQuantizer::Lsq,
+            },
+            3,
+            5,
+        ),
+    ] {
+        let int = check_spec(&spec, scheme, LayerBits { w, a });
+        assert_eq!(int.version(), 2, "grouped layers need format version 2");
+        let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
+        assert_eq!(back.layers[1].groups, 8);
+        assert_eq!(back.layers[3].dilation, 2);
+        same_as_reference(int, &format!("grouped W{w}A{a}"));
+    }
+    let plain = exported(
+        ModelKind::Convnet,
+        1,
+        16,
+        QuantScheme::default(),
+        LayerBits { w: 4, a: 4 },
+    );
+    assert_eq!(
+        plain.version(),
+        1,
+        "a model without grouped layers stays readable as version 1"
+    );
+    assert_eq!(
+        u32::from_le_bytes(plain.to_bytes()[8..12].try_into().unwrap()),
+        1
+    );
 }

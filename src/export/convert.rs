@@ -144,11 +144,13 @@ impl Builder<'_> {
         self.layers.push(IntLayer {
             name: name.to_string(),
             kind: IntKind::Conv,
-            in_ch: i,
+            in_ch: i * c.conv.groups,
             out_ch: o,
             kernel: k,
             stride: c.conv.stride,
             padding: c.conv.padding,
+            groups: c.conv.groups,
+            dilation: c.conv.dilation,
             w_bits: bits.w,
             code_mul,
             code_off,
@@ -180,6 +182,8 @@ impl Builder<'_> {
             kernel: 1,
             stride: 1,
             padding: 0,
+            groups: 1,
+            dilation: 1,
             w_bits: bits.w,
             code_mul,
             code_off,
@@ -254,7 +258,7 @@ pub fn to_int_model(
         let name = &model.graph.nodes[pos].name;
         let unsupported = |what: &str| {
             anyhow::anyhow!(
-                "node `{name}`: the integer engine does not run {what} yet (supported: ungrouped, undilated conv and linear layers, ReLU, Add, max-pool and global average pool)"
+                "node `{name}`: the integer engine does not run {what} yet (supported: conv (grouped and dilated after the first layer) and linear layers, ReLU, Add, max-pool and global average pool)"
             )
         };
         let mut arg = |k: usize, b: &mut Builder| -> usize {
@@ -263,11 +267,8 @@ pub fn to_int_model(
         };
         let val = match &node.op {
             NodeOp::Conv(c) => {
-                if c.conv.groups != 1 {
-                    return Err(unsupported("grouped (depthwise) convolutions"));
-                }
-                if c.conv.dilation != 1 {
-                    return Err(unsupported("dilated convolutions"));
+                if c.conv.index == 0 && (c.conv.groups != 1 || c.conv.dilation != 1) {
+                    return Err(unsupported("a grouped or dilated first layer"));
                 }
                 if c.conv.quant.signed && c.conv.index != 0 {
                     return Err(unsupported(

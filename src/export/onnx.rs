@@ -200,6 +200,8 @@ pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
                         ("kernel_shape", Attr::Ints(vec![l.kernel as i64; 2])),
                         ("strides", Attr::Ints(vec![l.stride as i64; 2])),
                         ("pads", Attr::Ints(vec![p, p, p, p])),
+                        ("dilations", Attr::Ints(vec![l.dilation as i64; 2])),
+                        ("group", Attr::Int(l.groups as i64)),
                     ],
                 )
             }

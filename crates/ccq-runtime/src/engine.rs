@@ -94,6 +94,9 @@ enum Plan {
         offsets: Vec<u32>,
         bases: Vec<u32>,
     },
+    /// A grouped (depthwise included) or dilated convolution: a direct loop over each output's
+    /// taps, reading its group's channels.
+    Grouped,
     /// An affine op whose sum is proven to fit i64.
     AffineI64,
     /// Anything else (an affine op then needs i128).
@@ -146,7 +149,9 @@ impl Engine {
                     let split = l.first && split_is_exact(l, bound[*src]);
                     let spec = &model.layers[*layer];
                     let [c, h, w] = shapes[*src];
-                    let plan = if !l.first && c % 2 == 0 {
+                    let plan = if spec.groups != 1 || spec.dilation != 1 {
+                        Plan::Grouped
+                    } else if !l.first && c % 2 == 0 {
                         Plan::Rows(rows_plan(
                             l,
                             spec.kernel,
@@ -289,6 +294,9 @@ impl Engine {
         for (oi, op) in self.model.ops.iter().enumerate() {
             let out_shape = self.shapes[oi + 1];
             let out = match op {
+                Op::Conv { layer, src } if matches!(self.plans[oi], Plan::Grouped) => {
+                    self.grouped_conv(*layer, &regs[*src], self.shapes[*src], out_shape, s)
+                }
                 Op::Conv { layer, src } => {
                     let keep = self.fused[oi] && !trace;
                     self.conv(*layer, &self.plans[oi], &regs[*src], out_shape, s, keep)
@@ -369,6 +377,54 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A grouped or dilated convolution (never the first layer): each output sums its group's
+    /// channels over the kernel's taps, `dilation` apart, in 32 bits (validation bounds it).
+    fn grouped_conv(
+        &self,
+        li: usize,
+        x: &[i64],
+        [c, h, w]: Shape,
+        [o, oh, ow]: Shape,
+        s: &mut Scratch,
+    ) -> Vec<i64> {
+        let l = &self.layers[li];
+        let spec = &self.model.layers[li];
+        let (k, st, p, d) = (spec.kernel, spec.stride, spec.padding, spec.dilation);
+        let (cg, og) = (c / spec.groups, o / spec.groups);
+        self.quantize_into(l, x, &mut s.levels);
+        let lev = &s.levels;
+        let mut out = vec![0i64; o * oh * ow];
+        for oc in 0..o {
+            let row = &l.w[oc * l.k..(oc + 1) * l.k];
+            let c0 = (oc / og) * cg;
+            let dst = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0i32;
+                    for ci in 0..cg {
+                        let plane = &lev[(c0 + ci) * h * w..(c0 + ci + 1) * h * w];
+                        for ky in 0..k {
+                            let iy = (oy * st + ky * d) as isize - p as isize;
+                            if iy < 0 || iy as usize >= h {
+                                continue;
+                            }
+                            let line = &plane[iy as usize * w..(iy as usize + 1) * w];
+                            let taps = &row[(ci * k + ky) * k..(ci * k + ky + 1) * k];
+                            for (kx, &wt) in taps.iter().enumerate() {
+                                let ix = (ox * st + kx * d) as isize - p as isize;
+                                if ix >= 0 && (ix as usize) < w {
+                                    acc += wt as i32 * line[ix as usize] as i32;
+                                }
+                            }
+                        }
+                    }
+                    dst[oy * ow + ox] = acc as i64;
+                }
+            }
+        }
+        out
     }
 
     /// With `keep`, the accumulators stay in `s.acc` (padded rows) and the register is empty.
@@ -665,7 +721,8 @@ fn fusable(model: &IntModel, plans: &[Plan], layers: &[PreparedLayer]) -> Vec<bo
             };
             let split_or_later =
                 !layers[*layer].first || matches!(plans[oi], Plan::Conv { split: true, .. });
-            split_or_later && next_takes_it && reads(reg) == 1
+            let gemm = !matches!(plans[oi], Plan::Grouped);
+            gemm && split_or_later && next_takes_it && reads(reg) == 1
         })
         .collect()
 }

@@ -15,8 +15,10 @@ use std::path::Path;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"CCQMODEL";
-/// Format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// Newest format version, which this build reads along with version 1. Version 2 adds each
+/// layer's groups and dilation; a model whose convolutions are all ungrouped and undilated is
+/// still written as version 1.
+pub const VERSION: u32 = 2;
 /// Fractional bits of the fixed-point ("wide") activations between layers.
 pub const WIDE_FRAC: u32 = 24;
 
@@ -65,6 +67,10 @@ pub struct IntLayer {
     pub stride: usize,
     /// Padding.
     pub padding: usize,
+    /// Groups of a grouped convolution (`in_ch` for a depthwise one); 1 otherwise.
+    pub groups: usize,
+    /// Dilation of the kernel (1: none).
+    pub dilation: usize,
     /// Weight bits (the width of a stored code).
     pub w_bits: u32,
     /// Integer weight = code · code_mul + code_off.
@@ -73,7 +79,7 @@ pub struct IntLayer {
     pub code_off: i32,
     /// Real value of one integer weight step: one value, or one per output channel.
     pub w_scale: Vec<f32>,
-    /// Weight codes, `[out, in, k, k]` order.
+    /// Weight codes, `[out, in / groups, k, k]` order.
     pub codes: Vec<u32>,
     /// Input activation bits (the first layer reads the fixed-point input instead).
     pub a_bits: u32,
@@ -268,8 +274,18 @@ impl Reader<'_> {
 const LIMIT: usize = 1 << 28;
 
 impl IntModel {
+    /// The version [`IntModel::to_bytes`] writes: 1 unless a layer is grouped or dilated.
+    pub fn version(&self) -> u32 {
+        if self.layers.iter().all(|l| l.groups == 1 && l.dilation == 1) {
+            1
+        } else {
+            VERSION
+        }
+    }
+
     /// Serialises the model (header + body).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let version = self.version();
         let mut w = Writer(Vec::new());
         w.bytes(self.name.as_bytes());
         let i = &self.input;
@@ -291,15 +307,14 @@ impl IntModel {
                 IntKind::Conv => 0,
                 IntKind::Linear => 1,
             });
-            for v in [
-                l.in_ch,
-                l.out_ch,
-                l.kernel,
-                l.stride,
-                l.padding,
-                l.w_bits as usize,
-                l.a_bits as usize,
-            ] {
+            for v in [l.in_ch, l.out_ch, l.kernel, l.stride, l.padding] {
+                w.uv(v as u64);
+            }
+            if version >= 2 {
+                w.uv(l.groups as u64);
+                w.uv(l.dilation as u64);
+            }
+            for v in [l.w_bits, l.a_bits] {
                 w.uv(v as u64);
             }
             w.iv(l.code_mul as i64);
@@ -361,7 +376,7 @@ impl IntModel {
         let body = w.0;
         let mut out = Vec::with_capacity(body.len() + 24);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         out.extend_from_slice(&body);
@@ -377,8 +392,8 @@ impl IntModel {
             bail!("not a .ccq model (bad magic)");
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            bail!("unsupported .ccq version {version} (this ccq reads version {VERSION})");
+        if !(1..=VERSION).contains(&version) {
+            bail!("unsupported .ccq version {version} (this ccq reads versions 1 to {VERSION})");
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
@@ -431,10 +446,21 @@ impl IntModel {
             let kernel = r.us(64, "kernel")?;
             let stride = r.us(64, "stride")?;
             let padding = r.us(64, "padding")?;
+            let (groups, dilation) = if version >= 2 {
+                (r.us(1 << 20, "groups")?, r.us(64, "dilation")?)
+            } else {
+                (1, 1)
+            };
             let w_bits = r.us(16, "weight bits")? as u32;
             let a_bits = r.us(16, "activation bits")? as u32;
-            if w_bits == 0 || stride == 0 || kernel == 0 {
-                bail!("layer `{name}`: zero weight bits, kernel or stride");
+            if w_bits == 0 || stride == 0 || kernel == 0 || dilation == 0 {
+                bail!("layer `{name}`: zero weight bits, kernel, stride or dilation");
+            }
+            if groups == 0 || in_ch % groups != 0 || out_ch % groups != 0 {
+                // The same words as validation's, which a model built in memory meets.
+                bail!(
+                    "layer `{name}`: {groups} groups of {in_ch} → {out_ch} channels, dilation {dilation}"
+                );
             }
             let code_mul = r.iv()? as i32;
             let code_off = r.iv()? as i32;
@@ -443,7 +469,7 @@ impl IntModel {
             let post_mul = r.fs(LIMIT)?;
             let post_bias = r.fs(LIMIT)?;
             let count = match kind {
-                IntKind::Conv => out_ch * in_ch * kernel * kernel,
+                IntKind::Conv => out_ch * (in_ch / groups) * kernel * kernel,
                 IntKind::Linear => out_ch * in_ch,
             };
             let codes =
@@ -462,6 +488,8 @@ impl IntModel {
                 kernel,
                 stride,
                 padding,
+                groups,
+                dilation,
                 w_bits,
                 code_mul,
                 code_off,

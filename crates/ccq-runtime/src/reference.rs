@@ -196,12 +196,15 @@ impl ReferenceEngine {
 
     fn conv(&self, li: usize, x: &[i64], [c, h, w]: Shape, [o, oh, ow]: Shape) -> Vec<i64> {
         let l = &self.layers[li];
+        let spec = &self.model.layers[li];
+        let g = spec.groups;
+        let (cg, og) = (c / g, o / g);
+        let kk = cg * spec.kernel.pow(2);
+        let mut out = vec![0i64; o * oh * ow];
         if l.first {
-            // The fixed-point input is wider than 16 bits: 64-bit products for this layer.
-            let q: Vec<i64> = x.to_vec();
-            let cols = self.im2col(li, &q, [c, h, w], [o, oh, ow]);
-            let kk = c * self.model.layers[li].kernel.pow(2);
-            let mut out = vec![0i64; o * oh * ow];
+            // The fixed-point input is wider than 16 bits: 64-bit products for this layer
+            // (validation keeps the first layer ungrouped).
+            let cols = self.im2col(li, x, [c, h, w], [o, oh, ow], 0..c);
             for (oc, row) in l.w32.chunks_exact(kk).enumerate() {
                 for (d, col) in out[oc * oh * ow..(oc + 1) * oh * ow]
                     .iter_mut()
@@ -213,39 +216,42 @@ impl ReferenceEngine {
             return out;
         }
         let q = self.quantize(l, x);
-        let cols = self.im2col(li, &q, [c, h, w], [o, oh, ow]);
-        let kk = c * self.model.layers[li].kernel.pow(2);
-        let mut out = vec![0i64; o * oh * ow];
-        for (oc, row) in l.w.chunks_exact(kk).enumerate() {
-            let dst = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
-            for (d, col) in dst.iter_mut().zip(cols.chunks_exact(kk)) {
-                *d = dot(row, col) as i64;
+        for gi in 0..g {
+            let cols = self.im2col(li, &q, [c, h, w], [o, oh, ow], gi * cg..(gi + 1) * cg);
+            for oc in gi * og..(gi + 1) * og {
+                let row = &l.w[oc * kk..(oc + 1) * kk];
+                let dst = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
+                for (d, col) in dst.iter_mut().zip(cols.chunks_exact(kk)) {
+                    *d = dot(row, col) as i64;
+                }
             }
         }
         out
     }
 
-    /// im2col: one contiguous patch per output position, in `[c, ky, kx]` order like the weights.
+    /// im2col over input channels `chans`: one contiguous patch per output position, in
+    /// `[c, ky, kx]` order like the weights (taps `dilation` apart).
     fn im2col<T: Copy + Default>(
         &self,
         li: usize,
         q: &[T],
-        [c, h, w]: Shape,
+        [_, h, w]: Shape,
         [_, oh, ow]: Shape,
+        chans: std::ops::Range<usize>,
     ) -> Vec<T> {
         let spec = &self.model.layers[li];
-        let (k, s, p) = (spec.kernel, spec.stride, spec.padding);
-        let kk = c * k * k;
+        let (k, s, p, d) = (spec.kernel, spec.stride, spec.padding, spec.dilation);
+        let kk = chans.len() * k * k;
         let mut cols = vec![T::default(); oh * ow * kk];
         for oy in 0..oh {
             for ox in 0..ow {
                 let col = &mut cols[(oy * ow + ox) * kk..(oy * ow + ox + 1) * kk];
                 let mut j = 0;
-                for ci in 0..c {
+                for ci in chans.clone() {
                     for ky in 0..k {
-                        let iy = (oy * s + ky) as isize - p as isize;
+                        let iy = (oy * s + ky * d) as isize - p as isize;
                         for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - p as isize;
+                            let ix = (ox * s + kx * d) as isize - p as isize;
                             col[j] = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w
                             {
                                 q[ci * h * w + iy as usize * w + ix as usize]

@@ -4,7 +4,8 @@
 //! be refused here rather than crash, wrap or allocate without bound. The checks:
 //! - the input: non-zero size, finite normalisation with `std > 0`, and a fixed-point input that
 //!   fits 31 bits;
-//! - each layer: non-zero channels, kernel and stride, a linear layer's kernel 1, finite scales,
+//! - each layer: non-zero channels, kernel and stride, groups that divide the channels (an
+//!   ungrouped, undilated first layer), a linear layer's kernel 1, finite scales,
 //!   integer weights in `i16`, and accumulators that cannot overflow (32 bits for k-bit inputs,
 //!   64 bits for the first layer's fixed-point input);
 //! - each op: layer indices in range and of the right kind, every register read of the right
@@ -93,8 +94,36 @@ fn check_layer(model: &IntModel, li: usize) -> Result<()> {
             l.a_bits
         );
     }
-    if l.kind == IntKind::Linear && (l.kernel != 1 || l.stride != 1 || l.padding != 0) {
-        bail!("layer `{name}`: a linear layer has kernel 1, stride 1 and no padding");
+    if l.kind == IntKind::Linear
+        && (l.kernel != 1 || l.stride != 1 || l.padding != 0 || l.groups != 1 || l.dilation != 1)
+    {
+        bail!("layer `{name}`: a linear layer has kernel 1, stride 1, no padding, one group");
+    }
+    if l.groups == 0
+        || !l.in_ch.is_multiple_of(l.groups)
+        || !l.out_ch.is_multiple_of(l.groups)
+        || l.dilation == 0
+    {
+        bail!(
+            "layer `{name}`: {} groups of {} → {} channels, dilation {}",
+            l.groups,
+            l.in_ch,
+            l.out_ch,
+            l.dilation
+        );
+    }
+    let count = match l.kind {
+        IntKind::Conv => l.out_ch * (l.in_ch / l.groups) * l.kernel * l.kernel,
+        IntKind::Linear => l.out_ch * l.in_ch,
+    };
+    if l.codes.len() != count {
+        bail!(
+            "layer `{name}`: {} weight codes, not {count}",
+            l.codes.len()
+        );
+    }
+    if li == 0 && (l.groups != 1 || l.dilation != 1) {
+        bail!("layer `{name}`: the first layer must be an ungrouped, undilated convolution");
     }
     let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
     if !finite(&l.w_scale) || !finite(&l.post_mul) || !finite(&l.post_bias) {
@@ -106,7 +135,7 @@ fn check_layer(model: &IntModel, li: usize) -> Result<()> {
             l.act_step
         );
     }
-    let k = l.in_ch as u128 * (l.kernel * l.kernel) as u128;
+    let k = (l.in_ch / l.groups) as u128 * (l.kernel * l.kernel) as u128;
     let w = max_weight(model, li)? as u128;
     // Bound of |Σ x·w| over one output: 32-bit accumulation of k-bit levels (pairs for the
     // SIMD multiply-add included), 64-bit for the first layer's 31-bit fixed-point input.
@@ -136,6 +165,11 @@ fn elements(dims: &[usize], what: &str) -> Result<usize> {
 /// Output size of a window of `k`, stride `s`, padding `p` over `n`, if the window fits.
 fn out_size(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
     (n + 2 * p).checked_sub(k).map(|d| d / s + 1)
+}
+
+/// The span of a kernel of `k` taps dilated by `d`.
+fn span(k: usize, d: usize) -> usize {
+    d * (k - 1) + 1
 }
 
 /// Checks the whole model; returns every register's shape (register 0 is the input).
@@ -188,9 +222,10 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                 }
                 let [c, h, w] = s;
                 let out = if want == IntKind::Conv {
+                    let k = span(l.kernel, l.dilation);
                     let (Some(oh), Some(ow)) = (
-                        out_size(h, l.kernel, l.stride, l.padding),
-                        out_size(w, l.kernel, l.stride, l.padding),
+                        out_size(h, k, l.stride, l.padding),
+                        out_size(w, k, l.stride, l.padding),
                     ) else {
                         bail!(
                             "op {oi}: conv `{}` does not fit its input {c}×{h}×{w}",
@@ -205,7 +240,7 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                         );
                     }
                     elements(
-                        &[oh, ow, c, l.kernel, l.kernel],
+                        &[oh, ow, c / l.groups, l.kernel, l.kernel],
                         &format!("op {oi} patches"),
                     )?;
                     [l.out_ch, oh, ow]

@@ -14,6 +14,8 @@ fn layer(name: &str, kind: IntKind, in_ch: usize, out_ch: usize, kernel: usize) 
         kernel,
         stride: 1,
         padding: kernel / 2,
+        groups: 1,
+        dilation: 1,
         w_bits: 4,
         code_mul: 2,
         code_off: -15,
@@ -219,6 +221,32 @@ fn layer_fields() {
     let mut m = valid();
     m.layers[0].w_bits = 0;
     expect(m, "0 weight bits");
+    let mut m = valid();
+    m.layers[1].groups = 3;
+    expect(m, "3 groups of 2 → 2 channels");
+    let mut m = valid();
+    m.layers[0].groups = 2;
+    m.layers[0].in_ch = 2;
+    m.input.channels = 2;
+    m.input.mean = vec![0.5; 2];
+    m.input.std = vec![0.25; 2];
+    expect(
+        m,
+        "the first layer must be an ungrouped, undilated convolution",
+    );
+    let mut m = valid();
+    m.layers[1].groups = 2;
+    let e = format!("{:#}", validate::validate(&m).unwrap_err());
+    assert!(e.contains("36 weight codes, not 18"), "{e}");
+    let mut m = valid();
+    m.layers[1].groups = 2;
+    m.layers[1].dilation = 2;
+    m.layers[1].padding = 2;
+    m.layers[1].codes.truncate(18);
+    assert_eq!(m.version(), 2);
+    let back = IntModel::from_bytes(&m.to_bytes()).unwrap();
+    assert_eq!((back.layers[1].groups, back.layers[1].dilation), (2, 2));
+    Engine::new(back).expect("a grouped, dilated layer loads");
 }
 
 #[test]
