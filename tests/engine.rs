@@ -3,7 +3,7 @@
 use ccq::data::Normalization;
 use ccq::export::convert::{Probes, to_int_model};
 use ccq::export::engine::Engine;
-use ccq::export::format::{IntModel, WIDE_FRAC};
+use ccq::export::format::{IntModel, Op, WIDE_FRAC};
 use ccq::host::to_f32;
 use ccq::model::{GraphSpec, Model, ModelKind, ModelSpec, NodeSpec, OpSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
@@ -261,8 +261,9 @@ fn fast_engine_is_bit_identical_to_the_reference() {
     }
 }
 
-/// A graph with a depthwise conv (stride 2), a pointwise conv and a dilated conv, as an
-/// imported model would have them.
+/// A graph with a depthwise conv (stride 2) and ReLU6, a linear bottleneck (a pointwise conv
+/// with no activation, read by the next conv and by a residual add) and a dilated grouped conv,
+/// as an imported MobileNet-style model has them.
 fn grouped_spec() -> ModelSpec {
     let conv = |cin, cout, kernel, stride, padding, dilation, groups| OpSpec::Conv {
         in_channels: cin,
@@ -285,11 +286,15 @@ fn grouped_spec() -> ModelSpec {
         node("stem", conv(1, 8, 3, 1, 1, 1, 1), 0),
         node("stem_relu", OpSpec::Relu, 1),
         node("dw", conv(8, 8, 3, 2, 1, 1, 8), 2),
-        node("dw_relu", OpSpec::Relu, 3),
+        node("dw_relu6", OpSpec::Clip { min: 0.0, max: 6.0 }, 3),
+        // A linear bottleneck: the next conv reads values that can be negative.
         node("pw", conv(8, 12, 1, 1, 0, 1, 1), 4),
-        node("pw_relu", OpSpec::Relu, 5),
-        node("dilated", conv(12, 12, 3, 1, 2, 2, 3), 6),
-        node("dilated_relu", OpSpec::Relu, 7),
+        node("dilated", conv(12, 12, 3, 1, 2, 2, 3), 5),
+        NodeSpec {
+            inputs: vec![6, 5],
+            ..node("add", OpSpec::Add, 0)
+        },
+        node("add_relu", OpSpec::Relu, 7),
         node("gap", OpSpec::GlobalAvgPool, 8),
         node("flatten", OpSpec::Flatten, 9),
         node(
@@ -316,11 +321,20 @@ fn grouped_spec() -> ModelSpec {
 }
 
 #[test]
-fn depthwise_and_dilated_convs_match_fake_quant_and_the_reference() {
+fn depthwise_dilated_relu6_and_signed_inputs_match_fake_quant_and_the_reference() {
     let spec = grouped_spec();
     let model = build(&spec, Device::Cpu).unwrap();
     let dw = &model.layers[1];
     assert_eq!((dw.groups, dw.params, dw.macs), (8, 8 * 9, 8 * 9 * 8 * 8));
+    let mut signed = Vec::new();
+    model
+        .net
+        .for_each_quant(&mut |_, q, _| signed.push(q.signed));
+    assert_eq!(
+        signed,
+        [true, false, false, true, false],
+        "the dilated conv reads `pw`'s output"
+    );
     for (scheme, w, a) in [
         (QuantScheme::default(), 4, 4),
         (
@@ -337,6 +351,8 @@ fn depthwise_and_dilated_convs_match_fake_quant_and_the_reference() {
         let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
         assert_eq!(back.layers[1].groups, 8);
         assert_eq!(back.layers[3].dilation, 2);
+        assert!(back.layers[3].a_min < 0, "a signed input");
+        assert!(back.ops.iter().any(|op| matches!(op, Op::Clip { .. })));
         same_as_reference(int, &format!("grouped W{w}A{a}"));
     }
     let plain = exported(

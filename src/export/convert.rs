@@ -7,7 +7,9 @@ use crate::host::to_f32;
 use crate::model::layers::{BatchNorm, ConvBn, QLinear, QuantParams};
 use crate::model::{Model, NodeOp, QuantCtx};
 use crate::quant::policy::{FLOAT_BITS, Policy};
-use crate::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer, levels, signed_range};
+use crate::quant::quantizer::{
+    ActQuantizer, QuantScheme, WeightQuantizer, act_levels, levels, signed_range,
+};
 use anyhow::{Result, bail};
 
 /// A register worth comparing against the float model: it holds a value of the float graph.
@@ -24,9 +26,19 @@ pub struct Probe {
 /// Every probe of a converted model, in op order.
 pub type Probes = Vec<Probe>;
 
+/// The lowest activation level of a layer's input: 0 after a ReLU, else PACT's symmetric or
+/// LSQ's two's-complement range.
+fn a_min(q: &QuantParams, scheme: QuantScheme, bits: u32) -> i32 {
+    match (q.signed, scheme.act) {
+        (false, _) => 0,
+        (true, ActQuantizer::Pact) => 1 - (1 << (bits - 1)),
+        (true, ActQuantizer::Lsq) => -(1 << (bits - 1)),
+    }
+}
+
 fn act_step(q: &QuantParams, scheme: QuantScheme, bits: u32) -> f32 {
     match scheme.act {
-        ActQuantizer::Pact => to_f32(&q.act_alpha)[0] / levels(bits),
+        ActQuantizer::Pact => to_f32(&q.act_alpha)[0] / act_levels(bits, q.signed),
         ActQuantizer::Lsq => to_f32(&q.act_step)[0],
     }
 }
@@ -157,6 +169,11 @@ impl Builder<'_> {
             w_scale,
             codes,
             a_bits: bits.a,
+            a_min: if first {
+                0
+            } else {
+                a_min(&c.conv.quant, self.ctx.scheme, bits.a)
+            },
             act_step: act,
             post_mul,
             post_bias,
@@ -190,6 +207,7 @@ impl Builder<'_> {
             w_scale,
             codes,
             a_bits: bits.a,
+            a_min: a_min(&fc.quant, self.ctx.scheme, bits.a),
             act_step: act_step(&fc.quant, self.ctx.scheme, bits.a),
             post_mul: Vec::new(),
             post_bias: to_f32(&fc.bias),
@@ -258,7 +276,7 @@ pub fn to_int_model(
         let name = &model.graph.nodes[pos].name;
         let unsupported = |what: &str| {
             anyhow::anyhow!(
-                "node `{name}`: the integer engine does not run {what} yet (supported: conv (grouped and dilated after the first layer) and linear layers, ReLU, Add, max-pool and global average pool)"
+                "node `{name}`: the integer engine does not run {what} yet (supported: conv (grouped and dilated after the first layer) and linear layers, ReLU, Clip, Add, max-pool and global average pool)"
             )
         };
         let mut arg = |k: usize, b: &mut Builder| -> usize {
@@ -269,11 +287,6 @@ pub fn to_int_model(
             NodeOp::Conv(c) => {
                 if c.conv.index == 0 && (c.conv.groups != 1 || c.conv.dilation != 1) {
                     return Err(unsupported("a grouped or dilated first layer"));
-                }
-                if c.conv.quant.signed && c.conv.index != 0 {
-                    return Err(unsupported(
-                        "a layer whose input can be negative (no ReLU before it)",
-                    ));
                 }
                 let src = arg(0, &mut b);
                 if (c.conv.index == 0) != (src == 0) {
@@ -286,11 +299,6 @@ pub fn to_int_model(
                 }])
             }
             NodeOp::Linear(l) => {
-                if l.quant.signed {
-                    return Err(unsupported(
-                        "a layer whose input can be negative (no ReLU before it)",
-                    ));
-                }
                 let src = arg(0, &mut b);
                 let reg = b.linear(l, &names[l.index], src)?;
                 Val::Terms(vec![Term::Acc {
@@ -327,7 +335,16 @@ pub fn to_int_model(
                 Val::Reg(b.push(Op::GlobalAvgPool { src }))
             }
             NodeOp::Flatten => Val::Reg(arg(0, &mut b)),
-            NodeOp::Clip(..) => return Err(unsupported("Clip (ReLU6)")),
+            &NodeOp::Clip(lo, hi) => {
+                let src = arg(0, &mut b);
+                let wide =
+                    |v: f64| (v * 2f64.powi(WIDE_FRAC as i32)).round().clamp(-1e18, 1e18) as i64;
+                Val::Reg(b.push(Op::Clip {
+                    src,
+                    lo: wide(lo),
+                    hi: wide(hi),
+                }))
+            }
             NodeOp::AvgPool(..) => return Err(unsupported("average pooling")),
             NodeOp::BatchNorm(_) => return Err(unsupported("a BatchNorm that follows no conv")),
         };

@@ -9,7 +9,7 @@
 //! imported model keeps the user's interface (normalised images in, the same input and output
 //! names), so it drops in where the original file was.
 
-use super::format::{IntKind, IntLayer, IntModel, Op, Term};
+use super::format::{IntKind, IntLayer, IntModel, Op, Term, WIDE_FRAC};
 use crate::model::GraphIo;
 use crate::onnx_proto::attribute_proto::AttributeType;
 use crate::onnx_proto::tensor_proto::DataType;
@@ -106,12 +106,14 @@ impl Graph {
     /// Clip to the k-bit range, quantize to uint8, dequantize.
     fn qdq_act(&mut self, x: &str, l: &IntLayer) -> String {
         let step = l.act_step;
-        let max = ((1u32 << l.a_bits) - 1) as f32 * step;
-        let lo = self.init("clip_lo", &[], FLOAT, f32s(&[0.0]));
+        let max = l.a_max() as f32 * step;
+        let lo = self.init("clip_lo", &[], FLOAT, f32s(&[l.a_min as f32 * step]));
         let hi = self.init("clip_hi", &[], FLOAT, f32s(&[max]));
         let c = self.node("Clip", &[x, &lo, &hi], vec![]);
         let s = self.init("act_scale", &[], FLOAT, f32s(&[step]));
-        let z = self.init("act_zero", &[], UINT8, vec![0]);
+        // Levels of a signed input are int8, of an input after a ReLU uint8; zero point 0.
+        let dtype = if l.a_min < 0 { INT8 } else { UINT8 };
+        let z = self.init("act_zero", &[], dtype, vec![0]);
         let q = self.node("QuantizeLinear", &[&c, &s, &z], vec![]);
         self.node("DequantizeLinear", &[&q, &s, &z], vec![])
     }
@@ -258,6 +260,12 @@ pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
             }
             Op::GlobalAvgPool { src } => {
                 g.node("GlobalAveragePool", &[&regs[*src].clone()], vec![])
+            }
+            Op::Clip { src, lo, hi } => {
+                let wide = |v: i64| (v as f64 / (1u64 << WIDE_FRAC) as f64) as f32;
+                let lo = g.init("clip_lo", &[], FLOAT, f32s(&[wide(*lo)]));
+                let hi = g.init("clip_hi", &[], FLOAT, f32s(&[wide(*hi)]));
+                g.node("Clip", &[&regs[*src].clone(), &lo, &hi], vec![])
             }
         };
         regs.push(out);

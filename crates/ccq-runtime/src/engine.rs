@@ -66,6 +66,8 @@ pub(crate) struct PreparedLayer {
     /// Quantization of a wide input to this layer's grid: `round(2^SHIFT / step)` and the max level.
     pub(crate) q_mult: i64,
     pub(crate) q_max: i32,
+    /// The lowest level: 0, or negative for an input that can be negative.
+    pub(crate) q_min: i32,
     /// With an i64 quantizer: the wide value from which every input maps to `q_max`.
     pub(crate) q_sat: Option<i64>,
     pub(crate) first: bool,
@@ -144,7 +146,7 @@ impl Engine {
                     let x = if l.first {
                         bound[*src]
                     } else {
-                        l.q_max as u128
+                        l.q_max.max(-l.q_min) as u128
                     };
                     let split = l.first && split_is_exact(l, bound[*src]);
                     let spec = &model.layers[*layer];
@@ -183,7 +185,7 @@ impl Engine {
                 }
                 Op::Linear { layer, .. } => {
                     let l = &layers[*layer];
-                    (Plan::Plain, l.row_abs * l.q_max as u128)
+                    (Plan::Plain, l.row_abs * l.q_max.max(-l.q_min) as u128)
                 }
                 Op::Affine { terms, .. } => {
                     let c = shapes[oi + 1][0];
@@ -211,6 +213,15 @@ impl Engine {
                     ((plan), ((worst >> SHIFT) + 1).min(WIDE_LIMIT as u128))
                 }
                 Op::MaxPool { src, .. } => (Plan::Plain, bound[*src]),
+                Op::Clip { src, lo, hi } => {
+                    let edge = lo.unsigned_abs().max(hi.unsigned_abs()) as u128;
+                    let b = if *lo <= 0 && *hi >= 0 {
+                        bound[*src].min(edge)
+                    } else {
+                        edge
+                    };
+                    (Plan::Plain, b)
+                }
                 Op::GlobalAvgPool { src } => {
                     let [_, h, w] = shapes[*src];
                     gap_i64[oi] = bound[*src]
@@ -337,6 +348,9 @@ impl Engine {
                     *stride,
                     *padding,
                 ),
+                Op::Clip { src, lo, hi } => {
+                    regs[*src].iter().map(|v| (*v).clamp(*lo, *hi)).collect()
+                }
                 Op::GlobalAvgPool { src } => {
                     let [c, h, w] = self.shapes[*src];
                     global_avg_pool(&regs[*src], c, h * w, self.gap_i64[oi])
@@ -694,7 +708,9 @@ fn fusable(model: &IntModel, plans: &[Plan], layers: &[PreparedLayer]) -> Vec<bo
             .iter()
             .map(|op| match op {
                 Op::Conv { src, .. } | Op::Linear { src, .. } => (*src == reg) as usize,
-                Op::MaxPool { src, .. } | Op::GlobalAvgPool { src } => (*src == reg) as usize,
+                Op::MaxPool { src, .. } | Op::GlobalAvgPool { src } | Op::Clip { src, .. } => {
+                    (*src == reg) as usize
+                }
                 Op::Affine { terms, .. } => terms
                     .iter()
                     .filter(|t| match t {
@@ -750,7 +766,7 @@ fn level(l: &PreparedLayer, v: i64) -> i16 {
                 .min(l.q_max as i64) as i16
         }
         None => round_shift(v as i128 * l.q_mult as i128, SHIFT + WIDE_FRAC)
-            .clamp(0, l.q_max as i64) as i16,
+            .clamp(l.q_min as i64, l.q_max as i64) as i16,
     }
 }
 
@@ -810,14 +826,17 @@ fn prepare_layers(model: &IntModel) -> Vec<PreparedLayer> {
             } else {
                 (one / l.act_step as f64).round() as i64
             };
-            let q_max = if l.a_bits >= 16 {
+            let q_max = if l.a_bits >= 16 && l.a_min == 0 {
                 i16::MAX as i32
             } else {
-                (1i32 << l.a_bits) - 1
+                l.a_max()
             };
+            let q_min = l.a_min;
             let s = SHIFT + WIDE_FRAC;
             // i64 quantizer: needs q_mult > 0 and q_max·2^s + q_mult + 2^(s-1) < 2^63.
+            // (For a signed input, the i128 quantizer.)
             let q_sat = (q_mult > 0
+                && q_min == 0
                 && ((q_max as u128) << s) + q_mult as u128 + (1u128 << (s - 1)) < i64::MAX as u128)
                 .then(|| ((q_max as u64) << s).div_ceil(q_mult as u64) as i64);
             let mut wpairs = vec![0i32; l.out_ch * pairs];
@@ -843,6 +862,7 @@ fn prepare_layers(model: &IntModel) -> Vec<PreparedLayer> {
                 bias,
                 q_mult,
                 q_max,
+                q_min,
                 q_sat,
                 first,
                 row_abs,

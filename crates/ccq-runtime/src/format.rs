@@ -83,6 +83,10 @@ pub struct IntLayer {
     pub codes: Vec<u32>,
     /// Input activation bits (the first layer reads the fixed-point input instead).
     pub a_bits: u32,
+    /// Lowest input activation level: 0 after a ReLU; for an input that can be negative,
+    /// `−(2^(a_bits−1) − 1)` (symmetric) or `−2^(a_bits−1)` (two's complement). The highest
+    /// level is then `2^(a_bits−1) − 1`, else `2^a_bits − 1`.
+    pub a_min: i32,
     /// Input activation step (real value of one integer level).
     pub act_step: f32,
     /// Folded BatchNorm multiplier per output channel (empty for linear layers).
@@ -92,6 +96,16 @@ pub struct IntLayer {
 }
 
 impl IntLayer {
+    /// The highest input activation level (see [`IntLayer::a_min`]).
+    pub fn a_max(&self) -> i32 {
+        let bits = self.a_bits.min(16);
+        if self.a_min < 0 {
+            (1i32 << (bits - 1)) - 1
+        } else {
+            (1i32 << bits) - 1
+        }
+    }
+
     /// The integer weights.
     pub fn weights(&self) -> Vec<i32> {
         self.codes
@@ -167,6 +181,15 @@ pub enum Op {
     GlobalAvgPool {
         /// Source register.
         src: usize,
+    },
+    /// Clamp a wide register to `[lo, hi]` (wide fixed-point values; ReLU6 is 0..6·2^24).
+    Clip {
+        /// Source register.
+        src: usize,
+        /// Lower bound.
+        lo: i64,
+        /// Upper bound.
+        hi: i64,
     },
 }
 
@@ -274,9 +297,15 @@ impl Reader<'_> {
 const LIMIT: usize = 1 << 28;
 
 impl IntModel {
-    /// The version [`IntModel::to_bytes`] writes: 1 unless a layer is grouped or dilated.
+    /// The version [`IntModel::to_bytes`] writes: 1 unless a layer is grouped or dilated, or
+    /// reads signed activations, or the graph clips.
     pub fn version(&self) -> u32 {
-        if self.layers.iter().all(|l| l.groups == 1 && l.dilation == 1) {
+        if self
+            .layers
+            .iter()
+            .all(|l| l.groups == 1 && l.dilation == 1 && l.a_min == 0)
+            && !self.ops.iter().any(|op| matches!(op, Op::Clip { .. }))
+        {
             1
         } else {
             VERSION
@@ -313,6 +342,7 @@ impl IntModel {
             if version >= 2 {
                 w.uv(l.groups as u64);
                 w.uv(l.dilation as u64);
+                w.iv(l.a_min as i64);
             }
             for v in [l.w_bits, l.a_bits] {
                 w.uv(v as u64);
@@ -370,6 +400,12 @@ impl IntModel {
                 Op::GlobalAvgPool { src } => {
                     w.uv(4);
                     w.uv(*src as u64);
+                }
+                Op::Clip { src, lo, hi } => {
+                    w.uv(5);
+                    w.uv(*src as u64);
+                    w.iv(*lo);
+                    w.iv(*hi);
                 }
             }
         }
@@ -446,10 +482,16 @@ impl IntModel {
             let kernel = r.us(64, "kernel")?;
             let stride = r.us(64, "stride")?;
             let padding = r.us(64, "padding")?;
-            let (groups, dilation) = if version >= 2 {
-                (r.us(1 << 20, "groups")?, r.us(64, "dilation")?)
+            let (groups, dilation, a_min) = if version >= 2 {
+                let g = r.us(1 << 20, "groups")?;
+                let d = r.us(64, "dilation")?;
+                let m = r.iv()?;
+                if !(-(1 << 16)..=0).contains(&m) {
+                    bail!("layer `{name}`: lowest activation level {m} is out of range");
+                }
+                (g, d, m as i32)
             } else {
-                (1, 1)
+                (1, 1, 0)
             };
             let w_bits = r.us(16, "weight bits")? as u32;
             let a_bits = r.us(16, "activation bits")? as u32;
@@ -496,6 +538,7 @@ impl IntModel {
                 w_scale,
                 codes,
                 a_bits,
+                a_min,
                 act_step,
                 post_mul,
                 post_bias,
@@ -540,6 +583,11 @@ impl IntModel {
                     padding: r.us(64, "padding")?,
                 },
                 4 => Op::GlobalAvgPool { src: reg(&mut r)? },
+                5 if version >= 2 => Op::Clip {
+                    src: reg(&mut r)?,
+                    lo: r.iv()?,
+                    hi: r.iv()?,
+                },
                 t => bail!("op {oi}: unknown op {t}"),
             };
             ops.push(op);

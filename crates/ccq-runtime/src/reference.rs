@@ -31,6 +31,7 @@ struct PreparedLayer {
     /// Quantization of a wide input to this layer's grid: `round(2^SHIFT / step)` and the max level.
     q_mult: i64,
     q_max: i32,
+    q_min: i32,
     first: bool,
 }
 
@@ -80,11 +81,12 @@ impl ReferenceEngine {
             } else {
                 (one / l.act_step as f64).round() as i64
             };
-            let q_max = if l.a_bits >= 16 {
+            let q_max = if l.a_bits >= 16 && l.a_min == 0 {
                 i16::MAX as i32
             } else {
-                (1i32 << l.a_bits) - 1
+                l.a_max()
             };
+            let q_min = l.a_min;
             let w32 = w.iter().map(|&v| v as i32).collect();
             layers.push(PreparedLayer {
                 w,
@@ -94,6 +96,7 @@ impl ReferenceEngine {
                 bias,
                 q_mult,
                 q_max,
+                q_min,
                 first,
             });
         }
@@ -126,7 +129,7 @@ impl ReferenceEngine {
         x.iter()
             .map(|&v| {
                 round_shift(v as i128 * l.q_mult as i128, SHIFT + WIDE_FRAC)
-                    .clamp(0, l.q_max as i64) as i16
+                    .clamp(l.q_min as i64, l.q_max as i64) as i16
             })
             .collect()
     }
@@ -176,6 +179,9 @@ impl ReferenceEngine {
                     *stride,
                     *padding,
                 ),
+                Op::Clip { src, lo, hi } => {
+                    regs[*src].iter().map(|v| (*v).clamp(*lo, *hi)).collect()
+                }
                 Op::GlobalAvgPool { src } => {
                     let [c, h, w] = self.shapes[*src];
                     let n = (h * w) as i128;

@@ -112,6 +112,16 @@ fn check_layer(model: &IntModel, li: usize) -> Result<()> {
             l.dilation
         );
     }
+    let half = 1i32 << (l.a_bits - 1);
+    if l.a_min != 0 && l.a_min != -half && l.a_min != 1 - half {
+        bail!(
+            "layer `{name}`: lowest activation level {} (0, {} or {} at {} bits)",
+            l.a_min,
+            1 - half,
+            -half,
+            l.a_bits
+        );
+    }
     let count = match l.kind {
         IntKind::Conv => l.out_ch * (l.in_ch / l.groups) * l.kernel * l.kernel,
         IntKind::Linear => l.out_ch * l.in_ch,
@@ -302,6 +312,12 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                 ([c, oh, ow], Kind::Wide)
             }
             Op::GlobalAvgPool { src } => ([wide(*src)?[0], 1, 1], Kind::Wide),
+            Op::Clip { src, lo, hi } => {
+                if lo > hi {
+                    bail!("op {oi}: clip bounds {lo} > {hi}");
+                }
+                (wide(*src)?, Kind::Wide)
+            }
         };
         elements(&shape, &format!("op {oi} output"))?;
         shapes.push(shape);

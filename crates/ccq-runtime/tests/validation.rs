@@ -22,6 +22,7 @@ fn layer(name: &str, kind: IntKind, in_ch: usize, out_ch: usize, kernel: usize) 
         w_scale: vec![0.05],
         codes: (0..n as u32).map(|i| i * 7 % 16).collect(),
         a_bits: 4,
+        a_min: 0,
         act_step: 0.1,
         post_mul: if kind == IntKind::Conv {
             vec![1.0; out_ch]
