@@ -38,7 +38,7 @@ for m in "${models[@]}"; do
   echo "$name: quantize $(( $(date +%s) - start )) s"
   "$ccq" info "$run/fp" | grep -E '^test top-1' | sed "s/^/$name FP: /"
   if "$ccq" export "$run" --out "$out/$name.ccq" --onnx "$out/$name.qdq.onnx"; then
-    "$ccq" infer "$out/$name.ccq" --data "$png" --format folder -q \
+    "$ccq" infer "$out/$name.ccq" --data "$png" --format folder \
       --predictions "$out/$name.engine.txt" | tail -1
     bench/.venv/bin/python bench/import_check.py agree "$out/$name.qdq.onnx" "$m" "$png" \
       "$out/$name.engine.txt"

@@ -256,5 +256,21 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
         g.node.iter().all(|n| n.op_type.as_deref() != Some("Div")),
         "it takes normalised images, as the original did"
     );
+    for t in &g.initializer {
+        let n: i64 = t.dims.iter().product();
+        let size = match DataType::try_from(t.data_type.unwrap()).unwrap() {
+            DataType::Float => 4,
+            DataType::Int16 => 2,
+            _ => 1,
+        };
+        let raw = t.raw_data.as_ref().map_or(0, Vec::len);
+        assert_eq!(
+            raw as i64,
+            n * size,
+            "initializer `{:?}` {:?}",
+            t.name,
+            t.dims
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -192,7 +192,7 @@ pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
                 } else {
                     g.qdq_act(&regs[*src].clone(), l)
                 };
-                let w = g.weight(l, &[l.out_ch, l.in_ch, l.kernel, l.kernel]);
+                let w = g.weight(l, &[l.out_ch, l.in_ch / l.groups, l.kernel, l.kernel]);
                 let b = g.init("bias", &[l.out_ch], FLOAT, f32s(&l.post_bias));
                 let p = l.padding as i64;
                 g.node(
