@@ -228,6 +228,14 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
     let fp = pipeline::inspect(&dir.join("run/fp")).unwrap();
     assert_eq!(fp.meta.spec.kind.name(), "imported");
     assert!(fp.meta.test.is_some(), "its accuracy is measured on import");
+    let graph = fp.meta.spec.graph.as_ref().unwrap();
+    assert!(
+        graph
+            .nodes
+            .iter()
+            .all(|n| !matches!(n.op, ccq::model::OpSpec::Conv { bn: false, .. })),
+        "every conv has its BatchNorm back"
+    );
 
     let qdq = dir.join("back.onnx");
     let e = pipeline::export(&ExportConfig {

@@ -6,6 +6,7 @@ pub mod graph;
 pub mod layers;
 pub mod network;
 pub mod onnx_import;
+pub mod unfold;
 
 pub use graph::{GraphIo, GraphSpec, NodeSpec, OpSpec};
 pub use layers::QuantCtx;

@@ -3,9 +3,11 @@
 
 use super::data::DataConfig;
 use crate::data::Normalization;
+use crate::data::make_batch;
 use crate::error::{Error, Result};
 use crate::events::{Events, Pass};
 use crate::model::onnx_import::{Imported, import};
+use crate::model::unfold::unfold_batchnorm;
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use crate::train::checkpoint::{self, Checkpoint, CheckpointMeta};
@@ -122,6 +124,21 @@ pub fn onnx_checkpoint(
         momentum: None,
     };
     let p = super::data::prepare_for(&ck, data, events)?;
+    // BatchNorm back after the convs the exporter folded it into (see `model::unfold`).
+    let train = &p.splits.train;
+    let batches: Vec<tch::Tensor> = (0..4)
+        .map(|b| {
+            let order: Vec<usize> = (b * 256..((b + 1) * 256).min(train.len())).collect();
+            make_batch(train, &order, &ck.meta.normalization, None, device).images
+        })
+        .filter(|t| t.size()[0] > 0)
+        .collect();
+    if let Some(m) = unfold_batchnorm(&ck.model, &batches)
+        .map_err(|e| Error::bad_input(path, format!("{}: {e:#}", path.display())))?
+    {
+        ck.meta.spec = m.spec.clone();
+        ck.model = m;
+    }
     let float = Policy::float(&ck.model.layer_names());
     let measure = |subset, phase| {
         eval_policy(
