@@ -313,7 +313,8 @@ impl GraphSpec {
                         groups,
                         params,
                         macs: (spatial * params) as u64,
-                        float_params: out_channels * (usize::from(bias) + 2 * usize::from(bn)),
+                        // Folded at export: a BatchNorm (with any bias) is a multiplier and a shift.
+                        float_params: out_channels * if bn { 2 } else { usize::from(bias) },
                     })
                 }
                 OpSpec::Linear {
