@@ -395,6 +395,9 @@ impl Engine {
 
     /// A grouped or dilated convolution (never the first layer): each output sums its group's
     /// channels over the kernel's taps, `dilation` apart, in 32 bits (validation bounds it).
+    /// Each input channel's levels are laid out once in a zero-padded plane, so every tap adds
+    /// a weight times a strided run of that plane into a row of accumulators, with no bounds
+    /// checks in the inner loop.
     fn grouped_conv(
         &self,
         li: usize,
@@ -407,34 +410,54 @@ impl Engine {
         let spec = &self.model.layers[li];
         let (k, st, p, d) = (spec.kernel, spec.stride, spec.padding, spec.dilation);
         let (cg, og) = (c / spec.groups, o / spec.groups);
-        self.quantize_into(l, x, &mut s.levels);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let plane = hp * wp;
+        s.levels.clear();
+        s.levels.resize(c * plane, 0);
+        for (ci, chan) in x.chunks_exact(h * w).enumerate() {
+            for y in 0..h {
+                let dst = ci * plane + (y + p) * wp + p;
+                for (v, &u) in s.levels[dst..dst + w]
+                    .iter_mut()
+                    .zip(&chan[y * w..(y + 1) * w])
+                {
+                    *v = level(l, u);
+                }
+            }
+        }
         let lev = &s.levels;
         let mut out = vec![0i64; o * oh * ow];
+        let mut acc = vec![0i32; ow];
         for oc in 0..o {
             let row = &l.w[oc * l.k..(oc + 1) * l.k];
             let c0 = (oc / og) * cg;
-            let dst = &mut out[oc * oh * ow..(oc + 1) * oh * ow];
             for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0i32;
-                    for ci in 0..cg {
-                        let plane = &lev[(c0 + ci) * h * w..(c0 + ci + 1) * h * w];
-                        for ky in 0..k {
-                            let iy = (oy * st + ky * d) as isize - p as isize;
-                            if iy < 0 || iy as usize >= h {
+                acc.fill(0);
+                for ci in 0..cg {
+                    let pl = &lev[(c0 + ci) * plane..(c0 + ci + 1) * plane];
+                    for ky in 0..k {
+                        let line = &pl[(oy * st + ky * d) * wp..(oy * st + ky * d + 1) * wp];
+                        for kx in 0..k {
+                            let wt = row[(ci * k + ky) * k + kx] as i32;
+                            if wt == 0 {
                                 continue;
                             }
-                            let line = &plane[iy as usize * w..(iy as usize + 1) * w];
-                            let taps = &row[(ci * k + ky) * k..(ci * k + ky + 1) * k];
-                            for (kx, &wt) in taps.iter().enumerate() {
-                                let ix = (ox * st + kx * d) as isize - p as isize;
-                                if ix >= 0 && (ix as usize) < w {
-                                    acc += wt as i32 * line[ix as usize] as i32;
+                            let run = &line[kx * d..];
+                            if st == 1 {
+                                for (a, &v) in acc.iter_mut().zip(&run[..ow]) {
+                                    *a += wt * v as i32;
+                                }
+                            } else {
+                                for (a, &v) in acc.iter_mut().zip(run.iter().step_by(st)) {
+                                    *a += wt * v as i32;
                                 }
                             }
                         }
                     }
-                    dst[oy * ow + ox] = acc as i64;
+                }
+                let dst = &mut out[(oc * oh + oy) * ow..(oc * oh + oy + 1) * ow];
+                for (d, &a) in dst.iter_mut().zip(&acc) {
+                    *d = a as i64;
                 }
             }
         }
