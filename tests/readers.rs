@@ -17,6 +17,7 @@ fn source(
         format,
         channels,
         size,
+        resize: None,
     }
 }
 

@@ -44,6 +44,11 @@ pub struct DataArgs {
     /// Random crop + horizontal flip: auto (on for CIFAR/RGB folders, off for idx), on, off.
     #[arg(long, value_parser = named::<AugmentChoice>(), default_value = "auto")]
     pub augment: AugmentChoice,
+    /// Image folders of any size: scale each image's shorter side to N (bilinear), then crop the
+    /// centre --image-size (the evaluation transform of ImageNet models, e.g. --resize 256
+    /// --image-size 224).
+    #[arg(long)]
+    pub resize: Option<usize>,
     /// Mean an imported ONNX model subtracts from pixels scaled to [0, 1], one per channel or
     /// one for all, as torchvision's `Normalize` (default: the model's `mean` metadata, else 0).
     #[arg(long, value_delimiter = ',', num_args = 1.., requires = "std")]
@@ -66,6 +71,7 @@ impl DataArgs {
             bandit_size: self.bandit_size,
             split_seed: self.split_seed,
             augment: self.augment,
+            resize: self.resize,
             normalization: match (&self.mean, &self.std) {
                 (Some(mean), Some(std)) => Some(ccq::data::Normalization {
                     mean: mean.clone(),

@@ -50,14 +50,67 @@ pub fn decode_image(bytes: &[u8], channels: usize, height: usize, width: usize) 
     })
 }
 
-/// Loads `root/<split>` with images of the declared `channels` (1 or 3) and size.
-/// `classes`: class names to expect (the train split's), or `None` to read them from disk.
+/// Decodes one PNG or JPEG of any size (up to 16384 a side, 64 megapixels), scales it so that
+/// its shorter side is `shorter` (bilinear), and crops its centre `width`×`height`, into
+/// `channels` planes of `u8`, CHW: the evaluation transform of ImageNet-style models.
+pub fn decode_resized(
+    bytes: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+    shorter: usize,
+) -> Result<Vec<u8>> {
+    if !matches!(channels, 1 | 3) {
+        bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
+    }
+    if shorter < height.max(width) {
+        bail!("--resize {shorter} is smaller than the {width}×{height} crop");
+    }
+    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .context("unreadable image")?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16384);
+    limits.max_image_height = Some(16384);
+    limits.max_alloc = Some(64 * 4 * (1 << 20));
+    r.limits(limits);
+    let img = r.decode().context("unreadable image")?;
+    let (w0, h0) = (img.width() as usize, img.height() as usize);
+    if w0 == 0 || h0 == 0 {
+        bail!("empty image");
+    }
+    let scale = shorter as f64 / w0.min(h0) as f64;
+    // The shorter side becomes `shorter` exactly; the other keeps the aspect ratio.
+    let side = |n: usize| ((n as f64 * scale).round() as usize).max(shorter);
+    let (nw, nh) = (side(w0).max(width), side(h0).max(height));
+    let filter = image::imageops::FilterType::Triangle;
+    let (x0, y0) = ((nw - width) / 2, (nh - height) / 2);
+    Ok(if channels == 1 {
+        let g = image::imageops::resize(&img.to_luma8(), nw as u32, nh as u32, filter);
+        image::imageops::crop_imm(&g, x0 as u32, y0 as u32, width as u32, height as u32)
+            .to_image()
+            .into_raw()
+    } else {
+        let rgb = image::imageops::resize(&img.to_rgb8(), nw as u32, nh as u32, filter);
+        let c = image::imageops::crop_imm(&rgb, x0 as u32, y0 as u32, width as u32, height as u32)
+            .to_image();
+        let raw = c.as_raw();
+        (0..3)
+            .flat_map(|k| raw.iter().skip(k).step_by(3).copied())
+            .collect()
+    })
+}
+
+/// Loads `root/<split>` with images of the declared `channels` (1 or 3) and size, decoded in
+/// parallel; with `resize`, images of any size are scaled (shorter side) and centre-cropped to
+/// that size ([`decode_resized`]). `classes`: class names to expect (the train split's), or
+/// `None` to read them from disk.
 pub fn load_split(
     root: &Path,
     split: &str,
     channels: usize,
-    height: usize,
-    width: usize,
+    [height, width]: [usize; 2],
+    resize: Option<usize>,
     classes: Option<&[String]>,
 ) -> Result<Dataset> {
     let dir = root.join(split);
@@ -118,13 +171,21 @@ pub fn load_split(
                 cdir.display()
             );
         }
-        for f in files {
-            let bytes =
-                std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-            pixels.extend(
-                decode_image(&bytes, channels, height, width)
-                    .with_context(|| format!("{}", f.display()))?,
-            );
+        use rayon::prelude::*;
+        let decoded: Vec<Vec<u8>> = files
+            .par_iter()
+            .map(|f| -> Result<Vec<u8>> {
+                let bytes =
+                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+                match resize {
+                    Some(n) => decode_resized(&bytes, channels, height, width, n),
+                    None => decode_image(&bytes, channels, height, width),
+                }
+                .with_context(|| format!("{}", f.display()))
+            })
+            .collect::<Result<_>>()?;
+        for d in decoded {
+            pixels.extend(d);
             labels.push(label as u16);
         }
     }
@@ -136,4 +197,51 @@ pub fn load_split(
         width,
         classes,
     })
+}
+
+#[cfg(test)]
+mod resize_tests {
+    use super::*;
+
+    /// A `w`×`h` RGB PNG whose red channel rises left to right and green top to bottom.
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 255 / (w - 1)) as u8, (y * 255 / (h - 1)) as u8, 7])
+        });
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn shorter_side_then_centre_crop() {
+        // 60×30 → shorter side 12: 24×12, centre 8×8 crop from x = 8.
+        let v = decode_resized(&png(60, 30), 3, 8, 8, 12).unwrap();
+        assert_eq!(v.len(), 3 * 64);
+        let (red, green) = (&v[..64], &v[64..128]);
+        assert!(
+            red[0] < red[7] && red[0] > 60 && red[7] < 195,
+            "the centre columns: {red:?}"
+        );
+        // 12 rows, the centre 8 (rows 2..10): green from about 2/11 to 9/11 of 255.
+        assert!(
+            green[0] > 30 && green[0] < 70 && green[56] > 185 && green[56] < 225,
+            "{green:?}"
+        );
+        assert!(v[128..].iter().all(|&b| b == 7));
+        // Portrait and grayscale.
+        assert_eq!(decode_resized(&png(20, 50), 1, 8, 8, 10).unwrap().len(), 64);
+        let e = format!(
+            "{:#}",
+            decode_resized(&png(20, 50), 3, 16, 16, 10).unwrap_err()
+        );
+        assert!(
+            e.contains("--resize 10 is smaller than the 16×16 crop"),
+            "{e}"
+        );
+        // Without --resize, another size is refused.
+        assert!(decode_image(&png(20, 50), 3, 8, 8).is_err());
+    }
 }

@@ -53,6 +53,9 @@ pub struct DataSource {
     pub channels: usize,
     /// `[height, width]` for image folders.
     pub size: [usize; 2],
+    /// Image folders of any size: the shorter side scaled to this, then the centre `size` crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<usize>,
 }
 
 impl Default for DataSource {
@@ -62,6 +65,7 @@ impl Default for DataSource {
             format: DataFormat::Idx,
             channels: 1,
             size: [28, 28],
+            resize: None,
         }
     }
 }
@@ -87,16 +91,10 @@ impl DataSource {
             ),
             DataFormat::Cifar => cifar::load_dir(&self.dir)?,
             DataFormat::Folder => {
-                let [h, w] = self.size;
-                let train = folder::load_split(&self.dir, "train", self.channels, h, w, None)?;
-                let test = folder::load_split(
-                    &self.dir,
-                    "test",
-                    self.channels,
-                    h,
-                    w,
-                    Some(&train.classes),
-                )?;
+                let (c, size, resize) = (self.channels, self.size, self.resize);
+                let train = folder::load_split(&self.dir, "train", c, size, resize, None)?;
+                let test =
+                    folder::load_split(&self.dir, "test", c, size, resize, Some(&train.classes))?;
                 (train, test)
             }
         };
@@ -154,7 +152,14 @@ impl DataSource {
                 } else {
                     None
                 };
-                folder::load_split(&self.dir, "test", self.channels, h, w, classes.as_deref())
+                folder::load_split(
+                    &self.dir,
+                    "test",
+                    self.channels,
+                    [h, w],
+                    self.resize,
+                    classes.as_deref(),
+                )
             }
         }
     }

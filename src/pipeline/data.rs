@@ -53,6 +53,9 @@ pub struct DataConfig {
     pub split_seed: u64,
     /// Augmentation.
     pub augment: AugmentChoice,
+    /// Image folders of any size: scale the shorter side to this, then crop the centre
+    /// `image_size` (`--resize`).
+    pub resize: Option<usize>,
     /// Input normalisation of an imported ONNX model (`--mean`/`--std`, in pixels / 255);
     /// a ccq checkpoint records its own.
     pub normalization: Option<crate::data::Normalization>,
@@ -69,6 +72,7 @@ impl Default for DataConfig {
             bandit_size: 5000,
             split_seed: 0,
             augment: AugmentChoice::Auto,
+            resize: None,
             normalization: None,
         }
     }
@@ -116,11 +120,24 @@ impl DataConfig {
                 "--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels"
             )));
         }
+        if let Some(n) = self.resize {
+            if format != DataFormat::Folder {
+                return Err(Error::InvalidConfig(
+                    "--resize applies to image folders (--format folder)".into(),
+                ));
+            }
+            if n < h.max(w) {
+                return Err(Error::InvalidConfig(format!(
+                    "--resize {n} is smaller than the {h}x{w} crop (--image-size)"
+                )));
+            }
+        }
         Ok(DataSource {
             dir,
             format,
             channels,
             size: self.image_size,
+            resize: self.resize,
         })
     }
 
