@@ -299,7 +299,7 @@ impl Bench<'_> {
                 cfg,
                 self.ck.dir.clone(),
                 &env,
-                &calibration_batches(self.p, self.norm, self.devices, 4),
+                &calibration_batches(self.p, self.norm, self.devices.device, 4),
             )?
         };
         let (_, state) = search::run(&run, model, state, &env)?;
@@ -531,7 +531,7 @@ impl Bench<'_> {
                 &model.net,
                 policy,
                 self.scheme,
-                &calibration_batches(self.p, self.norm, self.devices, 4),
+                &calibration_batches(self.p, self.norm, self.devices.device, 4),
             );
         }
         let plan = FitPlan {

@@ -4,7 +4,6 @@ use crate::data::{Augment, DataFormat, DataSource, SplitSpec, Splits, make_batch
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::names::Named;
-use crate::train::Devices;
 use crate::train::checkpoint::Checkpoint;
 use std::path::PathBuf;
 
@@ -253,14 +252,14 @@ pub fn prepare_for(ck: &Checkpoint, data: &DataConfig, events: &dyn Events) -> R
 pub fn calibration_batches(
     p: &Prepared,
     norm: &crate::data::Normalization,
-    devices: &Devices,
+    device: tch::Device,
     n: usize,
 ) -> Vec<tch::Tensor> {
     let len = p.splits.train.len();
     (0..n)
         .map(|b| {
             let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
-            make_batch(&p.splits.train, &order, norm, None, devices.device).images
+            make_batch(&p.splits.train, &order, norm, None, device).images
         })
         .filter(|t| t.size()[0] > 0)
         .collect()

@@ -1,9 +1,8 @@
 //! A user's ONNX model as a full-precision checkpoint: imported, given its preprocessing and
 //! data, and measured, so every job that takes a checkpoint takes an `.onnx` file too.
 
-use super::data::DataConfig;
+use super::data::{DataConfig, calibration_batches};
 use crate::data::Normalization;
-use crate::data::make_batch;
 use crate::error::{Error, Result};
 use crate::events::{Events, Pass};
 use crate::model::onnx_import::{Imported, import};
@@ -125,14 +124,7 @@ pub fn onnx_checkpoint(
     };
     let p = super::data::prepare_for(&ck, data, events)?;
     // BatchNorm back after the convs the exporter folded it into (see `model::unfold`).
-    let train = &p.splits.train;
-    let batches: Vec<tch::Tensor> = (0..4)
-        .map(|b| {
-            let order: Vec<usize> = (b * 256..((b + 1) * 256).min(train.len())).collect();
-            make_batch(train, &order, &ck.meta.normalization, None, device).images
-        })
-        .filter(|t| t.size()[0] > 0)
-        .collect();
+    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4);
     if let Some(m) = unfold_batchnorm(&ck.model, &batches)
         .map_err(|e| Error::bad_input(path, format!("{}: {e:#}", path.display())))?
     {
