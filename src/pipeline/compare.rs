@@ -1,7 +1,7 @@
 //! CCQ against the Hessian-aware, uniform and random baselines at the same budgets
 //! (`ccq compare`), resumable: every finished result is saved in the report as it comes.
 
-use super::data::{DataConfig, Prepared, calibration_batches, prepare_for};
+use super::data::{DataConfig, Prepared, calibration_batches};
 use super::search_settings::SearchSettings;
 use super::session::Session;
 use crate::data::Normalization;
@@ -116,7 +116,7 @@ struct Bench<'a> {
 pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     cfg.validate()?;
     let devices = cfg.session.start()?;
-    let ck = super::import::load_source(&cfg.checkpoint, &cfg.data, devices.device, events)?;
+    let (ck, p) = super::import::load_prepared(&cfg.checkpoint, &cfg.data, devices.device, events)?;
     if ck.meta.policy.is_some() {
         return Err(Error::incompatible(
             ck.dir.clone(),
@@ -130,7 +130,6 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         path: cfg.out.clone(),
         message: format!("cannot create {}: {e}", cfg.out.display()),
     })?;
-    let p = prepare_for(&ck, &cfg.data, events)?;
     let norm = ck.meta.normalization.clone();
     let search_cfg = cfg
         .search

@@ -1,6 +1,6 @@
 //! Test accuracy of a checkpoint (`ccq eval`), and what a checkpoint holds (`ccq info`).
 
-use super::data::{DataConfig, prepare_for};
+use super::data::DataConfig;
 use super::session::Session;
 use crate::error::Result;
 use crate::events::{Events, Pass};
@@ -45,8 +45,7 @@ pub struct Evaluated {
 pub fn evaluate(cfg: &EvalConfig, events: &dyn Events) -> Result<Evaluated> {
     cfg.session.validate()?;
     let devices = cfg.session.start()?;
-    let ck = super::import::load_source(&cfg.checkpoint, &cfg.data, devices.device, events)?;
-    let p = prepare_for(&ck, &cfg.data, events)?;
+    let (ck, p) = super::import::load_prepared(&cfg.checkpoint, &cfg.data, devices.device, events)?;
     let policy = ck
         .meta
         .policy

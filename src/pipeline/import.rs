@@ -1,7 +1,7 @@
 //! A user's ONNX model as a full-precision checkpoint: imported, given its preprocessing and
 //! data, and measured, so every job that takes a checkpoint takes an `.onnx` file too.
 
-use super::data::{DataConfig, calibration_batches};
+use super::data::{DataConfig, Prepared, calibration_batches, prepare_for};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::events::{Events, Pass};
@@ -88,7 +88,8 @@ pub fn normalization(
 }
 
 /// An ONNX model as a full-precision checkpoint on `data`, with its validation and test
-/// accuracy measured (saved into `save` when given, atomically).
+/// accuracy measured (saved into `save` when given, atomically), and the data it was measured
+/// on, loaded once for the job that imports it.
 pub fn onnx_checkpoint(
     path: &Path,
     norm: Option<&Normalization>,
@@ -96,7 +97,7 @@ pub fn onnx_checkpoint(
     device: Device,
     save: Option<&Path>,
     events: &dyn Events,
-) -> Result<Checkpoint> {
+) -> Result<(Checkpoint, Prepared)> {
     if data.is_unset() {
         return Err(Error::InvalidConfig(format!(
             "{}: an imported model needs its data: give --data and --format",
@@ -122,7 +123,7 @@ pub fn onnx_checkpoint(
         model,
         momentum: None,
     };
-    let p = super::data::prepare_for(&ck, data, events)?;
+    let p = prepare_for(&ck, data, events)?;
     // BatchNorm back after the convs the exporter folded it into (see `model::unfold`).
     let batches = calibration_batches(&p, &ck.meta.normalization, device, 4);
     if let Some(m) = unfold_batchnorm(&ck.model, &batches)
@@ -159,17 +160,17 @@ pub fn onnx_checkpoint(
         checkpoint::save(dir, &ck.model, &ck.meta)?;
         ck.dir = dir.to_path_buf();
     }
-    Ok(ck)
+    Ok((ck, p))
 }
 
 /// Loads the checkpoint at `path`, or imports it on `data` when it is an ONNX model (with
-/// `data.normalization` or the file's metadata as its preprocessing).
-pub fn load_source(
+/// `data.normalization` or the file's metadata as its preprocessing), and the job's data.
+pub fn load_prepared(
     path: &Path,
     data: &DataConfig,
     device: Device,
     events: &dyn Events,
-) -> Result<Checkpoint> {
+) -> Result<(Checkpoint, Prepared)> {
     if is_onnx(path) {
         return onnx_checkpoint(
             path,
@@ -186,5 +187,7 @@ pub fn load_source(
             path.display()
         )));
     }
-    Ok(checkpoint::load(path, device)?)
+    let ck = checkpoint::load(path, device)?;
+    let p = prepare_for(&ck, data, events)?;
+    Ok((ck, p))
 }

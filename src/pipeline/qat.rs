@@ -1,6 +1,6 @@
 //! Quantization-aware training at a uniform or per-layer policy (`ccq qat`).
 
-use super::data::{DataConfig, calibration_batches, prepare_for};
+use super::data::{DataConfig, calibration_batches};
 use super::session::Session;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
@@ -89,8 +89,7 @@ pub struct Qat {
 pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
     cfg.validate()?;
     let devices = cfg.session.start()?;
-    let ck = super::import::load_source(&cfg.checkpoint, &cfg.data, devices.device, events)?;
-    let p = prepare_for(&ck, &cfg.data, events)?;
+    let (ck, p) = super::import::load_prepared(&cfg.checkpoint, &cfg.data, devices.device, events)?;
     let augment = cfg.data.augment(&p.source);
     let names = ck.model.layer_names();
     let policy = match &cfg.bits {

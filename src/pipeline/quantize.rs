@@ -1,7 +1,7 @@
 //! The main job (`ccq quantize`): a CCQ search from a full-precision model to a policy that
 //! meets the target, new or resumed.
 
-use super::data::{DataConfig, calibration_batches, prepare_for};
+use super::data::{DataConfig, Prepared, calibration_batches, prepare_for};
 use super::search_settings::SearchSettings;
 use super::session::Session;
 use super::train::{TrainConfig, train};
@@ -111,7 +111,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
     let devices = cfg.session.start()?;
     let start = Instant::now();
     let run = RunDir::new(&cfg.run);
-    let (state, ck) = if cfg.resume {
+    let (state, ck, imported) = if cfg.resume {
         let state = run.load_state()?;
         let ck = checkpoint::load(&run.checkpoint(&state.checkpoint), devices.device)?;
         events.event(&Event::Resumed {
@@ -119,7 +119,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
             unit: "step",
             after: state.step,
         });
-        (Some(state), ck)
+        (Some(state), ck, None)
     } else {
         if run.has_search() {
             return Err(Error::incompatible(
@@ -130,7 +130,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
                 ),
             ));
         }
-        let fp = full_precision(cfg, &run, devices.device, events)?;
+        let (fp, imported) = full_precision(cfg, &run, devices.device, events)?;
         let ck = checkpoint::load(&fp, devices.device)?;
         if ck.meta.policy.is_some() {
             return Err(Error::incompatible(
@@ -141,9 +141,13 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
                 ),
             ));
         }
-        (None, ck)
+        (None, ck, imported)
     };
-    let p = prepare_for(&ck, &cfg.data, events)?;
+    // An imported model's data is loaded already (measured on import).
+    let p = match imported {
+        Some(p) => p,
+        None => prepare_for(&ck, &cfg.data, events)?,
+    };
     let norm = ck.meta.normalization.clone();
     let env = SearchEnv {
         splits: &p.splits,
@@ -182,14 +186,15 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
     })
 }
 
-/// The full-precision checkpoint a new search starts from: the given one, or one trained
-/// (resumably) into the run's `fp/`.
+/// The full-precision checkpoint a new search starts from: the given one, one imported from
+/// ONNX into the run's `fp/` (with the data it was measured on), or one trained (resumably)
+/// into `fp/`.
 fn full_precision(
     cfg: &QuantizeConfig,
     run: &RunDir,
     device: tch::Device,
     events: &dyn Events,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Option<Prepared>)> {
     Ok(match &cfg.start {
         Start::Checkpoint(c) if super::import::is_onnx(c) => {
             // The imported model becomes the run's full-precision checkpoint, so that the
@@ -200,7 +205,7 @@ fn full_precision(
                 c.display(),
                 fp.display()
             )));
-            super::import::onnx_checkpoint(
+            let (_, p) = super::import::onnx_checkpoint(
                 c,
                 cfg.data.normalization.as_ref(),
                 &cfg.data,
@@ -208,9 +213,9 @@ fn full_precision(
                 Some(&fp),
                 events,
             )?;
-            fp
+            (fp, Some(p))
         }
-        Start::Checkpoint(c) => c.clone(),
+        Start::Checkpoint(c) => (c.clone(), None),
         Start::Train { model, epochs, lr } => {
             let fp = run.fp_checkpoint();
             events.event(&Event::Note(format!(
@@ -241,7 +246,7 @@ fn full_precision(
                     fp.display()
                 )));
             }
-            fp
+            (fp, None)
         }
     })
 }
