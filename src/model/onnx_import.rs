@@ -560,12 +560,17 @@ impl Importer {
     }
 
     fn flatten(&mut self, node: &NodeProto, x: usize, i: usize) -> Result<()> {
-        let v = if self.shapes[x].len() == 1 {
-            x
-        } else {
-            self.push(format!("flatten{i}"), OpSpec::Flatten, vec![x])?
-        };
+        let v = self.flat(x, i)?;
         self.output(node, Src::Value(v))
+    }
+
+    /// `x` as a vector of features: itself, or a flatten node (for ONNX node `i`) reading it.
+    fn flat(&mut self, x: usize, i: usize) -> Result<usize> {
+        if self.shapes[x].len() == 1 {
+            Ok(x)
+        } else {
+            self.push(format!("flatten{i}"), OpSpec::Flatten, vec![x])
+        }
     }
 
     fn conv(&mut self, i: usize, node: &NodeProto) -> Result<()> {
@@ -794,11 +799,7 @@ impl Importer {
                 self.shapes[x]
             );
         }
-        let x = if self.shapes[x].len() == 1 {
-            x
-        } else {
-            self.push(format!("flatten{i}"), OpSpec::Flatten, vec![x])?
-        };
+        let x = self.flat(x, i)?;
         let weight_name = node.input.get(1).map(String::as_str);
         let name = self.layer_name(node, weight_name, i);
         let op = OpSpec::Linear {
