@@ -33,14 +33,12 @@ fn data(n: usize, side: usize) -> Subset {
         }
     }
     let labels = (0..n).map(|i| (i % 3) as u16).collect();
-    Subset::all(Arc::new(Dataset {
+    Subset::all(Arc::new(Dataset::in_memory(
         pixels,
         labels,
-        channels: 1,
-        height: side,
-        width: side,
-        classes: vec!["a".into(), "b".into(), "c".into()],
-    }))
+        [1, side, side],
+        vec!["a".into(), "b".into(), "c".into()],
+    )))
 }
 
 /// A few epochs of QAT at lr 0.05 under `policy` (seeded shuffling).
@@ -125,7 +123,8 @@ fn check(scheme: QuantScheme) {
         &subset,
         &norm,
         500,
-    );
+    )
+    .unwrap();
     assert!(
         full.arms[0].unwrap().top1 > 0.5,
         "the 4-bit model learned: {full:?}"
@@ -135,8 +134,8 @@ fn check(scheme: QuantScheme) {
         Some(full.current),
         "a trial of the current policy scores as the current policy"
     );
-    let fast = score_trials(&model, &current, &contenders, scheme, &subset, &norm, 500);
-    let naive = score_trials_naive(&model, &current, &contenders, scheme, &subset, &norm);
+    let fast = score_trials(&model, &current, &contenders, scheme, &subset, &norm, 500).unwrap();
+    let naive = score_trials_naive(&model, &current, &contenders, scheme, &subset, &norm).unwrap();
     assert_eq!(fast.current.top1, naive.current.top1);
     assert!((fast.current.loss - naive.current.loss).abs() < 1e-9);
     for (f, n) in fast.arms.iter().zip(&naive.arms) {
@@ -211,7 +210,8 @@ fn polish_raises_within_the_target() {
     );
     train(&model, &start, scheme, &subset, &norm, 2, 2);
     let target = Target::Compression(6.0);
-    let (polished, raises) = polish(&model, &start, &lowering, &target, scheme, &subset, &norm);
+    let (polished, raises) =
+        polish(&model, &start, &lowering, &target, scheme, &subset, &norm).unwrap();
     let cost = model_cost(&model.layers, &polished, scheme.weight);
     assert!(target.met(&cost), "{}", cost.compression);
     assert!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use ccq::data::{DataFormat, DataSource, SplitSpec, cifar, idx};
+use ccq::data::{DataFormat, DataSource, Loader, SplitSpec, cifar, idx};
 use common::*;
 use std::path::PathBuf;
 
@@ -18,6 +18,7 @@ fn source(
         channels,
         size,
         resize: None,
+        loader: Loader::Auto,
     }
 }
 
@@ -37,7 +38,7 @@ fn idx_reads_plain_and_gzip() {
     );
     assert_eq!(d.train.classes.len(), 3);
     let (p, l) = synthetic(240, 12, 1);
-    assert_eq!(d.train.pixels, p);
+    assert_eq!(d.train.pixels(), Some(&p[..]));
     assert_eq!(
         d.train.labels,
         l.iter().map(|&x| x as u16).collect::<Vec<_>>()
@@ -146,7 +147,7 @@ fn cifar_batches() {
         .unwrap();
     assert_eq!((d.train.len(), d.test.len(), d.train.channels), (4, 2, 3));
     assert_eq!(d.train.labels, vec![0, 1, 2, 3]);
-    assert_eq!(d.train.image(1)[5], (5u8) ^ 1);
+    assert_eq!(d.train.image(1).unwrap()[5], (5u8) ^ 1);
 
     std::fs::write(t.path().join("data_batch_2.bin"), &rec[..3073 + 100]).unwrap();
     let e = err(source(t.path(), DataFormat::Cifar, 3, [32, 32]).load());
@@ -181,6 +182,17 @@ fn png(path: &std::path::Path, w: u32, h: u32, v: u8) {
 
 #[test]
 fn image_folders() {
+    for loader in [Loader::Memory, Loader::Stream] {
+        image_folders_with(loader);
+    }
+}
+
+/// The same images and the same errors whether the folder is decoded up front or streamed.
+fn image_folders_with(loader: Loader) {
+    let source = |dir: &std::path::Path, format, channels, size| DataSource {
+        loader,
+        ..source(dir, format, channels, size)
+    };
     let t = tempfile::tempdir().unwrap();
     for split in ["train", "test"] {
         for (c, v) in [("cat", 10u8), ("dog", 200)] {
@@ -193,6 +205,7 @@ fn image_folders() {
     let d = source(t.path(), DataFormat::Folder, 3, [5, 6])
         .load()
         .unwrap();
+    assert_eq!(d.train.is_streamed(), loader == Loader::Stream);
     assert_eq!(d.train.classes, vec!["cat", "dog"]);
     assert_eq!(
         (
@@ -205,8 +218,9 @@ fn image_folders() {
     );
     assert_eq!(d.train.labels, vec![0, 0, 1, 1]);
     // planar RGB: red plane first, then green, then blue
-    let img = d.train.image(2);
+    let img = d.train.image(2).unwrap();
     assert_eq!((img[0], img[30], img[60]), (200, 100, 55));
+    assert_eq!(d.train.images(&[2, 0]).unwrap()[..90], img[..]);
     let g = source(t.path(), DataFormat::Folder, 1, [5, 6])
         .load()
         .unwrap();

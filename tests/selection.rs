@@ -96,17 +96,17 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
 }
 
 impl ArmScorer for Injected {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> anyhow::Result<Trials> {
         if let Some(awake) = &self.expect_awake {
             let asked: Vec<bool> = contenders.iter().map(Option::is_some).collect();
             assert_eq!(&asked, awake, "only awake arms compete");
         }
-        trials(
+        Ok(trials(
             contenders
                 .iter()
                 .map(|c| c.map(|(layer, _)| self.acc[layer]))
                 .collect(),
-        )
+        ))
     }
 }
 
@@ -238,13 +238,13 @@ fn the_search_stops_on_the_right_step() {
 struct Unusable(usize);
 
 impl ArmScorer for Unusable {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
-        trials(
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> anyhow::Result<Trials> {
+        Ok(trials(
             contenders
                 .iter()
                 .map(|c| c.and_then(|(layer, _)| (layer != self.0).then_some(0.5)))
                 .collect(),
-        )
+        ))
     }
 }
 

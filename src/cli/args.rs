@@ -2,7 +2,7 @@
 //! configurations.
 
 use anyhow::{Context, Result, bail};
-use ccq::data::DataFormat;
+use ccq::data::{DataFormat, Loader};
 use ccq::names::Named;
 use ccq::pipeline::{AugmentChoice, DataConfig, Session};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
@@ -29,8 +29,9 @@ pub struct DataArgs {
     /// Channels of image-folder data (1 = grayscale, 3 = RGB).
     #[arg(long, default_value_t = 3)]
     pub channels: usize,
-    /// Declared image size of image-folder data, `HxW` or `N`.
-    #[arg(long, default_value = "32x32")]
+    /// Declared image size of image-folder data, `HxW` or `N`: the model's input (with
+    /// --resize, the crop; `--crop` is the same flag).
+    #[arg(long, visible_alias = "crop", default_value = "32x32")]
     pub image_size: String,
     /// Validation images carved from the training files.
     #[arg(long, default_value_t = 5000)]
@@ -46,9 +47,14 @@ pub struct DataArgs {
     pub augment: AugmentChoice,
     /// Image folders of any size: scale each image's shorter side to N (bilinear), then crop the
     /// centre --image-size (the evaluation transform of ImageNet models, e.g. --resize 256
-    /// --image-size 224).
+    /// --crop 224); training batches get a random resized crop and flip instead (--augment).
     #[arg(long)]
     pub resize: Option<usize>,
+    /// How image folders are read: memory (decode every image once, up front), stream (decode
+    /// each batch from disk when needed, in parallel, prefetching the next: bounded memory),
+    /// auto (stream a split whose decoded images would exceed 1 GiB).
+    #[arg(long, value_parser = named::<Loader>(), default_value = "auto")]
+    pub loader: Loader,
     /// Mean an imported ONNX model subtracts from pixels scaled to [0, 1], one per channel or
     /// one for all, as torchvision's `Normalize` (default: the model's `mean` metadata, else 0).
     #[arg(long, value_delimiter = ',', num_args = 1.., requires = "std")]
@@ -72,6 +78,7 @@ impl DataArgs {
             split_seed: self.split_seed,
             augment: self.augment,
             resize: self.resize,
+            loader: self.loader,
             normalization: match (&self.mean, &self.std) {
                 (Some(mean), Some(std)) => Some(ccq::data::Normalization {
                     mean: mean.clone(),

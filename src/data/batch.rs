@@ -1,7 +1,6 @@
 //! Turning subsets into normalised, optionally augmented batches of tensors.
 
-use super::dataset::Dataset;
-use super::dataset::Subset;
+use super::dataset::{Dataset, Storage, Subset};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -19,14 +18,22 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// Mean and standard deviation per channel over `subset`.
-    pub fn from_subset(subset: &Subset) -> Self {
+    /// Mean and standard deviation per channel over `subset` (a streamed subset: over up to
+    /// [`Normalization::STREAMED_SAMPLE`] of its images, evenly spaced).
+    pub fn from_subset(subset: &Subset) -> anyhow::Result<Self> {
         let d = &subset.data;
         let hw = d.height * d.width;
         let mut sum = vec![0f64; d.channels];
         let mut sq = vec![0f64; d.channels];
-        for &i in &subset.idx {
-            let img = d.image(i);
+        let ids: Vec<usize> = if d.is_streamed() && subset.len() > Self::STREAMED_SAMPLE {
+            let step = subset.len() as f64 / Self::STREAMED_SAMPLE as f64;
+            (0..Self::STREAMED_SAMPLE)
+                .map(|k| subset.idx[(k as f64 * step) as usize])
+                .collect()
+        } else {
+            subset.idx.clone()
+        };
+        let mut add = |img: &[u8]| {
             for c in 0..d.channels {
                 for &p in &img[c * hw..(c + 1) * hw] {
                     let v = p as f64 / 255.0;
@@ -34,16 +41,29 @@ impl Normalization {
                     sq[c] += v * v;
                 }
             }
+        };
+        match d.pixels() {
+            Some(_) => ids
+                .iter()
+                .try_for_each(|&i| d.image(i).map(|img| add(&img)))?,
+            None => {
+                for chunk in ids.chunks(256) {
+                    d.images(chunk)?.chunks(d.image_len()).for_each(&mut add);
+                }
+            }
         }
-        let n = (subset.len() * hw).max(1) as f64;
+        let n = (ids.len() * hw).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
         let std = sq
             .iter()
             .zip(&mean)
             .map(|(q, &m)| ((q / n - (m as f64) * (m as f64)).max(1e-12).sqrt() as f32).max(1e-3))
             .collect();
-        Normalization { mean, std }
+        Ok(Normalization { mean, std })
     }
+
+    /// Images a streamed training split's statistics are estimated from.
+    pub const STREAMED_SAMPLE: usize = 4096;
 }
 
 /// Random crop (zero padding `pad`) and horizontal flip.
@@ -98,7 +118,8 @@ fn upload(up: &mut Uploads, data: &Arc<Dataset>, device: Device) -> DeviceData {
         return d.shallow();
     }
     let (n, c, h, w) = (data.len(), data.channels, data.height, data.width);
-    let images = Tensor::from_slice(&data.pixels)
+    let pixels = data.pixels().expect("only in-memory datasets are uploaded");
+    let images = Tensor::from_slice(pixels)
         .view([n as i64, c as i64, h as i64, w as i64])
         .to_device(device);
     let labels: Vec<i64> = data.labels.iter().map(|&l| l as i64).collect();
@@ -108,23 +129,55 @@ fn upload(up: &mut Uploads, data: &Arc<Dataset>, device: Device) -> DeviceData {
     d
 }
 
-/// Batches of one pass over a subset, on a device: the dataset is held there as `u8`; the image
-/// indices of the whole pass, and its crop offsets and flips (drawn on the host from the pass's
-/// generator), go to the device in one transfer; normalisation, crop and flip run there. So the
-/// host never waits for the device between batches.
+/// Where a pass's pixels come from.
+enum Pixels {
+    /// An in-memory dataset held on the device, and the pass's image indices there.
+    Device { data: DeviceData, ids: Tensor },
+    /// A streamed dataset: the pass's image indices, training-transform seeds (for images of
+    /// any size), and the next batch being decoded in the background.
+    Files {
+        data: Arc<Dataset>,
+        ids: Vec<usize>,
+        seeds: Option<Vec<u64>>,
+        next: RefCell<Option<Prefetch>>,
+    },
+}
+
+/// A batch decoded in the background: its position in the pass, and the decoding thread.
+struct Prefetch {
+    start: usize,
+    len: usize,
+    job: std::thread::JoinHandle<anyhow::Result<Vec<u8>>>,
+}
+
+/// Batches of one pass over a subset, on a device.
+///
+/// In memory: the dataset is held on the device as `u8`; the image indices of the whole pass,
+/// and its crop offsets and flips (drawn on the host from the pass's generator), go to the
+/// device in one transfer; normalisation, crop and flip run there. So the host never waits for
+/// the device between batches.
+///
+/// Streamed: each batch's files are decoded in parallel when it is asked for, and the next
+/// batch is decoded in the background meanwhile; at most two batches of pixels are held. Images
+/// of any size (`--resize`) get torchvision's random resized crop and flip when augmented (each
+/// image's draws from a seed of the pass's generator); images of the declared size get the same
+/// padded crop and flip as in memory.
 pub struct Batcher {
-    data: DeviceData,
-    ids: Tensor,
+    pixels: Pixels,
+    labels: Tensor,
+    len: usize,
     /// Per image of the pass: crop offsets (x, y) and flip, `[n, 3]` `i64`.
     draws: Option<(Augment, Tensor)>,
     mean: Tensor,
     std: Tensor,
     shape: [i64; 3],
+    device: Device,
 }
 
 impl Batcher {
     /// A pass over `subset` in the order `order` (positions in the subset), augmented with
-    /// draws from `aug` (per image in order: x offset, y offset, flip).
+    /// draws from `aug` (per image in order: x offset, y offset, flip; or, for streamed images
+    /// of any size, one seed).
     pub fn new(
         subset: &Subset,
         order: &[usize],
@@ -134,22 +187,52 @@ impl Batcher {
     ) -> Self {
         let d = &subset.data;
         let (c, h, w) = (d.channels as i64, d.height as i64, d.width as i64);
-        let ids: Vec<i64> = order.iter().map(|&p| subset.idx[p] as i64).collect();
-        let draws = aug.map(|(a, rng)| {
-            let p = a.pad as i64;
-            let mut v = Vec::with_capacity(order.len() * 3);
-            for _ in order {
-                let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
-                let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
-                let flip = a.flip && rng.random_bool(0.5);
-                v.extend([dx, dy, flip as i64]);
+        let ids: Vec<usize> = order.iter().map(|&p| subset.idx[p]).collect();
+        let resized = match &d.storage {
+            Storage::Files(f) => f.resize.is_some(),
+            Storage::Memory(_) => false,
+        };
+        let mut seeds = None;
+        let mut draws = None;
+        if let Some((a, rng)) = aug {
+            if resized {
+                seeds = Some(order.iter().map(|_| rng.random::<u64>()).collect());
+            } else {
+                let p = a.pad as i64;
+                let mut v = Vec::with_capacity(order.len() * 3);
+                for _ in order {
+                    let dx = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+                    let dy = if p > 0 { rng.random_range(-p..=p) } else { 0 };
+                    let flip = a.flip && rng.random_bool(0.5);
+                    v.extend([dx, dy, flip as i64]);
+                }
+                let t = Tensor::from_slice(&v).view([order.len() as i64, 3]);
+                draws = Some((a, t.to_device(device)));
             }
-            let t = Tensor::from_slice(&v).view([order.len() as i64, 3]);
-            (a, t.to_device(device))
-        });
+        }
+        let (pixels, labels) = match &d.storage {
+            Storage::Memory(_) => {
+                let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let data = on_device(d, device);
+                let ids = Tensor::from_slice(&ids).to_device(device);
+                let labels = data.labels.index_select(0, &ids);
+                (Pixels::Device { data, ids }, labels)
+            }
+            Storage::Files(_) => {
+                let labels: Vec<i64> = ids.iter().map(|&i| d.labels[i] as i64).collect();
+                let files = Pixels::Files {
+                    data: d.clone(),
+                    ids,
+                    seeds,
+                    next: RefCell::new(None),
+                };
+                (files, Tensor::from_slice(&labels).to_device(device))
+            }
+        };
         Batcher {
-            data: on_device(d, device),
-            ids: Tensor::from_slice(&ids).to_device(device),
+            pixels,
+            labels,
+            len: order.len(),
             draws,
             mean: Tensor::from_slice(&norm.mean)
                 .view([1, c, 1, 1])
@@ -158,16 +241,80 @@ impl Batcher {
                 .view([1, c, 1, 1])
                 .to_device(device),
             shape: [c, h, w],
+            device,
         }
     }
 
-    /// The batch of the pass's images `start..start + len`.
-    pub fn batch(&self, start: usize, len: usize) -> Batch {
+    /// Images in the pass.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the pass is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `u8` pixels `[len, c, h, w]` of the pass's images `start..start + len`, on the
+    /// device.
+    fn pixels(&self, start: usize, len: usize) -> anyhow::Result<Tensor> {
+        let [c, h, w] = self.shape;
+        match &self.pixels {
+            Pixels::Device { data, ids } => {
+                let idx = ids.narrow(0, start as i64, len as i64);
+                Ok(data.images.index_select(0, &idx))
+            }
+            Pixels::Files {
+                data,
+                ids,
+                seeds,
+                next,
+            } => {
+                let decode = |start: usize, len: usize| {
+                    let (data, ids) = (data.clone(), ids[start..start + len].to_vec());
+                    let seeds = seeds.as_ref().map(|s| s[start..start + len].to_vec());
+                    move || match &data.storage {
+                        Storage::Files(f) => f.decode_many(
+                            &ids,
+                            seeds.as_deref(),
+                            data.channels,
+                            [data.height, data.width],
+                        ),
+                        Storage::Memory(_) => unreachable!("a streamed pass reads files"),
+                    }
+                };
+                let pending = next.borrow_mut().take();
+                let px = match pending {
+                    Some(p) if p.start == start && p.len == len => p
+                        .job
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the image decoding thread panicked"))??,
+                    _ => decode(start, len)()?,
+                };
+                let after = start + len;
+                if after < self.len {
+                    let len = len.min(self.len - after);
+                    let job = std::thread::spawn(decode(after, len));
+                    *next.borrow_mut() = Some(Prefetch {
+                        start: after,
+                        len,
+                        job,
+                    });
+                }
+                Ok(Tensor::from_slice(&px)
+                    .view([len as i64, c, h, w])
+                    .to_device(self.device))
+            }
+        }
+    }
+
+    /// The batch of the pass's images `start..start + len`; an error only for a streamed
+    /// image that cannot be read or decoded.
+    pub fn batch(&self, start: usize, len: usize) -> anyhow::Result<Batch> {
         let [_, h, w] = self.shape;
-        let device = self.ids.device();
-        let idx = self.ids.narrow(0, start as i64, len as i64);
-        let labels = self.data.labels.index_select(0, &idx);
-        let mut x = self.data.images.index_select(0, &idx).to_kind(Kind::Float) / 255.0;
+        let device = self.device;
+        let labels = self.labels.narrow(0, start as i64, len as i64);
+        let mut x = self.pixels(start, len)?.to_kind(Kind::Float) / 255.0;
         if let Some((a, draws)) = &self.draws {
             let n = len as i64;
             let p = a.pad as i64;
@@ -186,10 +333,10 @@ impl Batcher {
                 .permute([0, 3, 1, 2])
                 .contiguous();
         }
-        Batch {
+        Ok(Batch {
             images: (x - &self.mean) / &self.std,
             labels,
-        }
+        })
     }
 }
 
@@ -200,7 +347,7 @@ pub fn make_batch(
     norm: &Normalization,
     aug: Option<(Augment, &mut StdRng)>,
     device: Device,
-) -> Batch {
+) -> anyhow::Result<Batch> {
     Batcher::new(subset, order, norm, aug, device).batch(0, order.len())
 }
 
@@ -211,14 +358,14 @@ pub fn in_order(
     norm: &Normalization,
     batch_size: usize,
     device: Device,
-) -> impl Iterator<Item = (usize, Batch)> {
+) -> impl Iterator<Item = anyhow::Result<(usize, Batch)>> {
     let order: Vec<usize> = (0..subset.len()).collect();
     let b = Batcher::new(subset, &order, norm, None, device);
     (0..subset.len())
         .step_by(batch_size.max(1))
         .map(move |start| {
-            let len = batch_size.min(b.ids.size()[0] as usize - start);
-            (len, b.batch(start, len))
+            let len = batch_size.min(b.len() - start);
+            Ok((len, b.batch(start, len)?))
         })
 }
 
@@ -234,7 +381,7 @@ mod tests {
         let (c, h, w) = (d.channels, d.height, d.width);
         let mut out = Vec::new();
         for &i in &subset.idx {
-            let img = d.image(i);
+            let img = d.image(i).unwrap();
             let p = a.pad as i64;
             let dx: i64 = rng.random_range(-p..=p);
             let dy: i64 = rng.random_range(-p..=p);
@@ -261,14 +408,12 @@ mod tests {
     #[test]
     fn device_crop_and_flip_match_the_host_rule() {
         let (n, c, h, w) = (6, 2, 5, 4);
-        let data = Arc::new(Dataset {
-            pixels: (0..n * c * h * w).map(|i| (i * 37 % 251) as u8).collect(),
-            labels: (0..n as u16).collect(),
-            channels: c,
-            height: h,
-            width: w,
-            classes: (0..n).map(|i| i.to_string()).collect(),
-        });
+        let data = Arc::new(Dataset::in_memory(
+            (0..n * c * h * w).map(|i| (i * 37 % 251) as u8).collect(),
+            (0..n as u16).collect(),
+            [c, h, w],
+            (0..n).map(|i| i.to_string()).collect(),
+        ));
         let subset = Subset {
             data,
             idx: vec![4, 1, 5, 0, 2, 3],
@@ -280,7 +425,7 @@ mod tests {
         let a = Augment { pad: 2, flip: true };
         let order: Vec<usize> = (0..n).collect();
         let mut rng = StdRng::seed_from_u64(9);
-        let b = make_batch(&subset, &order, &norm, Some((a, &mut rng)), Device::Cpu);
+        let b = make_batch(&subset, &order, &norm, Some((a, &mut rng)), Device::Cpu).unwrap();
         let want = reference(&subset, &norm, a, &mut StdRng::seed_from_u64(9));
         let got = crate::host::to_f32(&b.images);
         assert_eq!(b.images.size(), [n as i64, c as i64, h as i64, w as i64]);
@@ -302,7 +447,7 @@ mod tests {
             Some((a, &mut StdRng::seed_from_u64(9))),
             Device::Cpu,
         );
-        let tail = crate::host::to_f32(&batcher.batch(4, 2).images);
+        let tail = crate::host::to_f32(&batcher.batch(4, 2).unwrap().images);
         assert_eq!(tail, got[4 * c * h * w..].to_vec());
     }
 }

@@ -63,7 +63,7 @@ fn load(files: &[std::path::PathBuf]) -> Result<Dataset> {
         parse_batch(&bytes, f, &mut pixels, &mut labels)?;
     }
     Ok(Dataset {
-        pixels,
+        storage: super::dataset::Storage::Memory(pixels),
         labels,
         channels: 3,
         height: 32,

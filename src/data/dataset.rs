@@ -1,12 +1,25 @@
-//! In-memory labelled image sets and index views into them.
+//! Labelled image sets, held in memory or read from disk on the fly, and index views into them.
 
+use super::stream::ImageFiles;
+use anyhow::Result;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Images as `u8` in `N×C×H×W` order, with one label per image.
+/// Where a dataset's pixels are.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// Decoded images as `u8` in `N×C×H×W` order.
+    Memory(Vec<u8>),
+    /// Image files decoded when a batch needs them ([`ImageFiles`]): memory stays bounded
+    /// whatever the folder's size.
+    Files(ImageFiles),
+}
+
+/// Images (`C×H×W`, `u8`) with one label per image.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// Pixels, `len = n·c·h·w`.
-    pub pixels: Vec<u8>,
+    /// The pixels, in memory or on disk.
+    pub storage: Storage,
     /// Class index per image.
     pub labels: Vec<u16>,
     /// Channels.
@@ -20,6 +33,23 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// An in-memory dataset.
+    pub fn in_memory(
+        pixels: Vec<u8>,
+        labels: Vec<u16>,
+        [channels, height, width]: [usize; 3],
+        classes: Vec<String>,
+    ) -> Self {
+        Dataset {
+            storage: Storage::Memory(pixels),
+            labels,
+            channels,
+            height,
+            width,
+            classes,
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -35,10 +65,45 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 
-    /// Pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// All pixels, when the dataset is held in memory.
+    pub fn pixels(&self) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Memory(p) => Some(p),
+            Storage::Files(_) => None,
+        }
+    }
+
+    /// Whether images are read from disk when needed.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.storage, Storage::Files(_))
+    }
+
+    /// Pixels of image `i` (decoded from its file when streamed, with the evaluation
+    /// transform).
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>> {
         let n = self.image_len();
-        &self.pixels[i * n..(i + 1) * n]
+        Ok(match &self.storage {
+            Storage::Memory(p) => Cow::Borrowed(&p[i * n..(i + 1) * n]),
+            Storage::Files(f) => {
+                Cow::Owned(f.decode(i, self.channels, [self.height, self.width])?)
+            }
+        })
+    }
+
+    /// Pixels of images `ids`, concatenated (`ids.len() × C×H×W`); streamed images are decoded
+    /// in parallel with the evaluation transform.
+    pub fn images(&self, ids: &[usize]) -> Result<Vec<u8>> {
+        let n = self.image_len();
+        match &self.storage {
+            Storage::Memory(p) => {
+                let mut out = Vec::with_capacity(ids.len() * n);
+                for &i in ids {
+                    out.extend_from_slice(&p[i * n..(i + 1) * n]);
+                }
+                Ok(out)
+            }
+            Storage::Files(f) => f.decode_many(ids, None, self.channels, [self.height, self.width]),
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! Image folders: `ROOT/<split>/<class>/*.png|*.jpg`, classes sorted by name.
+//! Image folders: `ROOT/<split>/<class>/*.png|*.jpg`, classes sorted by name; decoding with
+//! the evaluation and training transforms.
 
-use super::dataset::Dataset;
+use super::dataset::{Dataset, Storage};
+use super::stream::ImageFiles;
 use anyhow::{Context, Result, bail};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Decodes one PNG or JPEG of exactly `width`×`height` into `channels` (1: grayscale, 3: RGB)
 /// planes of `u8`, CHW. A header that declares another size is refused before any pixel is
@@ -42,12 +44,53 @@ pub fn decode_image(bytes: &[u8], channels: usize, height: usize, width: usize) 
     Ok(if channels == 1 {
         img.to_luma8().into_raw()
     } else {
-        let rgb = img.to_rgb8();
-        let raw = rgb.as_raw();
-        (0..3)
-            .flat_map(|c| raw.iter().skip(c).step_by(3).copied())
-            .collect()
+        planes(img.to_rgb8().as_raw())
     })
+}
+
+/// Opens a PNG or JPEG of any size (up to 16384 a side, 64 megapixels).
+fn open_any(bytes: &[u8]) -> Result<image::DynamicImage> {
+    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .context("unreadable image")?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16384);
+    limits.max_image_height = Some(16384);
+    limits.max_alloc = Some(64 * 4 * (1 << 20));
+    r.limits(limits);
+    let img = r.decode().context("unreadable image")?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!("empty image");
+    }
+    Ok(img)
+}
+
+/// The region `[x, y, w, h]` of `img` scaled to `width`×`height` (bilinear), mirrored if
+/// `flip`, as `channels` planes of `u8`, CHW.
+fn crop_scale(
+    img: &image::DynamicImage,
+    [x, y, w, h]: [u32; 4],
+    channels: usize,
+    [height, width]: [usize; 2],
+    flip: bool,
+) -> Vec<u8> {
+    let filter = image::imageops::FilterType::Triangle;
+    let (tw, th) = (width as u32, height as u32);
+    if channels == 1 {
+        let g = image::imageops::crop_imm(&img.to_luma8(), x, y, w, h).to_image();
+        let mut g = image::imageops::resize(&g, tw, th, filter);
+        if flip {
+            image::imageops::flip_horizontal_in_place(&mut g);
+        }
+        g.into_raw()
+    } else {
+        let c = image::imageops::crop_imm(&img.to_rgb8(), x, y, w, h).to_image();
+        let mut c = image::imageops::resize(&c, tw, th, filter);
+        if flip {
+            image::imageops::flip_horizontal_in_place(&mut c);
+        }
+        planes(c.as_raw())
+    }
 }
 
 /// Decodes one PNG or JPEG of any size (up to 16384 a side, 64 megapixels), scales it so that
@@ -66,19 +109,8 @@ pub fn decode_resized(
     if shorter < height.max(width) {
         bail!("--resize {shorter} is smaller than the {width}×{height} crop");
     }
-    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .context("unreadable image")?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16384);
-    limits.max_image_height = Some(16384);
-    limits.max_alloc = Some(64 * 4 * (1 << 20));
-    r.limits(limits);
-    let img = r.decode().context("unreadable image")?;
+    let img = open_any(bytes)?;
     let (w0, h0) = (img.width() as usize, img.height() as usize);
-    if w0 == 0 || h0 == 0 {
-        bail!("empty image");
-    }
     let scale = shorter as f64 / w0.min(h0) as f64;
     // The shorter side becomes `shorter` exactly; the other keeps the aspect ratio.
     let side = |n: usize| ((n as f64 * scale).round() as usize).max(shorter);
@@ -94,25 +126,78 @@ pub fn decode_resized(
         let rgb = image::imageops::resize(&img.to_rgb8(), nw as u32, nh as u32, filter);
         let c = image::imageops::crop_imm(&rgb, x0 as u32, y0 as u32, width as u32, height as u32)
             .to_image();
-        let raw = c.as_raw();
-        (0..3)
-            .flat_map(|k| raw.iter().skip(k).step_by(3).copied())
-            .collect()
+        planes(c.as_raw())
     })
 }
 
-/// Loads `root/<split>` with images of the declared `channels` (1 or 3) and size, decoded in
-/// parallel; with `resize`, images of any size are scaled (shorter side) and centre-cropped to
-/// that size ([`decode_resized`]). `classes`: class names to expect (the train split's), or
-/// `None` to read them from disk.
-pub fn load_split(
-    root: &Path,
-    split: &str,
+/// Interleaved RGB as three planes.
+fn planes(raw: &[u8]) -> Vec<u8> {
+    (0..3)
+        .flat_map(|k| raw.iter().skip(k).step_by(3).copied())
+        .collect()
+}
+
+/// The training transform of ImageNet-style models (torchvision's `RandomResizedCrop` with
+/// its default scale 0.08–1 and aspect ratio 3/4–4/3, then a horizontal flip with probability
+/// 1/2): decodes one PNG or JPEG of any size, crops a random region, scales it to
+/// `width`×`height`. The draws come from `seed` alone, so the result does not depend on which
+/// thread decodes it.
+pub fn decode_random_resized(
+    bytes: &[u8],
     channels: usize,
     [height, width]: [usize; 2],
-    resize: Option<usize>,
+    seed: u64,
+) -> Result<Vec<u8>> {
+    use rand::{Rng, SeedableRng};
+    if !matches!(channels, 1 | 3) {
+        bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
+    }
+    let img = open_any(bytes)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let region = random_region(img.width(), img.height(), &mut rng);
+    let flip = rng.random_bool(0.5);
+    Ok(crop_scale(&img, region, channels, [height, width], flip))
+}
+
+/// torchvision's `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio (3/4, 4/3):
+/// up to ten tries at a random area and aspect ratio, else the centre crop at the nearest
+/// allowed ratio. Returns `[x, y, w, h]`.
+fn random_region(width: u32, height: u32, rng: &mut impl rand::Rng) -> [u32; 4] {
+    let (wf, hf) = (width as f64, height as f64);
+    let area = wf * hf;
+    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..=1.0);
+        let ratio = rng.random_range(lo..=hi).exp();
+        let w = (target * ratio).sqrt().round();
+        let h = (target / ratio).sqrt().round();
+        if w >= 1.0 && h >= 1.0 && w <= wf && h <= hf {
+            let (w, h) = (w as u32, h as u32);
+            let y = rng.random_range(0..=height - h);
+            let x = rng.random_range(0..=width - w);
+            return [x, y, w, h];
+        }
+    }
+    let ratio = wf / hf;
+    let (w, h) = if ratio < 3.0 / 4.0 {
+        (wf, (wf / (3.0 / 4.0)).round())
+    } else if ratio > 4.0 / 3.0 {
+        ((hf * 4.0 / 3.0).round(), hf)
+    } else {
+        (wf, hf)
+    };
+    let (w, h) = ((w as u32).clamp(1, width), (h as u32).clamp(1, height));
+    [(width - w) / 2, (height - h) / 2, w, h]
+}
+
+/// The image files of `root/<split>`, with their labels, in class then file-name order, and
+/// the class names. `classes`: class names to expect (the train split's), or `None` to read
+/// them from disk.
+pub fn list_split(
+    root: &Path,
+    split: &str,
     classes: Option<&[String]>,
-) -> Result<Dataset> {
+) -> Result<(Vec<(PathBuf, u16)>, Vec<String>)> {
     let dir = root.join(split);
     if !dir.is_dir() {
         bail!(
@@ -142,8 +227,7 @@ pub fn load_split(
         }
         None => found,
     };
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
+    let mut out = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let cdir = dir.join(class);
         if !cdir.is_dir() {
@@ -171,26 +255,53 @@ pub fn load_split(
                 cdir.display()
             );
         }
-        use rayon::prelude::*;
-        let decoded: Vec<Vec<u8>> = files
-            .par_iter()
-            .map(|f| -> Result<Vec<u8>> {
-                let bytes =
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                match resize {
-                    Some(n) => decode_resized(&bytes, channels, height, width, n),
-                    None => decode_image(&bytes, channels, height, width),
-                }
-                .with_context(|| format!("{}", f.display()))
-            })
-            .collect::<Result<_>>()?;
-        for d in decoded {
-            pixels.extend(d);
-            labels.push(label as u16);
-        }
+        out.extend(files.into_iter().map(|f| (f, label as u16)));
     }
+    Ok((out, classes))
+}
+
+/// Loads `root/<split>` with images of the declared `channels` (1 or 3) and size; with
+/// `resize`, images of any size are scaled (shorter side) and centre-cropped to that size
+/// ([`decode_resized`]). `classes`: class names to expect (the train split's), or `None` to
+/// read them from disk. `stream`: whether to keep the file list and decode images when a batch
+/// needs them (checking every header now), rather than decode them all now, in parallel.
+pub fn load_split(
+    root: &Path,
+    split: &str,
+    channels: usize,
+    [height, width]: [usize; 2],
+    resize: Option<usize>,
+    classes: Option<&[String]>,
+    stream: super::source::Loader,
+) -> Result<Dataset> {
+    use rayon::prelude::*;
+    if !matches!(channels, 1 | 3) {
+        bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
+    }
+    let (files, classes) = list_split(root, split, classes)?;
+    let labels: Vec<u16> = files.iter().map(|(_, l)| *l).collect();
+    let paths: Vec<PathBuf> = files.into_iter().map(|(f, _)| f).collect();
+    let decoded = (paths.len() * channels * height * width) as u64;
+    let storage = if stream.streams(decoded) {
+        let files = ImageFiles { paths, resize };
+        files.check_headers([height, width])?;
+        Storage::Files(files)
+    } else {
+        let files = ImageFiles { paths, resize };
+        let ids: Vec<usize> = (0..files.paths.len()).collect();
+        // Decoded in parallel, in chunks so that the compressed files are not all held at once.
+        let mut pixels = Vec::with_capacity(decoded as usize);
+        for chunk in ids.chunks(4096) {
+            let part: Vec<Vec<u8>> = chunk
+                .par_iter()
+                .map(|&i| files.decode(i, channels, [height, width]))
+                .collect::<Result<_>>()?;
+            part.into_iter().for_each(|p| pixels.extend(p));
+        }
+        Storage::Memory(pixels)
+    };
     Ok(Dataset {
-        pixels,
+        storage,
         labels,
         channels,
         height,

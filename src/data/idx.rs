@@ -124,7 +124,7 @@ pub fn load_split(dir: &Path, prefix: &str) -> Result<Dataset> {
     }
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
     Ok(Dataset {
-        pixels,
+        storage: super::dataset::Storage::Memory(pixels),
         labels,
         channels: 1,
         height: h,

@@ -1,4 +1,5 @@
-//! Datasets: idx, CIFAR binary and image-folder readers, splits and batching.
+//! Datasets: idx, CIFAR binary and image-folder readers (in memory or streamed from disk),
+//! splits and batching.
 
 pub mod batch;
 pub mod cifar;
@@ -7,9 +8,10 @@ pub mod folder;
 pub mod idx;
 pub mod source;
 pub mod splits;
+pub mod stream;
 pub mod synthetic;
 
 pub use batch::{Augment, Batch, Batcher, Normalization, in_order, make_batch};
-pub use dataset::{Dataset, Subset, TrainTest};
-pub use source::{DataFormat, DataSource};
+pub use dataset::{Dataset, Storage, Subset, TrainTest};
+pub use source::{DataFormat, DataSource, Loader};
 pub use splits::{SplitSpec, Splits};

@@ -42,6 +42,52 @@ impl crate::names::Named for DataFormat {
 }
 crate::from_str_by_name!(DataFormat);
 
+/// How image folders are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// Streamed when a split's decoded images would take more than [`Loader::AUTO_LIMIT`]
+    /// bytes, in memory otherwise.
+    #[default]
+    Auto,
+    /// Every image decoded once, into memory (the fastest for small sets).
+    Memory,
+    /// Images decoded from disk when a batch needs them, in parallel, the next batch
+    /// prefetched: memory stays bounded whatever the folder's size.
+    Stream,
+}
+
+impl Loader {
+    /// Decoded size above which `auto` streams: 1 GiB.
+    pub const AUTO_LIMIT: u64 = 1 << 30;
+
+    /// Whether a split whose decoded images take `bytes` is streamed.
+    pub fn streams(self, bytes: u64) -> bool {
+        match self {
+            Loader::Auto => bytes > Self::AUTO_LIMIT,
+            Loader::Memory => false,
+            Loader::Stream => true,
+        }
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == Loader::Auto
+    }
+}
+
+impl crate::names::Named for Loader {
+    const ALL: &'static [Self] = &[Loader::Auto, Loader::Memory, Loader::Stream];
+    const WHAT: &'static str = "loader";
+    fn name(&self) -> &'static str {
+        match self {
+            Loader::Auto => "auto",
+            Loader::Memory => "memory",
+            Loader::Stream => "stream",
+        }
+    }
+}
+crate::from_str_by_name!(Loader);
+
 /// A dataset on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSource {
@@ -56,6 +102,9 @@ pub struct DataSource {
     /// Image folders of any size: the shorter side scaled to this, then the centre `size` crop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<usize>,
+    /// How image folders are read.
+    #[serde(default, skip_serializing_if = "Loader::is_auto")]
+    pub loader: Loader,
 }
 
 impl Default for DataSource {
@@ -66,6 +115,7 @@ impl Default for DataSource {
             channels: 1,
             size: [28, 28],
             resize: None,
+            loader: Loader::Auto,
         }
     }
 }
@@ -91,10 +141,10 @@ impl DataSource {
             ),
             DataFormat::Cifar => cifar::load_dir(&self.dir)?,
             DataFormat::Folder => {
-                let (c, size, resize) = (self.channels, self.size, self.resize);
-                let train = folder::load_split(&self.dir, "train", c, size, resize, None)?;
-                let test =
-                    folder::load_split(&self.dir, "test", c, size, resize, Some(&train.classes))?;
+                let (c, size, resize, l) = (self.channels, self.size, self.resize, self.loader);
+                let train = folder::load_split(&self.dir, "train", c, size, resize, None, l)?;
+                let classes = Some(&train.classes[..]);
+                let test = folder::load_split(&self.dir, "test", c, size, resize, classes, l)?;
                 (train, test)
             }
         };
@@ -159,6 +209,7 @@ impl DataSource {
                     [h, w],
                     self.resize,
                     classes.as_deref(),
+                    self.loader,
                 )
             }
         }

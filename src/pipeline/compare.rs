@@ -145,7 +145,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
             events,
             phase: "fp test",
         }),
-    )
+    )?
     .top1;
     check_settings(&cfg.out, settings(cfg, &ck, &search_cfg, &p)?)?;
     let bench = Bench {
@@ -298,7 +298,7 @@ impl Bench<'_> {
                 cfg,
                 self.ck.dir.clone(),
                 &env,
-                &calibration_batches(self.p, self.norm, self.devices.device, 4),
+                &calibration_batches(self.p, self.norm, self.devices.device, 4)?,
             )?
         };
         let (_, state) = search::run(&run, model, state, &env)?;
@@ -339,7 +339,7 @@ impl Bench<'_> {
                 self.scheme,
                 &self.p.splits.bandit,
                 self.norm,
-            );
+            )?;
             if !raises.is_empty() {
                 let raw = self.finish(
                     &format!("{name}{NO_POLISH}"),
@@ -530,7 +530,7 @@ impl Bench<'_> {
                 &model.net,
                 policy,
                 self.scheme,
-                &calibration_batches(self.p, self.norm, self.devices.device, 4),
+                &calibration_batches(self.p, self.norm, self.devices.device, 4)?,
             );
         }
         let plan = FitPlan {
@@ -561,7 +561,7 @@ impl Bench<'_> {
             &self.p.splits.test,
             self.norm,
             None,
-        );
+        )?;
         let cost = model_cost(&model.layers, policy, self.scheme.weight);
         let r = MethodResult {
             method: method.into(),

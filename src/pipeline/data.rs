@@ -55,6 +55,8 @@ pub struct DataConfig {
     /// Image folders of any size: scale the shorter side to this, then crop the centre
     /// `image_size` (`--resize`).
     pub resize: Option<usize>,
+    /// How image folders are read: in memory, or from disk on the fly (`--loader`).
+    pub loader: crate::data::Loader,
     /// Input normalisation of an imported ONNX model (`--mean`/`--std`, in pixels / 255);
     /// a ccq checkpoint records its own.
     pub normalization: Option<crate::data::Normalization>,
@@ -72,6 +74,7 @@ impl Default for DataConfig {
             split_seed: 0,
             augment: AugmentChoice::Auto,
             resize: None,
+            loader: crate::data::Loader::Auto,
             normalization: None,
         }
     }
@@ -119,6 +122,11 @@ impl DataConfig {
                 "--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels"
             )));
         }
+        if format != DataFormat::Folder && self.loader == crate::data::Loader::Stream {
+            return Err(Error::InvalidConfig(
+                "--loader stream applies to image folders (--format folder)".into(),
+            ));
+        }
         if let Some(n) = self.resize {
             if format != DataFormat::Folder {
                 return Err(Error::InvalidConfig(
@@ -137,6 +145,7 @@ impl DataConfig {
             channels,
             size: self.image_size,
             resize: self.resize,
+            loader: self.loader,
         })
     }
 
@@ -254,13 +263,15 @@ pub fn calibration_batches(
     norm: &crate::data::Normalization,
     device: tch::Device,
     n: usize,
-) -> Vec<tch::Tensor> {
+) -> Result<Vec<tch::Tensor>> {
     let len = p.splits.train.len();
-    (0..n)
-        .map(|b| {
-            let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
-            make_batch(&p.splits.train, &order, norm, None, device).images
-        })
-        .filter(|t| t.size()[0] > 0)
-        .collect()
+    let mut out = Vec::new();
+    for b in 0..n {
+        let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
+        if !order.is_empty() {
+            let batch = make_batch(&p.splits.train, &order, norm, None, device);
+            out.push(batch.map_err(|e| bad_data(&p.source, e))?.images);
+        }
+    }
+    Ok(out)
 }

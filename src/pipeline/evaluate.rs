@@ -62,14 +62,14 @@ pub fn evaluate(cfg: &EvalConfig, events: &dyn Events) -> Result<Evaluated> {
             events,
             phase: "test",
         }),
-    );
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     if cfg.predictions.is_some() || cfg.logits.is_some() {
         let ctx = QuantCtx::new(ck.meta.scheme, &policy.bits);
         let net = &ck.model.net;
         let norm = &ck.meta.normalization;
         if let Some(path) = &cfg.predictions {
-            let preds = predict(net, &ctx, &p.splits.test, norm, 500);
+            let preds = predict(net, &ctx, &p.splits.test, norm, 500)?;
             let text: String = preds
                 .iter()
                 .map(|p| p.map_or("nan\n".to_string(), |c| format!("{c}\n")))
@@ -77,7 +77,7 @@ pub fn evaluate(cfg: &EvalConfig, events: &dyn Events) -> Result<Evaluated> {
             write_atomic(path, text.as_bytes())?;
         }
         if let Some(path) = &cfg.logits {
-            let (logits, _) = predict_logits(net, &ctx, &p.splits.test, norm, 500);
+            let (logits, _) = predict_logits(net, &ctx, &p.splits.test, norm, 500)?;
             let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
             write_atomic(path, &bytes)?;
         }

@@ -125,7 +125,7 @@ pub fn onnx_checkpoint(
     };
     let p = prepare_for(&ck, data, events)?;
     // BatchNorm back after the convs the exporter folded it into (see `model::unfold`).
-    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4);
+    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4)?;
     if let Some(m) = unfold_batchnorm(&ck.model, &batches)
         .map_err(|e| Error::bad_input(path, format!("{}: {e:#}", path.display())))?
     {
@@ -143,8 +143,8 @@ pub fn onnx_checkpoint(
             Some(Pass { events, phase }),
         )
     };
-    let val = measure(&p.splits.val, "val");
-    let test = measure(&p.splits.test, "test");
+    let val = measure(&p.splits.val, "val")?;
+    let test = measure(&p.splits.test, "test")?;
     if !(val.top1.is_finite() && test.top1.is_finite() && val.loss.is_finite()) {
         return Err(Error::bad_input(
             path,

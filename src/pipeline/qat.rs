@@ -120,17 +120,17 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
         &p.splits.val,
         &norm,
         None,
-    );
+    )?;
     // A checkpoint already trained with these quantizers keeps its learned clips and steps.
     if ck.meta.policy.is_none() || ck.meta.scheme != scheme {
         calibrate(
             &model.net,
             &policy,
             scheme,
-            &calibration_batches(&p, &norm, devices.device, 4),
+            &calibration_batches(&p, &norm, devices.device, 4)?,
         );
     }
-    let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None);
+    let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None)?;
     let cost = model_cost(&model.layers, &policy, scheme.weight);
     events.event(&Event::Note(format!(
         "QAT of {} at {} ({:.2}x compression): val top-1 FP {:.2}% -> {:.2}% after calibration, before training",

@@ -102,7 +102,8 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         graph: None,
     };
     let mut model = build(&spec, devices.device)?;
-    let norm = Normalization::from_subset(&p.splits.train);
+    let norm = Normalization::from_subset(&p.splits.train)
+        .map_err(|e| Error::bad_input(p.source.dir.clone(), format!("{e:#}")))?;
     let mut meta = CheckpointMeta::new(
         &model,
         None,
@@ -212,7 +213,7 @@ pub(super) fn test_and_save(
             events,
             phase: "test",
         }),
-    );
+    )?;
     meta.test = Some(test);
     checkpoint::save(out, model, meta)?;
     events.event(&Event::CheckpointWritten { path: out });

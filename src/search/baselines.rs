@@ -144,7 +144,7 @@ pub fn hessian_traces(
     rng: &mut impl Rng,
 ) -> Result<Vec<f64>> {
     let order: Vec<usize> = (0..images.min(data.len())).collect();
-    let batch = make_batch(data, &order, norm, None, model.net.device());
+    let batch = make_batch(data, &order, norm, None, model.net.device())?;
     let float = Policy::float(&model.layer_names());
     let ctx = QuantCtx::new(QuantScheme::default(), &float.bits);
     let loss = cross_entropy(&model.net.forward(&batch.images, &ctx), &batch.labels);

@@ -54,7 +54,7 @@ pub(super) fn eval(
     subset: &Subset,
     env: &SearchEnv,
     label: Option<&str>,
-) -> Eval {
+) -> anyhow::Result<Eval> {
     let pass = label.map(|phase| Pass {
         events: env.events,
         phase,
@@ -94,7 +94,7 @@ pub fn init(
         &env.splits.val,
         env,
         Some("fp val"),
-    )
+    )?
     .top1;
     let policy = cfg.lowering.start(&names);
     crate::train::calibrate::calibrate(&model.net, &policy, cfg.scheme, calib);
@@ -111,7 +111,7 @@ pub fn init(
         let (m, _, val, _) = finetune(model, &policy, &c, env, 0, fp_val, 1.0)?;
         (m, val)
     } else {
-        let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None).top1;
+        let v = eval(&model, &policy, cfg.scheme, &env.splits.val, env, None)?.top1;
         (model, v)
     };
     env.events.event(&Event::SearchStarted {
@@ -207,7 +207,7 @@ pub fn select(model: &Model, state: &SearchState, arm: Arm, env: &SearchEnv) -> 
     let after = lowered.bits[arm.layer];
     let steps_before = saved_steps(model, arm.layer);
     rescale_steps(&model.net, arm.layer, before, after);
-    let val_before = eval(model, &lowered, cfg.scheme, &env.splits.val, env, None).top1;
+    let val_before = eval(model, &lowered, cfg.scheme, &env.splits.val, env, None)?.top1;
     Ok(Selection {
         arm,
         before,
@@ -481,7 +481,7 @@ fn conclude(
             cfg.scheme,
             &env.splits.bandit,
             env.norm,
-        );
+        )?;
         for r in &raises {
             env.events.event(&Event::Raised {
                 layer: &r.layer,
@@ -551,7 +551,7 @@ pub fn finish(
         &env.splits.test,
         env,
         Some("test"),
-    );
+    )?;
     let cost = model_cost(&model.layers, &state.policy, state.config.scheme.weight);
     let mut meta = state_meta(env, state);
     meta.test = Some(test);

@@ -101,7 +101,7 @@ pub(super) fn finetune(
                 phase: &label,
             },
         )?;
-        last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None).top1;
+        last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None)?.top1;
         vals.push(last);
         if ft.keep_best && last > best {
             kept = Some((model.clone(), last));

@@ -39,7 +39,7 @@ pub fn polish(
     scheme: QuantScheme,
     bandit: &Subset,
     norm: &Normalization,
-) -> (Policy, Vec<Raise>) {
+) -> anyhow::Result<(Policy, Vec<Raise>)> {
     let arms = lowering.arms(policy.bits.len());
     let mut policy = policy.clone();
     let mut raises = Vec::new();
@@ -70,7 +70,7 @@ pub fn polish(
             bandit,
             norm,
             TRIAL_BATCH,
-        );
+        )?;
         let best = trials
             .arms
             .iter()
@@ -100,5 +100,5 @@ pub fn polish(
         });
         policy = next;
     }
-    (policy, raises)
+    Ok((policy, raises))
 }

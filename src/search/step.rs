@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 pub trait ArmScorer {
     /// Scores of each contender `(layer, trial policy)` and of the current policy; `None` where
     /// there is no contender, or where the trial is unusable (its logits were not finite).
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials;
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> anyhow::Result<Trials>;
 }
 
 /// What the next step does.
@@ -168,7 +168,7 @@ pub fn decide(
                 .map(|(p, _)| (a.layer, p))
         })
         .collect();
-    let mut scores = scorer.score(&contenders);
+    let mut scores = scorer.score(&contenders)?;
     let usable: Vec<bool> = awake
         .iter()
         .zip(&scores.arms)

@@ -24,7 +24,7 @@ pub(super) struct BanditScorer<'a> {
 }
 
 impl ArmScorer for BanditScorer<'_> {
-    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> Trials {
+    fn score(&mut self, contenders: &[Option<(usize, &Policy)>]) -> anyhow::Result<Trials> {
         score_trials(
             self.model,
             self.policy,
@@ -53,7 +53,7 @@ pub fn score_trials(
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-) -> Trials {
+) -> anyhow::Result<Trials> {
     let device = model.net.device();
     let rescale = scheme != QuantScheme::default();
     let ctx = QuantCtx::new(scheme, &current.bits);
@@ -78,8 +78,9 @@ pub fn score_trials(
             .cross_entropy_loss::<tch::Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
             .to_kind(tch::Kind::Double)
     };
-    tch::no_grad(|| {
-        for (_, batch) in in_order(data, norm, batch_size, device) {
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for b in in_order(data, norm, batch_size, device) {
+            let (_, batch) = b?;
             let (inputs, logits) = model.net.stage_inputs(&batch.images, &ctx);
             let (top1, _) = correct(&logits, &batch.labels);
             let _ = cur_hits
@@ -111,7 +112,8 @@ pub fn score_trials(
                 }
             }
         }
-    });
+        Ok(())
+    })?;
     let n = data.len().max(1) as f64;
     let arms = contenders
         .iter()
@@ -127,13 +129,13 @@ pub fn score_trials(
                 .filter(|t| t.loss.is_finite())
         })
         .collect();
-    Trials {
+    Ok(Trials {
         current: TrialScore {
             top1: cur_hits.double_value(&[]) / n,
             loss: cur_loss.double_value(&[]) / n,
         },
         arms,
-    }
+    })
 }
 
 /// [`score_trials`] the plain way: every trial runs the whole network over the whole split.
@@ -144,7 +146,7 @@ pub fn score_trials_naive(
     scheme: QuantScheme,
     data: &Subset,
     norm: &Normalization,
-) -> Trials {
+) -> anyhow::Result<Trials> {
     let score = |e: Eval| TrialScore {
         top1: e.top1,
         loss: e.loss,
@@ -157,13 +159,14 @@ pub fn score_trials_naive(
                 if scheme != QuantScheme::default() {
                     rescale_steps(&m.net, layer, current.bits[layer], trial.bits[layer]);
                 }
-                score(eval_policy(&m, trial, scheme, data, norm, None))
+                eval_policy(&m, trial, scheme, data, norm, None).map(score)
             })
-            .filter(|t| t.loss.is_finite())
+            .transpose()
+            .map(|t| t.filter(|t| t.loss.is_finite()))
         })
-        .collect();
-    Trials {
-        current: score(eval_policy(model, current, scheme, data, norm, None)),
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Trials {
+        current: score(eval_policy(model, current, scheme, data, norm, None)?),
         arms,
-    }
+    })
 }

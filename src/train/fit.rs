@@ -86,7 +86,7 @@ pub fn fit(
                 phase: &label,
             },
         )?;
-        let val = evaluate(&model.net, &ctx, &splits.val, norm, 500, None);
+        let val = evaluate(&model.net, &ctx, &splits.val, norm, 500, None)?;
         events.event(&Event::EpochEnded {
             epoch: epoch + 1,
             epochs: plan.epochs,

@@ -124,7 +124,7 @@ pub fn train_epoch(
     let mut checked = 0usize;
     for (i, &(first, len)) in chunks.iter().enumerate() {
         let lr = lr_at(i as f64 / chunks.len() as f64);
-        let batch = batcher.batch(first, len);
+        let batch = batcher.batch(first, len)?;
         let logits = net.forward(&batch.images, &ctx);
         let loss = cross_entropy(&logits, &batch.labels);
         let grads = FlatSgd::gradients(net, &loss);
@@ -193,7 +193,7 @@ pub fn evaluate(
     norm: &Normalization,
     batch_size: usize,
     pass: Option<Pass>,
-) -> Eval {
+) -> Result<Eval> {
     let device = net.device();
     let ctx = QuantCtx {
         train: false,
@@ -204,8 +204,9 @@ pub fn evaluate(
     }
     let mut done = 0;
     let sums = Tensor::zeros([3], (Kind::Double, device));
-    tch::no_grad(|| {
-        for (_, batch) in in_order(data, norm, batch_size, device) {
+    tch::no_grad(|| -> Result<()> {
+        for b in in_order(data, norm, batch_size, device) {
+            let (_, batch) = b?;
             let logits = net.forward(&batch.images, &ctx);
             let (top1, top5) = correct(&logits, &batch.labels);
             let loss = logits.cross_entropy_loss::<Tensor>(
@@ -229,19 +230,20 @@ pub fn evaluate(
                 p.progress(done, None);
             }
         }
-    });
+        Ok(())
+    })?;
     if let Some(p) = pass {
         p.ended();
     }
     let v: Vec<f64> = Vec::try_from(&sums).expect("three sums");
     let n = data.len().max(1) as f64;
     let loss = if data.is_empty() { 0.0 } else { v[2] / n };
-    Eval {
+    Ok(Eval {
         top1: v[0] / n,
         top5: v[1] / n,
         loss,
         images: data.len(),
-    }
+    })
 }
 
 /// Evaluates `model` fake-quantized under `policy` on `subset` (batches of 500).
@@ -252,7 +254,7 @@ pub fn eval_policy(
     subset: &Subset,
     norm: &Normalization,
     pass: Option<Pass>,
-) -> Eval {
+) -> Result<Eval> {
     evaluate(
         &model.net,
         &QuantCtx::new(scheme, &policy.bits),
@@ -271,9 +273,9 @@ pub fn predict(
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-) -> Vec<Option<usize>> {
-    let (logits, classes) = predict_logits(net, ctx, data, norm, batch_size);
-    logits
+) -> Result<Vec<Option<usize>>> {
+    let (logits, classes) = predict_logits(net, ctx, data, norm, batch_size)?;
+    Ok(logits
         .chunks(classes.max(1))
         .map(|row| {
             row.iter().all(|v| v.is_finite()).then(|| {
@@ -285,7 +287,7 @@ pub fn predict(
                     .0
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The logits of every image of `data`, in order, row-major, and the number of classes.
@@ -295,7 +297,7 @@ pub fn predict_logits(
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
-) -> (Vec<f32>, usize) {
+) -> Result<(Vec<f32>, usize)> {
     let device = net.device();
     let ctx = QuantCtx {
         train: false,
@@ -303,14 +305,16 @@ pub fn predict_logits(
     };
     let mut out = Vec::new();
     let mut classes = 0;
-    tch::no_grad(|| {
-        for (_, batch) in in_order(data, norm, batch_size, device) {
+    tch::no_grad(|| -> Result<()> {
+        for b in in_order(data, norm, batch_size, device) {
+            let (_, batch) = b?;
             let logits = net.forward(&batch.images, &ctx);
             classes = logits.size()[1] as usize;
             out.extend(crate::host::to_f32(&logits));
         }
-    });
-    (out, classes)
+        Ok(())
+    })?;
+    Ok((out, classes))
 }
 
 #[cfg(test)]
