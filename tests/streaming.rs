@@ -224,7 +224,8 @@ fn the_loader_flag_is_checked() {
         e.contains("--loader stream applies to image folders"),
         "{e}"
     );
-    assert!(Loader::Auto.streams(Loader::AUTO_LIMIT + 1));
-    assert!(!Loader::Auto.streams(Loader::AUTO_LIMIT));
-    assert!(!Loader::Memory.streams(u64::MAX));
+    assert!(Loader::Auto.streams(Loader::AUTO_LIMIT + 1, false));
+    assert!(!Loader::Auto.streams(Loader::AUTO_LIMIT, false));
+    assert!(Loader::Auto.streams(1, true));
+    assert!(!Loader::Memory.streams(u64::MAX, true));
 }

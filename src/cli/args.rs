@@ -50,9 +50,10 @@ pub struct DataArgs {
     /// --crop 224); training batches get a random resized crop and flip instead (--augment).
     #[arg(long)]
     pub resize: Option<usize>,
-    /// How image folders are read: memory (decode every image once, up front), stream (decode
-    /// each batch from disk when needed, in parallel, prefetching the next: bounded memory),
-    /// auto (stream a split whose decoded images would exceed 1 GiB).
+    /// How image folders are read: memory (decode every image once, up front; with --resize,
+    /// training then gets a padded crop of the centre crop), stream (decode each batch from disk
+    /// when needed, in parallel, prefetching the next: bounded memory), auto (stream with
+    /// --resize, or when a split's decoded images would exceed 1 GiB).
     #[arg(long, value_parser = named::<Loader>(), default_value = "auto")]
     pub loader: Loader,
     /// Mean an imported ONNX model subtracts from pixels scaled to [0, 1], one per channel or
@@ -152,8 +153,9 @@ impl CommonArgs {
 /// Quantizer choice.
 #[derive(Args, Debug, Clone)]
 pub struct QuantArgs {
-    /// Weight quantizer (default: dorefa for ccq's own models; lsq-channel for an imported ONNX
-    /// model, whose convs may carry a folded BatchNorm that DoReFa's rescaling would undo).
+    /// Weight quantizer (default: a quantized checkpoint's own; dorefa for ccq's own models;
+    /// lsq-channel for an imported ONNX model or its checkpoints, whose convs may carry a folded
+    /// BatchNorm that DoReFa's rescaling would undo).
     #[arg(long, value_parser = named::<WeightQuantizer>())]
     pub weight_quant: Option<WeightQuantizer>,
     /// Activation quantizer.
@@ -165,10 +167,18 @@ impl QuantArgs {
     /// The scheme for a model read from `source` (an `.onnx` file or a ccq checkpoint).
     pub fn scheme(&self, source: Option<&std::path::Path>) -> QuantScheme {
         let onnx = source.is_some_and(ccq::pipeline::import::is_onnx);
-        let default = if onnx {
-            WeightQuantizer::LsqChannel
-        } else {
-            WeightQuantizer::Dorefa
+        // A checkpoint's metadata, when it can be read (errors surface when it is loaded).
+        let meta = source
+            .filter(|_| !onnx)
+            .and_then(|p| ccq::train::checkpoint::load_meta(p).ok())
+            .map(|(_, m)| m);
+        let default = match &meta {
+            _ if onnx => WeightQuantizer::LsqChannel,
+            Some(m) if m.policy.is_some() => m.scheme.weight,
+            Some(m) if m.spec.kind == ccq::model::ModelKind::Imported => {
+                WeightQuantizer::LsqChannel
+            }
+            _ => WeightQuantizer::Dorefa,
         };
         QuantScheme {
             weight: self.weight_quant.unwrap_or(default),

@@ -282,7 +282,7 @@ pub fn load_split(
     let labels: Vec<u16> = files.iter().map(|(_, l)| *l).collect();
     let paths: Vec<PathBuf> = files.into_iter().map(|(f, _)| f).collect();
     let decoded = (paths.len() * channels * height * width) as u64;
-    let storage = if stream.streams(decoded) {
+    let storage = if stream.streams(decoded, resize.is_some()) {
         let files = ImageFiles { paths, resize };
         files.check_headers([height, width])?;
         Storage::Files(files)

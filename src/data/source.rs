@@ -46,8 +46,9 @@ crate::from_str_by_name!(DataFormat);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Loader {
-    /// Streamed when a split's decoded images would take more than [`Loader::AUTO_LIMIT`]
-    /// bytes, in memory otherwise.
+    /// Streamed when images of any size are scaled and cropped (`--resize`: training then
+    /// gets the random resized crop, which needs the whole image), or when a split's decoded
+    /// images would take more than [`Loader::AUTO_LIMIT`] bytes; in memory otherwise.
     #[default]
     Auto,
     /// Every image decoded once, into memory (the fastest for small sets).
@@ -61,10 +62,11 @@ impl Loader {
     /// Decoded size above which `auto` streams: 1 GiB.
     pub const AUTO_LIMIT: u64 = 1 << 30;
 
-    /// Whether a split whose decoded images take `bytes` is streamed.
-    pub fn streams(self, bytes: u64) -> bool {
+    /// Whether a split whose decoded images take `bytes` is streamed; `resized`: its images
+    /// are of any size (`--resize`).
+    pub fn streams(self, bytes: u64, resized: bool) -> bool {
         match self {
-            Loader::Auto => bytes > Self::AUTO_LIMIT,
+            Loader::Auto => resized || bytes > Self::AUTO_LIMIT,
             Loader::Memory => false,
             Loader::Stream => true,
         }

@@ -1,4 +1,5 @@
-//! Timing on random data (`ccq bench`): one QAT training step, or fake-quantized inference.
+//! Timing (`ccq bench`): one QAT training step or fake-quantized inference on random data, or
+//! the data loader on a dataset.
 
 use super::session::set_threads;
 use crate::error::{Error, Result};
@@ -18,15 +19,18 @@ pub enum BenchMode {
     Step,
     /// Fake-quantized inference.
     Infer,
+    /// The data loader on a dataset ([`bench_loader`]; [`bench`] refuses it).
+    Load,
 }
 
 impl Named for BenchMode {
-    const ALL: &'static [Self] = &[BenchMode::Step, BenchMode::Infer];
+    const ALL: &'static [Self] = &[BenchMode::Step, BenchMode::Infer, BenchMode::Load];
     const WHAT: &'static str = "bench mode";
     fn name(&self) -> &'static str {
         match self {
             BenchMode::Step => "step",
             BenchMode::Infer => "infer",
+            BenchMode::Load => "load",
         }
     }
 }
@@ -66,6 +70,11 @@ pub struct Timing {
 
 /// Times `cfg.steps` iterations after two warm-up ones.
 pub fn bench(cfg: &BenchConfig) -> Result<Timing> {
+    if cfg.mode == BenchMode::Load {
+        return Err(Error::InvalidConfig(
+            "the loader is timed by bench_loader, on a dataset".into(),
+        ));
+    }
     if cfg.batch < 2 || cfg.steps == 0 {
         return Err(Error::InvalidConfig(
             "bench needs a batch of at least 2 and at least 1 step".into(),
@@ -125,6 +134,7 @@ pub fn bench(cfg: &BenchConfig) -> Result<Timing> {
                 }
             }
         }
+        BenchMode::Load => unreachable!("refused above"),
         BenchMode::Infer => tch::no_grad(|| {
             for i in 0..cfg.steps + 2 {
                 let t = Instant::now();
@@ -142,4 +152,105 @@ pub fn bench(cfg: &BenchConfig) -> Result<Timing> {
         device: crate::device::describe(device),
         threads: tch::get_num_threads(),
     })
+}
+
+/// A timing of the data loader: one training pass over a dataset's training split, decoded,
+/// augmented and normalised into batches as QAT gets them, with no model.
+#[derive(Clone, Debug)]
+pub struct LoaderBenchConfig {
+    /// The data, its split, augmentation and loader.
+    pub data: super::data::DataConfig,
+    /// Images per batch.
+    pub batch: usize,
+    /// Batches timed (`None`: the whole training split).
+    pub batches: Option<usize>,
+    /// Threads (decoding and libtorch).
+    pub threads: Option<usize>,
+}
+
+/// What a loader timing measured.
+#[derive(Clone, Debug)]
+pub struct LoaderTiming {
+    /// Seconds to list (and, in memory, decode) the dataset and carve its splits.
+    pub load_seconds: f64,
+    /// Seconds of the normalisation statistics over the training split.
+    pub stats_seconds: f64,
+    /// Images batched in the timed pass.
+    pub images: usize,
+    /// Seconds of the timed pass.
+    pub seconds: f64,
+    /// Images per second in the pass.
+    pub images_per_second: f64,
+    /// Whether the training split was streamed from disk.
+    pub streamed: bool,
+    /// The process's peak resident memory so far, in bytes (Linux; `None` elsewhere).
+    pub peak_rss: Option<u64>,
+}
+
+/// Times one training pass of the data loader (see [`LoaderBenchConfig`]).
+pub fn bench_loader(
+    cfg: &LoaderBenchConfig,
+    events: &dyn crate::events::Events,
+) -> Result<LoaderTiming> {
+    use crate::data::{Batcher, Normalization};
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    if cfg.batch < 1 {
+        return Err(Error::InvalidConfig("--batch must be at least 1".into()));
+    }
+    if let Some(t) = cfg.threads {
+        set_threads(t)?;
+    }
+    let start = Instant::now();
+    let source = cfg.data.source(None)?;
+    let p = super::data::prepare(source, cfg.data.split(), events)?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let train = &p.splits.train;
+    let norm = Normalization::from_subset(train)
+        .map_err(|e| Error::bad_input(p.source.dir.clone(), format!("{e:#}")))?;
+    let stats_seconds = start.elapsed().as_secs_f64();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rng);
+    if let Some(b) = cfg.batches {
+        order.truncate(b * cfg.batch);
+    }
+    let augment = cfg.data.augment(&p.source);
+    let start = Instant::now();
+    let batcher = Batcher::new(
+        train,
+        &order,
+        &norm,
+        augment.map(|a| (a, &mut rng)),
+        Device::Cpu,
+    );
+    let mut checksum = 0.0;
+    for s in (0..order.len()).step_by(cfg.batch) {
+        let b = batcher
+            .batch(s, cfg.batch.min(order.len() - s))
+            .map_err(|e| Error::bad_input(p.source.dir.clone(), format!("{e:#}")))?;
+        checksum += b.images.mean(Kind::Double).double_value(&[]);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if !checksum.is_finite() {
+        return Err(Error::Internal("non-finite batch values".into()));
+    }
+    Ok(LoaderTiming {
+        load_seconds,
+        stats_seconds,
+        images: order.len(),
+        seconds,
+        images_per_second: order.len() as f64 / seconds.max(1e-12),
+        streamed: train.data.is_streamed(),
+        peak_rss: peak_rss(),
+    })
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

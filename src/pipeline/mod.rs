@@ -24,7 +24,9 @@ pub mod search_settings;
 pub mod session;
 pub mod train;
 
-pub use bench::{BenchConfig, BenchMode, Timing, bench};
+pub use bench::{
+    BenchConfig, BenchMode, LoaderBenchConfig, LoaderTiming, Timing, bench, bench_loader,
+};
 pub use compare::{CompareConfig, Compared, compare};
 pub use data::{AugmentChoice, DataConfig};
 pub use evaluate::{EvalConfig, Evaluated, evaluate, inspect};
