@@ -6,7 +6,8 @@
 #
 #   bench/import_quantize.sh OUT_DIR [MODEL.onnx...]   (default: the fixtures)
 #
-# TARGET (8), FT_SAMPLES (10000 images per fine-tuning epoch), FINAL (2 final epochs), THREADS,
+# TARGET (8), QSTEPS (30), FT_SAMPLES (10000 images per fine-tuning epoch), FINAL (2 final
+# epochs), FINAL_FROM (best), THREADS,
 # CIFAR, CCQ as in bench/import_check.sh. Resumable: rerun to continue a search.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ for m in "${models[@]}"; do
   else
     "$ccq" quantize "$m" --data "$cifar" --format folder --target-compression "${TARGET:-8}" \
       --ft-samples "${FT_SAMPLES:-10000}" --final-epochs "${FINAL:-2}" -q "${threads[@]}" \
+      --qsteps "${QSTEPS:-30}" --final-from "${FINAL_FROM:-best}" \
       --out "$run" | grep -v '^epoch'
   fi
   echo "$name: quantize $(( $(date +%s) - start )) s"

@@ -155,6 +155,9 @@ pub enum Event<'a> {
         after: f64,
         /// Epochs.
         epochs: usize,
+        /// Where the kept fine-tuning started: `search` (the search's weights) or `fp` (the
+        /// full-precision model).
+        from: &'a str,
     },
     /// A checkpoint was written.
     CheckpointWritten {

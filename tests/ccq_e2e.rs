@@ -325,8 +325,25 @@ fn train_qat_quantize_and_resume() {
             assert!(raw["compression"].as_f64().unwrap() > c, "{raw}");
         }
     }
+    // The default CCQ fine-tunes its policy from its search's weights and from the FP model,
+    // keeping the better on validation: twice --ft-epochs.
+    for b in [5.0, 7.0] {
+        let r = results
+            .iter()
+            .find(|r| r["method"] == "ccq" && r["budget"].as_f64() == Some(b))
+            .unwrap();
+        assert_eq!(r["epochs"], 2, "{r}");
+        assert!(
+            r["note"]
+                .as_str()
+                .unwrap()
+                .contains("the better on validation"),
+            "{r}"
+        );
+    }
     // Equal compute: continuing with --equal-compute adds every other method's policies
-    // fine-tuned for as many epochs as CCQ spent reaching each budget, plus --ft-epochs.
+    // fine-tuned for as many epochs as CCQ spent reaching each budget, plus its final
+    // fine-tuning (2 × --ft-epochs).
     let mut eq = compare_args("1");
     eq.push("--equal-compute");
     ccq(&eq);
@@ -349,7 +366,7 @@ fn train_qat_quantize_and_resume() {
             .iter()
             .map(|s| s["epochs"].as_u64().unwrap())
             .sum();
-        assert_eq!(hawq["epochs"].as_u64().unwrap(), 1 + spent, "{b}x");
+        assert_eq!(hawq["epochs"].as_u64().unwrap(), 2 + spent, "{b}x");
         let same = results
             .iter()
             .find(|r| r["method"] == "hawq" && r["budget"].as_f64() == Some(b))

@@ -149,3 +149,71 @@ fn cancel_resume_and_typed_errors() {
         Err(Error::BadInput { .. })
     ));
 }
+
+/// Records the start of each kept final fine-tuning.
+struct FinalStarts(RefCell<Vec<String>>);
+
+impl Events for FinalStarts {
+    fn event(&self, e: &Event<'_>) {
+        if let Event::FinalTuned { from, .. } = e {
+            self.0.borrow_mut().push(from.to_string());
+        }
+    }
+}
+
+#[test]
+fn the_final_fine_tuning_starts_where_asked() {
+    use ccq::names::Named;
+    use ccq::search::config::FinalFrom;
+    let t = tempfile::tempdir().unwrap();
+    synthetic::write_idx_dataset(&t.path().join("data")).unwrap();
+    let d = data(&t.path().join("data"));
+    let fp = t.path().join("fp");
+    pipeline::train(
+        &TrainConfig {
+            data: d.clone(),
+            epochs: 2,
+            session: session(),
+            ..TrainConfig::new(ModelKind::Convnet, &fp)
+        },
+        &Silent,
+    )
+    .unwrap();
+    let run = |from: FinalFrom| {
+        let mut q = search(&t.path().join(from.name()), &fp, &d);
+        q.search.final_from = Some(from);
+        let events = FinalStarts(RefCell::new(Vec::new()));
+        let r = pipeline::quantize(&q, &events).unwrap();
+        (r.state, events.0.into_inner())
+    };
+    let (search_only, e1) = run(FinalFrom::Search);
+    let (fp_only, e2) = run(FinalFrom::Fp);
+    let (best, e3) = run(FinalFrom::Best);
+    assert_eq!(search_only.final_start.as_deref(), Some("search"));
+    assert_eq!(fp_only.final_start.as_deref(), Some("fp"));
+    assert_eq!(
+        (e1, e2),
+        (vec!["search".to_string()], vec!["fp".to_string()])
+    );
+    // The same search, so the same policy; the final models differ.
+    assert_eq!(search_only.policy, fp_only.policy);
+    let weights = |from: FinalFrom| {
+        std::fs::read(t.path().join(from.name()).join("final/model.safetensors")).unwrap()
+    };
+    assert_ne!(weights(FinalFrom::Search), weights(FinalFrom::Fp));
+    // Best keeps the higher validation top-1 of the two (ties go to the search's weights).
+    let want = if fp_only.val > search_only.val {
+        "fp"
+    } else {
+        "search"
+    };
+    assert_eq!(best.final_start.as_deref(), Some(want));
+    assert_eq!(e3, vec![want.to_string()]);
+    assert_eq!(best.val, search_only.val.max(fp_only.val));
+    let kept = if want == "fp" {
+        FinalFrom::Fp
+    } else {
+        FinalFrom::Search
+    };
+    assert_eq!(weights(FinalFrom::Best), weights(kept));
+}

@@ -154,8 +154,10 @@ impl Events for Console {
                 before,
                 after,
                 epochs,
+                from,
             } => self.line(format!(
-                "final fine-tuning: val top-1 {} → {} in {epochs} epoch(s)",
+                "final fine-tuning from the {} weights: val top-1 {} → {} in {epochs} epoch(s)",
+                if *from == "fp" { "full-precision" } else { "search's" },
                 pct(*before),
                 pct(*after)
             )),

@@ -5,7 +5,7 @@ use anyhow::Result;
 use ccq::pipeline::{SearchSettings, Variant};
 use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
-use ccq::search::config::StopRule;
+use ccq::search::config::{FinalFrom, StopRule};
 use ccq::search::reward::TrialSignal;
 use clap::Args;
 
@@ -108,6 +108,11 @@ pub struct SearchFlags {
     /// as the reference).
     #[arg(long, default_value_t = 3)]
     pub final_epochs: usize,
+    /// Where the last fine-tuning starts: search (the search's weights), fp (the full-precision
+    /// model, calibrated and trained at the final policy), best (both, keeping the higher
+    /// validation top-1; twice the epochs). Default: best (improved), search (reference).
+    #[arg(long, value_parser = named::<FinalFrom>())]
+    pub final_from: Option<FinalFrom>,
     #[command(flatten)]
     pub quant: QuantArgs,
 }
@@ -151,6 +156,7 @@ impl SearchFlags {
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
+            final_from: self.final_from,
             scheme: self.quant.scheme(source),
         })
     }

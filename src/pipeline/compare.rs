@@ -14,7 +14,7 @@ use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
 use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
-use crate::search::config::SearchConfig;
+use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::polish::polish;
 use crate::search::run_dir::RunDir;
 use crate::search::state::SearchState;
@@ -341,30 +341,68 @@ impl Bench<'_> {
                 self.norm,
             )?;
             if !raises.is_empty() {
-                let raw = self.finish(
+                let raw = self.ccq_finish(
                     &format!("{name}{NO_POLISH}"),
                     b,
                     model.clone(),
                     &policy,
-                    false,
                     search_secs,
-                    self.cfg.ft_epochs,
                 )?;
                 report.results.push(raw);
                 policy = polished;
             }
         }
-        let r = self.finish(
-            name,
-            b,
-            model,
-            &policy,
-            false,
-            search_secs,
-            self.cfg.ft_epochs,
-        )?;
+        let r = self.ccq_finish(name, b, model, &policy, search_secs)?;
         report.results.push(r);
         Ok(())
+    }
+
+    /// CCQ's policy fine-tuned for `--ft-epochs` from where `final_from` says: the search's
+    /// weights `searched`, the FP model, or both, keeping the higher validation top-1.
+    fn ccq_finish(
+        &self,
+        method: &str,
+        budget: f64,
+        searched: Model,
+        policy: &Policy,
+        search_secs: f64,
+    ) -> Result<MethodResult> {
+        let start = Instant::now();
+        let from = self.search.final_from;
+        let epochs = self.cfg.ft_epochs;
+        let mut candidates = Vec::new();
+        if matches!(from, FinalFrom::Search | FinalFrom::Best) {
+            candidates.push(("search", self.tune(searched, policy, false, epochs)?));
+        }
+        if matches!(from, FinalFrom::Fp | FinalFrom::Best) {
+            candidates.push((
+                "fp",
+                self.tune(self.ck.model.clone(), policy, true, epochs)?,
+            ));
+        }
+        let mut best = 0;
+        for (i, c) in candidates.iter().enumerate() {
+            if c.1.1 > candidates[best].1.1 {
+                best = i;
+            }
+        }
+        let tried = candidates.len();
+        let (start_name, (model, _)) = candidates.swap_remove(best);
+        let mut r = self.measure(
+            method,
+            budget,
+            &model,
+            policy,
+            search_secs + start.elapsed().as_secs_f64(),
+            epochs * tried,
+        )?;
+        if from == FinalFrom::Best {
+            r.note = Some(format!(
+                "fine-tuned from the {} weights (the better on validation)",
+                if start_name == "fp" { "FP" } else { "search's" }
+            ));
+        }
+        Ok(r)
     }
 
     /// A baseline's policy at budget `b`, fine-tuned from the FP model.
@@ -468,7 +506,8 @@ impl Bench<'_> {
     }
 
     /// The equal-compute results: every non-CCQ policy of the report fine-tuned again from the
-    /// FP model for the shared epochs plus the epochs CCQ spent reaching its budget.
+    /// FP model for as many epochs as CCQ spent: its search's epochs to reach the budget plus
+    /// its final fine-tuning (twice the shared epochs with `--final-from best`).
     fn equal_compute(&self, report: &mut Report) -> Result<()> {
         let run = RunDir::new(self.cfg.out.join("ccq"));
         if !run.has_search() {
@@ -491,7 +530,12 @@ impl Bench<'_> {
             let Some(extra) = ccq_epochs(&state, self.p.splits.train.len(), r.budget) else {
                 continue;
             };
-            let epochs = self.cfg.ft_epochs + extra.round() as usize;
+            let finals = if self.search.final_from == FinalFrom::Best {
+                2
+            } else {
+                1
+            };
+            let epochs = finals * self.cfg.ft_epochs + extra.round() as usize;
             let policy = Policy {
                 names: self.ck.meta.layers.clone(),
                 bits: r.bits.clone(),
@@ -525,6 +569,20 @@ impl Bench<'_> {
         epochs: usize,
     ) -> Result<MethodResult> {
         let start = Instant::now();
+        let (model, _) = self.tune(model, policy, fresh, epochs)?;
+        let seconds = extra_seconds + start.elapsed().as_secs_f64();
+        self.measure(method, budget, &model, policy, seconds, epochs)
+    }
+
+    /// Fine-tunes `model` at `policy` for `epochs` (calibrating first when `fresh`); returns it
+    /// and its last validation top-1.
+    fn tune(
+        &self,
+        model: Model,
+        policy: &Policy,
+        fresh: bool,
+        epochs: usize,
+    ) -> Result<(Model, f64)> {
         if fresh {
             crate::train::calibrate::calibrate(
                 &model.net,
@@ -543,6 +601,7 @@ impl Bench<'_> {
             seed: self.cfg.session.seed,
             stop_after: None,
         };
+        let mut val = f64::NAN;
         let model = fit(
             model,
             policy,
@@ -551,11 +610,27 @@ impl Bench<'_> {
             self.norm,
             &plan,
             None,
-            &mut |_, _, _| Ok(()),
+            &mut |_, _, rec| {
+                val = rec.val.top1;
+                Ok(())
+            },
             &crate::events::Uncancellable(self.events),
         )?;
+        Ok((model, val))
+    }
+
+    /// The test result of `model` at `policy`.
+    fn measure(
+        &self,
+        method: &str,
+        budget: f64,
+        model: &Model,
+        policy: &Policy,
+        seconds: f64,
+        epochs: usize,
+    ) -> Result<MethodResult> {
         let test = eval_policy(
-            &model,
+            model,
             policy,
             self.scheme,
             &self.p.splits.test,
@@ -573,7 +648,7 @@ impl Bench<'_> {
             bops: cost.bops,
             test_top1: Some(test.top1),
             loss_points: Some(100.0 * (self.fp_test - test.top1)),
-            seconds: extra_seconds + start.elapsed().as_secs_f64(),
+            seconds,
             note: None,
             epochs: Some(epochs),
         };

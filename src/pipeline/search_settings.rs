@@ -8,7 +8,7 @@ use crate::names::Named;
 use crate::quant::policy::Ladder;
 use crate::quant::quantizer::QuantScheme;
 use crate::search::bandit::LambdaSchedule;
-use crate::search::config::{Finetune, SearchConfig, StopRule};
+use crate::search::config::{FinalFrom, Finetune, SearchConfig, StopRule};
 use crate::search::reward::{Reward, TrialSignal};
 use crate::search::target::{Lowering, Target};
 use crate::train::schedule::WarmRestart;
@@ -94,6 +94,9 @@ pub struct SearchSettings {
     pub init_epochs: usize,
     /// Epochs of a last fine-tuning once the search stops (0: none, as the reference).
     pub final_epochs: usize,
+    /// Where that fine-tuning starts (reference: the search's weights; improved: the better on
+    /// validation of those and the full-precision model).
+    pub final_from: Option<FinalFrom>,
     /// Quantizers.
     pub scheme: QuantScheme,
 }
@@ -132,6 +135,7 @@ impl Default for SearchSettings {
             stop: StopRule::BestRatio(0.99),
             init_epochs: 1,
             final_epochs: 3,
+            final_from: None,
             scheme: QuantScheme::default(),
         }
     }
@@ -201,6 +205,11 @@ impl SearchSettings {
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
+            final_from: self.final_from.unwrap_or(if improved {
+                FinalFrom::Best
+            } else {
+                FinalFrom::Search
+            }),
             hyper: session.hyper(1e-4),
             scheme: self.scheme,
             seed: session.seed,

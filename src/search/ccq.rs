@@ -9,7 +9,7 @@
 
 use super::bandit::Competition;
 use super::collaborate::{Collaboration, collaborate, finetune};
-use super::config::{Finetune, SearchConfig};
+use super::config::{FinalFrom, Finetune, SearchConfig};
 use super::polish::polish;
 use super::run_dir::RunDir;
 use super::state::{ArmRecord, PolicyReport, SearchState, StepRecord};
@@ -20,6 +20,7 @@ use crate::data::{Normalization, Splits, Subset};
 use crate::events::{Event, Events, Pass};
 use crate::model::Model;
 use crate::model::cost::model_cost;
+use crate::names::Named;
 use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::train::calibrate::{rescale_steps, restore_steps, saved_steps};
@@ -60,6 +61,56 @@ pub(super) fn eval(
         phase,
     });
     eval_policy(model, policy, scheme, subset, env.norm, pass)
+}
+
+/// The last fine-tuning of `model` at the final policy (calibrated first when `fresh`: a model
+/// that has not trained at it); returns it and its last validation top-1.
+fn final_tune(
+    model: Model,
+    state: &SearchState,
+    env: &SearchEnv,
+    fresh: bool,
+) -> Result<(Model, f64)> {
+    let cfg = &state.config;
+    if fresh {
+        let n = env.splits.train.len().min(1024);
+        let order: Vec<usize> = (0..n).collect();
+        let calib: Vec<tch::Tensor> = order
+            .chunks(256)
+            .map(|c| {
+                let device = model.net.device();
+                crate::data::make_batch(&env.splits.train, c, env.norm, None, device)
+                    .map(|b| b.images)
+            })
+            .collect::<Result<_>>()?;
+        crate::train::calibrate::calibrate(&model.net, &state.policy, cfg.scheme, &calib);
+    }
+    let plan = FitPlan {
+        epochs: cfg.final_epochs,
+        start_epoch: 0,
+        lr: cfg.finetune.schedule.lr_max,
+        lr_end: 0.0,
+        hyper: cfg.hyper,
+        augment: cfg.augment,
+        seed: cfg.seed ^ 0xF1A1,
+        stop_after: None,
+    };
+    let mut val = f64::NAN;
+    let model = fit(
+        model,
+        &state.policy,
+        cfg.scheme,
+        env.splits,
+        env.norm,
+        &plan,
+        None,
+        &mut |_, _, rec| {
+            val = rec.val.top1;
+            Ok(())
+        },
+        &crate::events::Uncancellable(env.events),
+    )?;
+    Ok((model, val))
 }
 
 /// Checkpoint metadata for the model of `state`.
@@ -121,6 +172,7 @@ pub fn init(
         epochs: cfg.init_epochs,
     });
     let state = SearchState {
+        final_start: None,
         version: super::validate::STATE_VERSION,
         config: cfg,
         step: 0,
@@ -495,37 +547,41 @@ fn conclude(
     }
     if cfg.final_epochs > 0 {
         let started = Instant::now();
-        let plan = FitPlan {
-            epochs: cfg.final_epochs,
-            start_epoch: 0,
-            lr: cfg.finetune.schedule.lr_max,
-            lr_end: 0.0,
-            hyper: cfg.hyper,
-            augment: cfg.augment,
-            seed: cfg.seed ^ 0xF1A1,
-            stop_after: None,
-        };
-        let mut val = state.val;
-        model = fit(
-            model,
-            &state.policy,
-            cfg.scheme,
-            env.splits,
-            env.norm,
-            &plan,
-            None,
-            &mut |_, _, rec| {
-                val = rec.val.top1;
-                Ok(())
-            },
-            &crate::events::Uncancellable(env.events),
-        )?;
+        let before = state.val;
+        let device = model.net.device();
+        let mut candidates = Vec::new();
+        if matches!(cfg.final_from, FinalFrom::Search | FinalFrom::Best) {
+            candidates.push(("search", final_tune(model, state, env, false)?));
+        }
+        if matches!(cfg.final_from, FinalFrom::Fp | FinalFrom::Best) {
+            let fp = crate::train::checkpoint::load(&state.source, device)
+                .with_context(|| {
+                    format!(
+                        "the final fine-tuning starts from the full-precision model {} (--final-from {})",
+                        state.source.display(),
+                        cfg.final_from.name()
+                    )
+                })?
+                .model;
+            candidates.push(("fp", final_tune(fp, state, env, true)?));
+        }
+        // The higher validation top-1; on a tie, the first (the search's own weights).
+        let mut best = 0;
+        for (i, c) in candidates.iter().enumerate() {
+            if c.1.1 > candidates[best].1.1 {
+                best = i;
+            }
+        }
+        let (from, (tuned, val)) = candidates.swap_remove(best);
+        model = tuned;
         env.events.event(&Event::FinalTuned {
-            before: state.val,
+            before,
             after: val,
             epochs: cfg.final_epochs,
+            from,
         });
         state.val = val;
+        state.final_start = Some(from.to_string());
         state.seconds += started.elapsed().as_secs_f64();
     }
     state.final_done = true;

@@ -19,6 +19,35 @@ pub enum StopRule {
     WithinPoints(f64),
 }
 
+/// Where the last fine-tuning after the search starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalFrom {
+    /// The search's own weights, fine-tuned further (the collaboration's result; the
+    /// reference).
+    #[default]
+    Search,
+    /// The full-precision model the search started from, calibrated for the final policy and
+    /// trained at it: the search then only chooses the policy. Measured better where the
+    /// search's steps left the weights worse than training at the final policy directly.
+    Fp,
+    /// Both, keeping the one with the higher validation top-1 (twice the epochs).
+    Best,
+}
+
+impl crate::names::Named for FinalFrom {
+    const ALL: &'static [Self] = &[FinalFrom::Search, FinalFrom::Fp, FinalFrom::Best];
+    const WHAT: &'static str = "final fine-tuning start";
+    fn name(&self) -> &'static str {
+        match self {
+            FinalFrom::Search => "search",
+            FinalFrom::Fp => "fp",
+            FinalFrom::Best => "best",
+        }
+    }
+}
+crate::from_str_by_name!(FinalFrom);
+
 /// The collaboration phase of a step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finetune {
@@ -80,6 +109,9 @@ pub struct SearchConfig {
     /// search stops; 0 = none, as the reference.
     #[serde(default)]
     pub final_epochs: usize,
+    /// Where that last fine-tuning starts.
+    #[serde(default)]
+    pub final_from: FinalFrom,
     /// Optimiser.
     pub hyper: Hyper,
     /// Quantizers.

@@ -128,6 +128,9 @@ pub struct SearchState {
     /// The raises the budget polish made after the search.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub polish: Vec<Raise>,
+    /// Where the kept final fine-tuning started (`search` or `fp`), once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_start: Option<String>,
 }
 
 fn first_version() -> u32 {
