@@ -52,11 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     search.search.final_epochs = 1;
     let q = pipeline::quantize(&search, &Log)?;
     let report = q.report.ok_or("the search did not finish")?;
-    let e = pipeline::export(&ExportConfig {
-        source: q.run,
-        out: out.join("model.ccq"),
-        onnx: None,
-    })?;
+    let e = pipeline::export(&ExportConfig::new(q.run, out.join("model.ccq")))?;
     println!(
         "{:.2}x, test top-1 {:.2}% (FP val {:.2}%); {} bytes in {}",
         report.cost.compression,

@@ -26,7 +26,7 @@
 //! let done = pipeline::quantize(&search, &Silent)?;
 //! let policy = done.report.expect("finished: no stop_after, no cancellation");
 //! println!("{:.2}x at test top-1 {:.2}%", policy.cost.compression, 100.0 * policy.test);
-//! pipeline::export(&ExportConfig { source: done.run, out: "model.ccq".into(), onnx: None })?;
+//! pipeline::export(&ExportConfig::new(done.run, "model.ccq"))?;
 //! # Ok(())
 //! # }
 //! ```

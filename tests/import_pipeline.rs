@@ -239,11 +239,27 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
 
     let qdq = dir.join("back.onnx");
     let e = pipeline::export(&ExportConfig {
-        source: q.run,
-        out: dir.join("model.ccq"),
         onnx: Some(qdq.clone()),
+        check_images: 40,
+        ..ExportConfig::new(q.run, dir.join("model.ccq"))
     })
     .unwrap();
+    // The integer check ran on the checkpoint's data and wrote its report.
+    let ccq::pipeline::IntCheck::Checked(path, r) = &e.check else {
+        panic!("not checked: {:?}", e.check);
+    };
+    assert_eq!(*path, dir.join("model.int.json"));
+    let saved: ccq::export::int_check::IntReport =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(&saved, r);
+    assert_eq!(r.images, 40);
+    assert!(r.agree >= 36, "{} of 40 predictions agree", r.agree);
+    assert_eq!(r.nodes.last().unwrap().name, "logits");
+    assert!(
+        r.nodes
+            .iter()
+            .all(|n| n.values > 0 && n.differ * 20 <= n.values)
+    );
     let int = IntModel::from_bytes(&std::fs::read(&e.out).unwrap()).unwrap();
     assert_eq!(
         int.version(),

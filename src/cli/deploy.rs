@@ -3,7 +3,7 @@
 use super::args::DataArgs;
 use anyhow::Result;
 use ccq::export::format::{IntKind, IntModel};
-use ccq::pipeline::{self, ExportConfig, InferConfig};
+use ccq::pipeline::{self, ExportConfig, InferConfig, IntCheck};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,13 @@ pub struct ExportArgs {
     /// Also write an ONNX QDQ graph.
     #[arg(long)]
     pub onnx: Option<PathBuf>,
+    /// Test images on which to check the integer engine against the fake-quantized model,
+    /// node by node; the report goes to OUT with the extension .int.json (0: no check).
+    #[arg(long, default_value_t = 256)]
+    pub check_images: usize,
+    /// The check's data (default: the checkpoint's).
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// `ccq infer` arguments.
@@ -41,6 +48,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
         source: a.source,
         out: a.out,
         onnx: a.onnx,
+        check_images: a.check_images,
+        data: a.data.config()?,
     })?;
     let reported = e.weight_bytes + e.float_bytes;
     println!(
@@ -53,6 +62,41 @@ pub fn export(a: ExportArgs) -> Result<()> {
     );
     if let Some((path, bytes)) = &e.onnx {
         println!("{}: ONNX QDQ graph, {bytes} bytes", path.display());
+    }
+    match &e.check {
+        IntCheck::Skipped(why) => println!("integer check: skipped ({why})"),
+        IntCheck::Checked(path, r) => {
+            println!(
+                "integer check on {} test images: the engine's prediction agrees with the fake-quantized model's on {} (max |Δ logit| {:.2e}); {}",
+                r.images,
+                r.agree,
+                r.max_abs_logit_diff,
+                if r.exact() {
+                    "every value within tolerance: exact".to_string()
+                } else {
+                    let bad = r.inexact();
+                    let worst: Vec<String> = bad
+                        .iter()
+                        .take(3)
+                        .map(|n| {
+                            format!(
+                                "{} {:.2}%",
+                                n.name,
+                                100.0 * n.differ as f64 / n.values.max(1) as f64
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "{} of {} nodes hold values off by more than {}× their range (rounding-boundary cases; worst: {})",
+                        bad.len(),
+                        r.nodes.len(),
+                        r.tolerance,
+                        worst.join(", ")
+                    )
+                }
+            );
+            println!("{}: the node-by-node report", path.display());
+        }
     }
     Ok(())
 }

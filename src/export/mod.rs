@@ -4,4 +4,5 @@
 pub use ccq_runtime::{engine, format, pack, reference};
 
 pub mod convert;
+pub mod int_check;
 pub mod onnx;

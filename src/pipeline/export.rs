@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::export::convert::to_int_model;
 use crate::export::engine::Engine;
 use crate::export::format::IntModel;
+use crate::export::int_check::IntReport;
 use crate::export::onnx;
 use crate::model::cost::model_cost;
 use crate::search::run_dir::RunDir;
@@ -23,6 +24,41 @@ pub struct ExportConfig {
     pub out: PathBuf,
     /// Also write an ONNX QDQ graph here.
     pub onnx: Option<PathBuf>,
+    /// Test images on which the integer engine is checked against the fake-quantized model
+    /// (the report goes beside the `.ccq` file, [`int_report_path`]); 0: no check.
+    pub check_images: usize,
+    /// Where those images come from (default: the checkpoint's data; if that is not on this
+    /// machine, the check is skipped and says so).
+    pub data: DataConfig,
+}
+
+impl ExportConfig {
+    /// An export of `source` to `out`: no ONNX graph; the integer check on 256 test images of
+    /// the checkpoint's data.
+    pub fn new(source: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        ExportConfig {
+            source: source.into(),
+            out: out.into(),
+            onnx: None,
+            check_images: 256,
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Where the integer check of `out` (a `.ccq` file) is written: `out` with the extension
+/// `int.json`.
+pub fn int_report_path(out: &Path) -> PathBuf {
+    out.with_extension("int.json")
+}
+
+/// The integer check of an export.
+#[derive(Clone, Debug)]
+pub enum IntCheck {
+    /// Checked; the report was written to the path.
+    Checked(PathBuf, IntReport),
+    /// Not checked, with why.
+    Skipped(String),
 }
 
 /// What an export wrote.
@@ -38,6 +74,8 @@ pub struct Exported {
     pub float_bytes: u64,
     /// The ONNX file and its size, if one was asked for.
     pub onnx: Option<(PathBuf, usize)>,
+    /// The integer engine against the fake-quantized model.
+    pub check: IntCheck,
 }
 
 /// Exports a quantized checkpoint (or a finished run's) to `.ccq`, checked by building the
@@ -69,9 +107,10 @@ pub fn export(cfg: &ExportConfig) -> Result<Exported> {
             ),
         ));
     };
-    let (model, _) = to_int_model(&ck.model, &policy, ck.meta.scheme, &ck.meta.normalization)?;
-    Engine::new(model.clone())
+    let (model, probes) = to_int_model(&ck.model, &policy, ck.meta.scheme, &ck.meta.normalization)?;
+    let engine = Engine::new(model.clone())
         .map_err(|e| Error::Internal(format!("the exported graph is inconsistent: {e:#}")))?;
+    let check = int_check(cfg, &ck, &policy, &engine, &probes)?;
     let file_bytes = model.save(&cfg.out)?;
     let cost = model_cost(&ck.model.layers, &policy, ck.meta.scheme.weight);
     let onnx = match &cfg.onnx {
@@ -88,7 +127,65 @@ pub fn export(cfg: &ExportConfig) -> Result<Exported> {
         weight_bytes: cost.size_bytes(),
         float_bytes: cost.float_params as u64 * 4,
         onnx,
+        check,
     })
+}
+
+/// Runs the integer check of an export ([`crate::export::int_check`]) and writes its report.
+fn int_check(
+    cfg: &ExportConfig,
+    ck: &checkpoint::Checkpoint,
+    policy: &crate::quant::policy::Policy,
+    engine: &Engine,
+    probes: &crate::export::convert::Probes,
+) -> Result<IntCheck> {
+    if cfg.check_images == 0 {
+        return Ok(IntCheck::Skipped("not asked for".into()));
+    }
+    let source = cfg.data.source(Some(&ck.meta.data))?;
+    if cfg.data.is_unset() && !source.dir.is_dir() {
+        return Ok(IntCheck::Skipped(format!(
+            "the checkpoint's data ({}) is not on this machine; give --data to check",
+            source.dir.display()
+        )));
+    }
+    let bad = |e: anyhow::Error| Error::bad_input(source.dir.clone(), format!("{e:#}"));
+    let test = std::sync::Arc::new(source.load_test().map_err(bad)?);
+    let i = &engine.model.input;
+    if (test.channels, test.height, test.width) != (i.channels, i.height, i.width) {
+        return Err(Error::incompatible(
+            source.dir.clone(),
+            format!(
+                "{}: the model takes {}×{}×{} inputs but the data has {}×{}×{} images",
+                source.dir.display(),
+                i.channels,
+                i.height,
+                i.width,
+                test.channels,
+                test.height,
+                test.width
+            ),
+        ));
+    }
+    let ids: Vec<usize> = (0..cfg.check_images.min(test.len())).collect();
+    let pixels = test.images(&ids).map_err(bad)?;
+    let subset = crate::data::Subset::all(test);
+    let inputs = crate::data::make_batch(
+        &subset,
+        &ids,
+        &ck.meta.normalization,
+        None,
+        tch::Device::Cpu,
+    )
+    .map_err(bad)?
+    .images;
+    let ctx = crate::model::QuantCtx::new(ck.meta.scheme, &policy.bits);
+    let report =
+        crate::export::int_check::check(engine, probes, &ck.model, &ctx, &pixels, &inputs)?;
+    let path = int_report_path(&cfg.out);
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(&path, json.as_bytes())?;
+    Ok(IntCheck::Checked(path, report))
 }
 
 /// A job that runs a `.ccq` model with the integer engine on a test split.

@@ -30,7 +30,7 @@ pub use bench::{
 pub use compare::{CompareConfig, Compared, compare};
 pub use data::{AugmentChoice, DataConfig};
 pub use evaluate::{EvalConfig, Evaluated, evaluate, inspect};
-pub use export::{ExportConfig, Exported, InferConfig, Inferred, export, infer};
+pub use export::{ExportConfig, Exported, InferConfig, Inferred, IntCheck, export, infer};
 pub use qat::{Bits, Qat, QatConfig, qat};
 pub use quantize::{QuantizeConfig, Quantized, Start, quantize};
 pub use report::report_run;
