@@ -38,9 +38,10 @@ pub struct CompareArgs {
     /// Hutchinson samples.
     #[arg(long, default_value_t = 16)]
     pub hessian_samples: usize,
-    /// Also give every other method as many training epochs as CCQ spent reaching each budget
-    /// (its search's fine-tuning, in whole-training-split epochs, plus --ft-epochs); reported
-    /// beside the equal-fine-tuning results as `<method> (equal compute)`.
+    /// Also give every other method of --methods as many training epochs as CCQ spent reaching
+    /// each budget (its search's fine-tuning, in whole-training-split epochs, plus its own
+    /// --ft-epochs, twice with --final-from best); reported beside the equal-fine-tuning results
+    /// as `<method> (equal compute)`.
     #[arg(long)]
     pub equal_compute: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).

@@ -505,7 +505,8 @@ impl Bench<'_> {
         Ok(traces.as_ref().expect("computed above"))
     }
 
-    /// The equal-compute results: every non-CCQ policy of the report fine-tuned again from the
+    /// The equal-compute results: every non-CCQ policy of the report (of the methods asked for)
+    /// fine-tuned again from the
     /// FP model for as many epochs as CCQ spent: its search's epochs to reach the budget plus
     /// its final fine-tuning (twice the shared epochs with `--final-from best`).
     fn equal_compute(&self, report: &mut Report) -> Result<()> {
@@ -520,6 +521,8 @@ impl Bench<'_> {
             .results
             .iter()
             .filter(|r| is_standard_baseline(r))
+            // Only the methods of this invocation (a report may hold others from earlier ones).
+            .filter(|r| self.cfg.methods.iter().any(|m| m.name() == r.method))
             .cloned()
             .collect();
         for r in standard {
