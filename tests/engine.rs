@@ -37,6 +37,12 @@ fn check(kind: ModelKind, scheme: QuantScheme, bits: LayerBits) {
 /// The integer engine's registers against the fake-quantized float model's values, for a model
 /// of `spec` (1×16×16 inputs) at uniform `bits`; returns the integer model.
 fn check_spec(spec: &ModelSpec, scheme: QuantScheme, bits: LayerBits) -> IntModel {
+    check_spec_with(spec, scheme, bits, false)
+}
+
+/// [`check_spec`]; with `warm`, BatchNorm running statistics first move off their initial
+/// identity (a few training-mode passes), so that a standalone BatchNorm is not a no-op.
+fn check_spec_with(spec: &ModelSpec, scheme: QuantScheme, bits: LayerBits, warm: bool) -> IntModel {
     let kind = spec.kind;
     let devices = Devices::cpu();
     devices.seed(11);
@@ -53,6 +59,12 @@ fn check_spec(spec: &ModelSpec, scheme: QuantScheme, bits: LayerBits) -> IntMode
         ccq::host::tensor(&v, &[(p.len() / len) as i64, 1, 16, 16], Device::Cpu)
     };
     calibrate(&model.net, &policy, scheme, &[to_input(&imgs)]);
+    if warm {
+        let ctx = QuantCtx::new(scheme, &policy.bits).training();
+        for _ in 0..5 {
+            let _ = tch::no_grad(|| model.net.forward(&(to_input(&imgs) * 1.7 + 0.4), &ctx));
+        }
+    }
     let (int, probes) = to_int_model(&model, &policy, scheme, &norm).unwrap();
     let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
     assert_eq!(back, int, "the .ccq encoding round-trips");
@@ -371,4 +383,110 @@ fn depthwise_dilated_relu6_and_signed_inputs_match_fake_quant_and_the_reference(
         u32::from_le_bytes(plain.to_bytes()[8..12].try_into().unwrap()),
         1
     );
+}
+
+/// A dilated first layer, average pooling (padded, with and without the padding counted) and
+/// a BatchNorm after a ReLU6, as imported models have them.
+fn pooling_spec() -> ModelSpec {
+    let conv = |cin, cout, dilation| OpSpec::Conv {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: 3,
+        stride: 1,
+        padding: dilation,
+        dilation,
+        groups: 1,
+        bias: false,
+        bn: true,
+    };
+    let node = |name: &str, op, src| NodeSpec {
+        name: name.into(),
+        key: name.into(),
+        op,
+        inputs: vec![src],
+    };
+    let avg = |kernel, stride, padding, count_include_pad| OpSpec::AvgPool {
+        kernel,
+        stride,
+        padding,
+        ceil: false,
+        count_include_pad,
+    };
+    let nodes = vec![
+        node("stem", conv(1, 6, 2), 0),
+        node("stem_relu", OpSpec::Relu, 1),
+        node("pool1", avg(3, 2, 1, false), 2),
+        node("conv2", conv(6, 8, 1), 3),
+        node("relu6", OpSpec::Clip { min: 0.0, max: 6.0 }, 4),
+        node("bn", OpSpec::BatchNorm { channels: 8 }, 5),
+        node("conv3", conv(8, 8, 1), 6),
+        node("relu3", OpSpec::Relu, 7),
+        node("pool2", avg(3, 2, 1, true), 8),
+        node("gap", OpSpec::GlobalAvgPool, 9),
+        node("flatten", OpSpec::Flatten, 10),
+        node(
+            "fc",
+            OpSpec::Linear {
+                in_features: 8,
+                out_features: 5,
+            },
+            11,
+        ),
+    ];
+    ModelSpec {
+        kind: ModelKind::Imported,
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 5,
+        graph: Some(GraphSpec {
+            nodes,
+            output: 12,
+            io: None,
+        }),
+    }
+}
+
+#[test]
+fn a_dilated_first_layer_average_pooling_and_a_standalone_batchnorm_match_fake_quant() {
+    let spec = pooling_spec();
+    for (scheme, w, a) in [
+        (QuantScheme::default(), 4, 4),
+        (
+            QuantScheme {
+                weight: WeightQuantizer::LsqChannel,
+                act: ActQuantizer::Lsq,
+            },
+            3,
+            5,
+        ),
+    ] {
+        let int = check_spec_with(&spec, scheme, LayerBits { w, a }, true);
+        assert_eq!(int.version(), 3, "average pooling needs format version 3");
+        let back = IntModel::from_bytes(&int.to_bytes()).unwrap();
+        assert_eq!(back, int);
+        let pools: Vec<bool> = int
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AvgPool { count_pad, .. } => Some(*count_pad),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pools, [false, true]);
+        let Some(Op::Scale { mul, .. }) = int.ops.iter().find(|op| matches!(op, Op::Scale { .. }))
+        else {
+            panic!("no scale op for the BatchNorm");
+        };
+        assert!(
+            mul.iter().any(|&m| (m - (1 << 24)).abs() > 1 << 16),
+            "the BatchNorm is not the identity: {mul:?}"
+        );
+        assert!(
+            int.layers[2].a_min < 0,
+            "conv3 reads the BatchNorm's signed output"
+        );
+        assert_eq!(int.layers[0].dilation, 2);
+        same_as_reference(int, &format!("pooling W{w}A{a}"));
+    }
 }

@@ -1,7 +1,7 @@
 //! From a quantization-aware model to an integer model: weight codes, folded BatchNorm,
 //! activation steps and the graph.
 
-use super::format::{InputSpec, IntKind, IntLayer, IntModel, Op, Term, WIDE_FRAC};
+use super::format::{InputSpec, IntKind, IntLayer, IntModel, Op, SCALE_FRAC, Term, WIDE_FRAC};
 use crate::data::Normalization;
 use crate::host::to_f32;
 use crate::model::layers::{BatchNorm, ConvBn, QLinear, QuantParams};
@@ -276,7 +276,7 @@ pub fn to_int_model(
         let name = &model.graph.nodes[pos].name;
         let unsupported = |what: &str| {
             anyhow::anyhow!(
-                "node `{name}`: the integer engine does not run {what} yet (supported: conv (grouped and dilated after the first layer) and linear layers, ReLU, Clip, Add, max-pool and global average pool)"
+                "node `{name}`: the integer engine does not run {what} yet (supported: conv (grouped, dilated) and linear layers, BatchNorm, ReLU, Clip, Add, max-, average and global average pooling, without ceil mode)"
             )
         };
         let mut arg = |k: usize, b: &mut Builder| -> usize {
@@ -285,9 +285,6 @@ pub fn to_int_model(
         };
         let val = match &node.op {
             NodeOp::Conv(c) => {
-                if c.conv.index == 0 && (c.conv.groups != 1 || c.conv.dilation != 1) {
-                    return Err(unsupported("a grouped or dilated first layer"));
-                }
                 let src = arg(0, &mut b);
                 if (c.conv.index == 0) != (src == 0) {
                     bail!("node `{name}`: only the first layer may read the image, and it must");
@@ -345,8 +342,29 @@ pub fn to_int_model(
                     hi: wide(hi),
                 }))
             }
-            NodeOp::AvgPool(..) => return Err(unsupported("average pooling")),
-            NodeOp::BatchNorm(_) => return Err(unsupported("a BatchNorm that follows no conv")),
+            &NodeOp::AvgPool(kernel, stride, padding, ceil, count_pad) => {
+                if ceil {
+                    return Err(unsupported("average pooling in ceil mode"));
+                }
+                let src = arg(0, &mut b);
+                Val::Reg(b.push(Op::AvgPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                    count_pad,
+                }))
+            }
+            NodeOp::BatchNorm(bn) => {
+                let src = arg(0, &mut b);
+                let (mul, bias) = fold_bn(bn);
+                let fixed = |v: f32, frac: u32| (v as f64 * 2f64.powi(frac as i32)).round() as i64;
+                Val::Reg(b.push(Op::Scale {
+                    src,
+                    mul: mul.iter().map(|&m| fixed(m, SCALE_FRAC)).collect(),
+                    bias: bias.iter().map(|&v| fixed(v, WIDE_FRAC)).collect(),
+                }))
+            }
         };
         if let Val::Reg(reg) = val
             && !matches!(node.op, NodeOp::Flatten)

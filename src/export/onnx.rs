@@ -9,7 +9,7 @@
 //! imported model keeps the user's interface (normalised images in, the same input and output
 //! names), so it drops in where the original file was.
 
-use super::format::{IntKind, IntLayer, IntModel, Op, Term, WIDE_FRAC};
+use super::format::{IntKind, IntLayer, IntModel, Op, SCALE_FRAC, Term, WIDE_FRAC};
 use crate::model::GraphIo;
 use crate::onnx_proto::attribute_proto::AttributeType;
 use crate::onnx_proto::tensor_proto::DataType;
@@ -183,7 +183,22 @@ pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
         g.node("Div", &[&x, &std], vec![])
     };
     let mut regs: Vec<String> = vec![x];
+    // The rank of each register's tensor: 4 (images, feature maps) or 2 (a linear layer's
+    // output and what is computed from it).
+    let mut ranks: Vec<usize> = vec![4];
     for op in &m.ops {
+        let rank = match op {
+            Op::Linear { .. } => 2,
+            Op::Conv { .. } => 4,
+            Op::Affine { terms, .. } => match terms[0] {
+                Term::Acc { reg, .. } | Term::Wide { reg } => ranks[reg],
+            },
+            Op::MaxPool { src, .. }
+            | Op::GlobalAvgPool { src }
+            | Op::Clip { src, .. }
+            | Op::AvgPool { src, .. }
+            | Op::Scale { src, .. } => ranks[*src],
+        };
         let out = match op {
             Op::Conv { layer, src } => {
                 let l = &m.layers[*layer];
@@ -267,8 +282,41 @@ pub fn to_onnx(m: &IntModel, io: Option<&GraphIo>) -> Result<Vec<u8>> {
                 let hi = g.init("clip_hi", &[], FLOAT, f32s(&[wide(*hi)]));
                 g.node("Clip", &[&regs[*src].clone(), &lo, &hi], vec![])
             }
+            Op::AvgPool {
+                src,
+                kernel,
+                stride,
+                padding,
+                count_pad,
+            } => {
+                let p = *padding as i64;
+                g.node(
+                    "AveragePool",
+                    &[&regs[*src].clone()],
+                    vec![
+                        ("kernel_shape", Attr::Ints(vec![*kernel as i64; 2])),
+                        ("strides", Attr::Ints(vec![*stride as i64; 2])),
+                        ("pads", Attr::Ints(vec![p, p, p, p])),
+                        ("count_include_pad", Attr::Int(*count_pad as i64)),
+                    ],
+                )
+            }
+            Op::Scale { src, mul, bias } => {
+                let c = mul.len();
+                let dims: Vec<usize> = if rank == 4 { vec![c, 1, 1] } else { vec![c] };
+                let f = |v: &[i64], frac: u32| -> Vec<f32> {
+                    v.iter()
+                        .map(|&x| (x as f64 / (1u64 << frac) as f64) as f32)
+                        .collect()
+                };
+                let k = g.init("bn_mul", &dims, FLOAT, f32s(&f(mul, SCALE_FRAC)));
+                let b = g.init("bn_add", &dims, FLOAT, f32s(&f(bias, WIDE_FRAC)));
+                let y = g.node("Mul", &[&regs[*src].clone(), &k], vec![]);
+                g.node("Add", &[&y, &b], vec![])
+            }
         };
         regs.push(out);
+        ranks.push(rank);
     }
     let last = regs.last().expect("graph has ops").clone();
     g.nodes.push(NodeProto {

@@ -33,7 +33,7 @@ use crate::kernels::{Patches, dot, gemm};
 use crate::layout::{
     Rows, gather_halves_into, gather_into, gather_table, im2col_addressing, rows_into, rows_plan,
 };
-use crate::pool::{global_avg_pool, max_pool};
+use crate::pool::{avg_pool, global_avg_pool, max_pool, scale};
 use anyhow::{Result, bail};
 use rayon::prelude::*;
 
@@ -222,6 +222,20 @@ impl Engine {
                     };
                     (Plan::Plain, b)
                 }
+                Op::AvgPool { src, .. } => (Plan::Plain, bound[*src]),
+                Op::Scale { src, mul, bias } => {
+                    let worst = mul
+                        .iter()
+                        .zip(bias)
+                        .map(|(m, b)| {
+                            (bound[*src].saturating_mul(m.unsigned_abs() as u128)
+                                >> crate::format::SCALE_FRAC)
+                                .saturating_add(b.unsigned_abs() as u128 + 1)
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    (Plan::Plain, worst.min(WIDE_LIMIT as u128))
+                }
                 Op::GlobalAvgPool { src } => {
                     let [_, h, w] = shapes[*src];
                     gap_i64[oi] = bound[*src]
@@ -355,6 +369,23 @@ impl Engine {
                     let [c, h, w] = self.shapes[*src];
                     global_avg_pool(&regs[*src], c, h * w, self.gap_i64[oi])
                 }
+                Op::AvgPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                    count_pad,
+                } => avg_pool(
+                    &regs[*src],
+                    self.shapes[*src],
+                    out_shape,
+                    (*kernel, *stride, *padding),
+                    *count_pad,
+                ),
+                Op::Scale { src, mul, bias } => {
+                    let [_, h, w] = self.shapes[*src];
+                    scale(&regs[*src], h * w, mul, bias, WIDE_LIMIT)
+                }
             };
             regs.push(out);
         }
@@ -393,7 +424,7 @@ impl Engine {
         }
     }
 
-    /// A grouped or dilated convolution (never the first layer): each output sums its group's
+    /// A grouped or dilated convolution: each output sums its group's
     /// channels over the kernel's taps, `dilation` apart, in 32 bits (validation bounds it).
     /// Each input channel's levels are laid out once in a zero-padded plane, so every tap adds
     /// a weight times a strided run of that plane into a row of accumulators, with no bounds
@@ -410,6 +441,9 @@ impl Engine {
         let spec = &self.model.layers[li];
         let (k, st, p, d) = (spec.kernel, spec.stride, spec.padding, spec.dilation);
         let (cg, og) = (c / spec.groups, o / spec.groups);
+        if l.first {
+            return first_grouped_conv(l, spec, x, [c, h, w], [o, oh, ow]);
+        }
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         let plane = hp * wp;
         s.levels.clear();
@@ -731,9 +765,11 @@ fn fusable(model: &IntModel, plans: &[Plan], layers: &[PreparedLayer]) -> Vec<bo
             .iter()
             .map(|op| match op {
                 Op::Conv { src, .. } | Op::Linear { src, .. } => (*src == reg) as usize,
-                Op::MaxPool { src, .. } | Op::GlobalAvgPool { src } | Op::Clip { src, .. } => {
-                    (*src == reg) as usize
-                }
+                Op::MaxPool { src, .. }
+                | Op::GlobalAvgPool { src }
+                | Op::Clip { src, .. }
+                | Op::AvgPool { src, .. }
+                | Op::Scale { src, .. } => (*src == reg) as usize,
                 Op::Affine { terms, .. } => terms
                     .iter()
                     .filter(|t| match t {
@@ -892,6 +928,48 @@ fn prepare_layers(model: &IntModel) -> Vec<PreparedLayer> {
             }
         })
         .collect()
+}
+
+/// A grouped or dilated first layer: its fixed-point input is wider than 16 bits, so each
+/// output sums 64-bit products, by a direct loop (validation bounds the sum to 64 bits).
+fn first_grouped_conv(
+    l: &PreparedLayer,
+    spec: &crate::format::IntLayer,
+    x: &[i64],
+    [c, h, w]: Shape,
+    [o, oh, ow]: Shape,
+) -> Vec<i64> {
+    let (k, st, p, d) = (spec.kernel, spec.stride, spec.padding, spec.dilation);
+    let (cg, og) = (c / spec.groups, o / spec.groups);
+    let mut out = vec![0i64; o * oh * ow];
+    for oc in 0..o {
+        let row = &l.w[oc * l.k..(oc + 1) * l.k];
+        let c0 = (oc / og) * cg;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0i64;
+                for ci in 0..cg {
+                    let plane = &x[(c0 + ci) * h * w..(c0 + ci + 1) * h * w];
+                    for ky in 0..k {
+                        let iy = (oy * st + ky * d) as isize - p as isize;
+                        if iy < 0 || iy as usize >= h {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * st + kx * d) as isize - p as isize;
+                            if ix < 0 || ix as usize >= w {
+                                continue;
+                            }
+                            let wt = row[(ci * k + ky) * k + kx] as i64;
+                            acc += wt * plane[iy as usize * w + ix as usize];
+                        }
+                    }
+                }
+                out[(oc * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    out
 }
 
 /// Whether the first layer's input (|x| ≤ `bound`) can be split into 16-bit halves whose

@@ -15,10 +15,11 @@ use std::path::Path;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"CCQMODEL";
-/// Newest format version, which this build reads along with version 1. Version 2 adds each
-/// layer's groups and dilation; a model whose convolutions are all ungrouped and undilated is
-/// still written as version 1.
-pub const VERSION: u32 = 2;
+/// Newest format version, which this build reads along with versions 1 and 2. Version 2 adds
+/// each layer's groups, dilation and lowest activation level, and the clip op; version 3 the
+/// average-pooling and per-channel affine ops. A model is written in the oldest version that
+/// holds it.
+pub const VERSION: u32 = 3;
 /// Fractional bits of the fixed-point ("wide") activations between layers.
 pub const WIDE_FRAC: u32 = 24;
 
@@ -191,7 +192,34 @@ pub enum Op {
         /// Upper bound.
         hi: i64,
     },
+    /// Average pooling of a wide register: each window's sum divided by its count (the whole
+    /// window with `count_pad`, else its positions inside the input), rounded to nearest.
+    AvgPool {
+        /// Source register.
+        src: usize,
+        /// Window.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding.
+        padding: usize,
+        /// Whether padded positions count in the divisor (ONNX `count_include_pad`).
+        count_pad: bool,
+    },
+    /// A per-channel affine map of a wide register, `v·mul[c]·2^-24 + bias[c]` rounded to
+    /// nearest (a BatchNorm that follows no conv).
+    Scale {
+        /// Source register.
+        src: usize,
+        /// Per channel: the multiplier in units of 2^-24.
+        mul: Vec<i64>,
+        /// Per channel: the offset, a wide value.
+        bias: Vec<i64>,
+    },
 }
+
+/// Fractional bits of [`Op::Scale`]'s multipliers.
+pub const SCALE_FRAC: u32 = 24;
 
 /// A complete integer model.
 #[derive(Clone, Debug, PartialEq)]
@@ -298,9 +326,16 @@ const LIMIT: usize = 1 << 28;
 
 impl IntModel {
     /// The version [`IntModel::to_bytes`] writes: 1 unless a layer is grouped or dilated, or
-    /// reads signed activations, or the graph clips.
+    /// reads signed activations, or the graph clips (2), or average-pools or scales channels
+    /// (3).
     pub fn version(&self) -> u32 {
         if self
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::AvgPool { .. } | Op::Scale { .. }))
+        {
+            3
+        } else if self
             .layers
             .iter()
             .all(|l| l.groups == 1 && l.dilation == 1 && l.a_min == 0)
@@ -308,7 +343,7 @@ impl IntModel {
         {
             1
         } else {
-            VERSION
+            2
         }
     }
 
@@ -406,6 +441,28 @@ impl IntModel {
                     w.uv(*src as u64);
                     w.iv(*lo);
                     w.iv(*hi);
+                }
+                Op::AvgPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                    count_pad,
+                } => {
+                    w.uv(6);
+                    for v in [src, kernel, stride, padding] {
+                        w.uv(*v as u64);
+                    }
+                    w.uv(*count_pad as u64);
+                }
+                Op::Scale { src, mul, bias } => {
+                    w.uv(7);
+                    w.uv(*src as u64);
+                    w.uv(mul.len() as u64);
+                    for (m, b) in mul.iter().zip(bias) {
+                        w.iv(*m);
+                        w.iv(*b);
+                    }
                 }
             }
         }
@@ -588,6 +645,23 @@ impl IntModel {
                     lo: r.iv()?,
                     hi: r.iv()?,
                 },
+                6 if version >= 3 => Op::AvgPool {
+                    src: reg(&mut r)?,
+                    kernel: r.us(64, "kernel")?,
+                    stride: r.us(64, "stride")?,
+                    padding: r.us(64, "padding")?,
+                    count_pad: r.uv()? != 0,
+                },
+                7 if version >= 3 => {
+                    let src = reg(&mut r)?;
+                    let n = r.us(1 << 16, "channel count")?;
+                    let (mut mul, mut bias) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                    for _ in 0..n {
+                        mul.push(r.iv()?);
+                        bias.push(r.iv()?);
+                    }
+                    Op::Scale { src, mul, bias }
+                }
                 t => bail!("op {oi}: unknown op {t}"),
             };
             ops.push(op);

@@ -67,3 +67,53 @@ pub(crate) fn global_avg_pool(x: &[i64], c: usize, hw: usize, in_i64: bool) -> V
         })
         .collect()
 }
+
+/// Average pooling: each window's sum (in i128) divided by its count, rounded half up: the
+/// whole `k×k` window with `count_pad`, else its positions inside the plane.
+pub(crate) fn avg_pool(
+    x: &[i64],
+    [c, h, w]: Shape,
+    [_, oh, ow]: Shape,
+    (k, s, p): (usize, usize, usize),
+    count_pad: bool,
+) -> Vec<i64> {
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for ch in 0..c {
+        let plane = &x[ch * h * w..(ch + 1) * h * w];
+        for oy in 0..oh {
+            let y0 = (oy * s).saturating_sub(p);
+            let y1 = (oy * s + k).saturating_sub(p).min(h);
+            for ox in 0..ow {
+                let x0 = (ox * s).saturating_sub(p);
+                let x1 = (ox * s + k).saturating_sub(p).min(w);
+                let mut sum: i128 = 0;
+                for row in plane[y0 * w..y1.max(y0) * w].chunks_exact(w) {
+                    for &v in &row[x0..x1.max(x0)] {
+                        sum += v as i128;
+                    }
+                }
+                let n = if count_pad {
+                    (k * k) as i128
+                } else {
+                    ((y1.saturating_sub(y0)) * (x1.saturating_sub(x0))).max(1) as i128
+                };
+                out.push((sum * 2 + n).div_euclid(2 * n) as i64);
+            }
+        }
+    }
+    out
+}
+
+/// Per-channel `v·mul[c]·2^-SCALE_FRAC + bias[c]`, rounded half up, within ±`limit`.
+pub(crate) fn scale(x: &[i64], hw: usize, mul: &[i64], bias: &[i64], limit: i64) -> Vec<i64> {
+    let f = crate::format::SCALE_FRAC;
+    x.chunks_exact(hw)
+        .zip(mul.iter().zip(bias))
+        .flat_map(|(ch, (&m, &b))| {
+            ch.iter().map(move |&v| {
+                let y = ((v as i128 * m as i128 + (1i128 << (f - 1))) >> f) + b as i128;
+                y.clamp(-limit as i128, limit as i128) as i64
+            })
+        })
+        .collect()
+}

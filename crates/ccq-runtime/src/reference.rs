@@ -182,6 +182,23 @@ impl ReferenceEngine {
                 Op::Clip { src, lo, hi } => {
                     regs[*src].iter().map(|v| (*v).clamp(*lo, *hi)).collect()
                 }
+                Op::AvgPool {
+                    src,
+                    kernel,
+                    stride,
+                    padding,
+                    count_pad,
+                } => crate::pool::avg_pool(
+                    &regs[*src],
+                    self.shapes[*src],
+                    self.shapes[oi + 1],
+                    (*kernel, *stride, *padding),
+                    *count_pad,
+                ),
+                Op::Scale { src, mul, bias } => {
+                    let [_, h, w] = self.shapes[*src];
+                    crate::pool::scale(&regs[*src], h * w, mul, bias, 1 << 62)
+                }
                 Op::GlobalAvgPool { src } => {
                     let [c, h, w] = self.shapes[*src];
                     let n = (h * w) as i128;
@@ -208,15 +225,17 @@ impl ReferenceEngine {
         let kk = cg * spec.kernel.pow(2);
         let mut out = vec![0i64; o * oh * ow];
         if l.first {
-            // The fixed-point input is wider than 16 bits: 64-bit products for this layer
-            // (validation keeps the first layer ungrouped).
-            let cols = self.im2col(li, x, [c, h, w], [o, oh, ow], 0..c);
-            for (oc, row) in l.w32.chunks_exact(kk).enumerate() {
-                for (d, col) in out[oc * oh * ow..(oc + 1) * oh * ow]
-                    .iter_mut()
-                    .zip(cols.chunks_exact(kk))
-                {
-                    *d = row.iter().zip(col).map(|(&a, &b)| a as i64 * b).sum();
+            // The fixed-point input is wider than 16 bits: 64-bit products for this layer.
+            for gi in 0..g {
+                let cols = self.im2col(li, x, [c, h, w], [o, oh, ow], gi * cg..(gi + 1) * cg);
+                for oc in gi * og..(gi + 1) * og {
+                    let row = &l.w32[oc * kk..(oc + 1) * kk];
+                    for (d, col) in out[oc * oh * ow..(oc + 1) * oh * ow]
+                        .iter_mut()
+                        .zip(cols.chunks_exact(kk))
+                    {
+                        *d = row.iter().zip(col).map(|(&a, &b)| a as i64 * b).sum();
+                    }
                 }
             }
             return out;

@@ -4,8 +4,8 @@
 //! be refused here rather than crash, wrap or allocate without bound. The checks:
 //! - the input: non-zero size, finite normalisation with `std > 0`, and a fixed-point input that
 //!   fits 31 bits;
-//! - each layer: non-zero channels, kernel and stride, groups that divide the channels (an
-//!   ungrouped, undilated first layer), a linear layer's kernel 1, finite scales,
+//! - each layer: non-zero channels, kernel and stride, groups that divide the channels (the
+//!   first layer grouped or dilated too), a linear layer's kernel 1, finite scales,
 //!   integer weights in `i16`, and accumulators that cannot overflow (32 bits for k-bit inputs,
 //!   64 bits for the first layer's fixed-point input);
 //! - each op: layer indices in range and of the right kind, every register read of the right
@@ -131,9 +131,6 @@ fn check_layer(model: &IntModel, li: usize) -> Result<()> {
             "layer `{name}`: {} weight codes, not {count}",
             l.codes.len()
         );
-    }
-    if li == 0 && (l.groups != 1 || l.dilation != 1) {
-        bail!("layer `{name}`: the first layer must be an ungrouped, undilated convolution");
     }
     let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
     if !finite(&l.w_scale) || !finite(&l.post_mul) || !finite(&l.post_bias) {
@@ -312,6 +309,44 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                 ([c, oh, ow], Kind::Wide)
             }
             Op::GlobalAvgPool { src } => ([wide(*src)?[0], 1, 1], Kind::Wide),
+            Op::AvgPool {
+                src,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let [c, h, w] = wide(*src)?;
+                if *kernel == 0 || *stride == 0 || 2 * padding > *kernel {
+                    bail!(
+                        "op {oi}: bad pooling window (kernel {kernel}, stride {stride}, padding {padding})"
+                    );
+                }
+                let (Some(oh), Some(ow)) = (
+                    out_size(h, *kernel, *stride, *padding),
+                    out_size(w, *kernel, *stride, *padding),
+                ) else {
+                    bail!("op {oi}: pooling window {kernel} does not fit {c}×{h}×{w}");
+                };
+                ([c, oh, ow], Kind::Wide)
+            }
+            Op::Scale { src, mul, bias } => {
+                let s = wide(*src)?;
+                if mul.len() != s[0] || bias.len() != s[0] {
+                    bail!(
+                        "op {oi}: {} multipliers and {} offsets for {} channels",
+                        mul.len(),
+                        bias.len(),
+                        s[0]
+                    );
+                }
+                if mul.iter().any(|m| m.unsigned_abs() >= 1 << 48)
+                    || bias.iter().any(|b| b.unsigned_abs() >= 1 << 62)
+                {
+                    bail!("op {oi}: a channel scale beyond 2^24 or an offset beyond 2^62");
+                }
+                (s, Kind::Wide)
+            }
             Op::Clip { src, lo, hi } => {
                 if lo > hi {
                     bail!("op {oi}: clip bounds {lo} > {hi}");

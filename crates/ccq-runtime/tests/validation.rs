@@ -231,10 +231,20 @@ fn layer_fields() {
     m.input.channels = 2;
     m.input.mean = vec![0.5; 2];
     m.input.std = vec![0.25; 2];
-    expect(
-        m,
-        "the first layer must be an ungrouped, undilated convolution",
+    // A grouped first layer is valid, and the engine runs it as the reference does.
+    validate::validate(&m).unwrap();
+    let (engine, reference) = (
+        ccq_runtime::engine::Engine::new(m.clone()).unwrap(),
+        ccq_runtime::reference::ReferenceEngine::new(m.clone()).unwrap(),
     );
+    let img: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 37 % 256) as u8).collect();
+    assert_eq!(
+        engine.run_traced(&img).unwrap(),
+        reference.run_traced(&img).unwrap()
+    );
+    m.layers[0].codes.pop();
+    let e = format!("{:#}", validate::validate(&m).unwrap_err());
+    assert!(e.contains("weight codes, not"), "{e}");
     let mut m = valid();
     m.layers[1].groups = 2;
     let e = format!("{:#}", validate::validate(&m).unwrap_err());
