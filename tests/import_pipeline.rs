@@ -225,6 +225,15 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
     assert!(report.cost.compression >= 4.0);
     assert!(report.test.is_finite());
     // The imported model is the run's FP checkpoint, graph and all.
+    // Jobs on the imported checkpoint default to its quantizer, as on the ONNX file.
+    {
+        use ccq::pipeline::import::default_weight_quantizer as default;
+        use ccq::quant::quantizer::WeightQuantizer::{Dorefa, LsqChannel};
+        assert_eq!(default(Some(&dir.join("run/fp"))), LsqChannel);
+        assert_eq!(default(Some(&dir.join("run/final"))), LsqChannel);
+        assert_eq!(default(Some(&dir.join("user.onnx"))), LsqChannel);
+        assert_eq!(default(None), Dorefa);
+    }
     let fp = pipeline::inspect(&dir.join("run/fp")).unwrap();
     assert_eq!(fp.meta.spec.kind.name(), "imported");
     assert!(fp.meta.test.is_some(), "its accuracy is measured on import");

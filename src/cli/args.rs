@@ -166,22 +166,10 @@ pub struct QuantArgs {
 impl QuantArgs {
     /// The scheme for a model read from `source` (an `.onnx` file or a ccq checkpoint).
     pub fn scheme(&self, source: Option<&std::path::Path>) -> QuantScheme {
-        let onnx = source.is_some_and(ccq::pipeline::import::is_onnx);
-        // A checkpoint's metadata, when it can be read (errors surface when it is loaded).
-        let meta = source
-            .filter(|_| !onnx)
-            .and_then(|p| ccq::train::checkpoint::load_meta(p).ok())
-            .map(|(_, m)| m);
-        let default = match &meta {
-            _ if onnx => WeightQuantizer::LsqChannel,
-            Some(m) if m.policy.is_some() => m.scheme.weight,
-            Some(m) if m.spec.kind == ccq::model::ModelKind::Imported => {
-                WeightQuantizer::LsqChannel
-            }
-            _ => WeightQuantizer::Dorefa,
-        };
         QuantScheme {
-            weight: self.weight_quant.unwrap_or(default),
+            weight: self
+                .weight_quant
+                .unwrap_or_else(|| ccq::pipeline::import::default_weight_quantizer(source)),
             act: self.act_quant,
         }
     }

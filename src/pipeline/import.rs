@@ -191,3 +191,25 @@ pub fn load_prepared(
     let p = prepare_for(&ck, data, events)?;
     Ok((ck, p))
 }
+
+/// The weight quantizer a job on the model read from `source` uses unless told otherwise: a
+/// quantized checkpoint's own; LSQ per channel for an ONNX file or a checkpoint of an imported
+/// model (whose convs may carry a folded BatchNorm that DoReFa's rescaling to [−1, 1] would
+/// undo); DoReFa for ccq's own models (and when the checkpoint cannot be read: loading it
+/// reports why).
+pub fn default_weight_quantizer(source: Option<&Path>) -> crate::quant::quantizer::WeightQuantizer {
+    use crate::quant::quantizer::WeightQuantizer;
+    let Some(path) = source else {
+        return WeightQuantizer::Dorefa;
+    };
+    if is_onnx(path) {
+        return WeightQuantizer::LsqChannel;
+    }
+    match crate::train::checkpoint::load_meta(path) {
+        Ok((_, m)) if m.policy.is_some() => m.scheme.weight,
+        Ok((_, m)) if m.spec.kind == crate::model::ModelKind::Imported => {
+            WeightQuantizer::LsqChannel
+        }
+        _ => WeightQuantizer::Dorefa,
+    }
+}
