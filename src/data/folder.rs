@@ -190,14 +190,18 @@ fn random_region(width: u32, height: u32, rng: &mut impl rand::Rng) -> [u32; 4] 
     [(width - w) / 2, (height - h) / 2, w, h]
 }
 
+/// The files of a split: each image's path and label, and the class names.
+pub struct SplitFiles {
+    /// Path and label of each image, in class then file-name order.
+    pub files: Vec<(PathBuf, u16)>,
+    /// Class names (index = label).
+    pub classes: Vec<String>,
+}
+
 /// The image files of `root/<split>`, with their labels, in class then file-name order, and
 /// the class names. `classes`: class names to expect (the train split's), or `None` to read
 /// them from disk.
-pub fn list_split(
-    root: &Path,
-    split: &str,
-    classes: Option<&[String]>,
-) -> Result<(Vec<(PathBuf, u16)>, Vec<String>)> {
+pub fn list_split(root: &Path, split: &str, classes: Option<&[String]>) -> Result<SplitFiles> {
     let dir = root.join(split);
     if !dir.is_dir() {
         bail!(
@@ -257,7 +261,10 @@ pub fn list_split(
         }
         out.extend(files.into_iter().map(|f| (f, label as u16)));
     }
-    Ok((out, classes))
+    Ok(SplitFiles {
+        files: out,
+        classes,
+    })
 }
 
 /// Loads `root/<split>` with images of the declared `channels` (1 or 3) and size; with
@@ -278,7 +285,7 @@ pub fn load_split(
     if !matches!(channels, 1 | 3) {
         bail!("--channels {channels}: image folders hold 1 (grayscale) or 3 (RGB) channels");
     }
-    let (files, classes) = list_split(root, split, classes)?;
+    let SplitFiles { files, classes } = list_split(root, split, classes)?;
     let labels: Vec<u16> = files.iter().map(|(_, l)| *l).collect();
     let paths: Vec<PathBuf> = files.into_iter().map(|(f, _)| f).collect();
     let decoded = (paths.len() * channels * height * width) as u64;
