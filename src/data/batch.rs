@@ -314,7 +314,10 @@ impl Batcher {
         let [_, h, w] = self.shape;
         let device = self.device;
         let labels = self.labels.narrow(0, start as i64, len as i64);
-        let mut x = self.pixels(start, len)?.to_kind(Kind::Float) / 255.0;
+        // In place where the tensor is this batch's own, so that at most two float copies of
+        // the batch exist at once.
+        let mut x = self.pixels(start, len)?.to_kind(Kind::Float);
+        let _ = x.g_div_scalar_(255.0);
         if let Some((a, draws)) = &self.draws {
             let n = len as i64;
             let p = a.pad as i64;
@@ -333,10 +336,9 @@ impl Batcher {
                 .permute([0, 3, 1, 2])
                 .contiguous();
         }
-        Ok(Batch {
-            images: (x - &self.mean) / &self.std,
-            labels,
-        })
+        let _ = x.g_sub_(&self.mean);
+        let _ = x.g_div_(&self.std);
+        Ok(Batch { images: x, labels })
     }
 }
 
