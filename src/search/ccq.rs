@@ -73,12 +73,13 @@ fn final_tune(
 ) -> Result<(Model, f64)> {
     let cfg = &state.config;
     if fresh {
+        // The calibration images of a new search: the first 4 × 256 of the training split.
         let n = env.splits.train.len().min(1024);
         let order: Vec<usize> = (0..n).collect();
+        let device = model.net.device();
         let calib: Vec<tch::Tensor> = order
             .chunks(256)
             .map(|c| {
-                let device = model.net.device();
                 crate::data::make_batch(&env.splits.train, c, env.norm, None, device)
                     .map(|b| b.images)
             })
@@ -512,8 +513,9 @@ pub fn run(
     Ok((model, state))
 }
 
-/// After the search: the budget polish (if set), the final fine-tuning (if any; it is not
-/// cancellable, being short and not resumable midway), and the state saved with `final_done`.
+/// After the search: the budget polish (if set), the final fine-tuning (if any, from where
+/// `final_from` says; it is not cancellable, being short and not resumable midway), and the
+/// state saved with `final_done`.
 fn conclude(
     run: &RunDir,
     mut model: Model,
