@@ -19,7 +19,7 @@ pub enum BenchMode {
     Step,
     /// Fake-quantized inference.
     Infer,
-    /// The data loader on a dataset ([`bench_loader`]; [`bench`] refuses it).
+    /// The data loader on a dataset ([`bench_loader`]; [`bench()`] refuses it).
     Load,
 }
 
