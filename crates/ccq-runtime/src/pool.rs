@@ -30,11 +30,9 @@ pub(crate) fn max_pool(
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         for oy in 0..oh {
-            let y0 = (oy * s).saturating_sub(p);
-            let y1 = (oy * s + k).saturating_sub(p).min(h);
+            let (y0, y1) = window(oy, (k, s, p), h);
             for ox in 0..ow {
-                let x0 = (ox * s).saturating_sub(p);
-                let x1 = (ox * s + k).saturating_sub(p).min(w);
+                let (x0, x1) = window(ox, (k, s, p), w);
                 let mut m = i64::MIN;
                 if y0 < y1 && x0 < x1 {
                     for row in plane[y0 * w..y1 * w].chunks_exact(w) {
@@ -48,6 +46,16 @@ pub(crate) fn max_pool(
         }
     }
     out
+}
+
+/// The input positions `start..end` (clipped to `0..n`) of output position `o`'s window of
+/// `k`, stride `s`, padding `p`.
+#[inline(always)]
+fn window(o: usize, (k, s, p): (usize, usize, usize), n: usize) -> (usize, usize) {
+    (
+        (o * s).saturating_sub(p),
+        (o * s + k).saturating_sub(p).min(n),
+    )
 }
 
 /// Rounded mean of each channel (`hw` values each), in i64 when the sum is proven to fit.
@@ -81,11 +89,9 @@ pub(crate) fn avg_pool(
     for ch in 0..c {
         let plane = &x[ch * h * w..(ch + 1) * h * w];
         for oy in 0..oh {
-            let y0 = (oy * s).saturating_sub(p);
-            let y1 = (oy * s + k).saturating_sub(p).min(h);
+            let (y0, y1) = window(oy, (k, s, p), h);
             for ox in 0..ow {
-                let x0 = (ox * s).saturating_sub(p);
-                let x1 = (ox * s + k).saturating_sub(p).min(w);
+                let (x0, x1) = window(ox, (k, s, p), w);
                 let mut sum: i128 = 0;
                 for row in plane[y0 * w..y1.max(y0) * w].chunks_exact(w) {
                     for &v in &row[x0..x1.max(x0)] {

@@ -293,23 +293,8 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                 kernel,
                 stride,
                 padding,
-            } => {
-                let [c, h, w] = wide(*src)?;
-                if *kernel == 0 || *stride == 0 || 2 * padding > *kernel {
-                    bail!(
-                        "op {oi}: bad pooling window (kernel {kernel}, stride {stride}, padding {padding})"
-                    );
-                }
-                let (Some(oh), Some(ow)) = (
-                    out_size(h, *kernel, *stride, *padding),
-                    out_size(w, *kernel, *stride, *padding),
-                ) else {
-                    bail!("op {oi}: pooling window {kernel} does not fit {c}×{h}×{w}");
-                };
-                ([c, oh, ow], Kind::Wide)
             }
-            Op::GlobalAvgPool { src } => ([wide(*src)?[0], 1, 1], Kind::Wide),
-            Op::AvgPool {
+            | Op::AvgPool {
                 src,
                 kernel,
                 stride,
@@ -330,6 +315,7 @@ pub fn validate(model: &IntModel) -> Result<Vec<Shape>> {
                 };
                 ([c, oh, ow], Kind::Wide)
             }
+            Op::GlobalAvgPool { src } => ([wide(*src)?[0], 1, 1], Kind::Wide),
             Op::Scale { src, mul, bias } => {
                 let s = wide(*src)?;
                 if mul.len() != s[0] || bias.len() != s[0] {
