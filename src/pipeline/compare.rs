@@ -372,22 +372,16 @@ impl Bench<'_> {
         let epochs = self.cfg.ft_epochs;
         let mut candidates = Vec::new();
         if matches!(from, FinalFrom::Search | FinalFrom::Best) {
-            candidates.push(("search", self.tune(searched, policy, false, epochs)?));
+            let (m, v) = self.tune(searched, policy, false, epochs)?;
+            candidates.push(("search", m, v));
         }
         if matches!(from, FinalFrom::Fp | FinalFrom::Best) {
-            candidates.push((
-                "fp",
-                self.tune(self.ck.model.clone(), policy, true, epochs)?,
-            ));
-        }
-        let mut best = 0;
-        for (i, c) in candidates.iter().enumerate() {
-            if c.1.1 > candidates[best].1.1 {
-                best = i;
-            }
+            let (m, v) = self.tune(self.ck.model.clone(), policy, true, epochs)?;
+            candidates.push(("fp", m, v));
         }
         let tried = candidates.len();
-        let (start_name, (model, _)) = candidates.swap_remove(best);
+        let (start_name, model, _) = FinalFrom::keep(candidates)
+            .ok_or_else(|| Error::Internal("no final fine-tuning start".into()))?;
         let mut r = self.measure(
             method,
             budget,

@@ -553,7 +553,8 @@ fn conclude(
         let device = model.net.device();
         let mut candidates = Vec::new();
         if matches!(cfg.final_from, FinalFrom::Search | FinalFrom::Best) {
-            candidates.push(("search", final_tune(model, state, env, false)?));
+            let (m, v) = final_tune(model, state, env, false)?;
+            candidates.push(("search", m, v));
         }
         if matches!(cfg.final_from, FinalFrom::Fp | FinalFrom::Best) {
             let fp = crate::train::checkpoint::load(&state.source, device)
@@ -565,16 +566,10 @@ fn conclude(
                     )
                 })?
                 .model;
-            candidates.push(("fp", final_tune(fp, state, env, true)?));
+            let (m, v) = final_tune(fp, state, env, true)?;
+            candidates.push(("fp", m, v));
         }
-        // The higher validation top-1; on a tie, the first (the search's own weights).
-        let mut best = 0;
-        for (i, c) in candidates.iter().enumerate() {
-            if c.1.1 > candidates[best].1.1 {
-                best = i;
-            }
-        }
-        let (from, (tuned, val)) = candidates.swap_remove(best);
+        let (from, tuned, val) = FinalFrom::keep(candidates).expect("final_from names a start");
         model = tuned;
         env.events.event(&Event::FinalTuned {
             before,

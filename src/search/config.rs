@@ -48,6 +48,21 @@ impl crate::names::Named for FinalFrom {
 }
 crate::from_str_by_name!(FinalFrom);
 
+impl FinalFrom {
+    /// The kept result among `(start, result, validation top-1)` candidates, in the order tried
+    /// (the search's weights first): the highest validation top-1, the first on a tie; a NaN
+    /// never wins over a number. `None` for no candidates.
+    pub fn keep<T>(candidates: Vec<(&'static str, T, f64)>) -> Option<(&'static str, T, f64)> {
+        candidates.into_iter().reduce(|best, c| {
+            if c.2 > best.2 || (best.2.is_nan() && !c.2.is_nan()) {
+                c
+            } else {
+                best
+            }
+        })
+    }
+}
+
 /// The collaboration phase of a step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finetune {
@@ -120,4 +135,21 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Augmentation during fine-tuning.
     pub augment: Option<Augment>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FinalFrom;
+
+    #[test]
+    fn the_kept_start_is_the_best_on_validation_and_the_first_on_a_tie() {
+        let keep = |v: &[(&'static str, f64)]| {
+            FinalFrom::keep(v.iter().map(|&(s, x)| (s, (), x)).collect()).map(|k| k.0)
+        };
+        assert_eq!(keep(&[("search", 0.91), ("fp", 0.92)]), Some("fp"));
+        assert_eq!(keep(&[("search", 0.92), ("fp", 0.91)]), Some("search"));
+        assert_eq!(keep(&[("search", 0.92), ("fp", 0.92)]), Some("search"));
+        assert_eq!(keep(&[("search", f64::NAN), ("fp", 0.5)]), Some("fp"));
+        assert_eq!(keep(&[]), None);
+    }
 }
