@@ -273,6 +273,33 @@ fn fast_engine_is_bit_identical_to_the_reference() {
     }
 }
 
+/// A graph node `name` computing `op` from value `src`.
+fn node(name: &str, op: OpSpec, src: usize) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        key: name.into(),
+        op,
+        inputs: vec![src],
+    }
+}
+
+/// An imported model of 1×16×16 inputs and 5 classes, whose graph is `nodes` ending at value
+/// `output`.
+fn imported(nodes: Vec<NodeSpec>, output: usize) -> ModelSpec {
+    ModelSpec {
+        kind: ModelKind::Imported,
+        channels: 1,
+        height: 16,
+        width: 16,
+        classes: 5,
+        graph: Some(GraphSpec {
+            nodes,
+            output,
+            io: None,
+        }),
+    }
+}
+
 /// A graph with a depthwise conv (stride 2) and ReLU6, a linear bottleneck (a pointwise conv
 /// with no activation, read by the next conv and by a residual add) and a dilated grouped conv,
 /// as an imported MobileNet-style model has them.
@@ -287,12 +314,6 @@ fn grouped_spec() -> ModelSpec {
         groups,
         bias: true,
         bn: true,
-    };
-    let node = |name: &str, op, src| NodeSpec {
-        name: name.into(),
-        key: name.into(),
-        op,
-        inputs: vec![src],
     };
     let nodes = vec![
         node("stem", conv(1, 8, 3, 1, 1, 1, 1), 0),
@@ -318,18 +339,7 @@ fn grouped_spec() -> ModelSpec {
             10,
         ),
     ];
-    ModelSpec {
-        kind: ModelKind::Imported,
-        channels: 1,
-        height: 16,
-        width: 16,
-        classes: 5,
-        graph: Some(GraphSpec {
-            nodes,
-            output: 11,
-            io: None,
-        }),
-    }
+    imported(nodes, 11)
 }
 
 #[test]
@@ -399,12 +409,6 @@ fn pooling_spec() -> ModelSpec {
         bias: false,
         bn: true,
     };
-    let node = |name: &str, op, src| NodeSpec {
-        name: name.into(),
-        key: name.into(),
-        op,
-        inputs: vec![src],
-    };
     let avg = |kernel, stride, padding, count_include_pad| OpSpec::AvgPool {
         kernel,
         stride,
@@ -433,18 +437,7 @@ fn pooling_spec() -> ModelSpec {
             11,
         ),
     ];
-    ModelSpec {
-        kind: ModelKind::Imported,
-        channels: 1,
-        height: 16,
-        width: 16,
-        classes: 5,
-        graph: Some(GraphSpec {
-            nodes,
-            output: 12,
-            io: None,
-        }),
-    }
+    imported(nodes, 12)
 }
 
 #[test]

@@ -69,12 +69,12 @@ fn search(run: &Path, fp: &Path, data: &DataConfig) -> QuantizeConfig {
     q
 }
 
-#[test]
-fn cancel_resume_and_typed_errors() {
-    let t = tempfile::tempdir().unwrap();
-    synthetic::write_idx_dataset(&t.path().join("data")).unwrap();
-    let d = data(&t.path().join("data"));
-    let fp = t.path().join("fp");
+/// The synthetic dataset written in `dir/data` and a ConvNet trained on it for 2 epochs in
+/// `dir/fp`.
+fn trained_fp(dir: &Path) -> (DataConfig, std::path::PathBuf, pipeline::Trained) {
+    synthetic::write_idx_dataset(&dir.join("data")).unwrap();
+    let d = data(&dir.join("data"));
+    let fp = dir.join("fp");
     let trained = pipeline::train(
         &TrainConfig {
             data: d.clone(),
@@ -85,6 +85,13 @@ fn cancel_resume_and_typed_errors() {
         &Silent,
     )
     .unwrap();
+    (d, fp, trained)
+}
+
+#[test]
+fn cancel_resume_and_typed_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, trained) = trained_fp(t.path());
     assert_eq!(trained.epochs, 2);
     assert!(trained.test.unwrap().top1.is_finite());
 
@@ -166,19 +173,7 @@ fn the_final_fine_tuning_starts_where_asked() {
     use ccq::names::Named;
     use ccq::search::config::FinalFrom;
     let t = tempfile::tempdir().unwrap();
-    synthetic::write_idx_dataset(&t.path().join("data")).unwrap();
-    let d = data(&t.path().join("data"));
-    let fp = t.path().join("fp");
-    pipeline::train(
-        &TrainConfig {
-            data: d.clone(),
-            epochs: 2,
-            session: session(),
-            ..TrainConfig::new(ModelKind::Convnet, &fp)
-        },
-        &Silent,
-    )
-    .unwrap();
+    let (d, fp, _) = trained_fp(t.path());
     let run = |from: FinalFrom| {
         let mut q = search(&t.path().join(from.name()), &fp, &d);
         q.search.final_from = Some(from);

@@ -42,15 +42,8 @@ impl Normalization {
                 }
             }
         };
-        match d.pixels() {
-            Some(_) => ids
-                .iter()
-                .try_for_each(|&i| d.image(i).map(|img| add(&img)))?,
-            None => {
-                for chunk in ids.chunks(256) {
-                    d.images(chunk)?.chunks(d.image_len()).for_each(&mut add);
-                }
-            }
+        for chunk in ids.chunks(256) {
+            d.images(chunk)?.chunks(d.image_len()).for_each(&mut add);
         }
         let n = (ids.len() * hw).max(1) as f64;
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
@@ -351,6 +344,21 @@ pub fn make_batch(
     device: Device,
 ) -> anyhow::Result<Batch> {
     Batcher::new(subset, order, norm, aug, device).batch(0, order.len())
+}
+
+/// The first `n` batches of 256 images of `subset`, in order, without augmentation: the images
+/// quantizers are calibrated on.
+pub fn calibration_batches(
+    subset: &Subset,
+    norm: &Normalization,
+    device: Device,
+    n: usize,
+) -> anyhow::Result<Vec<Tensor>> {
+    let order: Vec<usize> = (0..subset.len().min(n * 256)).collect();
+    order
+        .chunks(256)
+        .map(|c| make_batch(subset, c, norm, None, device).map(|b| b.images))
+        .collect()
 }
 
 /// The batches of `subset` in order, `batch_size` images each (the last may be smaller), with

@@ -11,7 +11,9 @@ pub mod splits;
 pub mod stream;
 pub mod synthetic;
 
-pub use batch::{Augment, Batch, Batcher, Normalization, in_order, make_batch};
+pub use batch::{
+    Augment, Batch, Batcher, Normalization, calibration_batches, in_order, make_batch,
+};
 pub use dataset::{Dataset, Storage, Subset, TrainTest};
 pub use source::{DataFormat, DataSource, Loader};
 pub use splits::{SplitSpec, Splits};

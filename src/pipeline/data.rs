@@ -1,6 +1,6 @@
 //! Which data a job uses and how it is split; loading it.
 
-use crate::data::{Augment, DataFormat, DataSource, SplitSpec, Splits, make_batch};
+use crate::data::{Augment, DataFormat, DataSource, SplitSpec, Splits};
 use crate::error::{Error, Result};
 use crate::events::{Event, Events};
 use crate::names::Named;
@@ -264,14 +264,6 @@ pub fn calibration_batches(
     device: tch::Device,
     n: usize,
 ) -> Result<Vec<tch::Tensor>> {
-    let len = p.splits.train.len();
-    let mut out = Vec::new();
-    for b in 0..n {
-        let order: Vec<usize> = (b * 256..((b + 1) * 256).min(len)).collect();
-        if !order.is_empty() {
-            let batch = make_batch(&p.splits.train, &order, norm, None, device);
-            out.push(batch.map_err(|e| bad_data(&p.source, e))?.images);
-        }
-    }
-    Ok(out)
+    crate::data::calibration_batches(&p.splits.train, norm, device, n)
+        .map_err(|e| bad_data(&p.source, e))
 }

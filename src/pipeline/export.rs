@@ -150,23 +150,7 @@ fn int_check(
         )));
     }
     let bad = |e: anyhow::Error| Error::bad_input(source.dir.clone(), format!("{e:#}"));
-    let test = std::sync::Arc::new(source.load_test().map_err(bad)?);
-    let i = &engine.model.input;
-    if (test.channels, test.height, test.width) != (i.channels, i.height, i.width) {
-        return Err(Error::incompatible(
-            source.dir.clone(),
-            format!(
-                "{}: the model takes {}×{}×{} inputs but the data has {}×{}×{} images",
-                source.dir.display(),
-                i.channels,
-                i.height,
-                i.width,
-                test.channels,
-                test.height,
-                test.width
-            ),
-        ));
-    }
+    let test = std::sync::Arc::new(engine_test_split(engine, &source, &ck.dir)?);
     let ids: Vec<usize> = (0..cfg.check_images.min(test.len())).collect();
     let pixels = test.images(&ids).map_err(bad)?;
     let subset = crate::data::Subset::all(test);
@@ -217,26 +201,7 @@ pub fn infer(cfg: &InferConfig) -> Result<Inferred> {
         Error::bad_input(cfg.model.clone(), format!("{}: {e:#}", cfg.model.display()))
     })?;
     let source = cfg.data.source(Some(&DataSource::default()))?;
-    let test = source
-        .load_test()
-        .map_err(|e| Error::bad_input(source.dir.clone(), format!("{e:#}")))?;
-    let i = &engine.model.input;
-    if (test.channels, test.height, test.width) != (i.channels, i.height, i.width) {
-        return Err(Error::incompatible(
-            cfg.model.clone(),
-            format!(
-                "{}: the model takes {}×{}×{} inputs but {} has {}×{}×{} images",
-                cfg.model.display(),
-                i.channels,
-                i.height,
-                i.width,
-                source.dir.display(),
-                test.channels,
-                test.height,
-                test.width
-            ),
-        ));
-    }
+    let test = engine_test_split(&engine, &source, &cfg.model)?;
     // A streamed test split is decoded and run in chunks; the time counts the engine only.
     let mut logits = Vec::with_capacity(test.len());
     let mut seconds = 0.0;
@@ -287,4 +252,34 @@ pub fn argmax(v: &[f32]) -> usize {
 /// Whether `path` names a `.ccq` file.
 pub fn is_ccq_file(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|e| e == "ccq")
+}
+
+/// The test split of `source` for `engine` (the integer model read from `model`): an error
+/// naming both when its images are not the model's input size.
+fn engine_test_split(
+    engine: &Engine,
+    source: &DataSource,
+    model: &Path,
+) -> Result<crate::data::Dataset> {
+    let test = source
+        .load_test()
+        .map_err(|e| Error::bad_input(source.dir.clone(), format!("{e:#}")))?;
+    let i = &engine.model.input;
+    if (test.channels, test.height, test.width) != (i.channels, i.height, i.width) {
+        return Err(Error::incompatible(
+            model.to_path_buf(),
+            format!(
+                "{}: the model takes {}×{}×{} inputs but {} has {}×{}×{} images",
+                model.display(),
+                i.channels,
+                i.height,
+                i.width,
+                source.dir.display(),
+                test.channels,
+                test.height,
+                test.width
+            ),
+        ));
+    }
+    Ok(test)
 }

@@ -73,17 +73,9 @@ fn final_tune(
 ) -> Result<(Model, f64)> {
     let cfg = &state.config;
     if fresh {
-        // The calibration images of a new search: the first 4 × 256 of the training split.
-        let n = env.splits.train.len().min(1024);
-        let order: Vec<usize> = (0..n).collect();
+        // The calibration images of a new search.
         let device = model.net.device();
-        let calib: Vec<tch::Tensor> = order
-            .chunks(256)
-            .map(|c| {
-                crate::data::make_batch(&env.splits.train, c, env.norm, None, device)
-                    .map(|b| b.images)
-            })
-            .collect::<Result<_>>()?;
+        let calib = crate::data::calibration_batches(&env.splits.train, env.norm, device, 4)?;
         crate::train::calibrate::calibrate(&model.net, &state.policy, cfg.scheme, &calib);
     }
     let plan = FitPlan {
