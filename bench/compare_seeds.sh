@@ -7,7 +7,8 @@
 #
 # SEEDS (default "1 2 3"), VARIANTS (default "improved"), EQUAL=1 adds --equal-compute,
 # DEVICE (default auto), DATA (default the Fashion-MNIST package), CCQ (default
-# target/release/ccq). Each seed's FP model and comparisons are resumable: rerun to continue.
+# target/release/ccq), THREADS, FLAGS (more `ccq compare` flags, e.g. "--ft-samples 10000").
+# Each seed's FP model and comparisons are resumable: rerun to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: bench/compare_seeds.sh OUT_DIR}
@@ -16,16 +17,19 @@ data=${DATA:-/usr/share/datasets/fashion-mnist}
 device=${DEVICE:-auto}
 equal=()
 [ "${EQUAL:-0}" = 1 ] && equal=(--equal-compute)
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
+read -r -a flags <<<"${FLAGS:-}"
 for seed in ${SEEDS:-1 2 3}; do
   start=$(date +%s)
   "$ccq" train --model convnet --data "$data" --format idx --epochs 10 --device "$device" -q \
-    --seed "$seed" --out "$out/s$seed/fp" --resume | tail -1
+    --seed "$seed" --out "$out/s$seed/fp" --resume "${threads[@]}" | tail -1
   echo "seed $seed: FP training $(( $(date +%s) - start )) s"
   for variant in ${VARIANTS:-improved}; do
     start=$(date +%s)
     "$ccq" compare "$out/s$seed/fp" --target-compression 8,10,12 --methods ccq,hawq,uniform \
       --variant "$variant" --floor-bits 2 --ft-epochs 2 --seed "$seed" --device "$device" -q \
-      "${equal[@]}" --out "$out/s$seed/$variant" | grep -v '^epoch'
+      "${equal[@]}" "${threads[@]}" "${flags[@]}" --out "$out/s$seed/$variant" | grep -v '^epoch'
     echo "seed $seed, CCQ $variant: $(( $(date +%s) - start )) s"
   done
 done

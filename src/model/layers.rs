@@ -41,6 +41,8 @@ pub struct QuantCtx<'a> {
     pub observer: Option<&'a Observer>,
     /// Training mode: BatchNorm uses (and updates) batch statistics.
     pub train: bool,
+    /// Weight of a training batch's statistics in BatchNorm's running ones (PyTorch's 0.1).
+    pub bn_momentum: f64,
 }
 
 impl<'a> QuantCtx<'a> {
@@ -51,6 +53,7 @@ impl<'a> QuantCtx<'a> {
             bits,
             observer: None,
             train: false,
+            bn_momentum: BatchNorm::MOMENTUM,
         }
     }
 
@@ -339,6 +342,9 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// PyTorch's default momentum of the running statistics.
+    pub const MOMENTUM: f64 = 0.1;
+
     /// γ = 1, β = 0, running statistics 0 and 1.
     pub fn new(channels: usize, device: Device) -> Self {
         let opts = (Kind::Float, device);
@@ -352,16 +358,16 @@ impl BatchNorm {
         }
     }
 
-    /// Normalises `x` with batch statistics (updating the running ones) when training, else
-    /// with the running statistics.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Normalises `x` with batch statistics (moving the running ones by `momentum`) when
+    /// training, else with the running statistics.
+    pub fn forward(&self, x: &Tensor, train: bool, momentum: f64) -> Tensor {
         x.batch_norm(
             Some(&self.gamma),
             Some(&self.beta),
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
+            momentum,
             self.epsilon,
             true,
         )
@@ -406,7 +412,7 @@ impl ConvBn {
     pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         let y = self.conv.forward(x, ctx);
         match &self.bn {
-            Some(bn) => bn.forward(&y, ctx.train),
+            Some(bn) => bn.forward(&y, ctx.train, ctx.bn_momentum),
             None => y,
         }
     }

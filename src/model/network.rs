@@ -409,7 +409,7 @@ impl Network {
             let y = match &node.op {
                 NodeOp::Conv(c) => c.forward(arg(0), ctx),
                 NodeOp::Linear(l) => l.forward(&arg(0).flatten(1, -1), ctx),
-                NodeOp::BatchNorm(bn) => bn.forward(arg(0), ctx.train),
+                NodeOp::BatchNorm(bn) => bn.forward(arg(0), ctx.train, ctx.bn_momentum),
                 NodeOp::Relu => arg(0).relu(),
                 NodeOp::Clip(lo, hi) => arg(0).clamp(*lo, *hi),
                 NodeOp::Add => arg(0) + arg(1),
