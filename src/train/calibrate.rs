@@ -208,7 +208,7 @@ mod tests {
         let run = |c: &QuantCtx| tch::no_grad(|| m.net.forward(&x, c));
         // The statistics a trained full-precision model holds: this batch's, through FP layers.
         let float = Policy::float(&m.layer_names());
-        run(&QuantCtx {
+        let _ = run(&QuantCtx {
             bn_momentum: 1.0,
             ..QuantCtx::new(scheme, &float.bits).training()
         });
