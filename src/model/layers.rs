@@ -154,6 +154,22 @@ impl QuantParams {
     }
 }
 
+/// `x` in the layout convolutions run fastest in on its device: on the CPU, a 4-D tensor goes
+/// channels-last (NHWC strides under its NCHW shape), where libtorch's oneDNN convolutions are
+/// faster (one core, a training step of 128: ccq's ResNet-20 FP 785 → 638 ms, QAT W4A4 1,243 →
+/// 1,079 ms; MobileNetV2 0.35 QAT 69–78 → 93–104 images/s). Elsewhere (not measured on a GPU),
+/// and for other ranks, it is unchanged.
+pub fn preferred_layout(x: &Tensor) -> Tensor {
+    if x.device() != Device::Cpu || x.dim() != 4 {
+        return x.shallow_clone();
+    }
+    let (s, c) = (x.stride(), x.size()[1]);
+    if s[1] == 1 && s[3] == c {
+        return x.shallow_clone();
+    }
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// A quantization-aware 2D convolution (square kernel, the same stride, padding and dilation
 /// on both axes), grouped or not, with an optional float bias.
 #[derive(Debug)]
@@ -250,7 +266,7 @@ impl QConv {
     /// Forward pass with fake quantization of the input and the weights.
     pub fn forward(&self, x: &Tensor, ctx: &QuantCtx) -> Tensor {
         let x = self.quant.input(x, self.index, ctx);
-        let w = self.quantized_weight(ctx);
+        let w = preferred_layout(&self.quantized_weight(ctx));
         let (s, p, d) = (
             self.stride as i64,
             self.padding as i64,

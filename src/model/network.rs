@@ -388,7 +388,7 @@ impl Network {
         seen: &mut dyn FnMut(usize, &[Option<Tensor>]),
     ) -> Tensor {
         let mut values: Vec<Option<Tensor>> = (0..=self.nodes.len()).map(|_| None).collect();
-        values[value] = Some(x.shallow_clone());
+        values[value] = Some(super::layers::preferred_layout(x));
         self.exec(start, &mut values, true, ctx, seen);
         values[self.output].take().expect("the output is computed")
     }
