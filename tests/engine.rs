@@ -61,16 +61,7 @@ fn check_spec_with(spec: &ModelSpec, scheme: QuantScheme, bits: LayerBits, warm:
     calibrate(&model.net, &policy, scheme, &[to_input(&imgs)]);
     // Calibration re-estimates BatchNorm on these few noise images; the register-by-register
     // check starts from BatchNorm at identity instead, and `warm` moves it off identity.
-    model.net.visit(&mut |name, t, _| {
-        let v = if name.ends_with("running_var") {
-            1.0
-        } else {
-            0.0
-        };
-        if name.ends_with("running_mean") || name.ends_with("running_var") {
-            let _ = tch::no_grad(|| t.shallow_clone().fill_(v));
-        }
-    });
+    model.net.reset_batchnorm();
     if warm {
         let ctx = QuantCtx::new(scheme, &policy.bits).training();
         for _ in 0..5 {

@@ -389,6 +389,14 @@ impl BatchNorm {
         )
     }
 
+    /// Running statistics back to their initial state (mean 0, variance 1).
+    pub fn reset_statistics(&self) {
+        tch::no_grad(|| {
+            let _ = self.running_mean.shallow_clone().fill_(0.0);
+            let _ = self.running_var.shallow_clone().fill_(1.0);
+        });
+    }
+
     /// Visits γ, β and the running statistics.
     pub fn visit(&self, prefix: &str, f: &mut Visit) {
         f(&join(prefix, "gamma"), &self.gamma, true);

@@ -467,6 +467,24 @@ impl Network {
         self.weights().iter().map(crate::host::to_f32).collect()
     }
 
+    /// Resets every BatchNorm's running statistics (mean 0, variance 1); false when the network
+    /// has none.
+    pub fn reset_batchnorm(&self) -> bool {
+        let mut any = false;
+        for n in &self.nodes {
+            let bn = match &n.op {
+                NodeOp::Conv(c) => c.bn.as_ref(),
+                NodeOp::BatchNorm(bn) => Some(bn),
+                _ => None,
+            };
+            if let Some(bn) = bn {
+                bn.reset_statistics();
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Calls `f(name, tensor, is_parameter)` for every tensor, in a fixed order.
     pub fn visit(&self, f: &mut Visit) {
         for n in &self.nodes {

@@ -97,21 +97,10 @@ pub fn reestimate_batchnorm(
     scheme: QuantScheme,
     batches: &[Tensor],
 ) {
-    let mut stats = Vec::new();
-    net.visit(&mut |name, t, _| {
-        if name.ends_with("running_mean") {
-            stats.push((t.shallow_clone(), 0.0));
-        } else if name.ends_with("running_var") {
-            stats.push((t.shallow_clone(), 1.0));
-        }
-    });
-    if stats.is_empty() || batches.is_empty() {
+    if batches.is_empty() || !net.reset_batchnorm() {
         return;
     }
     tch::no_grad(|| {
-        for (t, v) in &stats {
-            let _ = t.shallow_clone().fill_(*v);
-        }
         for (k, b) in batches.iter().enumerate() {
             let ctx = QuantCtx {
                 train: true,
