@@ -79,7 +79,12 @@ fn train(
     }
 }
 
+/// libtorch's generator is global: the tests that seed it run one at a time, so that each
+/// draws the same weights whichever test runs beside it.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check(scheme: QuantScheme) {
+    let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(3);
     let spec = ModelSpec {
         kind: ModelKind::Resnet20,
@@ -174,6 +179,7 @@ fn polish_raises_within_the_target() {
     use ccq::quant::policy::Ladder;
     use ccq::search::polish::polish;
     use ccq::search::target::{Lowering, Target};
+    let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(5);
     let spec = ModelSpec {
         kind: ModelKind::Convnet,
