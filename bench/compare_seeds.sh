@@ -7,7 +7,8 @@
 #
 # SEEDS (default "1 2 3"), VARIANTS (default "improved"), EQUAL=1 adds --equal-compute,
 # DEVICE (default auto), DATA (default the Fashion-MNIST package), CCQ (default
-# target/release/ccq), THREADS, FLAGS (more `ccq compare` flags, e.g. "--ft-samples 10000").
+# target/release/ccq), THREADS, FLAGS (more `ccq compare` flags, e.g. "--ft-samples 10000"),
+# METHODS (default ccq,hawq,uniform).
 # Each seed's FP model and comparisons are resumable: rerun to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ for seed in ${SEEDS:-1 2 3}; do
   echo "seed $seed: FP training $(( $(date +%s) - start )) s"
   for variant in ${VARIANTS:-improved}; do
     start=$(date +%s)
-    "$ccq" compare "$out/s$seed/fp" --target-compression 8,10,12 --methods ccq,hawq,uniform \
+    "$ccq" compare "$out/s$seed/fp" --target-compression 8,10,12 --methods "${METHODS:-ccq,hawq,uniform}" \
       --variant "$variant" --floor-bits 2 --ft-epochs 2 --seed "$seed" --device "$device" -q \
       "${equal[@]}" "${threads[@]}" "${flags[@]}" --out "$out/s$seed/$variant" | grep -v '^epoch'
     echo "seed $seed, CCQ $variant: $(( $(date +%s) - start )) s"

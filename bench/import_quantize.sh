@@ -7,7 +7,8 @@
 #   bench/import_quantize.sh OUT_DIR [MODEL.onnx...]   (default: the fixtures)
 #
 # TARGET (8), QSTEPS (30), FT_SAMPLES (10000 images per fine-tuning epoch), FINAL (2 final
-# epochs), FINAL_FROM (best), THREADS,
+# epochs), FINAL_FROM (best), THREADS, FLAGS (more `ccq quantize` flags, e.g. "--untied --act-ladder 8
+# --ladder 4,3,2"),
 # CIFAR, CCQ as in bench/import_check.sh. Resumable: rerun to continue a search.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ for m in "${models[@]}"; do
     "$ccq" quantize "$m" --data "$cifar" --format folder --target-compression "${TARGET:-8}" \
       --ft-samples "${FT_SAMPLES:-10000}" --final-epochs "${FINAL:-2}" -q "${threads[@]}" \
       --qsteps "${QSTEPS:-30}" --final-from "${FINAL_FROM:-best}" \
-      --out "$run" | grep -v '^epoch'
+      ${FLAGS:-} --out "$run" | grep -v '^epoch'
   fi
   echo "$name: quantize $(( $(date +%s) - start )) s"
   "$ccq" info "$run/fp" | grep -E '^test top-1' | sed "s/^/$name FP: /"

@@ -148,8 +148,16 @@ fn check(scheme: QuantScheme) {
         assert_eq!(f.is_some(), n.is_some());
         if let (Some(f), Some(n)) = (f, n) {
             assert!((f.loss - n.loss).abs() < 1e-9, "{scheme:?}: {f:?} vs {n:?}");
+            assert!(
+                (f.loss_se - n.loss_se).abs() < 1e-9,
+                "{scheme:?}: {f:?} vs {n:?}"
+            );
         }
     }
+    assert!(
+        fast.arms.iter().flatten().any(|a| a.loss_se > 0.0),
+        "lowering a layer changes some image's loss: {fast:?}"
+    );
     let fast: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.top1)).collect();
     assert_eq!(
         fast.iter().filter(|a| a.is_some()).count(),

@@ -83,6 +83,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
         current: TrialScore {
             top1: 1.0,
             loss: 0.0,
+            loss_se: 0.0,
         },
         arms: arms
             .into_iter()
@@ -90,6 +91,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
                 a.map(|a| TrialScore {
                     top1: a,
                     loss: 1.0 - a,
+                    loss_se: 0.01,
                 })
             })
             .collect(),

@@ -47,6 +47,11 @@ pub struct SearchFlags {
     /// Log-weights carry over to the next step times this (reference 0: reset; improved 0.5).
     #[arg(long)]
     pub carry: Option<f64>,
+    /// Judge each arm by the log of its price, `(max(loss increase, 0) + its standard error) /
+    /// fraction saved`, so that an outlier cannot flatten the others and a gain within the
+    /// trial's noise counts as that noise (improved: true, with the loss signal per saving).
+    #[arg(long)]
+    pub log_price: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
     #[arg(long)]
     pub keep_best: Option<bool>,
@@ -133,6 +138,7 @@ impl SearchFlags {
             per_saving: self.per_saving,
             standardise: self.standardise,
             carry: self.carry,
+            log_price: self.log_price,
             keep_best: self.keep_best,
             polish: self.polish,
             budget_aware: self.budget_aware,

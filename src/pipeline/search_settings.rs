@@ -61,6 +61,8 @@ pub struct SearchSettings {
     pub standardise: Option<bool>,
     /// Log-weights carry over to the next step times this (reference 0).
     pub carry: Option<f64>,
+    /// Judge arms by their log price (improved: on where the signal is the loss per saving).
+    pub log_price: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
@@ -115,6 +117,7 @@ impl Default for SearchSettings {
             per_saving: None,
             standardise: None,
             carry: None,
+            log_price: None,
             keep_best: None,
             polish: None,
             budget_aware: None,
@@ -164,11 +167,17 @@ impl SearchSettings {
             Variant::Improved => Reward::improved(),
         };
         let improved = self.variant == Variant::Improved;
+        let signal = self.trial_signal.unwrap_or(base.signal);
+        let per_saving = self.per_saving.unwrap_or(base.per_saving);
         let reward = Reward {
-            signal: self.trial_signal.unwrap_or(base.signal),
-            per_saving: self.per_saving.unwrap_or(base.per_saving),
+            signal,
+            per_saving,
             standardise: self.standardise.unwrap_or(base.standardise),
             carry: self.carry.unwrap_or(base.carry),
+            // By default only where it applies: the loss signal, per saving.
+            log_price: self
+                .log_price
+                .unwrap_or(base.log_price && signal == TrialSignal::Loss && per_saving),
         };
         let cfg = SearchConfig {
             lowering: Lowering {
@@ -218,5 +227,50 @@ impl SearchSettings {
         cfg.validate()
             .map_err(|e| Error::InvalidConfig(format!("{e:#}")))?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reward(s: &SearchSettings) -> Result<Reward> {
+        s.config(None, &Session::default(), None).map(|c| c.reward)
+    }
+
+    #[test]
+    fn log_price_defaults_where_it_applies_and_refuses_where_it_cannot() {
+        let improved = SearchSettings::default();
+        assert!(reward(&improved).unwrap().log_price);
+        let reference = SearchSettings {
+            variant: Variant::Reference,
+            ..SearchSettings::default()
+        };
+        assert!(!reward(&reference).unwrap().log_price);
+        // A signal it cannot price turns it off by default...
+        let top1 = SearchSettings {
+            trial_signal: Some(TrialSignal::Top1),
+            ..SearchSettings::default()
+        };
+        assert!(!reward(&top1).unwrap().log_price);
+        let flat = SearchSettings {
+            per_saving: Some(false),
+            ..SearchSettings::default()
+        };
+        assert!(!reward(&flat).unwrap().log_price);
+        // ... and asked for explicitly, it is an error that says why.
+        let asked = SearchSettings {
+            log_price: Some(true),
+            ..top1
+        };
+        match reward(&asked) {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains("--log-price"), "{m}"),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+        let off = SearchSettings {
+            log_price: Some(false),
+            ..SearchSettings::default()
+        };
+        assert!(!reward(&off).unwrap().log_price);
     }
 }

@@ -358,6 +358,7 @@ pub fn persist(
             kind: a.kind,
             a: d.trials.arms[i].map(|s| s.top1),
             loss: d.trials.arms[i].map(|s| s.loss),
+            loss_se: d.trials.arms[i].map(|s| s.loss_se),
             saved: d.trials.arms[i].map(|_| d.saved[i]),
             reward: d.rewards[i],
             alpha: competition.alpha[i],

@@ -10,7 +10,13 @@
 //!   holding 60%;
 //! - `standardise`: rewards as z-scores across the arms that compete, so that η sets how sharply
 //!   the weights discriminate whatever the rewards' scale;
-//! - `carry`: log-weights decay by this factor from step to step instead of resetting.
+//! - `carry`: log-weights decay by this factor from step to step instead of resetting;
+//! - `log_price`: the arm's price, `(max(increase, 0) + se) / saving` with `se` the standard
+//!   error of the increase on the bandit split, judged on a log scale. Prices span orders of
+//!   magnitude (a 0.01% layer that breaks the network next to a 36% layer that costs nothing),
+//!   and on a linear scale one such outlier flattens every other arm's z-score to the same
+//!   value; and an increase within the trial's noise counts as that noise, so a small layer's
+//!   lucky draw divided by its tiny saving does not outbid a large layer's real saving.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +53,9 @@ pub struct Reward {
     pub standardise: bool,
     /// Factor by which log-weights carry over to the next step (0: reset, the reference).
     pub carry: f64,
+    /// Reward `−ln((max(increase, 0) + se) / saving)` (needs the loss signal, per saving).
+    #[serde(default)]
+    pub log_price: bool,
 }
 
 impl Reward {
@@ -57,6 +66,7 @@ impl Reward {
             per_saving: false,
             standardise: false,
             carry: 0.0,
+            log_price: false,
         }
     }
 
@@ -67,7 +77,14 @@ impl Reward {
             per_saving: true,
             standardise: true,
             carry: 0.5,
+            log_price: true,
         }
+    }
+
+    /// Why these settings cannot be used together, if they cannot.
+    pub fn conflict(&self) -> Option<&'static str> {
+        (self.log_price && (self.signal != TrialSignal::Loss || !self.per_saving))
+            .then_some("--log-price needs --trial-signal loss and --per-saving true")
     }
 }
 
@@ -84,6 +101,9 @@ pub struct TrialScore {
     pub top1: f64,
     /// Mean cross-entropy.
     pub loss: f64,
+    /// Standard error of `loss` minus the current policy's, from the per-image differences
+    /// (0 for the current policy itself).
+    pub loss_se: f64,
 }
 
 /// Every trial's result, and the current policy's.
@@ -95,6 +115,10 @@ pub struct Trials {
     pub arms: Vec<Option<TrialScore>>,
 }
 
+/// The smallest standard error a log price assumes (a trial identical to the current policy on
+/// every image has none, and its price would be 0).
+const MIN_SE: f64 = 1e-6;
+
 /// Each competing arm's reward (the value `η` multiplies), `None` for the others.
 /// `saved[i]`: the fraction of the target's metric that lowering arm `i` saves.
 pub fn rewards(r: &Reward, trials: &Trials, saved: &[f64]) -> Vec<Option<f64>> {
@@ -105,6 +129,10 @@ pub fn rewards(r: &Reward, trials: &Trials, saved: &[f64]) -> Vec<Option<f64>> {
         .map(|(t, &s)| {
             t.map(|t| match r.signal {
                 TrialSignal::Top1 => t.top1,
+                TrialSignal::Loss if r.log_price => {
+                    let increase = (t.loss - trials.current.loss).max(0.0);
+                    -((increase + t.loss_se.max(MIN_SE)) / s.max(1e-6)).ln()
+                }
                 TrialSignal::Loss => {
                     let increase = t.loss - trials.current.loss;
                     -if r.per_saving {
@@ -133,11 +161,18 @@ mod tests {
     use super::*;
 
     fn trials() -> Trials {
-        let t = |top1, loss| Some(TrialScore { top1, loss });
+        let t = |top1, loss| {
+            Some(TrialScore {
+                top1,
+                loss,
+                loss_se: 0.0,
+            })
+        };
         Trials {
             current: TrialScore {
                 top1: 0.9,
                 loss: 0.30,
+                loss_se: 0.0,
             },
             arms: vec![t(0.89, 0.31), None, t(0.85, 0.40), t(0.90, 0.30)],
         }
@@ -156,6 +191,7 @@ mod tests {
             per_saving: false,
             standardise: false,
             carry: 0.0,
+            log_price: false,
         };
         let saved = [0.1, 0.2, 0.5, 0.01];
         let r = rewards(&plain, &trials(), &saved);
@@ -172,11 +208,95 @@ mod tests {
         assert!((per[0].unwrap() + 0.1).abs() < 1e-9, "{per:?}");
         assert!((per[2].unwrap() + 0.2).abs() < 1e-9, "{per:?}");
         assert!(per[3].unwrap().abs() < 1e-9, "free lowering");
-        let z = rewards(&Reward::improved(), &trials(), &saved);
+        let z = rewards(
+            &Reward {
+                log_price: false,
+                ..Reward::improved()
+            },
+            &trials(),
+            &saved,
+        );
         let v: Vec<f64> = z.iter().flatten().copied().collect();
         let mean = v.iter().sum::<f64>() / 3.0;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 3.0;
         assert!(mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-9, "{z:?}");
         assert!(z[3] > z[0] && z[0] > z[2], "order kept: {z:?}");
+    }
+
+    /// Trials as MobileNetV2's first step had them: one tiny layer breaks the network, small
+    /// layers improve the loss within its noise, and the largest layer costs a little.
+    fn outlier_trials() -> (Trials, Vec<f64>) {
+        let t = |loss, loss_se| {
+            Some(TrialScore {
+                top1: 0.0,
+                loss,
+                loss_se,
+            })
+        };
+        let trials = Trials {
+            current: TrialScore {
+                top1: 0.0,
+                loss: 0.9686,
+                loss_se: 0.0,
+            },
+            arms: vec![
+                t(3.1137, 0.05),  // 0.008% of the model, breaks it
+                t(0.9638, 0.002), // 0.09%, a lucky draw
+                t(0.9612, 0.003), // 0.19%, a lucky draw
+                t(0.9698, 0.003), // 7.9%, costs a little
+                t(0.9890, 0.004), // 7.9%, costs more
+            ],
+        };
+        (trials, vec![0.00008, 0.0009, 0.0019, 0.079, 0.079])
+    }
+
+    #[test]
+    fn log_price_ranks_savings_past_outliers_and_noise() {
+        let (trials, saved) = outlier_trials();
+        let linear = Reward {
+            log_price: false,
+            ..Reward::improved()
+        };
+        let z = rewards(&linear, &trials, &saved);
+        // On a linear scale the outlier flattens the rest to within 0.01 of each other, and the
+        // lucky small layers lead.
+        let rest: Vec<f64> = z[1..].iter().flatten().copied().collect();
+        let spread = rest.iter().cloned().fold(f64::MIN, f64::max)
+            - rest.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread < 0.01, "{z:?}");
+        assert!(z[1] > z[3], "{z:?}");
+        let z = rewards(&Reward::improved(), &trials, &saved);
+        let z: Vec<f64> = z.into_iter().flatten().collect();
+        // The largest layer that costs least leads; the small layers' gains within the noise
+        // count as the noise; the breaking layer is last; the spread is meaningful.
+        assert!(z[3] > z[4] && z[4] > z[2] && z[2] > z[0], "{z:?}");
+        assert!(z[3] - z[1] > 0.5, "{z:?}");
+        // Raw values are log prices: layer 3's is ln((0.0012 + 0.003) / 0.079).
+        let raw = rewards(
+            &Reward {
+                standardise: false,
+                ..Reward::improved()
+            },
+            &trials,
+            &saved,
+        );
+        let want = -((0.9698f64 - 0.9686 + 0.003) / 0.079).ln();
+        assert!((raw[3].unwrap() - want).abs() < 1e-9, "{raw:?}");
+    }
+
+    #[test]
+    fn log_price_needs_the_loss_signal_per_saving() {
+        assert_eq!(Reward::improved().conflict(), None);
+        let top1 = Reward {
+            signal: TrialSignal::Top1,
+            ..Reward::improved()
+        };
+        assert!(top1.conflict().is_some());
+        let flat = Reward {
+            per_saving: false,
+            ..Reward::improved()
+        };
+        assert!(flat.conflict().is_some());
+        assert_eq!(Reward::reference().conflict(), None);
     }
 }

@@ -21,6 +21,9 @@ pub struct ArmRecord {
     /// Bandit cross-entropy of the trial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
+    /// Standard error of the trial's cross-entropy increase (per-image differences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_se: Option<f64>,
     /// Fraction of the target's metric (size, or BOPs) the lowering saves; in a budget-aware
     /// search, only the part that goes toward the nearest unmet goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]

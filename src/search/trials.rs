@@ -37,7 +37,17 @@ impl ArmScorer for BanditScorer<'_> {
     }
 }
 
-/// Bandit top-1 and cross-entropy of every contender `(layer, trial policy)` (`None` where there
+/// Standard error of the mean of `n` per-image differences with sum `sum` and sum of squares
+/// `sq`.
+fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean = sum / n;
+    ((sq - n * mean * mean).max(0.0) / (n - 1.0) / n).sqrt()
+}
+
+/// Bandit top-1, cross-entropy and the standard error of its increase of every contender `(layer, trial policy)` (`None` where there
 /// is none, or where the trial's logits are not finite), and of the current policy: the model
 /// fake-quantized under each policy, evaluated without training.
 ///
@@ -72,12 +82,17 @@ pub fn score_trials(
         .collect();
     let zero = || tch::Tensor::zeros([], (tch::Kind::Double, device));
     let losses: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
+    // Σ (trial − current) and Σ (trial − current)² of the per-image cross-entropies.
+    let diffs: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
+    let squares: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
     let (cur_hits, cur_loss) = (zero(), zero());
-    let ce = |logits: &tch::Tensor, labels: &tch::Tensor| {
+    // Per image, and summed as the evaluation sums it (in the logits' precision).
+    let ce = |logits: &tch::Tensor, labels: &tch::Tensor, r: tch::Reduction| {
         logits
-            .cross_entropy_loss::<tch::Tensor>(labels, None, tch::Reduction::Sum, -100, 0.0)
+            .cross_entropy_loss::<tch::Tensor>(labels, None, r, -100, 0.0)
             .to_kind(tch::Kind::Double)
     };
+    let (each, sum) = (tch::Reduction::None, tch::Reduction::Sum);
     tch::no_grad(|| -> anyhow::Result<()> {
         for b in in_order(data, norm, batch_size, device) {
             let (_, batch) = b?;
@@ -86,12 +101,17 @@ pub fn score_trials(
             let _ = cur_hits
                 .shallow_clone()
                 .g_add_(&top1.sum(tch::Kind::Double));
-            let _ = cur_loss.shallow_clone().g_add_(&ce(&logits, &batch.labels));
-            for ((((c, hit), bad), loss), &stage) in contenders
+            let cur_ce = ce(&logits, &batch.labels, each);
+            let _ = cur_loss
+                .shallow_clone()
+                .g_add_(&ce(&logits, &batch.labels, sum));
+            for ((((((c, hit), bad), loss), dsum), sq), &stage) in contenders
                 .iter()
                 .zip(&hits)
                 .zip(&bad)
                 .zip(&losses)
+                .zip(&diffs)
+                .zip(&squares)
                 .zip(&stages)
             {
                 let Some((layer, trial)) = c else { continue };
@@ -106,7 +126,12 @@ pub fn score_trials(
                 let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
                 let nonfinite = logits.isfinite().logical_not().sum(tch::Kind::Int64);
                 let _ = bad.shallow_clone().g_add_(&nonfinite);
-                let _ = loss.shallow_clone().g_add_(&ce(&logits, &batch.labels));
+                let _ = loss
+                    .shallow_clone()
+                    .g_add_(&ce(&logits, &batch.labels, sum));
+                let d = ce(&logits, &batch.labels, each) - &cur_ce;
+                let _ = dsum.shallow_clone().g_add_(&d.sum(tch::Kind::Double));
+                let _ = sq.shallow_clone().g_add_(&(&d * &d).sum(tch::Kind::Double));
                 if let Some(s) = saved {
                     restore_steps(model, *layer, &s);
                 }
@@ -115,24 +140,31 @@ pub fn score_trials(
         Ok(())
     })?;
     let n = data.len().max(1) as f64;
+    let cur_sum = cur_loss.double_value(&[]);
     let arms = contenders
         .iter()
         .zip(&hits)
         .zip(&bad)
         .zip(&losses)
-        .map(|(((c, h), b), l)| {
+        .zip(diffs.iter().zip(&squares))
+        .map(|((((c, h), b), l), (d, sq))| {
             c.filter(|_| b.int64_value(&[]) == 0)
-                .map(|_| TrialScore {
-                    top1: h.int64_value(&[]) as f64 / n,
-                    loss: l.double_value(&[]) / n,
+                .map(|_| {
+                    let sum = l.double_value(&[]);
+                    TrialScore {
+                        top1: h.int64_value(&[]) as f64 / n,
+                        loss: sum / n,
+                        loss_se: standard_error(d.double_value(&[]), sq.double_value(&[]), n),
+                    }
                 })
-                .filter(|t| t.loss.is_finite())
+                .filter(|t| t.loss.is_finite() && t.loss_se.is_finite())
         })
         .collect();
     Ok(Trials {
         current: TrialScore {
             top1: cur_hits.double_value(&[]) / n,
-            loss: cur_loss.double_value(&[]) / n,
+            loss: cur_sum / n,
+            loss_se: 0.0,
         },
         arms,
     })
@@ -147,9 +179,11 @@ pub fn score_trials_naive(
     data: &Subset,
     norm: &Normalization,
 ) -> anyhow::Result<Trials> {
-    let score = |e: Eval| TrialScore {
+    let base = image_losses(model, current, scheme, data, norm)?;
+    let score = |e: Eval, se: f64| TrialScore {
         top1: e.top1,
         loss: e.loss,
+        loss_se: se,
     };
     let arms = contenders
         .iter()
@@ -159,14 +193,54 @@ pub fn score_trials_naive(
                 if scheme != QuantScheme::default() {
                     rescale_steps(&m.net, layer, current.bits[layer], trial.bits[layer]);
                 }
-                eval_policy(&m, trial, scheme, data, norm, None).map(score)
+                let d: Vec<f64> = image_losses(&m, trial, scheme, data, norm)?
+                    .iter()
+                    .zip(&base)
+                    .map(|(t, c)| t - c)
+                    .collect();
+                let se = standard_error(
+                    d.iter().sum(),
+                    d.iter().map(|x| x * x).sum(),
+                    d.len() as f64,
+                );
+                eval_policy(&m, trial, scheme, data, norm, None).map(|e| score(e, se))
             })
             .transpose()
             .map(|t| t.filter(|t| t.loss.is_finite()))
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(Trials {
-        current: score(eval_policy(model, current, scheme, data, norm, None)?),
+        current: score(eval_policy(model, current, scheme, data, norm, None)?, 0.0),
         arms,
     })
+}
+
+/// Each image's cross-entropy under `policy`, in order, one batch at a time.
+fn image_losses(
+    model: &Model,
+    policy: &Policy,
+    scheme: QuantScheme,
+    data: &Subset,
+    norm: &Normalization,
+) -> anyhow::Result<Vec<f64>> {
+    let ctx = QuantCtx::new(scheme, &policy.bits);
+    let mut out = Vec::with_capacity(data.len());
+    tch::no_grad(|| -> anyhow::Result<()> {
+        for b in in_order(data, norm, TRIAL_BATCH, model.net.device()) {
+            let (_, batch) = b?;
+            let logits = model.net.forward(&batch.images, &ctx);
+            let ce = logits
+                .cross_entropy_loss::<tch::Tensor>(
+                    &batch.labels,
+                    None,
+                    tch::Reduction::None,
+                    -100,
+                    0.0,
+                )
+                .to_kind(tch::Kind::Double);
+            out.extend(Vec::<f64>::try_from(&ce)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }

@@ -28,6 +28,9 @@ impl SearchConfig {
         }
         finite_in(self.eta, 0.0, 1e6, "η")?;
         finite_in(self.reward.carry, 0.0, 0.999, "weight carry")?;
+        if let Some(why) = self.reward.conflict() {
+            bail!("{why}");
+        }
         let lam = &self.lambda;
         finite_in(lam.odd, 0.0, 1.0, "λ on odd steps")?;
         finite_in(lam.a, -1e6, 1e6, "λ slope")?;
