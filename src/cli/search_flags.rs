@@ -49,7 +49,8 @@ pub struct SearchFlags {
     pub carry: Option<f64>,
     /// Judge each arm by the log of its price, `(max(loss increase, 0) + its standard error) /
     /// fraction saved`, so that an outlier cannot flatten the others and a gain within the
-    /// trial's noise counts as that noise (improved: true, with the loss signal per saving).
+    /// trial's noise counts as that noise (needs the loss signal per saving; default false in
+    /// both variants: not yet measured over the Fashion-MNIST seeds).
     #[arg(long)]
     pub log_price: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).

@@ -61,7 +61,7 @@ pub struct SearchSettings {
     pub standardise: Option<bool>,
     /// Log-weights carry over to the next step times this (reference 0).
     pub carry: Option<f64>,
-    /// Judge arms by their log price (improved: on where the signal is the loss per saving).
+    /// Judge arms by their log price (default off in both variants).
     pub log_price: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
@@ -239,38 +239,37 @@ mod tests {
     }
 
     #[test]
-    fn log_price_defaults_where_it_applies_and_refuses_where_it_cannot() {
-        let improved = SearchSettings::default();
-        assert!(reward(&improved).unwrap().log_price);
+    fn log_price_is_off_by_default_and_refused_where_it_cannot_apply() {
+        assert!(!reward(&SearchSettings::default()).unwrap().log_price);
         let reference = SearchSettings {
             variant: Variant::Reference,
             ..SearchSettings::default()
         };
         assert!(!reward(&reference).unwrap().log_price);
-        // A signal it cannot price turns it off by default...
-        let top1 = SearchSettings {
-            trial_signal: Some(TrialSignal::Top1),
-            ..SearchSettings::default()
-        };
-        assert!(!reward(&top1).unwrap().log_price);
-        let flat = SearchSettings {
-            per_saving: Some(false),
-            ..SearchSettings::default()
-        };
-        assert!(!reward(&flat).unwrap().log_price);
-        // ... and asked for explicitly, it is an error that says why.
-        let asked = SearchSettings {
+        let on = SearchSettings {
             log_price: Some(true),
-            ..top1
-        };
-        match reward(&asked) {
-            Err(Error::InvalidConfig(m)) => assert!(m.contains("--log-price"), "{m}"),
-            other => panic!("expected an invalid config, got {other:?}"),
-        }
-        let off = SearchSettings {
-            log_price: Some(false),
             ..SearchSettings::default()
         };
-        assert!(!reward(&off).unwrap().log_price);
+        assert!(reward(&on).unwrap().log_price);
+        // Asked for with a signal it cannot price, it is an error that says why.
+        for bad in [
+            SearchSettings {
+                trial_signal: Some(TrialSignal::Top1),
+                ..on.clone()
+            },
+            SearchSettings {
+                per_saving: Some(false),
+                ..on.clone()
+            },
+            SearchSettings {
+                variant: Variant::Reference,
+                ..on.clone()
+            },
+        ] {
+            match reward(&bad) {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains("--log-price"), "{m}"),
+                other => panic!("expected an invalid config, got {other:?}"),
+            }
+        }
     }
 }

@@ -77,7 +77,8 @@ impl Reward {
             per_saving: true,
             standardise: true,
             carry: 0.5,
-            log_price: true,
+            // Not yet measured over the Fashion-MNIST seeds: a flag, off by default.
+            log_price: false,
         }
     }
 
@@ -253,6 +254,10 @@ mod tests {
     #[test]
     fn log_price_ranks_savings_past_outliers_and_noise() {
         let (trials, saved) = outlier_trials();
+        let priced = Reward {
+            log_price: true,
+            ..Reward::improved()
+        };
         let linear = Reward {
             log_price: false,
             ..Reward::improved()
@@ -265,7 +270,7 @@ mod tests {
             - rest.iter().cloned().fold(f64::MAX, f64::min);
         assert!(spread < 0.01, "{z:?}");
         assert!(z[1] > z[3], "{z:?}");
-        let z = rewards(&Reward::improved(), &trials, &saved);
+        let z = rewards(&priced, &trials, &saved);
         let z: Vec<f64> = z.into_iter().flatten().collect();
         // The largest layer that costs least leads; the small layers' gains within the noise
         // count as the noise; the breaking layer is last; the spread is meaningful.
@@ -275,7 +280,7 @@ mod tests {
         let raw = rewards(
             &Reward {
                 standardise: false,
-                ..Reward::improved()
+                ..priced
             },
             &trials,
             &saved,
@@ -286,15 +291,19 @@ mod tests {
 
     #[test]
     fn log_price_needs_the_loss_signal_per_saving() {
-        assert_eq!(Reward::improved().conflict(), None);
+        let priced = Reward {
+            log_price: true,
+            ..Reward::improved()
+        };
+        assert_eq!(priced.conflict(), None);
         let top1 = Reward {
             signal: TrialSignal::Top1,
-            ..Reward::improved()
+            ..priced
         };
         assert!(top1.conflict().is_some());
         let flat = Reward {
             per_saving: false,
-            ..Reward::improved()
+            ..priced
         };
         assert!(flat.conflict().is_some());
         assert_eq!(Reward::reference().conflict(), None);
