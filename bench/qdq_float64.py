@@ -111,10 +111,12 @@ def main(qdq, original, data, predictions):
     print(f"float64 vs onnxruntime float32: {100 * (e == f).mean():.2f}% "
           f"({(e != f).sum()} differ), max |Δ logit| {np.abs(exact - f32).max():.4f}")
     print(f"integer engine vs onnxruntime float32: {100 * (engine == f).mean():.2f}%")
-    bad = np.nonzero(e != f)[0]
-    if len(bad):
-        print(f"float64 top-2 margin where float32 differs: max {margin[bad].max():.4f}, "
-              f"median {np.median(margin[bad]):.4f}")
+    for what, other in (("float32", f), ("the engine", engine)):
+        bad = np.nonzero(e != other)[0]
+        if len(bad):
+            print(f"float64 top-2 logit margin where {what} differs: max {margin[bad].max():.4f}, "
+                  f"median {np.median(margin[bad]):.4f} (images with a margin under "
+                  f"{margin[bad].max():.4f}: {(margin <= margin[bad].max()).sum()})")
 
 
 if __name__ == "__main__":
