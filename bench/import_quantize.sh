@@ -2,7 +2,8 @@
 # Bring-your-own-model check: each ONNX model is imported, quantized by CCQ with a short schedule
 # to TARGET× weight compression (default 8) on the CIFAR-10 dev split, then exported back to
 # `.ccq` and QDQ ONNX; onnxruntime runs the QDQ graph on the dev test split (as lossless PNGs,
-# the same pixels the integer engine reads) and the two are compared.
+# the same pixels the integer engine reads) and the two are compared, and with the graph evaluated
+# exactly in float64 (bench/qdq_float64.py, when bench/.venv has torch).
 #
 #   bench/import_quantize.sh OUT_DIR [MODEL.onnx...]   (default: the fixtures)
 #
@@ -45,6 +46,11 @@ for m in "${models[@]}"; do
       --predictions "$out/$name.engine.txt" | tail -1
     bench/.venv/bin/python bench/import_check.py agree "$out/$name.qdq.onnx" "$m" "$png" \
       "$out/$name.engine.txt"
+    # The same graph evaluated exactly (float64): the engine's rounding against onnxruntime's.
+    if bench/.venv/bin/python -c 'import torch' 2>/dev/null; then
+      bench/.venv/bin/python bench/qdq_float64.py "$out/$name.qdq.onnx" "$m" "$png" \
+        "$out/$name.engine.txt"
+    fi
   else
     echo "$name: not exported (above)"
   fi
