@@ -85,7 +85,6 @@ fn weight_codes(
     }
 }
 
-/// The per-channel affine after a conv: its BatchNorm folded with its bias, if any.
 /// Fractional bits of the fixed-point input: at most `limit` (every pixel fits 31 bits), and
 /// no more than balance the two roundings of the first layer. Its accumulator (integer weights
 /// times inputs with `f` fractional bits) is requantized with the multiplier
@@ -111,6 +110,7 @@ fn first_layer_frac(w_scale: &[f32], post_mul: &[f32], limit: u32) -> u32 {
     balanced.min(limit)
 }
 
+/// The per-channel affine after a conv: its BatchNorm folded with its bias, if any.
 fn post_affine(c: &ConvBn, out: usize) -> (Vec<f32>, Vec<f32>) {
     let bias = c.conv.bias.as_ref().map(to_f32);
     match &c.bn {

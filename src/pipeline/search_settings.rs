@@ -167,17 +167,12 @@ impl SearchSettings {
             Variant::Improved => Reward::improved(),
         };
         let improved = self.variant == Variant::Improved;
-        let signal = self.trial_signal.unwrap_or(base.signal);
-        let per_saving = self.per_saving.unwrap_or(base.per_saving);
         let reward = Reward {
-            signal,
-            per_saving,
+            signal: self.trial_signal.unwrap_or(base.signal),
+            per_saving: self.per_saving.unwrap_or(base.per_saving),
             standardise: self.standardise.unwrap_or(base.standardise),
             carry: self.carry.unwrap_or(base.carry),
-            // By default only where it applies: the loss signal, per saving.
-            log_price: self
-                .log_price
-                .unwrap_or(base.log_price && signal == TrialSignal::Loss && per_saving),
+            log_price: self.log_price.unwrap_or(base.log_price),
         };
         let cfg = SearchConfig {
             lowering: Lowering {

@@ -209,14 +209,7 @@ mod tests {
         assert!((per[0].unwrap() + 0.1).abs() < 1e-9, "{per:?}");
         assert!((per[2].unwrap() + 0.2).abs() < 1e-9, "{per:?}");
         assert!(per[3].unwrap().abs() < 1e-9, "free lowering");
-        let z = rewards(
-            &Reward {
-                log_price: false,
-                ..Reward::improved()
-            },
-            &trials(),
-            &saved,
-        );
+        let z = rewards(&Reward::improved(), &trials(), &saved);
         let v: Vec<f64> = z.iter().flatten().copied().collect();
         let mean = v.iter().sum::<f64>() / 3.0;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 3.0;
@@ -258,11 +251,7 @@ mod tests {
             log_price: true,
             ..Reward::improved()
         };
-        let linear = Reward {
-            log_price: false,
-            ..Reward::improved()
-        };
-        let z = rewards(&linear, &trials, &saved);
+        let z = rewards(&Reward::improved(), &trials, &saved);
         // On a linear scale the outlier flattens the rest to within 0.01 of each other, and the
         // lucky small layers lead.
         let rest: Vec<f64> = z[1..].iter().flatten().copied().collect();

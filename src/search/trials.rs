@@ -47,9 +47,10 @@ fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
     ((sq - n * mean * mean).max(0.0) / (n - 1.0) / n).sqrt()
 }
 
-/// Bandit top-1, cross-entropy and the standard error of its increase of every contender `(layer, trial policy)` (`None` where there
-/// is none, or where the trial's logits are not finite), and of the current policy: the model
-/// fake-quantized under each policy, evaluated without training.
+/// Bandit top-1, cross-entropy and the standard error of its increase of every contender
+/// `(layer, trial policy)` (`None` where there is none, or where the trial's logits are not
+/// finite), and of the current policy: the model fake-quantized under each policy, evaluated
+/// without training.
 ///
 /// A trial changes one layer, so everything before that layer's stage is the same for every
 /// trial: each batch runs the current policy once, keeps every stage's input, and each arm runs
@@ -140,7 +141,6 @@ pub fn score_trials(
         Ok(())
     })?;
     let n = data.len().max(1) as f64;
-    let cur_sum = cur_loss.double_value(&[]);
     let arms = contenders
         .iter()
         .zip(&hits)
@@ -149,13 +149,10 @@ pub fn score_trials(
         .zip(diffs.iter().zip(&squares))
         .map(|((((c, h), b), l), (d, sq))| {
             c.filter(|_| b.int64_value(&[]) == 0)
-                .map(|_| {
-                    let sum = l.double_value(&[]);
-                    TrialScore {
-                        top1: h.int64_value(&[]) as f64 / n,
-                        loss: sum / n,
-                        loss_se: standard_error(d.double_value(&[]), sq.double_value(&[]), n),
-                    }
+                .map(|_| TrialScore {
+                    top1: h.int64_value(&[]) as f64 / n,
+                    loss: l.double_value(&[]) / n,
+                    loss_se: standard_error(d.double_value(&[]), sq.double_value(&[]), n),
                 })
                 .filter(|t| t.loss.is_finite() && t.loss_se.is_finite())
         })
@@ -163,7 +160,7 @@ pub fn score_trials(
     Ok(Trials {
         current: TrialScore {
             top1: cur_hits.double_value(&[]) / n,
-            loss: cur_sum / n,
+            loss: cur_loss.double_value(&[]) / n,
             loss_se: 0.0,
         },
         arms,
