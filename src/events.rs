@@ -136,7 +136,7 @@ pub enum Event<'a> {
         /// λ of the step.
         lambda: f64,
     },
-    /// The budget polish raised a layer one rung.
+    /// The budget polish raised a layer one rung (and lowered another in exchange, for a swap).
     Raised {
         /// The layer.
         layer: &'a str,
@@ -146,6 +146,8 @@ pub enum Event<'a> {
         after: LayerBits,
         /// Bandit cross-entropy after the raise.
         loss: f64,
+        /// For a swap: the layer lowered one rung, its bits before and after.
+        lowered: Option<(&'a str, LayerBits, LayerBits)>,
     },
     /// The last fine-tuning after the search ended.
     FinalTuned {

@@ -106,12 +106,18 @@ fn check(scheme: QuantScheme) {
             p
         })
         .collect();
+    // The polish's swaps change two layers: this one names the last, and must still run from the
+    // second layer's stage.
+    let last = names.len() - 1;
+    let mut pair = trials[last].clone();
+    pair.bits[1] = LayerBits { w: 8, a: 8 };
     // Every second arm asleep.
-    let contenders: Vec<Option<(usize, &Policy)>> = trials
+    let mut contenders: Vec<Option<(usize, &Policy)>> = trials
         .iter()
         .enumerate()
-        .map(|(l, p)| (l % 2 == 0 || l + 1 == names.len()).then_some((l, p)))
+        .map(|(l, p)| (l % 2 == 0 || l == last).then_some((l, p)))
         .collect();
+    contenders.push(Some((last, &pair)));
     let norm = Normalization {
         mean: vec![0.5],
         std: vec![0.3],
@@ -161,7 +167,7 @@ fn check(scheme: QuantScheme) {
     let fast: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.top1)).collect();
     assert_eq!(
         fast.iter().filter(|a| a.is_some()).count(),
-        names.len() / 2 + 1
+        names.len() / 2 + 2
     );
     let distinct: std::collections::BTreeSet<u64> =
         fast.iter().flatten().map(|a| a.to_bits()).collect();
@@ -224,8 +230,10 @@ fn polish_raises_within_the_target() {
     );
     train(&model, &start, scheme, &subset, &norm, 2, 2);
     let target = Target::Compression(6.0);
-    let (polished, raises) =
-        polish(&model, &start, &lowering, &target, scheme, &subset, &norm).unwrap();
+    let (polished, raises) = polish(
+        &model, &start, &lowering, &target, false, scheme, &subset, &norm,
+    )
+    .unwrap();
     let cost = model_cost(&model.layers, &polished, scheme.weight);
     assert!(target.met(&cost), "{}", cost.compression);
     assert!(
@@ -246,6 +254,102 @@ fn polish_raises_within_the_target() {
         bits[i] = r.after;
         assert!(r.loss < last, "each raise lowers the bandit loss");
         last = r.loss;
+    }
+    assert_eq!(bits, polished.bits);
+}
+
+/// With no slack left no single raise fits, but a swap can: the small last layer goes back up a
+/// rung while the large middle one goes down one, the target still holds and the bandit loss
+/// falls. Without swaps the polish leaves such a policy as it is.
+#[test]
+fn polish_swaps_trade_a_rung_where_no_raise_fits() {
+    use ccq::model::cost::model_cost;
+    use ccq::quant::policy::Ladder;
+    use ccq::search::polish::polish;
+    use ccq::search::target::{Lowering, Target};
+    let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(5);
+    let spec = ModelSpec {
+        kind: ModelKind::Convnet,
+        channels: 1,
+        height: 12,
+        width: 12,
+        classes: 3,
+        graph: None,
+    };
+    let model = build(&spec, tch::Device::Cpu).unwrap();
+    let names = model.layer_names();
+    let scheme = QuantScheme::default();
+    let lowering = Lowering {
+        ladder: Ladder::default(),
+        act_ladder: Ladder::default(),
+        tied: true,
+        floor: 2,
+    };
+    let weights = |i: usize| model.layers[i].params;
+    let (big, small) = (
+        (0..names.len()).max_by_key(|&i| weights(i)).unwrap(),
+        names.len() - 1,
+    );
+    assert!(weights(big) > 4 * weights(small), "{:?}", model.layers);
+    // Trained at 8 bits, then the last layer at 2: a layer the search left too low.
+    let mut eight = Policy::uniform(&names, LayerBits { w: 8, a: 8 });
+    eight.fix_input_layer();
+    let mut start = eight.clone();
+    start.bits[small] = LayerBits { w: 2, a: 2 };
+    let norm = Normalization {
+        mean: vec![0.4],
+        std: vec![0.2],
+    };
+    let subset = data(600, 12);
+    calibrate(
+        &model.net,
+        &eight,
+        scheme,
+        &[Tensor::randn(
+            [16, 1, 12, 12],
+            (Kind::Float, tch::Device::Cpu),
+        )],
+    );
+    train(&model, &eight, scheme, &subset, &norm, 2, 2);
+    // The target is the start's own compression: no slack.
+    let size = |p: &Policy| model_cost(&model.layers, p, scheme.weight);
+    let target = Target::Compression(size(&start).compression);
+    let (same, none) = polish(
+        &model, &start, &lowering, &target, false, scheme, &subset, &norm,
+    )
+    .unwrap();
+    assert!(none.is_empty() && same == start, "no raise fits: {none:?}");
+    let (polished, moves) = polish(
+        &model, &start, &lowering, &target, true, scheme, &subset, &norm,
+    )
+    .unwrap();
+    assert!(
+        target.met(&size(&polished)),
+        "{}",
+        size(&polished).compression
+    );
+    let first = moves.first().expect("a swap fits");
+    let lowered = first.lowered.as_ref().expect("the first move is a swap");
+    assert_eq!(first.layer, names[small]);
+    assert_eq!((first.before.w, first.after.w), (2, 3), "one rung up");
+    assert_eq!(lowered.before.w, 8);
+    assert_eq!(lowered.after.w, 6, "one rung down");
+    // Replaying the moves gives the polished policy, each lowering the bandit loss.
+    let mut bits = start.bits.clone();
+    let mut last = f64::INFINITY;
+    for m in &moves {
+        let i = names.iter().position(|n| *n == m.layer).unwrap();
+        assert_eq!(bits[i], m.before);
+        bits[i] = m.after;
+        if let Some(l) = &m.lowered {
+            let j = names.iter().position(|n| *n == l.layer).unwrap();
+            assert_ne!(i, j);
+            assert_eq!(bits[j], l.before);
+            bits[j] = l.after;
+        }
+        assert!(m.loss < last, "each move lowers the bandit loss");
+        last = m.loss;
     }
     assert_eq!(bits, polished.bits);
 }

@@ -38,6 +38,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         eta,
         reward: Reward::reference(),
         polish: false,
+        polish_swaps: false,
         budget_aware: false,
         lambda: LambdaSchedule::default(),
         qsteps,

@@ -147,9 +147,13 @@ impl Events for Console {
                 before,
                 after,
                 loss,
-            } => self.line(format!(
-                "polish: {layer} {before} → {after} (bandit loss {loss:.4})"
-            )),
+                lowered,
+            } => self.line(match lowered {
+                None => format!("polish: {layer} {before} → {after} (bandit loss {loss:.4})"),
+                Some((low, b, a)) => format!(
+                    "polish: {layer} {before} → {after}, {low} {b} → {a} (bandit loss {loss:.4})"
+                ),
+            }),
             Event::FinalTuned {
                 before,
                 after,

@@ -59,6 +59,10 @@ pub struct SearchFlags {
     /// Once the target is met, raise single layers back while it stays met (improved: true).
     #[arg(long)]
     pub polish: Option<bool>,
+    /// Let the polish also trade a rung between two layers, one raised and one lowered, where
+    /// the target still holds and the bandit loss falls (default false in both variants).
+    #[arg(long)]
+    pub polish_swaps: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
     /// memory prior, so that overshooting the target earns nothing (default false in both
     /// variants: it measured worse).
@@ -142,6 +146,7 @@ impl SearchFlags {
             log_price: self.log_price,
             keep_best: self.keep_best,
             polish: self.polish,
+            polish_swaps: self.polish_swaps,
             budget_aware: self.budget_aware,
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,

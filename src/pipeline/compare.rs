@@ -336,6 +336,7 @@ impl Bench<'_> {
                 &policy,
                 &self.search.lowering,
                 &Target::Compression(b),
+                self.search.polish_swaps,
                 self.scheme,
                 &self.p.splits.bandit,
                 self.norm,

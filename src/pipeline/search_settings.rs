@@ -67,6 +67,8 @@ pub struct SearchSettings {
     pub keep_best: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
     pub polish: Option<bool>,
+    /// Let the polish swap a rung between two layers (default off in both variants).
+    pub polish_swaps: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -120,6 +122,7 @@ impl Default for SearchSettings {
             log_price: None,
             keep_best: None,
             polish: None,
+            polish_swaps: None,
             budget_aware: None,
             lambda: LambdaSchedule {
                 odd: 0.0,
@@ -162,6 +165,14 @@ impl SearchSettings {
                 "need 1 ≤ --ft-max-epochs and --ft-min-epochs ≤ --ft-max-epochs".into(),
             ));
         }
+        if self.polish_swaps == Some(true)
+            && !self.polish.unwrap_or(self.variant == Variant::Improved)
+        {
+            return Err(Error::InvalidConfig(
+                "--polish-swaps true needs the polish (--polish true; the reference variant has none)"
+                    .into(),
+            ));
+        }
         let base = match self.variant {
             Variant::Reference => Reward::reference(),
             Variant::Improved => Reward::improved(),
@@ -187,6 +198,7 @@ impl SearchSettings {
             eta: self.eta.unwrap_or(if improved { 2.0 } else { 1.0 }),
             reward,
             polish: self.polish.unwrap_or(improved),
+            polish_swaps: self.polish_swaps.unwrap_or(false),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             lambda: self.lambda,
@@ -263,6 +275,33 @@ mod tests {
         ] {
             match reward(&bad) {
                 Err(Error::InvalidConfig(m)) => assert!(m.contains("--log-price"), "{m}"),
+                other => panic!("expected an invalid config, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn polish_swaps_are_off_by_default_and_need_the_polish() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        let default = cfg(&SearchSettings::default()).unwrap();
+        assert!(default.polish && !default.polish_swaps);
+        let on = SearchSettings {
+            polish_swaps: Some(true),
+            ..SearchSettings::default()
+        };
+        assert!(cfg(&on).unwrap().polish_swaps);
+        for bad in [
+            SearchSettings {
+                polish: Some(false),
+                ..on.clone()
+            },
+            SearchSettings {
+                variant: Variant::Reference,
+                ..on.clone()
+            },
+        ] {
+            match cfg(&bad) {
+                Err(Error::InvalidConfig(m)) => assert!(m.contains("--polish-swaps"), "{m}"),
                 other => panic!("expected an invalid config, got {other:?}"),
             }
         }

@@ -525,6 +525,7 @@ fn conclude(
             &state.policy,
             &cfg.lowering,
             target,
+            cfg.polish_swaps,
             cfg.scheme,
             &env.splits.bandit,
             env.norm,
@@ -535,6 +536,10 @@ fn conclude(
                 before: r.before,
                 after: r.after,
                 loss: r.loss,
+                lowered: r
+                    .lowered
+                    .as_ref()
+                    .map(|l| (l.layer.as_str(), l.before, l.after)),
             });
         }
         state.policy = policy;

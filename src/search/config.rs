@@ -106,6 +106,9 @@ pub struct SearchConfig {
     /// Once the target is met, give back the bits it does not need ([`super::polish`]).
     #[serde(default)]
     pub polish: bool,
+    /// Let the polish also swap a rung between two layers ([`super::polish`]).
+    #[serde(default)]
+    pub polish_swaps: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -5,8 +5,16 @@
 //! met, each time the raise that lowers the bandit split's cross-entropy the most per fraction
 //! of the model's size it adds, and stops when no raise lowers it. The sensitivities are
 //! measured the way the competition measures them (prefix-reusing trials, no training).
+//!
+//! With swaps, a move may also raise one layer and lower another one rung each (re-allocating
+//! a rung between layers), where the target still holds: a search that lowered the wrong one of
+//! two layers can trade back, which single raises cannot do once the slack is gone. Swaps are
+//! ranked with the raises, by the loss they remove per size they add; one that frees bytes
+//! ranks first. Pairs are drawn from the [`SWAP_CANDIDATES`] most helpful raises and the as many
+//! least harmful lowerings, so a polish step costs at most two trials per arm plus
+//! `SWAP_CANDIDATES²`.
 
-use super::target::{Lowering, Target};
+use super::target::{Arm, Lowering, Target};
 use super::trials::{TRIAL_BATCH, score_trials};
 use crate::data::{Normalization, Subset};
 use crate::model::Model;
@@ -16,7 +24,14 @@ use crate::quant::quantizer::QuantScheme;
 use crate::train::calibrate::rescale_steps;
 use serde::{Deserialize, Serialize};
 
-/// One raise the polish made.
+/// Raises and lowerings paired into swaps at each polish step (each side).
+pub const SWAP_CANDIDATES: usize = 4;
+
+/// Smallest bandit-loss decrease a polish move must make (nats): below it, two evaluations of
+/// one policy may differ by rounding alone.
+const MIN_GAIN: f64 = 1e-6;
+
+/// One move the polish made: a raise, with the layer lowered in exchange when it was a swap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Raise {
     /// Layer name.
@@ -25,17 +40,40 @@ pub struct Raise {
     pub before: LayerBits,
     /// Bits after.
     pub after: LayerBits,
-    /// Bandit cross-entropy after the raise.
+    /// Bandit cross-entropy after the move.
     pub loss: f64,
+    /// The layer lowered one rung in exchange (a swap), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lowered: Option<Lowered>,
 }
 
-/// Polishes `policy` for `model` (whose LSQ steps are rescaled for every raise it keeps);
-/// returns the new policy and the raises, in order.
+/// The lowering half of a swap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lowered {
+    /// Layer name.
+    pub layer: String,
+    /// Bits before.
+    pub before: LayerBits,
+    /// Bits after.
+    pub after: LayerBits,
+}
+
+/// A candidate move: the raised arm, the lowered arm (for a swap) and the resulting policy.
+struct Move {
+    raise: Arm,
+    lower: Option<Arm>,
+    policy: Policy,
+}
+
+/// Polishes `policy` for `model` (whose LSQ steps are rescaled for every move it keeps), with
+/// swaps when `swaps`; returns the new policy and the moves, in order.
+#[allow(clippy::too_many_arguments)]
 pub fn polish(
     model: &Model,
     policy: &Policy,
     lowering: &Lowering,
     target: &Target,
+    swaps: bool,
     scheme: QuantScheme,
     bandit: &Subset,
     norm: &Normalization,
@@ -44,61 +82,141 @@ pub fn polish(
     let mut policy = policy.clone();
     let mut raises = Vec::new();
     let size = |p: &Policy| model_cost(&model.layers, p, scheme.weight).size_bits as f64;
-    loop {
-        let base = size(&policy);
-        let raised: Vec<Option<Policy>> = arms
+    let meets = |p: &Policy| target.met(&model_cost(&model.layers, p, scheme.weight));
+    let score = |current: &Policy, moves: &[Move]| {
+        let contenders: Vec<Option<(usize, &Policy)>> = moves
             .iter()
-            .map(|&a| {
-                lowering
-                    .raise(a, &policy)
-                    .filter(|p| target.met(&model_cost(&model.layers, p, scheme.weight)))
-            })
+            .map(|m| Some((m.raise.layer, &m.policy)))
             .collect();
-        if raised.iter().all(Option::is_none) {
-            break;
-        }
-        let contenders: Vec<Option<(usize, &Policy)>> = arms
-            .iter()
-            .zip(&raised)
-            .map(|(a, p)| p.as_ref().map(|p| (a.layer, p)))
-            .collect();
-        let trials = score_trials(
+        score_trials(
             model,
-            &policy,
+            current,
             &contenders,
             scheme,
             bandit,
             norm,
             TRIAL_BATCH,
-        )?;
-        let best = trials
-            .arms
+        )
+    };
+    // Each kept move lowers the loss measured on the same weights, so no policy comes back;
+    // the cap only guards against rounding.
+    for _ in 0..4 * arms.len().max(1) {
+        let base = size(&policy);
+        let ups: Vec<Move> = arms
             .iter()
-            .zip(&raised)
-            .enumerate()
-            .filter_map(|(i, (t, p))| {
-                let (t, p) = (t.as_ref()?, p.as_ref()?);
-                let gain = trials.current.loss - t.loss;
-                let added = (size(p) - base) / base.max(1.0);
-                (gain > 0.0).then_some((i, gain / added.max(1e-9), t.loss))
+            .filter_map(|&a| {
+                let p = lowering.raise(a, &policy)?;
+                // Without swaps, only raises that keep the target need scoring.
+                (swaps || meets(&p)).then_some(Move {
+                    raise: a,
+                    lower: None,
+                    policy: p,
+                })
             })
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        let Some((i, _, loss)) = best else {
+            .collect();
+        let downs: Vec<(Arm, Policy)> = if swaps {
+            arms.iter()
+                .filter_map(|&a| Some((a, lowering.lower(a, &policy)?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if ups.is_empty() {
+            break;
+        }
+        let trials = score(&policy, &ups)?;
+        let current = trials.current.loss;
+        let mut moves: Vec<(Move, f64)> = ups
+            .into_iter()
+            .zip(&trials.arms)
+            .filter_map(|(m, t)| Some((m, t.as_ref()?.loss)))
+            .collect();
+        if !downs.is_empty() {
+            let lows = score(
+                &policy,
+                &downs
+                    .iter()
+                    .map(|(a, p)| Move {
+                        raise: *a,
+                        lower: None,
+                        policy: p.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            )?;
+            let mut best_ups: Vec<&(Move, f64)> = moves.iter().collect();
+            best_ups.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let mut best_downs: Vec<(Arm, f64)> = downs
+                .iter()
+                .zip(&lows.arms)
+                .filter_map(|((a, _), t)| Some((*a, t.as_ref()?.loss)))
+                .collect();
+            best_downs.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let pairs: Vec<Move> = best_ups
+                .iter()
+                .take(SWAP_CANDIDATES)
+                .flat_map(|(up, _)| {
+                    best_downs
+                        .iter()
+                        .take(SWAP_CANDIDATES)
+                        .filter(|(d, _)| d.layer != up.raise.layer)
+                        .filter_map(|(d, _)| {
+                            let p = lowering.lower(*d, &up.policy)?;
+                            meets(&p).then_some(Move {
+                                raise: up.raise,
+                                lower: Some(*d),
+                                policy: p,
+                            })
+                        })
+                })
+                .collect();
+            if !pairs.is_empty() {
+                let scored = score(&policy, &pairs)?;
+                moves.extend(
+                    pairs
+                        .into_iter()
+                        .zip(&scored.arms)
+                        .filter_map(|(m, t)| Some((m, t.as_ref()?.loss))),
+                );
+            }
+            // Raises that break the target were scored only to rank the swaps.
+            moves.retain(|(m, _)| m.lower.is_some() || meets(&m.policy));
+        }
+        let best = moves
+            .into_iter()
+            .filter(|(_, loss)| current - loss > MIN_GAIN)
+            .map(|(m, loss)| {
+                let added = (size(&m.policy) - base) / base.max(1.0);
+                let rank = (current - loss) / added.max(1e-9);
+                (m, loss, rank)
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let Some((m, loss, _)) = best else {
             break;
         };
-        let next = raised[i].clone().expect("a scored raise");
-        let layer = arms[i].layer;
-        let (before, after) = (policy.bits[layer], next.bits[layer]);
+        let layer = m.raise.layer;
+        let (before, after) = (policy.bits[layer], m.policy.bits[layer]);
         if scheme != QuantScheme::default() {
             rescale_steps(&model.net, layer, before, after);
         }
+        let lowered = m.lower.map(|d| {
+            let (b, a) = (policy.bits[d.layer], m.policy.bits[d.layer]);
+            if scheme != QuantScheme::default() {
+                rescale_steps(&model.net, d.layer, b, a);
+            }
+            Lowered {
+                layer: policy.names[d.layer].clone(),
+                before: b,
+                after: a,
+            }
+        });
         raises.push(Raise {
             layer: policy.names[layer].clone(),
             before,
             after,
             loss,
+            lowered,
         });
-        policy = next;
+        policy = m.policy;
     }
     Ok((policy, raises))
 }

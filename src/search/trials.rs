@@ -37,6 +37,18 @@ impl ArmScorer for BanditScorer<'_> {
     }
 }
 
+/// The layers whose bits differ between `current` and `trial`.
+fn changed_layers(current: &Policy, trial: &Policy) -> Vec<usize> {
+    current
+        .bits
+        .iter()
+        .zip(&trial.bits)
+        .enumerate()
+        .filter(|(_, (c, t))| c != t)
+        .map(|(l, _)| l)
+        .collect()
+}
+
 /// Standard error of the mean of `n` per-image differences with sum `sum` and sum of squares
 /// `sq`.
 fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
@@ -52,10 +64,11 @@ fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
 /// finite), and of the current policy: the model fake-quantized under each policy, evaluated
 /// without training.
 ///
-/// A trial changes one layer, so everything before that layer's stage is the same for every
-/// trial: each batch runs the current policy once, keeps every stage's input, and each arm runs
-/// only its suffix. All arms score one batch before the next; counts stay on the device until
-/// the end. LSQ steps are rescaled for the trial's bits and restored afterwards.
+/// A trial changes one layer (two for the polish's swaps), so everything before the earliest
+/// changed layer's stage is the same as under the current policy: each batch runs the current
+/// policy once, keeps every stage's input, and each arm runs only its suffix. All arms score one
+/// batch before the next; counts stay on the device until the end. LSQ steps are rescaled for
+/// the trial's bits and restored afterwards.
 pub fn score_trials(
     model: &Model,
     current: &Policy,
@@ -68,9 +81,15 @@ pub fn score_trials(
     let device = model.net.device();
     let rescale = scheme != QuantScheme::default();
     let ctx = QuantCtx::new(scheme, &current.bits);
-    let stages: Vec<usize> = contenders
+    // The layers each trial changes (one for a lowering, two for the polish's swaps): it runs
+    // from the earliest one's stage.
+    let changed: Vec<Vec<usize>> = contenders
         .iter()
-        .map(|c| c.map_or(0, |(layer, _)| model.net.stage_of(layer)))
+        .map(|c| c.map_or_else(Vec::new, |(_, trial)| changed_layers(current, trial)))
+        .collect();
+    let stages: Vec<usize> = changed
+        .iter()
+        .map(|c| c.iter().map(|&l| model.net.stage_of(l)).min().unwrap_or(0))
         .collect();
     let hits: Vec<tch::Tensor> = contenders
         .iter()
@@ -106,7 +125,7 @@ pub fn score_trials(
             let _ = cur_loss
                 .shallow_clone()
                 .g_add_(&ce(&logits, &batch.labels, sum));
-            for ((((((c, hit), bad), loss), dsum), sq), &stage) in contenders
+            for (((((((c, hit), bad), loss), dsum), sq), &stage), layers) in contenders
                 .iter()
                 .zip(&hits)
                 .zip(&bad)
@@ -114,13 +133,21 @@ pub fn score_trials(
                 .zip(&diffs)
                 .zip(&squares)
                 .zip(&stages)
+                .zip(&changed)
             {
-                let Some((layer, trial)) = c else { continue };
-                let saved = rescale.then(|| {
-                    let s = saved_steps(model, *layer);
-                    rescale_steps(&model.net, *layer, current.bits[*layer], trial.bits[*layer]);
-                    s
-                });
+                let Some((_, trial)) = c else { continue };
+                let saved: Vec<_> = if rescale {
+                    layers
+                        .iter()
+                        .map(|&l| {
+                            let s = saved_steps(model, l);
+                            rescale_steps(&model.net, l, current.bits[l], trial.bits[l]);
+                            (l, s)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let tctx = QuantCtx::new(scheme, &trial.bits);
                 let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
                 let (top1, _) = correct(&logits, &batch.labels);
@@ -133,8 +160,8 @@ pub fn score_trials(
                 let d = ce(&logits, &batch.labels, each) - &cur_ce;
                 let _ = dsum.shallow_clone().g_add_(&d.sum(tch::Kind::Double));
                 let _ = sq.shallow_clone().g_add_(&(&d * &d).sum(tch::Kind::Double));
-                if let Some(s) = saved {
-                    restore_steps(model, *layer, &s);
+                for (l, s) in &saved {
+                    restore_steps(model, *l, s);
                 }
             }
         }
@@ -185,10 +212,12 @@ pub fn score_trials_naive(
     let arms = contenders
         .iter()
         .map(|c| {
-            c.map(|(layer, trial)| {
+            c.map(|(_, trial)| {
                 let m = model.clone();
                 if scheme != QuantScheme::default() {
-                    rescale_steps(&m.net, layer, current.bits[layer], trial.bits[layer]);
+                    for l in changed_layers(current, trial) {
+                        rescale_steps(&m.net, l, current.bits[l], trial.bits[l]);
+                    }
                 }
                 let d: Vec<f64> = image_losses(&m, trial, scheme, data, norm)?
                     .iter()
