@@ -14,6 +14,10 @@ NAME.ort-predictions.txt onnxruntime's class for every test image (in ccq's orde
 files, by name), for bench/import_check.sh.
 
     bench/.venv/bin/python scripts/make-onnx-fixtures.py CIFAR_DIR OUT_DIR [EPOCHS]
+
+ONLY=NAME makes one model, THREADS sets torch's threads (default 1). The committed fixtures:
+ResNet-18 with 10 epochs (72.98% on the dev test split), MobileNetV2 with
+`ONLY=mobilenetv2_035 ... 15` (79.38%, 77-85 s per epoch at 1 thread).
 """
 
 import os
