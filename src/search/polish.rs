@@ -7,8 +7,9 @@
 //! measured the way the competition measures them (prefix-reusing trials, no training).
 //!
 //! With swaps, a move may also raise one layer and lower another one rung each (re-allocating
-//! a rung between layers), where the target still holds: a search that lowered the wrong one of
-//! two layers can trade back, which single raises cannot do once the slack is gone. Swaps are
+//! a rung between layers), where the raise alone would break the target and the pair keeps it:
+//! a search that lowered the wrong one of two layers can trade back, which single raises cannot
+//! do once the slack is gone. Swaps are
 //! ranked with the raises, by the loss they remove per size they add; one that frees bytes
 //! ranks first. Pairs are drawn from the [`SWAP_CANDIDATES`] most helpful raises and the as many
 //! least harmful lowerings, so a polish step costs at most two trials per arm plus
@@ -143,7 +144,10 @@ pub fn polish(
                     })
                     .collect::<Vec<_>>(),
             )?;
-            let mut best_ups: Vec<&(Move, f64)> = moves.iter().collect();
+            // A swap is for a raise that breaks the target alone: one that keeps it is a
+            // candidate by itself, and a lowering beside it would only add a trial's noise.
+            let mut best_ups: Vec<&(Move, f64)> =
+                moves.iter().filter(|(m, _)| !meets(&m.policy)).collect();
             best_ups.sort_by(|a, b| a.1.total_cmp(&b.1));
             let mut best_downs: Vec<(Arm, f64)> = downs
                 .iter()
@@ -178,9 +182,9 @@ pub fn polish(
                         .filter_map(|(m, t)| Some((m, t.as_ref()?.loss))),
                 );
             }
-            // Raises that break the target were scored only to rank the swaps.
-            moves.retain(|(m, _)| m.lower.is_some() || meets(&m.policy));
         }
+        // Raises that break the target were scored only to rank the swaps.
+        moves.retain(|(m, _)| m.lower.is_some() || meets(&m.policy));
         let best = moves
             .into_iter()
             .filter(|(_, loss)| current - loss > MIN_GAIN)
