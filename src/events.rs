@@ -144,7 +144,7 @@ pub enum Event<'a> {
         before: LayerBits,
         /// Bits after.
         after: LayerBits,
-        /// Bandit cross-entropy after the raise.
+        /// Bandit cross-entropy after the move.
         loss: f64,
         /// For a swap: the layer lowered one rung, its bits before and after.
         lowered: Option<(&'a str, LayerBits, LayerBits)>,

@@ -60,7 +60,8 @@ pub struct SearchFlags {
     #[arg(long)]
     pub polish: Option<bool>,
     /// Let the polish also trade a rung between two layers, one raised and one lowered, where
-    /// the target still holds and the bandit loss falls (default false in both variants).
+    /// the raise alone would break the target, the pair keeps it and the bandit loss falls
+    /// (default false in both variants).
     #[arg(long)]
     pub polish_swaps: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the

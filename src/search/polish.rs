@@ -9,11 +9,10 @@
 //! With swaps, a move may also raise one layer and lower another one rung each (re-allocating
 //! a rung between layers), where the raise alone would break the target and the pair keeps it:
 //! a search that lowered the wrong one of two layers can trade back, which single raises cannot
-//! do once the slack is gone. Swaps are
-//! ranked with the raises, by the loss they remove per size they add; one that frees bytes
-//! ranks first. Pairs are drawn from the [`SWAP_CANDIDATES`] most helpful raises and the as many
-//! least harmful lowerings, so a polish step costs at most two trials per arm plus
-//! `SWAP_CANDIDATES²`.
+//! do once the slack is gone. Swaps are ranked with the raises, by the loss they remove per size
+//! they add; one that frees bytes ranks first. Pairs are drawn from the [`SWAP_CANDIDATES`] most
+//! helpful of those raises and as many least harmful lowerings, so a polish step costs at most
+//! two trials per arm plus `SWAP_CANDIDATES²`.
 
 use super::target::{Arm, Lowering, Target};
 use super::trials::{TRIAL_BATCH, score_trials};
@@ -115,16 +114,17 @@ pub fn polish(
                 })
             })
             .collect();
-        let downs: Vec<(Arm, Policy)> = if swaps {
+        if ups.is_empty() {
+            break;
+        }
+        // Lowerings are scored only where some raise needs one.
+        let downs: Vec<(Arm, Policy)> = if ups.iter().any(|m| !meets(&m.policy)) {
             arms.iter()
                 .filter_map(|&a| Some((a, lowering.lower(a, &policy)?)))
                 .collect()
         } else {
             Vec::new()
         };
-        if ups.is_empty() {
-            break;
-        }
         let trials = score(&policy, &ups)?;
         let current = trials.current.loss;
         let mut moves: Vec<(Move, f64)> = ups
