@@ -185,15 +185,14 @@ fn prefix_reuse_gives_identical_scores() {
     });
 }
 
-/// The budget polish gives back bits only while the target holds, one rung at a time, and
-/// only for raises that lower the bandit loss (each kept raise lowers it further).
-#[test]
-fn polish_raises_within_the_target() {
-    use ccq::model::cost::model_cost;
-    use ccq::quant::policy::Ladder;
-    use ccq::search::polish::polish;
-    use ccq::search::target::{Lowering, Target};
-    let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+/// The polish tests' model (a seeded 12×12 ConvNet, 3 classes), ladders, normalisation and data;
+/// the caller holds [`SEEDED`].
+fn polish_setup() -> (
+    ccq::model::Model,
+    ccq::search::target::Lowering,
+    Normalization,
+    Subset,
+) {
     tch::manual_seed(5);
     let spec = ModelSpec {
         kind: ModelKind::Convnet,
@@ -203,32 +202,52 @@ fn polish_raises_within_the_target() {
         classes: 3,
         graph: None,
     };
-    let model = build(&spec, tch::Device::Cpu).unwrap();
-    let names = model.layer_names();
-    let scheme = QuantScheme::default();
-    let lowering = Lowering {
-        ladder: Ladder::default(),
-        act_ladder: Ladder::default(),
+    let lowering = ccq::search::target::Lowering {
+        ladder: ccq::quant::policy::Ladder::default(),
+        act_ladder: ccq::quant::policy::Ladder::default(),
         tied: true,
         floor: 2,
     };
-    let mut start = Policy::uniform(&names, LayerBits { w: 2, a: 2 });
-    start.fix_input_layer();
     let norm = Normalization {
         mean: vec![0.4],
         std: vec![0.2],
     };
-    let subset = data(600, 12);
-    calibrate(
-        &model.net,
-        &start,
-        scheme,
-        &[Tensor::randn(
-            [16, 1, 12, 12],
-            (Kind::Float, tch::Device::Cpu),
-        )],
-    );
-    train(&model, &start, scheme, &subset, &norm, 2, 2);
+    (
+        build(&spec, tch::Device::Cpu).unwrap(),
+        lowering,
+        norm,
+        data(600, 12),
+    )
+}
+
+/// Calibrates `model` for `policy` on random inputs, then trains it 2 epochs at it.
+fn calibrate_and_train(
+    model: &ccq::model::Model,
+    policy: &Policy,
+    norm: &Normalization,
+    subset: &Subset,
+) {
+    let scheme = QuantScheme::default();
+    let calib = Tensor::randn([16, 1, 12, 12], (Kind::Float, tch::Device::Cpu));
+    calibrate(&model.net, policy, scheme, &[calib]);
+    train(model, policy, scheme, subset, norm, 2, 2);
+}
+
+/// The budget polish gives back bits only while the target holds, one rung at a time, and
+/// only for raises that lower the bandit loss (each kept raise lowers it further).
+#[test]
+fn polish_raises_within_the_target() {
+    use ccq::model::cost::model_cost;
+    use ccq::quant::policy::Ladder;
+    use ccq::search::polish::polish;
+    use ccq::search::target::Target;
+    let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let (model, lowering, norm, subset) = polish_setup();
+    let names = model.layer_names();
+    let scheme = QuantScheme::default();
+    let mut start = Policy::uniform(&names, LayerBits { w: 2, a: 2 });
+    start.fix_input_layer();
+    calibrate_and_train(&model, &start, &norm, &subset);
     let target = Target::Compression(6.0);
     let (polished, raises) = polish(
         &model, &start, &lowering, &target, false, scheme, &subset, &norm,
@@ -264,28 +283,12 @@ fn polish_raises_within_the_target() {
 #[test]
 fn polish_swaps_trade_a_rung_where_no_raise_fits() {
     use ccq::model::cost::model_cost;
-    use ccq::quant::policy::Ladder;
     use ccq::search::polish::polish;
-    use ccq::search::target::{Lowering, Target};
+    use ccq::search::target::Target;
     let _serial = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(5);
-    let spec = ModelSpec {
-        kind: ModelKind::Convnet,
-        channels: 1,
-        height: 12,
-        width: 12,
-        classes: 3,
-        graph: None,
-    };
-    let model = build(&spec, tch::Device::Cpu).unwrap();
+    let (model, lowering, norm, subset) = polish_setup();
     let names = model.layer_names();
     let scheme = QuantScheme::default();
-    let lowering = Lowering {
-        ladder: Ladder::default(),
-        act_ladder: Ladder::default(),
-        tied: true,
-        floor: 2,
-    };
     let weights = |i: usize| model.layers[i].params;
     let (big, small) = (
         (0..names.len()).max_by_key(|&i| weights(i)).unwrap(),
@@ -297,21 +300,7 @@ fn polish_swaps_trade_a_rung_where_no_raise_fits() {
     eight.fix_input_layer();
     let mut start = eight.clone();
     start.bits[small] = LayerBits { w: 2, a: 2 };
-    let norm = Normalization {
-        mean: vec![0.4],
-        std: vec![0.2],
-    };
-    let subset = data(600, 12);
-    calibrate(
-        &model.net,
-        &eight,
-        scheme,
-        &[Tensor::randn(
-            [16, 1, 12, 12],
-            (Kind::Float, tch::Device::Cpu),
-        )],
-    );
-    train(&model, &eight, scheme, &subset, &norm, 2, 2);
+    calibrate_and_train(&model, &eight, &norm, &subset);
     // The target is the start's own compression: no slack.
     let size = |p: &Policy| model_cost(&model.layers, p, scheme.weight);
     let target = Target::Compression(size(&start).compression);
