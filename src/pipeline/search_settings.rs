@@ -245,6 +245,14 @@ mod tests {
         s.config(None, &Session::default(), None).map(|c| c.reward)
     }
 
+    /// Asserts that `r` is an invalid-config error naming `flag`.
+    fn refused<T: std::fmt::Debug>(r: Result<T>, flag: &str) {
+        match r {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains(flag), "{m}"),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
     #[test]
     fn log_price_is_off_by_default_and_refused_where_it_cannot_apply() {
         assert!(!reward(&SearchSettings::default()).unwrap().log_price);
@@ -273,10 +281,7 @@ mod tests {
                 ..on.clone()
             },
         ] {
-            match reward(&bad) {
-                Err(Error::InvalidConfig(m)) => assert!(m.contains("--log-price"), "{m}"),
-                other => panic!("expected an invalid config, got {other:?}"),
-            }
+            refused(reward(&bad), "--log-price");
         }
     }
 
@@ -300,10 +305,7 @@ mod tests {
                 ..on.clone()
             },
         ] {
-            match cfg(&bad) {
-                Err(Error::InvalidConfig(m)) => assert!(m.contains("--polish-swaps"), "{m}"),
-                other => panic!("expected an invalid config, got {other:?}"),
-            }
+            refused(cfg(&bad), "--polish-swaps");
         }
     }
 }

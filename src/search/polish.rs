@@ -83,11 +83,9 @@ pub fn polish(
     let mut raises = Vec::new();
     let size = |p: &Policy| model_cost(&model.layers, p, scheme.weight).size_bits as f64;
     let meets = |p: &Policy| target.met(&model_cost(&model.layers, p, scheme.weight));
-    let score = |current: &Policy, moves: &[Move]| {
-        let contenders: Vec<Option<(usize, &Policy)>> = moves
-            .iter()
-            .map(|m| Some((m.raise.layer, &m.policy)))
-            .collect();
+    // Each trial's bandit loss (None where its logits were not finite).
+    let score = |current: &Policy, trials: Vec<(usize, &Policy)>| {
+        let contenders: Vec<Option<(usize, &Policy)>> = trials.into_iter().map(Some).collect();
         score_trials(
             model,
             current,
@@ -125,25 +123,22 @@ pub fn polish(
         } else {
             Vec::new()
         };
-        let trials = score(&policy, &ups)?;
+        // The raises and the lowerings in one pass over the bandit split.
+        let trials = score(
+            &policy,
+            ups.iter()
+                .map(|m| (m.raise.layer, &m.policy))
+                .chain(downs.iter().map(|(a, p)| (a.layer, p)))
+                .collect(),
+        )?;
         let current = trials.current.loss;
+        let (up_scores, down_scores) = trials.arms.split_at(ups.len());
         let mut moves: Vec<(Move, f64)> = ups
             .into_iter()
-            .zip(&trials.arms)
+            .zip(up_scores)
             .filter_map(|(m, t)| Some((m, t.as_ref()?.loss)))
             .collect();
         if !downs.is_empty() {
-            let lows = score(
-                &policy,
-                &downs
-                    .iter()
-                    .map(|(a, p)| Move {
-                        raise: *a,
-                        lower: None,
-                        policy: p.clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            )?;
             // A swap is for a raise that breaks the target alone: one that keeps it is a
             // candidate by itself, and a lowering beside it would only add a trial's noise.
             let mut best_ups: Vec<&(Move, f64)> =
@@ -151,7 +146,7 @@ pub fn polish(
             best_ups.sort_by(|a, b| a.1.total_cmp(&b.1));
             let mut best_downs: Vec<(Arm, f64)> = downs
                 .iter()
-                .zip(&lows.arms)
+                .zip(down_scores)
                 .filter_map(|((a, _), t)| Some((*a, t.as_ref()?.loss)))
                 .collect();
             best_downs.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -174,7 +169,10 @@ pub fn polish(
                 })
                 .collect();
             if !pairs.is_empty() {
-                let scored = score(&policy, &pairs)?;
+                let scored = score(
+                    &policy,
+                    pairs.iter().map(|m| (m.raise.layer, &m.policy)).collect(),
+                )?;
                 moves.extend(
                     pairs
                         .into_iter()
