@@ -136,6 +136,16 @@ pub enum Event<'a> {
         /// λ of the step.
         lambda: f64,
     },
+    /// The re-allocation replaced the search's policy by one the competition's prices rate
+    /// lower.
+    Reallocated {
+        /// Layers whose bits changed: name, bits in the search's policy, bits now.
+        changes: Vec<(&'a str, LayerBits, LayerBits)>,
+        /// Summed price of the search's policy (None: a rung of it was never priced).
+        searched_price: Option<f64>,
+        /// Summed price of the new policy.
+        price: f64,
+    },
     /// The budget polish raised a layer one rung (and lowered another in exchange, for a swap).
     Raised {
         /// The layer.

@@ -311,8 +311,8 @@ fn train_qat_quantize_and_resume() {
             }
         }
     }
-    // The default (improved) CCQ polishes each budget's policy: it only gives back bits, and
-    // stays within the budget.
+    // The default (improved) CCQ re-allocates or polishes each budget's policy; the polish only
+    // gives back bits, and both stay within the budget.
     for b in [5.0, 7.0] {
         let find = |m: &str| {
             results
@@ -323,6 +323,11 @@ fn train_qat_quantize_and_resume() {
         assert!(c >= b, "{c}");
         if let Some(raw) = find("ccq (no polish)") {
             assert!(raw["compression"].as_f64().unwrap() > c, "{raw}");
+        }
+        // A re-allocated policy is another one that meets the budget.
+        if let Some(raw) = find("ccq (not re-allocated)") {
+            assert!(raw["compression"].as_f64().unwrap() >= b, "{raw}");
+            assert_ne!(raw["bits"], find("ccq").unwrap()["bits"]);
         }
     }
     // The default CCQ fine-tunes its policy from its search's weights and from the FP model,

@@ -39,6 +39,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         reward: Reward::reference(),
         polish: false,
         polish_swaps: false,
+        reallocate: false,
         budget_aware: false,
         lambda: LambdaSchedule::default(),
         qsteps,

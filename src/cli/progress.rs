@@ -142,6 +142,19 @@ impl Events for Console {
                 pct(*val_before),
                 pct(*val_after)
             )),
+            Event::Reallocated {
+                changes,
+                searched_price,
+                price,
+            } => self.line(format!(
+                "re-allocated: {} (measured price {} → {price:.4})",
+                changes
+                    .iter()
+                    .map(|(l, b, a)| format!("{l} {b} → {a}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                searched_price.map_or("unmeasured".into(), |p| format!("{p:.4}"))
+            )),
             Event::Raised {
                 layer,
                 before,

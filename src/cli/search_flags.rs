@@ -64,6 +64,11 @@ pub struct SearchFlags {
     /// (default false in both variants).
     #[arg(long)]
     pub polish_swaps: Option<bool>,
+    /// Once the target is met, re-allocate the rungs: the policy that meets it at the least
+    /// summed rise in bandit loss the competition measured for each rung it lowered (improved:
+    /// true). The polish then runs only where that keeps the search's policy.
+    #[arg(long)]
+    pub reallocate: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
     /// memory prior, so that overshooting the target earns nothing (default false in both
     /// variants: it measured worse).
@@ -148,6 +153,7 @@ impl SearchFlags {
             keep_best: self.keep_best,
             polish: self.polish,
             polish_swaps: self.polish_swaps,
+            reallocate: self.reallocate,
             budget_aware: self.budget_aware,
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,

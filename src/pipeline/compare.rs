@@ -16,6 +16,7 @@ use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::polish::polish;
+use crate::search::reallocate::reallocate;
 use crate::search::run_dir::RunDir;
 use crate::search::state::SearchState;
 use crate::search::target::{Target, check_reachable};
@@ -92,6 +93,9 @@ pub struct Compared {
 
 /// Suffix of CCQ's result without the budget polish.
 pub const NO_POLISH: &str = " (no polish)";
+
+/// Suffix of CCQ's result at the search's own policy, where the re-allocation changed it.
+pub const NOT_REALLOCATED: &str = " (not re-allocated)";
 
 /// Suffix of an equal-compute result's method.
 pub const EQUAL: &str = " (equal compute)";
@@ -311,8 +315,9 @@ impl Bench<'_> {
         Ok((run, state))
     }
 
-    /// CCQ's result at budget `b`, from the milestone checkpoint (and, when the polish changes
-    /// the policy, the unpolished result beside it).
+    /// CCQ's result at budget `b`, from the milestone checkpoint, re-allocated from the prices
+    /// the search had measured by then, or else polished (each if set); when either changes
+    /// the policy, the search's own result is shown beside it.
     fn ccq_result(
         &self,
         run: &RunDir,
@@ -330,12 +335,37 @@ impl Bench<'_> {
         let search_secs = seconds_to_reach(state, b);
         let model = kept.model;
         let name = Method::Ccq.name();
-        if self.search.polish {
+        let target = Target::Compression(b);
+        let reallocation = match state.steps.iter().position(|s| s.compression >= b) {
+            Some(k) if self.search.reallocate => reallocate(
+                &model.layers,
+                &state.steps[..=k],
+                &policy,
+                &self.search.lowering,
+                &target,
+                self.scheme.weight,
+            )
+            .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))?
+            .filter(|r| r.policy != policy),
+            _ => None,
+        };
+        if let Some(r) = reallocation {
+            let raw = self.ccq_finish(
+                &format!("{name}{NOT_REALLOCATED}"),
+                b,
+                model.clone(),
+                &policy,
+                search_secs,
+            )?;
+            report.results.push(raw);
+            search::adopt(&model, &r, self.scheme, self.events);
+            policy = r.policy;
+        } else if self.search.polish {
             let (polished, raises) = polish(
                 &model,
                 &policy,
                 &self.search.lowering,
-                &Target::Compression(b),
+                &target,
                 self.search.polish_swaps,
                 self.scheme,
                 &self.p.splits.bandit,

@@ -69,6 +69,8 @@ pub struct SearchSettings {
     pub polish: Option<bool>,
     /// Let the polish swap a rung between two layers (default off in both variants).
     pub polish_swaps: Option<bool>,
+    /// Re-allocate the rungs by the competition's measured prices once the target is met.
+    pub reallocate: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -123,6 +125,7 @@ impl Default for SearchSettings {
             keep_best: None,
             polish: None,
             polish_swaps: None,
+            reallocate: None,
             budget_aware: None,
             lambda: LambdaSchedule {
                 odd: 0.0,
@@ -199,6 +202,7 @@ impl SearchSettings {
             reward,
             polish: self.polish.unwrap_or(improved),
             polish_swaps: self.polish_swaps.unwrap_or(false),
+            reallocate: self.reallocate.unwrap_or(improved),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             lambda: self.lambda,
@@ -307,5 +311,29 @@ mod tests {
         ] {
             refused(cfg(&bad), "--polish-swaps");
         }
+    }
+
+    #[test]
+    fn reallocation_is_on_in_the_improved_variant_only_and_can_be_switched() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
+        assert!(cfg(&SearchSettings::default()).reallocate);
+        let reference = SearchSettings {
+            variant: Variant::Reference,
+            ..SearchSettings::default()
+        };
+        assert!(
+            !cfg(&reference).reallocate,
+            "the reference stays as published"
+        );
+        let off = SearchSettings {
+            reallocate: Some(false),
+            ..SearchSettings::default()
+        };
+        assert!(!cfg(&off).reallocate);
+        let on = SearchSettings {
+            reallocate: Some(true),
+            ..reference
+        };
+        assert!(cfg(&on).reallocate);
     }
 }

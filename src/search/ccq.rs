@@ -11,6 +11,7 @@ use super::bandit::Competition;
 use super::collaborate::{Collaboration, collaborate, finetune};
 use super::config::{FinalFrom, Finetune, SearchConfig};
 use super::polish::polish;
+use super::reallocate::{Reallocation, reallocate};
 use super::run_dir::RunDir;
 use super::state::{ArmRecord, PolicyReport, SearchState, StepRecord};
 use super::step::{Contest, Decision, Plan, decide, plan};
@@ -181,6 +182,7 @@ pub fn init(
         final_done: false,
         log_weights: Vec::new(),
         polish: Vec::new(),
+        reallocation: None,
         refused: Vec::new(),
     };
     run.save(&model, &state_meta(env, &state), &state)?;
@@ -506,7 +508,27 @@ pub fn run(
     Ok((model, state))
 }
 
-/// After the search: the budget polish (if set), the final fine-tuning (if any, from where
+/// Moves `model` to a re-allocated policy (rescaling the LSQ steps of every layer whose bits
+/// changed) and reports it.
+pub fn adopt(model: &Model, r: &Reallocation, scheme: QuantScheme, events: &dyn Events) {
+    let names = &r.searched.names;
+    let mut changes = Vec::new();
+    for (l, (b, a)) in r.searched.bits.iter().zip(&r.policy.bits).enumerate() {
+        if b != a {
+            if scheme != QuantScheme::default() {
+                rescale_steps(&model.net, l, *b, *a);
+            }
+            changes.push((names[l].as_str(), *b, *a));
+        }
+    }
+    events.event(&Event::Reallocated {
+        changes,
+        searched_price: r.searched_price,
+        price: r.price,
+    });
+}
+
+/// After the search: the re-allocation and the budget polish (each if set), the final fine-tuning (if any, from where
 /// `final_from` says; it is not cancellable, being short and not resumable midway), and the
 /// state saved with `final_done`.
 fn conclude(
@@ -516,7 +538,27 @@ fn conclude(
     env: &SearchEnv,
 ) -> Result<Model> {
     let cfg = state.config.clone();
+    let mut reallocated = false;
+    if cfg.reallocate
+        && let Some(target) = &cfg.target
+        && target.met(&model_cost(&model.layers, &state.policy, cfg.scheme.weight))
+        && let Some(r) = reallocate(
+            &model.layers,
+            &state.steps,
+            &state.policy,
+            &cfg.lowering,
+            target,
+            cfg.scheme.weight,
+        )?
+        && r.policy != state.policy
+    {
+        adopt(&model, &r, cfg.scheme, env.events);
+        state.policy = r.policy.clone();
+        state.reallocation = Some(r);
+        reallocated = true;
+    }
     if cfg.polish
+        && !reallocated
         && let Some(target) = &cfg.target
         && target.met(&model_cost(&model.layers, &state.policy, cfg.scheme.weight))
     {

@@ -109,6 +109,10 @@ pub struct SearchConfig {
     /// Let the polish also swap a rung between two layers ([`super::polish`]).
     #[serde(default)]
     pub polish_swaps: bool,
+    /// Once the target is met, re-allocate the rungs by the prices the competition measured
+    /// ([`super::reallocate`]); the polish runs only where that keeps the search's policy.
+    #[serde(default)]
+    pub reallocate: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -8,6 +8,7 @@ pub mod collaborate;
 pub mod config;
 pub mod hessian;
 pub mod polish;
+pub mod reallocate;
 pub mod reward;
 pub mod run_dir;
 pub mod state;

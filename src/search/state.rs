@@ -2,6 +2,7 @@
 
 use super::config::SearchConfig;
 use super::polish::Raise;
+use super::reallocate::Reallocation;
 use super::target::ArmKind;
 use crate::model::cost::ModelCost;
 use crate::quant::policy::{LayerBits, Policy};
@@ -128,6 +129,9 @@ pub struct SearchState {
     /// Log-weights carried between steps (with `reward.carry` > 0), one per arm.
     #[serde(default)]
     pub log_weights: Vec<f64>,
+    /// What the re-allocation changed after the search, if it changed the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reallocation: Option<Reallocation>,
     /// The raises the budget polish made after the search.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub polish: Vec<Raise>,

@@ -1,0 +1,585 @@
+//! Re-allocation: the policy that meets the target at the least loss the competition measured.
+//!
+//! Every step of the search scores each awake arm's one-rung lowering on the bandit split (its
+//! trial), on weights adapted to the bits the layer had then. The rise in cross-entropy over the
+//! step's current policy is the price of that rung, measured before the layer was ever trained
+//! below it: unlike a raise scored after the search (on weights adapted to the lower bits), it is
+//! not biased toward the search's own choices. The re-allocation keeps each rung's most recent
+//! price, treats the prices as additive (as a Hessian-aware allocation treats its sensitivities)
+//! and solves the multiple-choice knapsack exactly: how far down its measured rungs each layer
+//! goes so that the target is met at the least summed price.
+//!
+//! A greedy search lowers one rung at a time, so near the target it may take the rung that meets
+//! it alone (the largest layer, overshooting) where two cheaper rungs elsewhere would have met it
+//! for less; the re-allocation trades those back. The search's own policy is a candidate, so the
+//! result never prices above it, and a policy is only replaced for a lower price.
+
+use super::state::StepRecord;
+use super::target::{Arm, Lowering, Target};
+use crate::model::LayerInfo;
+use crate::model::cost::model_cost;
+use crate::quant::policy::{LayerBits, Policy};
+use crate::quant::quantizer::WeightQuantizer;
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Smallest price decrease (nats) for which the re-allocated policy replaces the search's: below
+/// it the two are the same by the measurements.
+const MIN_GAIN: f64 = 1e-6;
+
+/// Partial solutions kept per layer of the knapsack: past it, the cheapest in each of this many
+/// equal slices of the metric survive (an approximation only far beyond the models measured).
+const MAX_FRONTIER: usize = 20_000;
+
+/// What the re-allocation did to a search's policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reallocation {
+    /// The search's policy.
+    pub searched: Policy,
+    /// Its summed price (bandit cross-entropy rises of the rungs it lowered); `None` when a
+    /// rung it took was never priced (its trial's logits were not finite).
+    pub searched_price: Option<f64>,
+    /// The re-allocated policy.
+    pub policy: Policy,
+    /// Its summed price.
+    pub price: f64,
+}
+
+/// The measured price of each arm's rung: (arm index, bits the arm had) → the rise in bandit
+/// cross-entropy its one-rung lowering caused, from the latest step that scored it.
+type Prices = HashMap<(usize, u32), f64>;
+
+/// The bits `arm` moves in `bits`.
+fn moved(arm: Arm, bits: LayerBits) -> u32 {
+    match arm.kind {
+        super::target::ArmKind::Act => bits.a,
+        _ => bits.w,
+    }
+}
+
+/// Walks `steps` from the top-rung policy, collecting each rung's latest price; returns them
+/// with the policy the steps lead to. `None` when a step lacks the current policy's bandit loss
+/// (a search recorded before it was kept). Refused lowerings are never priced: their
+/// fine-tuning diverged.
+fn prices(
+    steps: &[StepRecord],
+    lowering: &Lowering,
+    names: &[String],
+) -> Result<Option<(Prices, Policy)>> {
+    let arms = lowering.arms(names.len());
+    let mut policy = lowering.start(names);
+    let mut prices = Prices::new();
+    let mut refused = Vec::new();
+    for s in steps {
+        let Some(base) = s.bandit_loss else {
+            return Ok(None);
+        };
+        if s.arms.len() != arms.len() {
+            bail!(
+                "step {} records {} arms; the model has {}",
+                s.step,
+                s.arms.len(),
+                arms.len()
+            );
+        }
+        for (i, (arm, rec)) in arms.iter().zip(&s.arms).enumerate() {
+            if rec.layer != names[arm.layer] || rec.kind != arm.kind {
+                bail!(
+                    "step {} records arm {i} as {} ({:?}); the model's is {} ({:?})",
+                    s.step,
+                    rec.layer,
+                    rec.kind,
+                    names[arm.layer],
+                    arm.kind
+                );
+            }
+            if let Some(loss) = rec.loss.filter(|l| l.is_finite()) {
+                let key = (i, moved(*arm, policy.bits[arm.layer]));
+                prices.insert(key, (loss - base).max(0.0));
+            }
+        }
+        let Some(l) = names.iter().position(|n| *n == s.chosen) else {
+            bail!(
+                "step {} chose {}, not a layer of the model",
+                s.step,
+                s.chosen
+            );
+        };
+        if policy.bits[l] != s.bits_before {
+            bail!(
+                "step {} lowered {} from {}, but the steps before it leave it at {}",
+                s.step,
+                s.chosen,
+                s.bits_before,
+                policy.bits[l]
+            );
+        }
+        if s.refused.is_some() {
+            if let Some(i) = arms
+                .iter()
+                .position(|a| a.layer == l && a.kind == s.chosen_kind)
+            {
+                refused.push((i, moved(arms[i], s.bits_before)));
+            }
+        } else {
+            policy.bits[l] = s.bits_after;
+        }
+    }
+    for key in refused {
+        prices.remove(&key);
+    }
+    Ok(Some((prices, policy)))
+}
+
+/// One way to set a layer: its bits and the summed price of the rungs below the top.
+struct Choice {
+    bits: LayerBits,
+    price: f64,
+    metric: f64,
+}
+
+/// A layer's measured choices: each of its arms lowered rung by rung while the rung is priced
+/// (both arms' combinations when untied).
+fn choices(
+    layer: usize,
+    arms: &[(usize, Arm)],
+    prices: &Prices,
+    lowering: &Lowering,
+    start: &Policy,
+    metric: &dyn Fn(usize, LayerBits) -> f64,
+) -> Vec<Choice> {
+    // Each arm's chain: (policy after k lowerings, summed price).
+    let chain = |(i, arm): (usize, Arm), from: &Policy| {
+        let mut out = vec![(from.clone(), 0.0)];
+        loop {
+            let (p, sum) = out.last().expect("starts non-empty");
+            let Some(price) = prices.get(&(i, moved(arm, p.bits[layer]))) else {
+                break;
+            };
+            let Some(next) = lowering.lower(arm, p) else {
+                break;
+            };
+            let sum = sum + price;
+            out.push((next, sum));
+        }
+        out
+    };
+    let mut out = Vec::new();
+    match arms {
+        [first] => {
+            for (p, price) in chain(*first, start) {
+                out.push((p.bits[layer], price));
+            }
+        }
+        [first, second] => {
+            for (p, price) in chain(*first, start) {
+                for (q, more) in chain(*second, &p) {
+                    out.push((q.bits[layer], price + more));
+                }
+            }
+        }
+        _ => unreachable!("a layer has one or two arms"),
+    }
+    out.into_iter()
+        .map(|(bits, price)| Choice {
+            bits,
+            price,
+            metric: metric(layer, bits),
+        })
+        .collect()
+}
+
+/// Keeps the partial solutions no other beats on both metric and price, cheapest metric
+/// first (thinned to [`MAX_FRONTIER`] slices of the metric past that many).
+fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut out: Vec<(f64, f64, Vec<u8>)> = Vec::new();
+    for s in v {
+        if out.last().is_none_or(|last| s.1 < last.1) {
+            out.push(s);
+        }
+    }
+    if out.len() > MAX_FRONTIER {
+        let (lo, hi) = (out[0].0, out[out.len() - 1].0);
+        let width = (hi - lo) / MAX_FRONTIER as f64;
+        let mut thin: Vec<(f64, f64, Vec<u8>)> = Vec::new();
+        for s in out {
+            let slice = ((s.0 - lo) / width) as usize;
+            match thin.last() {
+                Some(last) if ((last.0 - lo) / width) as usize == slice => {}
+                _ => thin.push(s),
+            }
+        }
+        return thin;
+    }
+    out
+}
+
+/// The re-allocation of a search whose `steps` led to `searched` on a model with `layers`:
+/// `None` when the steps lack the prices (recorded before they were kept) or the target cannot
+/// be met from the measured rungs; otherwise the least-price policy that meets `target`, which
+/// is `searched` itself unless another prices lower.
+pub fn reallocate(
+    layers: &[LayerInfo],
+    steps: &[StepRecord],
+    searched: &Policy,
+    lowering: &Lowering,
+    target: &Target,
+    scheme: WeightQuantizer,
+) -> Result<Option<Reallocation>> {
+    let names = &searched.names;
+    let Some((prices, walked)) = prices(steps, lowering, names)? else {
+        return Ok(None);
+    };
+    if walked.bits != searched.bits {
+        bail!("the search's steps do not lead to its policy");
+    }
+    let start = lowering.start(names);
+    let arms: Vec<(usize, Arm)> = lowering.arms(names.len()).into_iter().enumerate().collect();
+    // Each layer's share of the target's metric, which sums over layers.
+    let metric = |l: usize, bits: LayerBits| {
+        let one = Policy {
+            names: vec![names[l].clone()],
+            bits: vec![bits],
+        };
+        let c = model_cost(std::slice::from_ref(&layers[l]), &one, scheme);
+        match target {
+            Target::Bops(_) => c.bops as f64,
+            Target::AvgBits(_) => layers[l].params as f64 * bits.w as f64,
+            Target::Compression(_) | Target::SizeBytes(_) => c.size_bits as f64,
+        }
+    };
+    let per_layer: Vec<Vec<Choice>> = (0..names.len())
+        .map(|l| {
+            let own: Vec<(usize, Arm)> = arms.iter().copied().filter(|a| a.1.layer == l).collect();
+            choices(l, &own, &prices, lowering, &start, &metric)
+        })
+        .collect();
+    let mut frontier = vec![(0.0, 0.0, Vec::new())];
+    for options in &per_layer {
+        let mut next = Vec::with_capacity(frontier.len() * options.len());
+        for (m, p, picks) in &frontier {
+            for (k, c) in options.iter().enumerate() {
+                let mut picks = picks.clone();
+                picks.push(k as u8);
+                next.push((m + c.metric, p + c.price, picks));
+            }
+        }
+        frontier = pareto(next);
+    }
+    let policy_of = |picks: &[u8]| Policy {
+        names: names.clone(),
+        bits: picks
+            .iter()
+            .zip(&per_layer)
+            .map(|(&k, o)| o[k as usize].bits)
+            .collect(),
+    };
+    let meets = |p: &Policy| target.met(&model_cost(layers, p, scheme));
+    let best = frontier
+        .iter()
+        .filter(|(_, _, picks)| meets(&policy_of(picks)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let Some((_, price, picks)) = best else {
+        return Ok(None);
+    };
+    let searched_price: Option<f64> = per_layer
+        .iter()
+        .zip(&searched.bits)
+        .map(|(o, b)| o.iter().find(|c| c.bits == *b).map(|c| c.price))
+        .sum::<Option<f64>>();
+    let (policy, price) = match searched_price {
+        Some(s) if *price >= s - MIN_GAIN => (searched.clone(), s),
+        _ => (policy_of(picks), *price),
+    };
+    Ok(Some(Reallocation {
+        searched: searched.clone(),
+        searched_price,
+        policy,
+        price,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LayerKind;
+    use crate::quant::policy::Ladder;
+    use crate::search::state::ArmRecord;
+    use crate::search::target::ArmKind;
+
+    /// The Fashion-MNIST ConvNet's four layers (their weight counts).
+    fn layers() -> Vec<LayerInfo> {
+        [
+            ("stem", 144, 1_000),
+            ("s1", 4608, 10_000),
+            ("s2", 18432, 100_000),
+            ("fc", 5760, 200_000),
+        ]
+        .iter()
+        .map(|&(name, params, macs)| LayerInfo {
+            name: name.into(),
+            kind: LayerKind::Conv,
+            in_channels: 1,
+            out_channels: 1,
+            kernel: 1,
+            groups: 1,
+            params,
+            macs,
+            float_params: 0,
+        })
+        .collect()
+    }
+
+    fn names() -> Vec<String> {
+        layers().into_iter().map(|l| l.name).collect()
+    }
+
+    fn lowering(tied: bool) -> Lowering {
+        Lowering {
+            ladder: Ladder(vec![8, 6, 4, 3, 2]),
+            act_ladder: Ladder(vec![8, 6, 4, 3, 2]),
+            tied,
+            floor: 2,
+        }
+    }
+
+    /// The records of a search that took `moves` (arm index, each arm's trial price, whether
+    /// the lowering was refused) from the top rung, with a bandit loss of 0.3 before each step.
+    fn steps(
+        lw: &Lowering,
+        moves: &[(usize, Vec<Option<f64>>, bool)],
+    ) -> (Vec<StepRecord>, Policy) {
+        let names = names();
+        let arms = lw.arms(names.len());
+        let mut policy = lw.start(&names);
+        let mut out = Vec::new();
+        for (t, (chosen, prices, refused)) in moves.iter().enumerate() {
+            let arm = arms[*chosen];
+            let lowered = lw.lower(arm, &policy).expect("the move is possible");
+            let arm_records = arms
+                .iter()
+                .zip(prices)
+                .map(|(a, price)| ArmRecord {
+                    layer: names[a.layer].clone(),
+                    kind: a.kind,
+                    a: price.map(|_| 0.9),
+                    loss: price.map(|p| 0.3 + p),
+                    loss_se: price.map(|_| 0.001),
+                    saved: None,
+                    reward: None,
+                    alpha: 1.0,
+                    p: 0.0,
+                    r: 0.0,
+                    mixed: 0.0,
+                })
+                .collect();
+            let cost = model_cost(&layers(), &lowered, WeightQuantizer::Dorefa);
+            out.push(StepRecord {
+                step: t + 1,
+                lambda: 0.0,
+                bandit_loss: Some(0.3),
+                arms: arm_records,
+                chosen: names[arm.layer].clone(),
+                chosen_kind: arm.kind,
+                bits_before: policy.bits[arm.layer],
+                bits_after: lowered.bits[arm.layer],
+                val_before: 0.9,
+                val_after: 0.9,
+                epochs: 3,
+                ft_val: Vec::new(),
+                size_bits: cost.size_bits,
+                compression: cost.compression,
+                avg_bits: cost.avg_bits,
+                bops: cost.bops,
+                seconds: 1.0,
+                compete_seconds: 0.5,
+                refused: refused.then(|| "diverged".to_string()),
+            });
+            if !refused {
+                policy = lowered;
+            }
+        }
+        (out, policy)
+    }
+
+    fn w(bits: &Policy) -> Vec<u32> {
+        bits.bits.iter().map(|b| b.w).collect()
+    }
+
+    /// Seed 1's search to 10x: s2 went 3 → 2 (meeting 10x alone, at 11.6x) where s1 4 → 3 and
+    /// fc 4 → 3 together priced less.
+    fn seed1() -> Vec<(usize, Vec<Option<f64>>, bool)> {
+        let p = |v: [f64; 4]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        vec![
+            (3, p([0.002, 0.0005, 0.001, 0.0015]), false), // fc 8 → 6
+            (1, p([0.003, 0.0, 0.0, 0.008]), false),       // s1 8 → 6
+            (2, p([0.001, 0.02, 0.0002, 0.009]), false),   // s2 8 → 6
+            (2, p([0.0, 0.02, 0.0098, 0.014]), false),     // s2 6 → 4
+            (2, p([0.0006, 0.023, 0.0184, 0.015]), false), // s2 4 → 3
+            (3, p([0.001, 0.047, 0.226, 0.0114]), false),  // fc 6 → 4
+            (1, p([0.0, 0.0377, 0.227, 0.133]), false),    // s1 6 → 4
+            (2, p([0.003, 0.0616, 0.2335, 0.12]), false),  // s2 3 → 2
+        ]
+    }
+
+    #[test]
+    fn an_overshooting_rung_is_traded_for_two_that_price_less() {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1());
+        assert_eq!(w(&searched), [8, 4, 2, 4]);
+        let target = Target::Compression(10.0);
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap()
+        .expect("priced");
+        assert_eq!(w(&r.policy), [8, 4, 3, 3]);
+        let cost = model_cost(&layers(), &r.policy, WeightQuantizer::Dorefa);
+        assert!(target.met(&cost) && cost.compression < 11.0, "{cost:?}");
+        // The search's price: fc 0.0015 + 0.0114, s1 0.0 + 0.0377, s2 0.0002 + 0.0098 +
+        // 0.0184 + 0.2335; the new one has s2's last rung back and fc's 4 → 3 (0.12) instead.
+        let searched_price = r.searched_price.unwrap();
+        assert!((searched_price - 0.3125).abs() < 1e-9, "{searched_price}");
+        assert!((r.price - (searched_price - 0.2335 + 0.12)).abs() < 1e-9);
+        // The latest price counts: fc 4 → 3 at 0.3 instead makes s2's rung the cheaper way.
+        let mut later = seed1();
+        later.push((0, vec![Some(0.0), Some(0.03), None, Some(0.3)], false));
+        let (records, searched) = steps(&lw, &later);
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(w(&searched), [6, 4, 2, 4]);
+        assert_eq!(
+            w(&r.policy),
+            [6, 6, 2, 4],
+            "s2's rung, and the slack back to s1"
+        );
+    }
+
+    #[test]
+    fn the_search_policy_stays_at_a_budget_it_meets_best() {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1()[..6]);
+        assert_eq!(w(&searched), [8, 6, 3, 4]);
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &Target::Compression(8.0),
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.policy, searched);
+        assert_eq!(r.price, r.searched_price.unwrap());
+    }
+
+    #[test]
+    fn a_refused_lowering_is_never_taken_and_records_without_prices_give_none() {
+        let lw = lowering(true);
+        let mut moves = seed1();
+        // fc's 4 → 3 was chosen once and its fine-tuning diverged: its price no longer counts.
+        moves.insert(7, (3, moves[7].1.clone(), true));
+        let (records, searched) = steps(&lw, &moves);
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &Target::Compression(10.0),
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(w(&r.policy), [8, 6, 2, 4], "fc cannot go to 3 bits");
+        let mut old = records.clone();
+        old[2].bandit_loss = None;
+        assert!(
+            reallocate(
+                &layers(),
+                &old,
+                &searched,
+                &lw,
+                &Target::Compression(10.0),
+                WeightQuantizer::Dorefa
+            )
+            .unwrap()
+            .is_none()
+        );
+        // Steps that do not lead to the policy given are an error, not a guess.
+        let e = reallocate(
+            &layers(),
+            &records[..3],
+            &searched,
+            &lw,
+            &Target::Compression(10.0),
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("do not lead"), "{e:#}");
+    }
+
+    #[test]
+    fn untied_arms_combine_and_a_bops_target_counts_activations() {
+        let lw = lowering(false);
+        let names = names();
+        let arms = lw.arms(names.len());
+        assert_eq!(arms.len(), 7, "four weight arms, three activation arms");
+        let act = |l: usize| {
+            arms.iter()
+                .position(|a| a.layer == l && a.kind == ArmKind::Act)
+                .unwrap()
+        };
+        // Lower s2's weights 8 → 6 → 4, then its activations 8 → 6: each rung at 0.001 except
+        // s2's activations at 0.05; fc's activations 8 → 6 priced at 0.001 (every other rung
+        // at 0.5).
+        let price = |i: usize, v: f64| {
+            let mut p = vec![Some(0.5); 7];
+            p[i] = Some(v);
+            p[act(3)] = Some(0.001);
+            p
+        };
+        let moves = vec![
+            (2, price(2, 0.001), false),
+            (2, price(2, 0.001), false),
+            (act(2), price(act(2), 0.05), false),
+        ];
+        let (records, searched) = steps(&lw, &moves);
+        assert_eq!(searched.bits[2], LayerBits { w: 4, a: 6 });
+        let bops = |p: &Policy| model_cost(&layers(), p, WeightQuantizer::Dorefa).bops;
+        // The search's BOPs budget is met more cheaply by fc's activations (fc has twice s2's
+        // MACs) and one rung of s2's weights: 0.002 against 0.052.
+        let mut cheaper = searched.clone();
+        cheaper.bits[2] = LayerBits { w: 6, a: 8 };
+        cheaper.bits[3].a = 6;
+        assert!(bops(&cheaper) <= bops(&searched));
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &Target::Bops(bops(&searched)),
+            WeightQuantizer::Dorefa,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.policy, cheaper);
+        assert!((r.price - 0.002).abs() < 1e-9, "{}", r.price);
+        assert!((r.searched_price.unwrap() - 0.052).abs() < 1e-9);
+    }
+}
