@@ -212,3 +212,53 @@ fn the_final_fine_tuning_starts_where_asked() {
     };
     assert_eq!(weights(FinalFrom::Best), weights(kept));
 }
+
+#[test]
+fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
+    use ccq::model::cost::model_cost;
+    use ccq::search::reallocate::reallocate;
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // The same search with the re-allocation (the default) and without it or the polish.
+    let on = pipeline::quantize(&search(&t.path().join("on"), &fp, &d), &Silent).unwrap();
+    let mut q = search(&t.path().join("off"), &fp, &d);
+    q.search.reallocate = Some(false);
+    q.search.polish = Some(false);
+    let off = pipeline::quantize(&q, &Silent).unwrap();
+    assert!(on.state.config.reallocate && !off.state.config.reallocate);
+    let moves = |s: &ccq::search::state::SearchState| {
+        s.steps
+            .iter()
+            .map(|x| (x.chosen.clone(), x.bits_after))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(moves(&on.state), moves(&off.state), "it acts after the search");
+    assert!(off.state.reallocation.is_none());
+    let searched = off.state.policy.clone();
+    let cfg = &on.state.config;
+    let target = cfg.target.clone().unwrap();
+    let r = reallocate(
+        &on.layers,
+        &on.state.steps,
+        &searched,
+        &cfg.lowering,
+        &target,
+        cfg.scheme.weight,
+    )
+    .unwrap()
+    .expect("every step recorded its bandit loss");
+    assert!(r.price <= r.searched_price.unwrap());
+    match &on.state.reallocation {
+        // Changed: recorded, adopted, strictly cheaper, and no polish after it.
+        Some(rec) => {
+            assert_eq!(*rec, r);
+            assert_eq!(on.state.policy, r.policy);
+            assert!(r.price < r.searched_price.unwrap());
+            assert!(on.state.polish.is_empty());
+        }
+        // Kept (as on this synthetic data at 4-10x): the search's policy, polished or not.
+        None => assert_eq!(r.policy, searched),
+    }
+    let cost = model_cost(&on.layers, &on.state.policy, cfg.scheme.weight);
+    assert!(target.met(&cost), "{}", target.describe(&cost));
+}
