@@ -232,11 +232,15 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
             .map(|x| (x.chosen.clone(), x.bits_after))
             .collect::<Vec<_>>()
     };
-    assert_eq!(moves(&on.state), moves(&off.state), "it acts after the search");
+    assert_eq!(
+        moves(&on.state),
+        moves(&off.state),
+        "it acts after the search"
+    );
     assert!(off.state.reallocation.is_none());
     let searched = off.state.policy.clone();
     let cfg = &on.state.config;
-    let target = cfg.target.clone().unwrap();
+    let target = cfg.target.unwrap();
     let r = reallocate(
         &on.layers,
         &on.state.steps,
