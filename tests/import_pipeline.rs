@@ -187,8 +187,8 @@ fn model() -> ModelProto {
 
 #[test]
 fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
-    let dir = std::env::temp_dir().join(format!("ccq-import-pipeline-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     synthetic::write_idx_dataset(&dir.join("data")).unwrap();
     let onnx = dir.join("user.onnx");
     std::fs::write(&onnx, model().encode_to_vec()).unwrap();
@@ -305,5 +305,4 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
             t.dims
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

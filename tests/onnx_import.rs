@@ -199,17 +199,17 @@ fn small_model(op: &str, opset: i64) -> ModelProto {
     }
 }
 
-fn write(model: &ModelProto, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ccq-onnx-import-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// Writes `model` as `dir/name`.
+fn write(dir: &tempfile::TempDir, model: &ModelProto, name: &str) -> PathBuf {
+    let path = dir.path().join(name);
     std::fs::write(&path, model.encode_to_vec()).unwrap();
     path
 }
 
 #[test]
 fn a_small_graph_imports_with_named_layers() {
-    let path = write(&small_model("Relu", 13), "ok.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(&tmp, &small_model("Relu", 13), "ok.onnx");
     let m = import(&path, Device::Cpu).unwrap();
     assert_eq!(m.model.layer_names(), ["conv", "fc"]);
     assert_eq!((m.input_name.as_str(), m.output_name.as_str()), ("x", "y"));
@@ -218,7 +218,8 @@ fn a_small_graph_imports_with_named_layers() {
 
 #[test]
 fn an_unsupported_op_is_named_with_the_supported_list() {
-    let path = write(&small_model("Sigmoid", 13), "sigmoid.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(&tmp, &small_model("Sigmoid", 13), "sigmoid.onnx");
     let e = format!("{:#}", import(&path, Device::Cpu).err().unwrap());
     assert!(e.contains("sigmoid.onnx"), "{e}");
     assert!(e.contains("node `/act/Weird` (Sigmoid)"), "{e}");
@@ -228,27 +229,26 @@ fn an_unsupported_op_is_named_with_the_supported_list() {
 
 #[test]
 fn bad_files_are_named_errors() {
-    let path = write(&small_model("Relu", 9), "old.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(&tmp, &small_model("Relu", 9), "old.onnx");
     let e = format!("{:#}", import(&path, Device::Cpu).err().unwrap());
     assert!(e.contains("opset 9 is outside the supported 11–21"), "{e}");
 
-    let dir = std::env::temp_dir().join(format!("ccq-onnx-garbage-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let garbage = dir.join("garbage.onnx");
+    let garbage = tmp.path().join("garbage.onnx");
     std::fs::write(&garbage, [0xff, 0xff, 0xff, 0x01, 0x02]).unwrap();
     let e = format!("{:#}", import(&garbage, Device::Cpu).err().unwrap());
     assert!(e.contains("garbage.onnx: not an ONNX model"), "{e}");
 
     let mut nan = small_model("Relu", 13);
     nan.graph.as_mut().unwrap().initializer[0].float_data[1] = f32::NAN;
-    let path = write(&nan, "nan.onnx");
+    let path = write(&tmp, &nan, "nan.onnx");
     let e = format!("{:#}", import(&path, Device::Cpu).err().unwrap());
     assert!(e.contains("tensor `w` holds NaN or infinite values"), "{e}");
 
     let mut shape = small_model("Relu", 13);
     shape.graph.as_mut().unwrap().initializer[1].dims = vec![2, 7];
     shape.graph.as_mut().unwrap().initializer[1].float_data = vec![0.5; 14];
-    let path = write(&shape, "shape.onnx");
+    let path = write(&tmp, &shape, "shape.onnx");
     let e = format!("{:#}", import(&path, Device::Cpu).err().unwrap());
     assert!(e.contains("node `/fc/Gemm` (Gemm)"), "{e}");
     assert!(e.contains("cannot read [8]"), "{e}");
