@@ -13,9 +13,13 @@
 //! it alone (the largest layer, overshooting) where two cheaper rungs elsewhere would have met it
 //! for less; the re-allocation trades those back. The search's own policy is a candidate, so the
 //! result never prices above it, and a policy is only replaced for a lower price.
+//!
+//! A price is the damage before any fine-tuning, as the competition sees it; how much of it the
+//! collaboration then recovers is measured only for the rungs the search took, so it is not used.
+//! On a long search the oldest prices were taken on a network far from the final one.
 
 use super::state::StepRecord;
-use super::target::{Arm, Lowering, Target};
+use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::model::LayerInfo;
 use crate::model::cost::model_cost;
 use crate::quant::policy::{LayerBits, Policy};
@@ -53,8 +57,8 @@ type Prices = HashMap<(usize, u32), f64>;
 /// The bits `arm` moves in `bits`.
 fn moved(arm: Arm, bits: LayerBits) -> u32 {
     match arm.kind {
-        super::target::ArmKind::Act => bits.a,
-        _ => bits.w,
+        ArmKind::Act => bits.a,
+        ArmKind::Tied | ArmKind::Weight => bits.w,
     }
 }
 
@@ -132,7 +136,8 @@ fn prices(
     Ok(Some((prices, policy)))
 }
 
-/// One way to set a layer: its bits and the summed price of the rungs below the top.
+/// One way to set a layer: its bits, the summed price of its rungs below the top, and its share
+/// of the target's metric.
 struct Choice {
     bits: LayerBits,
     price: f64,
@@ -307,7 +312,6 @@ mod tests {
     use crate::model::LayerKind;
     use crate::quant::policy::Ladder;
     use crate::search::state::ArmRecord;
-    use crate::search::target::ArmKind;
 
     /// The Fashion-MNIST ConvNet's four layers (their weight counts).
     fn layers() -> Vec<LayerInfo> {
