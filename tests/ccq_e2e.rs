@@ -275,6 +275,8 @@ fn train_qat_quantize_and_resume() {
             "64",
             "--hessian-samples",
             "2",
+            "--reallocate",
+            "true",
             "--out",
             cmp.to_str().unwrap(),
             "--batch-size",
@@ -311,8 +313,8 @@ fn train_qat_quantize_and_resume() {
             }
         }
     }
-    // The default (improved) CCQ re-allocates or polishes each budget's policy; the polish only
-    // gives back bits, and both stay within the budget.
+    // CCQ (improved, with --reallocate true) re-allocates or else polishes each budget's
+    // policy; the polish only gives back bits, and both stay within the budget.
     for b in [5.0, 7.0] {
         let find = |m: &str| {
             results

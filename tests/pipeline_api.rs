@@ -219,8 +219,10 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     use ccq::search::reallocate::reallocate;
     let t = tempfile::tempdir().unwrap();
     let (d, fp, _) = trained_fp(t.path());
-    // The same search with the re-allocation (the default) and without it or the polish.
-    let on = pipeline::quantize(&search(&t.path().join("on"), &fp, &d), &Silent).unwrap();
+    // The same search with the re-allocation and without it or the polish.
+    let mut q = search(&t.path().join("on"), &fp, &d);
+    q.search.reallocate = Some(true);
+    let on = pipeline::quantize(&q, &Silent).unwrap();
     let mut q = search(&t.path().join("off"), &fp, &d);
     q.search.reallocate = Some(false);
     q.search.polish = Some(false);
