@@ -408,6 +408,23 @@ mod tests {
         (out, policy)
     }
 
+    /// The re-allocation of `records` (ending at `searched`) on [`layers`] with DoReFa weights.
+    fn run(
+        lw: &Lowering,
+        records: &[StepRecord],
+        searched: &Policy,
+        target: &Target,
+    ) -> Result<Option<Reallocation>> {
+        reallocate(
+            &layers(),
+            records,
+            searched,
+            lw,
+            target,
+            WeightQuantizer::Dorefa,
+        )
+    }
+
     fn w(bits: &Policy) -> Vec<u32> {
         bits.bits.iter().map(|b| b.w).collect()
     }
@@ -434,16 +451,9 @@ mod tests {
         let (records, searched) = steps(&lw, &seed1());
         assert_eq!(w(&searched), [8, 4, 2, 4]);
         let target = Target::Compression(10.0);
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap()
-        .expect("priced");
+        let r = run(&lw, &records, &searched, &target)
+            .unwrap()
+            .expect("priced");
         assert_eq!(w(&r.policy), [8, 4, 3, 3]);
         let cost = model_cost(&layers(), &r.policy, WeightQuantizer::Dorefa);
         assert!(target.met(&cost) && cost.compression < 11.0, "{cost:?}");
@@ -456,16 +466,7 @@ mod tests {
         let mut later = seed1();
         later.push((0, vec![Some(0.0), Some(0.03), None, Some(0.3)], false));
         let (records, searched) = steps(&lw, &later);
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap()
-        .unwrap();
+        let r = run(&lw, &records, &searched, &target).unwrap().unwrap();
         assert_eq!(w(&searched), [6, 4, 2, 4]);
         assert_eq!(
             w(&r.policy),
@@ -479,16 +480,9 @@ mod tests {
         let lw = lowering(true);
         let (records, searched) = steps(&lw, &seed1()[..6]);
         assert_eq!(w(&searched), [8, 6, 3, 4]);
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &Target::Compression(8.0),
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap()
-        .unwrap();
+        let r = run(&lw, &records, &searched, &Target::Compression(8.0))
+            .unwrap()
+            .unwrap();
         assert_eq!(r.policy, searched);
         assert_eq!(r.price, r.searched_price.unwrap());
     }
@@ -500,41 +494,19 @@ mod tests {
         // fc's 4 → 3 was chosen once and its fine-tuning diverged: its price no longer counts.
         moves.insert(7, (3, moves[7].1.clone(), true));
         let (records, searched) = steps(&lw, &moves);
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &Target::Compression(10.0),
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap()
-        .unwrap();
+        let r = run(&lw, &records, &searched, &Target::Compression(10.0))
+            .unwrap()
+            .unwrap();
         assert_eq!(w(&r.policy), [8, 6, 2, 4], "fc cannot go to 3 bits");
         let mut old = records.clone();
         old[2].bandit_loss = None;
         assert!(
-            reallocate(
-                &layers(),
-                &old,
-                &searched,
-                &lw,
-                &Target::Compression(10.0),
-                WeightQuantizer::Dorefa
-            )
-            .unwrap()
-            .is_none()
+            run(&lw, &old, &searched, &Target::Compression(10.0))
+                .unwrap()
+                .is_none()
         );
         // Steps that do not lead to the policy given are an error, not a guess.
-        let e = reallocate(
-            &layers(),
-            &records[..3],
-            &searched,
-            &lw,
-            &Target::Compression(10.0),
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap_err();
+        let e = run(&lw, &records[..3], &searched, &Target::Compression(10.0)).unwrap_err();
         assert!(format!("{e:#}").contains("do not lead"), "{e:#}");
     }
 
@@ -572,16 +544,9 @@ mod tests {
         cheaper.bits[2] = LayerBits { w: 6, a: 8 };
         cheaper.bits[3].a = 6;
         assert!(bops(&cheaper) <= bops(&searched));
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &Target::Bops(bops(&searched)),
-            WeightQuantizer::Dorefa,
-        )
-        .unwrap()
-        .unwrap();
+        let r = run(&lw, &records, &searched, &Target::Bops(bops(&searched)))
+            .unwrap()
+            .unwrap();
         assert_eq!(r.policy, cheaper);
         assert!((r.price - 0.002).abs() < 1e-9, "{}", r.price);
         assert!((r.searched_price.unwrap() - 0.052).abs() < 1e-9);
