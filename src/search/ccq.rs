@@ -528,7 +528,8 @@ pub fn adopt(model: &Model, r: &Reallocation, scheme: QuantScheme, events: &dyn 
     });
 }
 
-/// After the search: the re-allocation and the budget polish (each if set), the final fine-tuning (if any, from where
+/// After the search: the re-allocation and the budget polish (each if set; the polish only where
+/// the re-allocation kept the search's policy), the final fine-tuning (if any, from where
 /// `final_from` says; it is not cancellable, being short and not resumable midway), and the
 /// state saved with `final_done`.
 fn conclude(
