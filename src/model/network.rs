@@ -148,6 +148,23 @@ pub enum LayerKind {
     Linear,
 }
 
+/// A 1×1, one-channel conv description with `params` weights and `macs` MACs: the layer tests of
+/// the cost model and the search use.
+#[cfg(test)]
+pub(crate) fn test_layer(name: &str, params: usize, macs: u64) -> LayerInfo {
+    LayerInfo {
+        name: name.into(),
+        kind: LayerKind::Conv,
+        in_channels: 1,
+        out_channels: 1,
+        kernel: 1,
+        groups: 1,
+        params,
+        macs,
+        float_params: 0,
+    }
+}
+
 /// Static description of one quantizable layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {

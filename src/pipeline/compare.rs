@@ -336,7 +336,7 @@ impl Bench<'_> {
         let model = kept.model;
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
-        let reallocation = match state.steps.iter().position(|s| s.compression >= b) {
+        let reallocation = match reached(state, b) {
             Some(k) if self.search.reallocate => reallocate(
                 &model.layers,
                 &state.steps[..=k],
@@ -723,20 +723,16 @@ fn is_standard_baseline(r: &MethodResult) -> bool {
         && r.epochs.is_some()
 }
 
-/// Wall time of CCQ's search up to and including the step that first reached `b`.
+/// Index of the step at which CCQ's search first reached `b` (where its milestone was kept).
+fn reached(state: &SearchState, b: f64) -> Option<usize> {
+    state.steps.iter().position(|s| s.compression >= b)
+}
+
+/// Wall time of CCQ's search up to and including the step that first reached `b` (all of it
+/// when none did).
 fn seconds_to_reach(state: &SearchState, b: f64) -> f64 {
-    let before: f64 = state
-        .steps
-        .iter()
-        .take_while(|s| s.compression < b)
-        .map(|s| s.seconds)
-        .sum();
-    before
-        + state
-            .steps
-            .iter()
-            .find(|s| s.compression >= b)
-            .map_or(0.0, |s| s.seconds)
+    let end = reached(state, b).map_or(state.steps.len(), |k| k + 1);
+    state.steps[..end].iter().map(|s| s.seconds).sum()
 }
 
 /// Training epochs (in whole-training-split equivalents) CCQ's search spent up to the step that
@@ -747,8 +743,8 @@ pub fn ccq_epochs(state: &SearchState, train_len: usize, budget: f64) -> Option<
     let frac = ft
         .epoch_samples
         .map_or(1.0, |s| s.min(train_len) as f64 / train_len.max(1) as f64);
-    let reached = state.steps.iter().position(|s| s.compression >= budget)?;
-    let epochs: usize = state.steps[..=reached].iter().map(|s| s.epochs).sum();
+    let k = reached(state, budget)?;
+    let epochs: usize = state.steps[..=k].iter().map(|s| s.epochs).sum();
     Some(frac * (state.config.init_epochs + epochs) as f64)
 }
 

@@ -309,7 +309,7 @@ pub fn reallocate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LayerKind;
+    use crate::model::network::test_layer;
     use crate::quant::policy::Ladder;
     use crate::search::state::ArmRecord;
 
@@ -322,17 +322,7 @@ mod tests {
             ("fc", 5760, 200_000),
         ]
         .iter()
-        .map(|&(name, params, macs)| LayerInfo {
-            name: name.into(),
-            kind: LayerKind::Conv,
-            in_channels: 1,
-            out_channels: 1,
-            kernel: 1,
-            groups: 1,
-            params,
-            macs,
-            float_params: 0,
-        })
+        .map(|&(name, params, macs)| test_layer(name, params, macs))
         .collect()
     }
 

@@ -291,7 +291,6 @@ pub fn check_reachable(
 mod tests {
 
     use super::*;
-    use crate::model::LayerKind;
 
     #[test]
     fn the_floor_bounds_every_method_ladder() {
@@ -356,17 +355,7 @@ mod tests {
     }
 
     fn layers() -> Vec<LayerInfo> {
-        let l = |name: &str, params: usize, macs: u64| LayerInfo {
-            name: name.into(),
-            kind: LayerKind::Conv,
-            in_channels: 1,
-            out_channels: 1,
-            kernel: 1,
-            groups: 1,
-            params,
-            macs,
-            float_params: 0,
-        };
+        let l = crate::model::network::test_layer;
         vec![l("a", 100, 1000), l("b", 1000, 5000), l("c", 10, 10)]
     }
 
