@@ -268,3 +268,57 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     let cost = model_cost(&on.layers, &on.state.policy, cfg.scheme.weight);
     assert!(target.met(&cost), "{}", target.describe(&cost));
 }
+
+/// Records the images of every epoch a job trained.
+#[derive(Default)]
+struct EpochImages(RefCell<Vec<(usize, usize)>>);
+
+impl Events for EpochImages {
+    fn event(&self, e: &Event<'_>) {
+        if let Event::EpochEnded { epochs, images, .. } = e {
+            self.0.borrow_mut().push((*epochs, *images));
+        }
+    }
+}
+
+#[test]
+fn a_fractional_fit_trains_a_partial_last_epoch() {
+    use ccq::train::fit::{FitPlan, fit};
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    let ck = ccq::train::checkpoint::load(&fp, tch::Device::Cpu).unwrap();
+    let p = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
+    let train_len = p.splits.train.len();
+    let policy = ccq::quant::policy::Policy {
+        names: ck.meta.layers.clone(),
+        bits: vec![ccq::quant::policy::LayerBits { w: 4, a: 4 }; ck.meta.layers.len()],
+    };
+    let plan = FitPlan {
+        epochs: 1,
+        start_epoch: 0,
+        lr: 0.01,
+        lr_end: 0.0,
+        hyper: session().hyper(1e-4),
+        augment: None,
+        seed: 1,
+        stop_after: None,
+        extra_samples: 64,
+    };
+    assert_eq!(plan.length(train_len), 1.0 + 64.0 / train_len as f64);
+    let seen = EpochImages::default();
+    let norm = ck.meta.normalization.clone();
+    fit(
+        ck.model,
+        &policy,
+        Default::default(),
+        &p.splits,
+        &norm,
+        &plan,
+        None,
+        &mut |_, _, _| Ok(()),
+        &seen,
+    )
+    .unwrap();
+    // One whole epoch, then one of 64 images, each reported as one of two.
+    assert_eq!(seen.0.into_inner(), vec![(2, train_len), (2, 64)]);
+}

@@ -25,7 +25,7 @@ fn result(method: &str, budget: f64, compression: f64, top1: f64, bits: &[u32]) 
         loss_points: Some(100.0 * (0.915 - top1)),
         seconds: 10.0,
         note: None,
-        epochs: Some(2),
+        epochs: Some(2.0),
     }
 }
 

@@ -40,8 +40,8 @@ pub struct CompareArgs {
     pub hessian_samples: usize,
     /// Also give every other method of --methods as many training epochs as CCQ spent reaching
     /// each budget (its search's fine-tuning, in whole-training-split epochs, plus its own
-    /// --ft-epochs, twice with --final-from best); reported beside the equal-fine-tuning results
-    /// as `<method> (equal compute)`.
+    /// --ft-epochs, twice with --final-from best; a fraction is trained as a partial last epoch);
+    /// reported beside the equal-fine-tuning results as `<method> (equal compute)`.
     #[arg(long)]
     pub equal_compute: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).

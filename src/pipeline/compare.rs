@@ -400,7 +400,7 @@ impl Bench<'_> {
     ) -> Result<MethodResult> {
         let start = Instant::now();
         let from = self.search.final_from;
-        let epochs = self.cfg.ft_epochs;
+        let epochs = self.cfg.ft_epochs as f64;
         let mut candidates = Vec::new();
         if matches!(from, FinalFrom::Search | FinalFrom::Best) {
             let (m, v) = self.tune(searched, policy, false, epochs)?;
@@ -419,7 +419,7 @@ impl Bench<'_> {
             &model,
             policy,
             search_secs + start.elapsed().as_secs_f64(),
-            epochs * tried,
+            epochs * tried as f64,
         )?;
         if from == FinalFrom::Best {
             r.note = Some(format!(
@@ -496,7 +496,7 @@ impl Bench<'_> {
             &policy,
             true,
             alloc,
-            self.cfg.ft_epochs,
+            self.cfg.ft_epochs as f64,
         )?;
         report.results.push(r);
         save_report(&self.cfg.out, report)
@@ -563,7 +563,8 @@ impl Bench<'_> {
             } else {
                 1
             };
-            let epochs = finals * self.cfg.ft_epochs + extra.round() as usize;
+            // The search's fraction of an epoch counts too: a partial last epoch.
+            let epochs = (finals * self.cfg.ft_epochs) as f64 + extra;
             let policy = Policy {
                 names: self.ck.meta.layers.clone(),
                 bits: r.bits.clone(),
@@ -594,7 +595,7 @@ impl Bench<'_> {
         policy: &Policy,
         fresh: bool,
         extra_seconds: f64,
-        epochs: usize,
+        epochs: f64,
     ) -> Result<MethodResult> {
         let start = Instant::now();
         let (model, _) = self.tune(model, policy, fresh, epochs)?;
@@ -602,14 +603,15 @@ impl Bench<'_> {
         self.measure(method, budget, &model, policy, seconds, epochs)
     }
 
-    /// Fine-tunes `model` at `policy` for `epochs` (calibrating first when `fresh`); returns it
-    /// and its last validation top-1.
+    /// Fine-tunes `model` at `policy` for `epochs` whole-training-split epochs, a fraction being
+    /// a partial last epoch (calibrating first when `fresh`); returns it and its last validation
+    /// top-1.
     fn tune(
         &self,
         model: Model,
         policy: &Policy,
         fresh: bool,
-        epochs: usize,
+        epochs: f64,
     ) -> Result<(Model, f64)> {
         if fresh {
             crate::train::calibrate::calibrate(
@@ -619,8 +621,10 @@ impl Bench<'_> {
                 &calibration_batches(self.p, self.norm, self.devices.device, 4)?,
             );
         }
+        let whole = epochs.floor();
+        let train_len = self.p.splits.train.len();
         let plan = FitPlan {
-            epochs,
+            epochs: whole as usize,
             start_epoch: 0,
             lr: self.cfg.ft_lr,
             lr_end: 0.0,
@@ -628,6 +632,7 @@ impl Bench<'_> {
             augment: self.cfg.data.augment(&self.p.source),
             seed: self.cfg.session.seed,
             stop_after: None,
+            extra_samples: ((epochs - whole) * train_len as f64).round() as usize,
         };
         let mut val = f64::NAN;
         let model = fit(
@@ -655,7 +660,7 @@ impl Bench<'_> {
         model: &Model,
         policy: &Policy,
         seconds: f64,
-        epochs: usize,
+        epochs: f64,
     ) -> Result<MethodResult> {
         let test = eval_policy(
             model,

@@ -161,6 +161,7 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
         augment,
         seed: cfg.session.seed,
         stop_after: None,
+        extra_samples: 0,
     };
     let start = Instant::now();
     let out = cfg.out.clone();

@@ -145,6 +145,7 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         augment,
         seed: cfg.session.seed,
         stop_after: cfg.stop_after,
+        extra_samples: 0,
     };
     events.event(&Event::Note(format!(
         "training {} ({} weights) for {} epochs",

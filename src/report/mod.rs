@@ -35,9 +35,10 @@ pub struct MethodResult {
     pub seconds: f64,
     /// Anything to know (e.g. budget not reachable).
     pub note: Option<String>,
-    /// Training epochs after allocation (None: not run).
+    /// Training epochs after allocation, in whole-training-split equivalents (a fraction is a
+    /// partial last epoch; None: not run).
     #[serde(default)]
-    pub epochs: Option<usize>,
+    pub epochs: Option<f64>,
 }
 
 /// The chosen arm's numbers in a step: its probability, and (where recorded) its trial's loss
@@ -349,7 +350,7 @@ mod tests {
                 loss_points: Some(1.0),
                 seconds: 3.0,
                 note: None,
-                epochs: Some(2),
+                epochs: Some(2.0),
             }],
             ccq_steps: vec![],
             notes: vec!["<x>".into()],

@@ -88,6 +88,7 @@ fn final_tune(
         augment: cfg.augment,
         seed: cfg.seed ^ 0xF1A1,
         stop_after: None,
+        extra_samples: 0,
     };
     let mut val = f64::NAN;
     let model = fit(
