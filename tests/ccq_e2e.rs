@@ -399,6 +399,44 @@ fn train_qat_quantize_and_resume() {
             && page.contains("<table id=\"results\"")
             && page.contains("<svg id=\"trace-acc\"")
     );
+    // Repeated fine-tunings: each policy trained twice with its own seed; the result is the
+    // mean, each one is kept, and the setting is part of what a comparison depends on.
+    let rep = t.path().join("compare-repeats");
+    let repeats = |n: &'static str| {
+        vec![
+            "compare",
+            fp.to_str().unwrap(),
+            "--target-compression",
+            "5",
+            "--methods",
+            "uniform",
+            "--ft-epochs",
+            "1",
+            "--ft-repeats",
+            n,
+            "--out",
+            rep.to_str().unwrap(),
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "-q",
+        ]
+    };
+    let text = ccq(&repeats("2"));
+    assert!(text.contains(" ± "), "{text}");
+    let r = &json(&rep.join("report.json"))["results"][0];
+    let each: Vec<f64> = r["test_top1_each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(each.len(), 2, "{r}");
+    assert!((r["test_top1"].as_f64().unwrap() - (each[0] + each[1]) / 2.0).abs() < 1e-12);
+    assert!(ccq_fails(&repeats("3")).contains("--ft-repeats"));
+    assert!(ccq_fails(&repeats("0")).contains("--ft-repeats must be at least 1"));
+
     ccq(&["report", full.to_str().unwrap()]);
     let page = std::fs::read_to_string(full.join("report.html")).unwrap();
     assert!(page.contains("<table id=\"steps\""));

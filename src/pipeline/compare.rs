@@ -41,6 +41,9 @@ pub struct CompareConfig {
     pub ft_epochs: usize,
     /// Peak learning rate of that fine-tuning (cosine to 0).
     pub ft_lr: f64,
+    /// Fine-tunings of each policy, each with its own seed (the first with the session's); a
+    /// result's test top-1 is their mean, and each is kept in the report.
+    pub ft_repeats: usize,
     /// Images for the Hessian traces.
     pub hessian_images: usize,
     /// Hutchinson samples.
@@ -71,6 +74,11 @@ impl CompareConfig {
         }
         if self.methods.is_empty() {
             return Err(Error::InvalidConfig("give at least one method".into()));
+        }
+        if self.ft_repeats == 0 {
+            return Err(Error::InvalidConfig(
+                "--ft-repeats must be at least 1".into(),
+            ));
         }
         if !(self.ft_lr.is_finite() && self.ft_lr > 0.0) {
             return Err(Error::InvalidConfig(format!(
@@ -401,30 +409,36 @@ impl Bench<'_> {
         let start = Instant::now();
         let from = self.search.final_from;
         let epochs = self.cfg.ft_epochs as f64;
-        let mut candidates = Vec::new();
-        if matches!(from, FinalFrom::Search | FinalFrom::Best) {
-            let (m, v) = self.tune(searched, policy, false, epochs)?;
-            candidates.push(("search", m, v));
+        let (mut tests, mut starts, mut tried) = (Vec::new(), Vec::new(), 0);
+        for repeat in 0..self.cfg.ft_repeats {
+            let mut candidates = Vec::new();
+            if matches!(from, FinalFrom::Search | FinalFrom::Best) {
+                let (m, v) = self.tune(searched.clone(), policy, false, epochs, repeat)?;
+                candidates.push(("search", m, v));
+            }
+            if matches!(from, FinalFrom::Fp | FinalFrom::Best) {
+                let (m, v) = self.tune(self.ck.model.clone(), policy, true, epochs, repeat)?;
+                candidates.push(("fp", m, v));
+            }
+            tried = candidates.len();
+            let (start_name, model, _) = FinalFrom::keep(candidates)
+                .ok_or_else(|| Error::Internal("no final fine-tuning start".into()))?;
+            tests.push(self.test(&model, policy)?);
+            starts.push(if start_name == "fp" { "FP" } else { "search's" });
         }
-        if matches!(from, FinalFrom::Fp | FinalFrom::Best) {
-            let (m, v) = self.tune(self.ck.model.clone(), policy, true, epochs)?;
-            candidates.push(("fp", m, v));
-        }
-        let tried = candidates.len();
-        let (start_name, model, _) = FinalFrom::keep(candidates)
-            .ok_or_else(|| Error::Internal("no final fine-tuning start".into()))?;
         let mut r = self.measure(
             method,
             budget,
-            &model,
+            &tests,
+            &searched,
             policy,
             search_secs + start.elapsed().as_secs_f64(),
             epochs * tried as f64,
-        )?;
+        );
         if from == FinalFrom::Best {
             r.note = Some(format!(
                 "fine-tuned from the {} weights (the better on validation)",
-                if start_name == "fp" { "FP" } else { "search's" }
+                starts.join(", ")
             ));
         }
         Ok(r)
@@ -598,20 +612,25 @@ impl Bench<'_> {
         epochs: f64,
     ) -> Result<MethodResult> {
         let start = Instant::now();
-        let (model, _) = self.tune(model, policy, fresh, epochs)?;
+        let mut tests = Vec::new();
+        for repeat in 0..self.cfg.ft_repeats {
+            let (m, _) = self.tune(model.clone(), policy, fresh, epochs, repeat)?;
+            tests.push(self.test(&m, policy)?);
+        }
         let seconds = extra_seconds + start.elapsed().as_secs_f64();
-        self.measure(method, budget, &model, policy, seconds, epochs)
+        Ok(self.measure(method, budget, &tests, &model, policy, seconds, epochs))
     }
 
     /// Fine-tunes `model` at `policy` for `epochs` whole-training-split epochs, a fraction being
-    /// a partial last epoch (calibrating first when `fresh`); returns it and its last validation
-    /// top-1.
+    /// a partial last epoch (calibrating first when `fresh`), shuffled by the seed of `repeat`;
+    /// returns it and its last validation top-1.
     fn tune(
         &self,
         model: Model,
         policy: &Policy,
         fresh: bool,
         epochs: f64,
+        repeat: usize,
     ) -> Result<(Model, f64)> {
         if fresh {
             crate::train::calibrate::calibrate(
@@ -630,7 +649,7 @@ impl Bench<'_> {
             lr_end: 0.0,
             hyper: self.cfg.session.hyper(1e-4),
             augment: self.cfg.data.augment(&self.p.source),
-            seed: self.cfg.session.seed,
+            seed: repeat_seed(self.cfg.session.seed, repeat),
             stop_after: None,
             extra_samples: ((epochs - whole) * train_len as f64).round() as usize,
         };
@@ -652,16 +671,8 @@ impl Bench<'_> {
         Ok((model, val))
     }
 
-    /// The test result of `model` at `policy`.
-    fn measure(
-        &self,
-        method: &str,
-        budget: f64,
-        model: &Model,
-        policy: &Policy,
-        seconds: f64,
-        epochs: f64,
-    ) -> Result<MethodResult> {
+    /// Test top-1 of `model` at `policy`.
+    fn test(&self, model: &Model, policy: &Policy) -> Result<f64> {
         let test = eval_policy(
             model,
             policy,
@@ -670,6 +681,23 @@ impl Bench<'_> {
             self.norm,
             None,
         )?;
+        Ok(test.top1)
+    }
+
+    /// The result of `policy` (on `model`'s layers) whose fine-tunings scored `tests`: their
+    /// mean, each kept when there are several.
+    #[allow(clippy::too_many_arguments)]
+    fn measure(
+        &self,
+        method: &str,
+        budget: f64,
+        tests: &[f64],
+        model: &Model,
+        policy: &Policy,
+        seconds: f64,
+        epochs: f64,
+    ) -> MethodResult {
+        let top1 = tests.iter().sum::<f64>() / tests.len().max(1) as f64;
         let cost = model_cost(&model.layers, policy, self.scheme.weight);
         let r = MethodResult {
             method: method.into(),
@@ -679,21 +707,29 @@ impl Bench<'_> {
             compression: cost.compression,
             avg_bits: cost.avg_bits,
             bops: cost.bops,
-            test_top1: Some(test.top1),
-            loss_points: Some(100.0 * (self.fp_test - test.top1)),
+            test_top1: Some(top1),
+            loss_points: Some(100.0 * (self.fp_test - top1)),
+            test_top1_each: if tests.len() > 1 {
+                tests.to_vec()
+            } else {
+                Vec::new()
+            },
             seconds,
             note: None,
             epochs: Some(epochs),
         };
+        let spread = r
+            .top1_sd()
+            .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd));
         self.events.event(&Event::Note(format!(
-            "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}% ({:+.2} points vs FP), {:.0}s",
+            "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}%{spread} ({:+.2} points vs FP), {:.0}s",
             r.method,
             r.compression,
-            100.0 * test.top1,
-            100.0 * (test.top1 - self.fp_test),
+            100.0 * top1,
+            100.0 * (top1 - self.fp_test),
             r.seconds
         )));
-        Ok(r)
+        r
     }
 
     /// A method that has no result at `budget`, with why.
@@ -715,6 +751,7 @@ impl Bench<'_> {
             seconds: 0.0,
             note: Some(note),
             epochs: None,
+            test_top1_each: Vec::new(),
         }
     }
 }
@@ -726,6 +763,12 @@ fn is_standard_baseline(r: &MethodResult) -> bool {
         && !r.method.ends_with(EQUAL)
         && !r.bits.is_empty()
         && r.epochs.is_some()
+}
+
+/// Seed of fine-tuning `repeat` of a comparison seeded with `seed`: the seed itself first, so one
+/// repeat is the fine-tuning of a comparison without repeats.
+fn repeat_seed(seed: u64, repeat: usize) -> u64 {
+    seed ^ ((repeat as u64) << 40)
 }
 
 /// Index of the step at which CCQ's search first reached `b` (where its milestone was kept).
@@ -768,7 +811,7 @@ fn settings(
     search: &SearchConfig,
     p: &Prepared,
 ) -> Result<serde_json::Value> {
-    Ok(serde_json::json!({
+    let mut v = serde_json::json!({
         "checkpoint": ck.dir,
         "--ft-epochs": cfg.ft_epochs,
         "--ft-lr": cfg.ft_lr,
@@ -776,7 +819,12 @@ fn settings(
         "--hessian-samples": cfg.hessian_samples,
         "--data/--format": p.source,
         "search": serde_json::to_value(search).map_err(|e| Error::Internal(e.to_string()))?,
-    }))
+    });
+    // Recorded only when set, so that comparisons made before the flag existed continue.
+    if cfg.ft_repeats > 1 {
+        v["--ft-repeats"] = cfg.ft_repeats.into();
+    }
+    Ok(v)
 }
 
 /// Dotted paths where `old` and `new` differ.

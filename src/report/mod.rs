@@ -33,12 +33,30 @@ pub struct MethodResult {
     pub loss_points: Option<f64>,
     /// Wall time (allocation + fine-tuning).
     pub seconds: f64,
+    /// Each fine-tuning's test top-1 when the policy was fine-tuned more than once
+    /// (`--ft-repeats`); `test_top1` is their mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_top1_each: Vec<f64>,
     /// Anything to know (e.g. budget not reachable).
     pub note: Option<String>,
     /// Training epochs after allocation, in whole-training-split equivalents (a fraction is a
     /// partial last epoch; None: not run).
     #[serde(default)]
     pub epochs: Option<f64>,
+}
+
+impl MethodResult {
+    /// Sample standard deviation of the repeated fine-tunings' test top-1 (None for fewer than
+    /// two).
+    pub fn top1_sd(&self) -> Option<f64> {
+        let t = &self.test_top1_each;
+        if t.len() < 2 {
+            return None;
+        }
+        let n = t.len() as f64;
+        let mean = t.iter().sum::<f64>() / n;
+        Some((t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
+    }
 }
 
 /// The chosen arm's numbers in a step: its probability, and (where recorded) its trial's loss
@@ -315,7 +333,9 @@ fn results_table(s: &mut String, r: &Report) {
                 x.compression,
                 x.avg_bits,
                 x.bops as f64,
-                pct(x.test_top1),
+                pct(x.test_top1)
+                    + &x.top1_sd()
+                        .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd)),
                 x.loss_points
                     .map_or("missing".into(), |l| format!("{:+.2}", -l)),
                 x.seconds,
@@ -351,6 +371,8 @@ mod tests {
                 seconds: 3.0,
                 note: None,
                 epochs: Some(2.0),
+                // Two fine-tunings: their mean is the result, their spread is shown.
+                test_top1_each: vec![0.88, 0.90],
             }],
             ccq_steps: vec![],
             notes: vec!["<x>".into()],
@@ -363,5 +385,11 @@ mod tests {
         );
         assert!(h.contains("&lt;x&gt;") && !h.contains("<x>"));
         assert!(h.contains("4/8 3/3"));
+        // The repeats' sample standard deviation, in points.
+        assert!(h.contains("89.00% ± 1.41"), "{h}");
+        assert_eq!(
+            r.results[0].top1_sd().map(|s| (s * 1e4).round()),
+            Some(141.0)
+        );
     }
 }
