@@ -134,6 +134,7 @@ fn check(scheme: QuantScheme) {
         &subset,
         &norm,
         500,
+        &[],
     )
     .unwrap();
     assert!(
@@ -145,33 +146,79 @@ fn check(scheme: QuantScheme) {
         Some(full.current),
         "a trial of the current policy scores as the current policy"
     );
-    let fast = score_trials(&model, &current, &contenders, scheme, &subset, &norm, 500).unwrap();
-    let naive = score_trials_naive(&model, &current, &contenders, scheme, &subset, &norm).unwrap();
-    assert_eq!(fast.current.top1, naive.current.top1);
-    assert!((fast.current.loss - naive.current.loss).abs() < 1e-9);
-    for (f, n) in fast.arms.iter().zip(&naive.arms) {
-        assert_eq!(f.map(|s| s.top1), n.map(|s| s.top1), "{scheme:?}");
-        assert_eq!(f.is_some(), n.is_some());
-        if let (Some(f), Some(n)) = (f, n) {
-            assert!((f.loss - n.loss).abs() < 1e-9, "{scheme:?}: {f:?} vs {n:?}");
-            assert!(
-                (f.loss_se - n.loss_se).abs() < 1e-9,
-                "{scheme:?}: {f:?} vs {n:?}"
+    // Plain trials, then trials that re-estimate BatchNorm from their stage on.
+    let bn = ccq::data::calibration_batches(&subset, &norm, tch::Device::Cpu, 2).unwrap();
+    let bn_before: Vec<Tensor> = model
+        .net
+        .batchnorm_buffers(0)
+        .iter()
+        .map(|b| b.copy())
+        .collect();
+    let mut plain = Vec::new();
+    for batches in [&[][..], &bn[..]] {
+        let fast = score_trials(
+            &model,
+            &current,
+            &contenders,
+            scheme,
+            &subset,
+            &norm,
+            500,
+            batches,
+        )
+        .unwrap();
+        let naive = score_trials_naive(
+            &model,
+            &current,
+            &contenders,
+            scheme,
+            &subset,
+            &norm,
+            batches,
+        )
+        .unwrap();
+        assert_eq!(fast.current.top1, naive.current.top1);
+        assert!((fast.current.loss - naive.current.loss).abs() < 1e-9);
+        for (f, n) in fast.arms.iter().zip(&naive.arms) {
+            assert_eq!(f.map(|s| s.top1), n.map(|s| s.top1), "{scheme:?}");
+            assert_eq!(f.is_some(), n.is_some());
+            if let (Some(f), Some(n)) = (f, n) {
+                assert!((f.loss - n.loss).abs() < 1e-9, "{scheme:?}: {f:?} vs {n:?}");
+                assert!(
+                    (f.loss_se - n.loss_se).abs() < 1e-9,
+                    "{scheme:?}: {f:?} vs {n:?}"
+                );
+            }
+        }
+        assert!(
+            fast.arms.iter().flatten().any(|a| a.loss_se > 0.0),
+            "lowering a layer changes some image's loss: {fast:?}"
+        );
+        let scores: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.loss)).collect();
+        if batches.is_empty() {
+            let top1: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.top1)).collect();
+            assert_eq!(
+                top1.iter().filter(|a| a.is_some()).count(),
+                names.len() / 2 + 2
+            );
+            let distinct: std::collections::BTreeSet<u64> =
+                top1.iter().flatten().map(|a| a.to_bits()).collect();
+            assert!(distinct.len() > 1, "the arms score differently: {top1:?}");
+            plain = scores;
+        } else {
+            // The current policy is scored as it is; the trials with their own statistics.
+            assert_ne!(
+                plain, scores,
+                "re-estimating BatchNorm changes the trials' losses"
             );
         }
     }
-    assert!(
-        fast.arms.iter().flatten().any(|a| a.loss_se > 0.0),
-        "lowering a layer changes some image's loss: {fast:?}"
-    );
-    let fast: Vec<Option<f64>> = fast.arms.iter().map(|a| a.map(|s| s.top1)).collect();
-    assert_eq!(
-        fast.iter().filter(|a| a.is_some()).count(),
-        names.len() / 2 + 2
-    );
-    let distinct: std::collections::BTreeSet<u64> =
-        fast.iter().flatten().map(|a| a.to_bits()).collect();
-    assert!(distinct.len() > 1, "the arms score differently: {fast:?}");
+    for (b, a) in model.net.batchnorm_buffers(0).iter().zip(&bn_before) {
+        assert!(
+            b.equal(a),
+            "scoring leaves BatchNorm's statistics as they were"
+        );
+    }
     let moved = (&model.net.flat - &before).abs().max().double_value(&[]);
     assert_eq!(moved, 0.0, "scoring leaves the model as it was");
 }

@@ -53,6 +53,11 @@ pub struct SearchFlags {
     /// both variants: not yet measured over the Fashion-MNIST seeds).
     #[arg(long)]
     pub log_price: Option<bool>,
+    /// Each trial first re-estimates the BatchNorm statistics its lowering affects (on 1,024
+    /// training images), so that damage a recalibration undoes is not priced (default false in
+    /// both variants).
+    #[arg(long)]
+    pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
     #[arg(long)]
     pub keep_best: Option<bool>,
@@ -151,6 +156,7 @@ impl SearchFlags {
             standardise: self.standardise,
             carry: self.carry,
             log_price: self.log_price,
+            trial_bn: self.trial_bn,
             keep_best: self.keep_best,
             polish: self.polish,
             polish_swaps: self.polish_swaps,

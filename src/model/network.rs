@@ -488,18 +488,36 @@ impl Network {
     /// has none.
     pub fn reset_batchnorm(&self) -> bool {
         let mut any = false;
-        for n in &self.nodes {
-            let bn = match &n.op {
-                NodeOp::Conv(c) => c.bn.as_ref(),
-                NodeOp::BatchNorm(bn) => Some(bn),
-                _ => None,
-            };
-            if let Some(bn) = bn {
-                bn.reset_statistics();
-                any = true;
-            }
+        for bn in self.batchnorms_from(0) {
+            bn.reset_statistics();
+            any = true;
         }
         any
+    }
+
+    /// Every BatchNorm (a convolution's own or a node of its own) of the nodes from `pos` on, in
+    /// graph order.
+    fn batchnorms_from(&self, pos: usize) -> impl Iterator<Item = &BatchNorm> {
+        self.nodes[pos..].iter().filter_map(|n| match &n.op {
+            NodeOp::Conv(c) => c.bn.as_ref(),
+            NodeOp::BatchNorm(bn) => Some(bn),
+            _ => None,
+        })
+    }
+
+    /// The running mean and variance of every BatchNorm that stage `stage` and the stages after
+    /// it run ([`Network::forward_from`]), in a fixed order: views of the buffers the network
+    /// uses (empty when there are none).
+    pub fn batchnorm_buffers(&self, stage: usize) -> Vec<Tensor> {
+        let (pos, _) = self.cuts[stage];
+        self.batchnorms_from(pos)
+            .flat_map(|bn| {
+                [
+                    bn.running_mean.shallow_clone(),
+                    bn.running_var.shallow_clone(),
+                ]
+            })
+            .collect()
     }
 
     /// Calls `f(name, tensor, is_parameter)` for every tensor, in a fixed order.

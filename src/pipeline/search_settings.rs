@@ -63,6 +63,9 @@ pub struct SearchSettings {
     pub carry: Option<f64>,
     /// Judge arms by their log price (default off in both variants).
     pub log_price: Option<bool>,
+    /// Trials re-estimate the BatchNorm statistics their change affects before they are scored
+    /// (default off in both variants).
+    pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
@@ -123,6 +126,7 @@ impl Default for SearchSettings {
             standardise: None,
             carry: None,
             log_price: None,
+            trial_bn: None,
             keep_best: None,
             polish: None,
             polish_swaps: None,
@@ -188,6 +192,7 @@ impl SearchSettings {
             standardise: self.standardise.unwrap_or(base.standardise),
             carry: self.carry.unwrap_or(base.carry),
             log_price: self.log_price.unwrap_or(base.log_price),
+            trial_bn: self.trial_bn.unwrap_or(base.trial_bn),
         };
         let cfg = SearchConfig {
             lowering: Lowering {
@@ -312,6 +317,22 @@ mod tests {
             },
         ] {
             refused(cfg(&bad), "--polish-swaps");
+        }
+    }
+
+    #[test]
+    fn trial_batchnorm_is_off_by_default_and_can_be_switched_on() {
+        for variant in [Variant::Improved, Variant::Reference] {
+            let default = SearchSettings {
+                variant,
+                ..SearchSettings::default()
+            };
+            assert!(!reward(&default).unwrap().trial_bn);
+            let on = SearchSettings {
+                trial_bn: Some(true),
+                ..default
+            };
+            assert!(reward(&on).unwrap().trial_bn);
         }
     }
 

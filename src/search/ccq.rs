@@ -16,7 +16,7 @@ use super::run_dir::RunDir;
 use super::state::{ArmRecord, PolicyReport, SearchState, StepRecord};
 use super::step::{Contest, Decision, Plan, decide, plan};
 use super::target::Arm;
-use super::trials::BanditScorer;
+use super::trials::{BanditScorer, TRIAL_BN_BATCHES};
 use crate::data::{Normalization, Splits, Subset};
 use crate::events::{Event, Events, Pass};
 use crate::model::Model;
@@ -203,11 +203,22 @@ pub fn compete(
     t: usize,
 ) -> Result<Decision> {
     let cfg = &state.config;
+    let bn_batches = if cfg.reward.trial_bn {
+        crate::data::calibration_batches(
+            &env.splits.train,
+            env.norm,
+            model.net.device(),
+            TRIAL_BN_BATCHES,
+        )?
+    } else {
+        Vec::new()
+    };
     let mut scorer = BanditScorer {
         model,
         policy: &state.policy,
         scheme: cfg.scheme,
         env,
+        bn_batches,
     };
     let d = decide(cfg, arms, contest, competition, &mut scorer, t)?;
     state.log_weights = competition.log_w.clone();

@@ -94,6 +94,7 @@ pub fn polish(
             bandit,
             norm,
             TRIAL_BATCH,
+            &[],
         )
     };
     // Each kept move lowers the loss measured on the same weights, so no policy comes back;

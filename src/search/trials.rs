@@ -8,7 +8,7 @@ use crate::data::{Normalization, Subset, in_order};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
-use crate::train::calibrate::{rescale_steps, restore_steps, saved_steps};
+use crate::train::calibrate::{reestimate_batchnorm, rescale_steps, restore_steps, saved_steps};
 use crate::train::trainer::correct;
 use crate::train::{Eval, eval_policy};
 
@@ -21,6 +21,8 @@ pub(super) struct BanditScorer<'a> {
     pub policy: &'a Policy,
     pub scheme: QuantScheme,
     pub env: &'a SearchEnv<'a>,
+    /// Batches each trial re-estimates the BatchNorm statistics on (empty: none).
+    pub bn_batches: Vec<tch::Tensor>,
 }
 
 impl ArmScorer for BanditScorer<'_> {
@@ -33,7 +35,74 @@ impl ArmScorer for BanditScorer<'_> {
             &self.env.splits.bandit,
             self.env.norm,
             TRIAL_BATCH,
+            &self.bn_batches,
         )
+    }
+}
+
+/// Training batches a trial re-estimates BatchNorm on when the search asks for it
+/// ([`super::reward::Reward::trial_bn`]).
+pub const TRIAL_BN_BATCHES: usize = 4;
+
+/// Copies `values` into the `buffers` they were taken from.
+fn set_buffers(buffers: &[tch::Tensor], values: &[tch::Tensor]) {
+    tch::no_grad(|| {
+        for (b, v) in buffers.iter().zip(values) {
+            b.shallow_clone().copy_(v);
+        }
+    });
+}
+
+/// Copies of `buffers`.
+fn copies(buffers: &[tch::Tensor]) -> Vec<tch::Tensor> {
+    buffers.iter().map(|b| b.copy()).collect()
+}
+
+/// The statistics of the BatchNorms of stage `stage` on, re-estimated on `batches` through the
+/// model quantized at `trial` (its LSQ steps already set for it); every statistic of the model is
+/// restored afterwards. The BatchNorms before `stage` see the trial's input unchanged, so they
+/// keep the model's own.
+fn trial_statistics(
+    model: &Model,
+    trial: &Policy,
+    scheme: QuantScheme,
+    stage: usize,
+    batches: &[tch::Tensor],
+) -> Vec<tch::Tensor> {
+    let all = model.net.batchnorm_buffers(0);
+    let own = copies(&all);
+    reestimate_batchnorm(&model.net, trial, scheme, batches);
+    let stats = copies(&model.net.batchnorm_buffers(stage));
+    set_buffers(&all, &own);
+    stats
+}
+
+/// Rescales the LSQ steps of `layers` from `current`'s bits to `trial`'s (when the scheme has
+/// them); returns what [`restore`] puts back.
+fn rescale(
+    model: &Model,
+    current: &Policy,
+    trial: &Policy,
+    layers: &[usize],
+    scheme: QuantScheme,
+) -> Vec<(usize, (tch::Tensor, tch::Tensor))> {
+    if scheme == QuantScheme::default() {
+        return Vec::new();
+    }
+    layers
+        .iter()
+        .map(|&l| {
+            let s = saved_steps(model, l);
+            rescale_steps(&model.net, l, current.bits[l], trial.bits[l]);
+            (l, s)
+        })
+        .collect()
+}
+
+/// Puts back the steps [`rescale`] changed.
+fn restore(model: &Model, saved: &[(usize, (tch::Tensor, tch::Tensor))]) {
+    for (l, s) in saved {
+        restore_steps(model, *l, s);
     }
 }
 
@@ -59,6 +128,16 @@ fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
     ((sq - n * mean * mean).max(0.0) / (n - 1.0) / n).sqrt()
 }
 
+/// A trial's BatchNorm statistics, swapped in for its forward passes.
+struct BnSwap {
+    /// The buffers (views into the network).
+    buffers: Vec<tch::Tensor>,
+    /// The model's own values.
+    own: Vec<tch::Tensor>,
+    /// The trial's re-estimated values.
+    trial: Vec<tch::Tensor>,
+}
+
 /// Bandit top-1, cross-entropy and the standard error of its increase of every contender
 /// `(layer, trial policy)` (`None` where there is none, or where the trial's logits are not
 /// finite), and of the current policy: the model fake-quantized under each policy, evaluated
@@ -69,6 +148,12 @@ fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
 /// policy once, keeps every stage's input, and each arm runs only its suffix. All arms score one
 /// batch before the next; counts stay on the device until the end. LSQ steps are rescaled for
 /// the trial's bits and restored afterwards.
+///
+/// With `bn_batches`, each trial first re-estimates the BatchNorm statistics its change affects
+/// (those from its stage on) on those batches, and is scored with them: the damage a lowering
+/// does that recalibrating the network's statistics would undo is not counted. The model's own
+/// statistics are restored after every trial.
+#[allow(clippy::too_many_arguments)]
 pub fn score_trials(
     model: &Model,
     current: &Policy,
@@ -77,9 +162,9 @@ pub fn score_trials(
     data: &Subset,
     norm: &Normalization,
     batch_size: usize,
+    bn_batches: &[tch::Tensor],
 ) -> anyhow::Result<Trials> {
     let device = model.net.device();
-    let rescale = scheme != QuantScheme::default();
     let ctx = QuantCtx::new(scheme, &current.bits);
     // The layers each trial changes (one for a lowering, two for the polish's swaps): it runs
     // from the earliest one's stage.
@@ -90,6 +175,27 @@ pub fn score_trials(
     let stages: Vec<usize> = changed
         .iter()
         .map(|c| c.iter().map(|&l| model.net.stage_of(l)).min().unwrap_or(0))
+        .collect();
+    // Per trial: the BatchNorm buffers of its suffix, the model's own values and the trial's.
+    let statistics: Vec<Option<BnSwap>> = contenders
+        .iter()
+        .zip(&changed)
+        .zip(&stages)
+        .map(|((c, layers), &stage)| {
+            let (_, trial) = (*c)?;
+            let buffers = model.net.batchnorm_buffers(stage);
+            if bn_batches.is_empty() || buffers.is_empty() {
+                return None;
+            }
+            let saved = rescale(model, current, trial, layers, scheme);
+            let stats = trial_statistics(model, trial, scheme, stage, bn_batches);
+            restore(model, &saved);
+            Some(BnSwap {
+                own: copies(&buffers),
+                buffers,
+                trial: stats,
+            })
+        })
         .collect();
     let hits: Vec<tch::Tensor> = contenders
         .iter()
@@ -125,7 +231,7 @@ pub fn score_trials(
             let _ = cur_loss
                 .shallow_clone()
                 .g_add_(&ce(&logits, &batch.labels, sum));
-            for (((((((c, hit), bad), loss), dsum), sq), &stage), layers) in contenders
+            for ((((((((c, hit), bad), loss), dsum), sq), &stage), layers), swap) in contenders
                 .iter()
                 .zip(&hits)
                 .zip(&bad)
@@ -134,22 +240,18 @@ pub fn score_trials(
                 .zip(&squares)
                 .zip(&stages)
                 .zip(&changed)
+                .zip(&statistics)
             {
                 let Some((_, trial)) = c else { continue };
-                let saved: Vec<_> = if rescale {
-                    layers
-                        .iter()
-                        .map(|&l| {
-                            let s = saved_steps(model, l);
-                            rescale_steps(&model.net, l, current.bits[l], trial.bits[l]);
-                            (l, s)
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let saved = rescale(model, current, trial, layers, scheme);
+                if let Some(w) = swap {
+                    set_buffers(&w.buffers, &w.trial);
+                }
                 let tctx = QuantCtx::new(scheme, &trial.bits);
                 let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
+                if let Some(w) = swap {
+                    set_buffers(&w.buffers, &w.own);
+                }
                 let (top1, _) = correct(&logits, &batch.labels);
                 let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
                 let nonfinite = logits.isfinite().logical_not().sum(tch::Kind::Int64);
@@ -160,9 +262,7 @@ pub fn score_trials(
                 let d = ce(&logits, &batch.labels, each) - &cur_ce;
                 let _ = dsum.shallow_clone().g_add_(&d.sum(tch::Kind::Double));
                 let _ = sq.shallow_clone().g_add_(&(&d * &d).sum(tch::Kind::Double));
-                for (l, s) in &saved {
-                    restore_steps(model, *l, s);
-                }
+                restore(model, &saved);
             }
         }
         Ok(())
@@ -194,7 +294,9 @@ pub fn score_trials(
     })
 }
 
-/// [`score_trials`] the plain way: every trial runs the whole network over the whole split.
+/// [`score_trials`] the plain way: every trial runs the whole network over the whole split, on a
+/// copy of the model (its BatchNorm statistics re-estimated from the first changed layer's stage
+/// on, with `bn_batches`).
 pub fn score_trials_naive(
     model: &Model,
     current: &Policy,
@@ -202,6 +304,7 @@ pub fn score_trials_naive(
     scheme: QuantScheme,
     data: &Subset,
     norm: &Normalization,
+    bn_batches: &[tch::Tensor],
 ) -> anyhow::Result<Trials> {
     let base = image_losses(model, current, scheme, data, norm)?;
     let score = |e: Eval, se: f64| TrialScore {
@@ -214,10 +317,12 @@ pub fn score_trials_naive(
         .map(|c| {
             c.map(|(_, trial)| {
                 let m = model.clone();
-                if scheme != QuantScheme::default() {
-                    for l in changed_layers(current, trial) {
-                        rescale_steps(&m.net, l, current.bits[l], trial.bits[l]);
-                    }
+                let layers = changed_layers(current, trial);
+                rescale(&m, current, trial, &layers, scheme);
+                if !bn_batches.is_empty() {
+                    let stage = layers.iter().map(|&l| m.net.stage_of(l)).min().unwrap_or(0);
+                    let stats = trial_statistics(&m, trial, scheme, stage, bn_batches);
+                    set_buffers(&m.net.batchnorm_buffers(stage), &stats);
                 }
                 let d: Vec<f64> = image_losses(&m, trial, scheme, data, norm)?
                     .iter()
