@@ -430,7 +430,6 @@ impl Bench<'_> {
             method,
             budget,
             &tests,
-            &searched,
             policy,
             search_secs + start.elapsed().as_secs_f64(),
             epochs * tried as f64,
@@ -618,7 +617,7 @@ impl Bench<'_> {
             tests.push(self.test(&m, policy)?);
         }
         let seconds = extra_seconds + start.elapsed().as_secs_f64();
-        Ok(self.measure(method, budget, &tests, &model, policy, seconds, epochs))
+        Ok(self.measure(method, budget, &tests, policy, seconds, epochs))
     }
 
     /// Fine-tunes `model` at `policy` for `epochs` whole-training-split epochs, a fraction being
@@ -684,21 +683,19 @@ impl Bench<'_> {
         Ok(test.top1)
     }
 
-    /// The result of `policy` (on `model`'s layers) whose fine-tunings scored `tests`: their
-    /// mean, each kept when there are several.
-    #[allow(clippy::too_many_arguments)]
+    /// The result of `policy` whose fine-tunings scored `tests`: their mean, each kept when
+    /// there are several.
     fn measure(
         &self,
         method: &str,
         budget: f64,
         tests: &[f64],
-        model: &Model,
         policy: &Policy,
         seconds: f64,
         epochs: f64,
     ) -> MethodResult {
         let top1 = tests.iter().sum::<f64>() / tests.len().max(1) as f64;
-        let cost = model_cost(&model.layers, policy, self.scheme.weight);
+        let cost = model_cost(&self.ck.model.layers, policy, self.scheme.weight);
         let r = MethodResult {
             method: method.into(),
             budget,

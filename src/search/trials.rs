@@ -58,22 +58,45 @@ fn copies(buffers: &[tch::Tensor]) -> Vec<tch::Tensor> {
     buffers.iter().map(|b| b.copy()).collect()
 }
 
-/// The statistics of the BatchNorms of stage `stage` on, re-estimated on `batches` through the
-/// model quantized at `trial` (its LSQ steps already set for it); every statistic of the model is
-/// restored afterwards. The BatchNorms before `stage` see the trial's input unchanged, so they
-/// keep the model's own.
+/// Every BatchNorm buffer of a model (views) and a copy of the values they hold.
+struct OwnStatistics {
+    buffers: Vec<tch::Tensor>,
+    values: Vec<tch::Tensor>,
+}
+
+impl OwnStatistics {
+    fn of(model: &Model) -> Self {
+        let buffers = model.net.batchnorm_buffers(0);
+        let values = copies(&buffers);
+        OwnStatistics { buffers, values }
+    }
+
+    /// Index of the first buffer of stage `stage` on (they are the last ones, in order).
+    fn first_of_stage(&self, model: &Model, stage: usize) -> usize {
+        self.buffers.len() - model.net.batchnorm_buffers(stage).len()
+    }
+
+    /// Puts the model's own values back into the buffers from index `from` on.
+    fn restore_from(&self, from: usize) {
+        set_buffers(&self.buffers[from..], &self.values[from..]);
+    }
+}
+
+/// The values of the BatchNorm buffers from index `from` on (those of the trial's stage on),
+/// re-estimated on `batches` through the model quantized at `trial` (its LSQ steps already set
+/// for it); every statistic of the model is restored afterwards. The BatchNorms before the
+/// trial's stage see its input unchanged, so they keep the model's own.
 fn trial_statistics(
     model: &Model,
+    own: &OwnStatistics,
+    from: usize,
     trial: &Policy,
     scheme: QuantScheme,
-    stage: usize,
     batches: &[tch::Tensor],
 ) -> Vec<tch::Tensor> {
-    let all = model.net.batchnorm_buffers(0);
-    let own = copies(&all);
     reestimate_batchnorm(&model.net, trial, scheme, batches);
-    let stats = copies(&model.net.batchnorm_buffers(stage));
-    set_buffers(&all, &own);
+    let stats = copies(&own.buffers[from..]);
+    own.restore_from(0);
     stats
 }
 
@@ -130,11 +153,9 @@ fn standard_error(sum: f64, sq: f64, n: f64) -> f64 {
 
 /// A trial's BatchNorm statistics, swapped in for its forward passes.
 struct BnSwap {
-    /// The buffers (views into the network).
-    buffers: Vec<tch::Tensor>,
-    /// The model's own values.
-    own: Vec<tch::Tensor>,
-    /// The trial's re-estimated values.
+    /// Index of the first buffer it replaces (its stage's first BatchNorm).
+    from: usize,
+    /// The trial's re-estimated values of the buffers from there on.
     trial: Vec<tch::Tensor>,
 }
 
@@ -176,25 +197,22 @@ pub fn score_trials(
         .iter()
         .map(|c| c.iter().map(|&l| model.net.stage_of(l)).min().unwrap_or(0))
         .collect();
-    // Per trial: the BatchNorm buffers of its suffix, the model's own values and the trial's.
+    // Per trial: the re-estimated statistics of the BatchNorms from its stage on.
+    let own = OwnStatistics::of(model);
     let statistics: Vec<Option<BnSwap>> = contenders
         .iter()
         .zip(&changed)
         .zip(&stages)
         .map(|((c, layers), &stage)| {
             let (_, trial) = (*c)?;
-            let buffers = model.net.batchnorm_buffers(stage);
-            if bn_batches.is_empty() || buffers.is_empty() {
+            let from = own.first_of_stage(model, stage);
+            if bn_batches.is_empty() || from == own.buffers.len() {
                 return None;
             }
             let saved = rescale(model, current, trial, layers, scheme);
-            let stats = trial_statistics(model, trial, scheme, stage, bn_batches);
+            let stats = trial_statistics(model, &own, from, trial, scheme, bn_batches);
             restore(model, &saved);
-            Some(BnSwap {
-                own: copies(&buffers),
-                buffers,
-                trial: stats,
-            })
+            Some(BnSwap { from, trial: stats })
         })
         .collect();
     let hits: Vec<tch::Tensor> = contenders
@@ -245,12 +263,12 @@ pub fn score_trials(
                 let Some((_, trial)) = c else { continue };
                 let saved = rescale(model, current, trial, layers, scheme);
                 if let Some(w) = swap {
-                    set_buffers(&w.buffers, &w.trial);
+                    set_buffers(&own.buffers[w.from..], &w.trial);
                 }
                 let tctx = QuantCtx::new(scheme, &trial.bits);
                 let logits = model.net.forward_from(stage, &inputs[stage], &tctx);
                 if let Some(w) = swap {
-                    set_buffers(&w.buffers, &w.own);
+                    own.restore_from(w.from);
                 }
                 let (top1, _) = correct(&logits, &batch.labels);
                 let _ = hit.shallow_clone().g_add_(&top1.sum(tch::Kind::Int64));
@@ -321,8 +339,10 @@ pub fn score_trials_naive(
                 rescale(&m, current, trial, &layers, scheme);
                 if !bn_batches.is_empty() {
                     let stage = layers.iter().map(|&l| m.net.stage_of(l)).min().unwrap_or(0);
-                    let stats = trial_statistics(&m, trial, scheme, stage, bn_batches);
-                    set_buffers(&m.net.batchnorm_buffers(stage), &stats);
+                    let own = OwnStatistics::of(&m);
+                    let from = own.first_of_stage(&m, stage);
+                    let stats = trial_statistics(&m, &own, from, trial, scheme, bn_batches);
+                    set_buffers(&own.buffers[from..], &stats);
                 }
                 let d: Vec<f64> = image_losses(&m, trial, scheme, data, norm)?
                     .iter()
