@@ -40,6 +40,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         polish: false,
         polish_swaps: false,
         reallocate: false,
+        price_floor: false,
         budget_aware: false,
         lambda: LambdaSchedule::default(),
         qsteps,

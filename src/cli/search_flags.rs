@@ -75,6 +75,11 @@ pub struct SearchFlags {
     /// helped on Fashion-MNIST and hurt on ResNet-20).
     #[arg(long)]
     pub reallocate: Option<bool>,
+    /// In the re-allocation, price each rung at least at the standard error of its trial's
+    /// rise, so that a rung measured within the noise is not free (default false in both
+    /// variants).
+    #[arg(long)]
+    pub price_floor: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
     /// memory prior, so that overshooting the target earns nothing (default false in both
     /// variants: it measured worse).
@@ -161,6 +166,7 @@ impl SearchFlags {
             polish: self.polish,
             polish_swaps: self.polish_swaps,
             reallocate: self.reallocate,
+            price_floor: self.price_floor,
             budget_aware: self.budget_aware,
             lambda: LambdaSchedule {
                 odd: self.lambda_odd,

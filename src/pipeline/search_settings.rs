@@ -75,6 +75,9 @@ pub struct SearchSettings {
     /// Re-allocate the rungs by the competition's measured prices once the target is met
     /// (default off in both variants).
     pub reallocate: Option<bool>,
+    /// In the re-allocation, price each rung at least at its trial's standard error (default
+    /// off in both variants).
+    pub price_floor: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -131,6 +134,7 @@ impl Default for SearchSettings {
             polish: None,
             polish_swaps: None,
             reallocate: None,
+            price_floor: None,
             budget_aware: None,
             lambda: LambdaSchedule {
                 odd: 0.0,
@@ -210,6 +214,7 @@ impl SearchSettings {
             polish_swaps: self.polish_swaps.unwrap_or(false),
             // Off in both variants: it helped on Fashion-MNIST and hurt ResNet-20 (the README).
             reallocate: self.reallocate.unwrap_or(false),
+            price_floor: self.price_floor.unwrap_or(false),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             lambda: self.lambda,
@@ -345,6 +350,7 @@ mod tests {
             ..SearchSettings::default()
         };
         assert!(!cfg(&reference).reallocate);
+        assert!(!cfg(&SearchSettings::default()).price_floor);
         for variant in [Variant::Improved, Variant::Reference] {
             let on = SearchSettings {
                 reallocate: Some(true),
@@ -352,6 +358,12 @@ mod tests {
                 ..SearchSettings::default()
             };
             assert!(cfg(&on).reallocate);
+            assert!(!cfg(&on).price_floor);
+            let floored = SearchSettings {
+                price_floor: Some(true),
+                ..on
+            };
+            assert!(cfg(&floored).price_floor);
         }
     }
 }

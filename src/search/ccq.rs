@@ -562,6 +562,7 @@ fn conclude(
             &cfg.lowering,
             target,
             cfg.scheme.weight,
+            cfg.price_floor,
         )?
         && r.policy != state.policy
     {

@@ -113,6 +113,10 @@ pub struct SearchConfig {
     /// ([`super::reallocate`]); the polish runs only where that keeps the search's policy.
     #[serde(default)]
     pub reallocate: bool,
+    /// In the re-allocation, price each rung at least at its trial's standard error, so that a
+    /// rise within the noise is not free.
+    #[serde(default)]
+    pub price_floor: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

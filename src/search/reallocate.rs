@@ -62,14 +62,26 @@ fn moved(arm: Arm, bits: LayerBits) -> u32 {
     }
 }
 
-/// Walks `steps` from the top-rung policy, collecting each rung's latest price; returns them
-/// with the policy the steps lead to. `None` when a step lacks the current policy's bandit loss
-/// (a search recorded before it was kept). Refused lowerings are never priced: their
-/// fine-tuning diverged.
+/// The price of a rung whose trial raised the bandit loss from `base` to `loss` with standard
+/// error `se`: the rise, never below 0, and with `floor` never below `se` either, so that a
+/// rung whose measured rise is within the noise is not free.
+fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> f64 {
+    let rise = (loss - base).max(0.0);
+    match se.filter(|s| floor && s.is_finite()) {
+        Some(se) => rise.max(se),
+        None => rise,
+    }
+}
+
+/// Walks `steps` from the top-rung policy, collecting each rung's latest price (floored at its
+/// standard error with `floor`); returns them with the policy the steps lead to. `None` when a
+/// step lacks the current policy's bandit loss (a search recorded before it was kept). Refused
+/// lowerings are never priced: their fine-tuning diverged.
 fn prices(
     steps: &[StepRecord],
     lowering: &Lowering,
     names: &[String],
+    floor: bool,
 ) -> Result<Option<(Prices, Policy)>> {
     let arms = lowering.arms(names.len());
     let mut policy = lowering.start(names);
@@ -100,7 +112,7 @@ fn prices(
             }
             if let Some(loss) = rec.loss.filter(|l| l.is_finite()) {
                 let key = (i, moved(*arm, policy.bits[arm.layer]));
-                prices.insert(key, (loss - base).max(0.0));
+                prices.insert(key, price(loss, base, rec.loss_se, floor));
             }
         }
         let Some(l) = names.iter().position(|n| *n == s.chosen) else {
@@ -224,7 +236,8 @@ fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
 /// The re-allocation of a search whose `steps` led to `searched` on a model with `layers`:
 /// `None` when the steps lack the prices (recorded before they were kept) or the target cannot
 /// be met from the measured rungs; otherwise the least-price policy that meets `target`, which
-/// is `searched` itself unless another prices lower.
+/// is `searched` itself unless another prices lower. With `floor`, a rung's price is at least its
+/// trial's standard error.
 pub fn reallocate(
     layers: &[LayerInfo],
     steps: &[StepRecord],
@@ -232,9 +245,10 @@ pub fn reallocate(
     lowering: &Lowering,
     target: &Target,
     scheme: WeightQuantizer,
+    floor: bool,
 ) -> Result<Option<Reallocation>> {
     let names = &searched.names;
-    let Some((prices, walked)) = prices(steps, lowering, names)? else {
+    let Some((prices, walked)) = prices(steps, lowering, names, floor)? else {
         return Ok(None);
     };
     if walked.bits != searched.bits {
@@ -405,6 +419,17 @@ mod tests {
         searched: &Policy,
         target: &Target,
     ) -> Result<Option<Reallocation>> {
+        run_floored(lw, records, searched, target, false)
+    }
+
+    /// [`run`] with the price floor set or not.
+    fn run_floored(
+        lw: &Lowering,
+        records: &[StepRecord],
+        searched: &Policy,
+        target: &Target,
+        floor: bool,
+    ) -> Result<Option<Reallocation>> {
         reallocate(
             &layers(),
             records,
@@ -412,6 +437,7 @@ mod tests {
             lw,
             target,
             WeightQuantizer::Dorefa,
+            floor,
         )
     }
 
@@ -462,6 +488,32 @@ mod tests {
             w(&r.policy),
             [6, 6, 2, 4],
             "s2's rung, and the slack back to s1"
+        );
+    }
+
+    #[test]
+    fn with_the_floor_a_rung_within_the_noise_is_not_free() {
+        let lw = lowering(true);
+        // The stem's 8 → 6 last measured below the step's loss (−0.0005, standard error 0.001).
+        let mut moves = seed1();
+        moves[7].1[0] = Some(-0.0005);
+        let (records, searched) = steps(&lw, &moves);
+        let target = Target::Compression(10.0);
+        // Clamped to 0, the rung is free; at equal price the more compressed policy is kept.
+        let free = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(w(&free.policy), [6, 4, 3, 3]);
+        // Priced at its standard error, it is not taken: 8/4/3/3 meets 10x without it.
+        let floored = run_floored(&lw, &records, &searched, &target, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(w(&floored.policy), [8, 4, 3, 3]);
+        // Every rung now costs at least 0.001: s1's 8 → 6 (measured 0.0) and s2's 8 → 6 (0.0002)
+        // rise to it. Unfloored, 8/4/3/3 priced as 6/4/3/3 (the stem was free).
+        assert!(
+            (floored.price - (free.price + 0.001 + 0.0008)).abs() < 1e-9,
+            "{} against {}",
+            floored.price,
+            free.price
         );
     }
 
