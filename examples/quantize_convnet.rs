@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(Target::Compression(6.0)),
     );
     search.data = data;
-    search.search.ft_max_epochs = 3;
+    search.search.ft_max_epochs = Some(3);
     search.search.final_epochs = 1;
     let q = pipeline::quantize(&search, &Log)?;
     let report = q.report.ok_or("the search did not finish")?;

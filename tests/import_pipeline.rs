@@ -214,7 +214,7 @@ fn onnx_in_ccq_search_qdq_out_with_the_same_interface() {
         Some(Target::Compression(4.0)),
     );
     search.data = data;
-    search.search.ft_max_epochs = 3;
+    search.search.ft_max_epochs = Some(3);
     search.search.final_epochs = 1;
     search.search.scheme = QuantScheme {
         weight: WeightQuantizer::LsqChannel,

@@ -63,8 +63,8 @@ fn search(run: &Path, fp: &Path, data: &DataConfig) -> QuantizeConfig {
     );
     q.data = data.clone();
     q.session = session();
-    q.search.ft_min_epochs = 1;
-    q.search.ft_max_epochs = 1;
+    q.search.ft_min_epochs = Some(1);
+    q.search.ft_max_epochs = Some(1);
     q.search.final_epochs = 1;
     q
 }

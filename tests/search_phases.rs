@@ -55,8 +55,8 @@ fn one_step_phase_by_phase() {
         events: &Silent,
     };
     let settings = SearchSettings {
-        ft_min_epochs: 1,
-        ft_max_epochs: 1,
+        ft_min_epochs: Some(1),
+        ft_max_epochs: Some(1),
         ..SearchSettings::default()
     };
     let cfg = settings

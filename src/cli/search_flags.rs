@@ -2,7 +2,7 @@
 
 use super::args::{QuantArgs, named};
 use anyhow::Result;
-use ccq::pipeline::{SearchSettings, Variant};
+use ccq::pipeline::{SearchSettings, StepSamples, Variant};
 use ccq::quant::policy::Ladder;
 use ccq::search::bandit::LambdaSchedule;
 use ccq::search::config::{FinalFrom, StopRule};
@@ -85,15 +85,16 @@ pub struct SearchFlags {
     /// variants: it measured worse).
     #[arg(long)]
     pub budget_aware: Option<bool>,
-    /// λ on odd steps.
-    #[arg(long, default_value_t = 0.0)]
-    pub lambda_odd: f64,
-    /// λ on even steps is `a·(T−t)/T + b`: this is a.
-    #[arg(long, default_value_t = 0.6)]
-    pub lambda_a: f64,
-    /// ... and this is b.
-    #[arg(long, default_value_t = 0.4)]
-    pub lambda_b: f64,
+    /// λ on odd steps (default 0).
+    #[arg(long)]
+    pub lambda_odd: Option<f64>,
+    /// λ on even steps is `a·(T−t)/T + b`: this is a (reference 0.6, improved 0: pure
+    /// competition).
+    #[arg(long)]
+    pub lambda_a: Option<f64>,
+    /// ... and this is b (reference 0.4, improved 0).
+    #[arg(long)]
+    pub lambda_b: Option<f64>,
     /// lr_min of the fine-tuning schedule (the reference's --lr).
     #[arg(long, default_value_t = 0.001)]
     pub lr: f64,
@@ -106,12 +107,12 @@ pub struct SearchFlags {
     /// Epochs of the cosine.
     #[arg(long, default_value_t = 10)]
     pub ft_cosine_epochs: usize,
-    /// Minimum fine-tuning epochs per step.
-    #[arg(long, default_value_t = 3)]
-    pub ft_min_epochs: usize,
-    /// Maximum fine-tuning epochs per step.
-    #[arg(long, default_value_t = 15)]
-    pub ft_max_epochs: usize,
+    /// Minimum fine-tuning epochs per step (reference 3, improved 1).
+    #[arg(long)]
+    pub ft_min_epochs: Option<usize>,
+    /// Maximum fine-tuning epochs per step (reference 15; improved: the minimum).
+    #[arg(long)]
+    pub ft_max_epochs: Option<usize>,
     /// Retries of a diverged fine-tuning (each from the step's start at half the learning rate);
     /// after the last one the lowering is refused and the search goes on without that arm.
     #[arg(long, default_value_t = 2)]
@@ -119,9 +120,10 @@ pub struct SearchFlags {
     /// Testing aid: `STEP:FACTOR` multiplies the learning rate of that step's fine-tuning.
     #[arg(long, hide = true, value_parser = parse_lr_scale)]
     pub debug_lr_scale: Option<(usize, f64)>,
-    /// Training images per fine-tuning epoch (default: the whole training split).
+    /// Training images per fine-tuning epoch of a step, or `all` (reference: the whole
+    /// training split; improved: 256, a short touch-up between steps).
     #[arg(long)]
-    pub ft_samples: Option<usize>,
+    pub ft_samples: Option<StepSamples>,
     /// Stop fine-tuning when val ≥ ratio × the step's best val (reference 0.99).
     #[arg(long, default_value_t = 0.99, conflicts_with = "stop_within")]
     pub stop_ratio: f64,
@@ -137,7 +139,7 @@ pub struct SearchFlags {
     pub final_epochs: usize,
     /// Where the last fine-tuning starts: search (the search's weights), fp (the full-precision
     /// model, calibrated and trained at the final policy), best (both, keeping the higher
-    /// validation top-1; twice the epochs). Default: best (improved), search (reference).
+    /// validation top-1; twice the epochs). Default: fp (improved), search (reference).
     #[arg(long, value_parser = named::<FinalFrom>())]
     pub final_from: Option<FinalFrom>,
     #[command(flatten)]
@@ -168,10 +170,16 @@ impl SearchFlags {
             reallocate: self.reallocate,
             price_floor: self.price_floor,
             budget_aware: self.budget_aware,
-            lambda: LambdaSchedule {
-                odd: self.lambda_odd,
-                a: self.lambda_a,
-                b: self.lambda_b,
+            lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {
+                (None, None, None) => None,
+                (odd, a, b) => {
+                    let base = self.variant.lambda();
+                    Some(LambdaSchedule {
+                        odd: odd.unwrap_or(base.odd),
+                        a: a.unwrap_or(base.a),
+                        b: b.unwrap_or(base.b),
+                    })
+                }
             },
             lr: self.lr,
             lr_max: self.lr_max,

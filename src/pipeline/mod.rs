@@ -34,6 +34,6 @@ pub use export::{ExportConfig, Exported, InferConfig, Inferred, IntCheck, export
 pub use qat::{Bits, Qat, QatConfig, qat};
 pub use quantize::{QuantizeConfig, Quantized, Start, quantize};
 pub use report::report_run;
-pub use search_settings::{SearchSettings, Variant};
+pub use search_settings::{IMPROVED_STEP_SAMPLES, SearchSettings, StepSamples, Variant};
 pub use session::Session;
 pub use train::{TrainConfig, Trained, train};

@@ -13,6 +13,31 @@ use crate::search::reward::{Reward, TrialSignal};
 use crate::search::target::{Lowering, Target};
 use crate::train::schedule::WarmRestart;
 
+/// Training images per fine-tuning epoch of the improved variant's steps: the collaboration
+/// between steps is a short touch-up, and the final fine-tuning starts from the FP weights.
+pub const IMPROVED_STEP_SAMPLES: usize = 256;
+
+/// How many training images a step's fine-tuning epoch sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepSamples {
+    /// The whole training split.
+    All,
+    /// This many images, drawn afresh each epoch.
+    Images(usize),
+}
+
+impl std::str::FromStr for StepSamples {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "all" {
+            return Ok(StepSamples::All);
+        }
+        s.parse()
+            .map(StepSamples::Images)
+            .map_err(|_| format!("expected a number of images or `all`, got `{s}`"))
+    }
+}
+
 /// Which CCQ algorithm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Variant {
@@ -35,6 +60,21 @@ impl Named for Variant {
     }
 }
 crate::from_str_by_name!(Variant);
+
+impl Variant {
+    /// The variant's λ schedule: the paper's (0 on odd steps, 0.6·(T−t)/T + 0.4 on even ones),
+    /// or, improved, 0 on every step (pure competition, the draw by the measured prices).
+    pub fn lambda(&self) -> LambdaSchedule {
+        match self {
+            Variant::Reference => LambdaSchedule::default(),
+            Variant::Improved => LambdaSchedule {
+                odd: 0.0,
+                a: 0.0,
+                b: 0.0,
+            },
+        }
+    }
+}
 
 /// The CCQ settings; `None` fields take the variant's default.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,8 +121,8 @@ pub struct SearchSettings {
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
-    /// λ schedule.
-    pub lambda: LambdaSchedule,
+    /// λ schedule (default: [`Variant::lambda`]).
+    pub lambda: Option<LambdaSchedule>,
     /// lr_min of the fine-tuning schedule.
     pub lr: f64,
     /// lr_max of the cosine phase.
@@ -91,16 +131,17 @@ pub struct SearchSettings {
     pub ft_const_epochs: usize,
     /// Epochs of the cosine.
     pub ft_cosine_epochs: usize,
-    /// Minimum fine-tuning epochs per step.
-    pub ft_min_epochs: usize,
-    /// Maximum fine-tuning epochs per step.
-    pub ft_max_epochs: usize,
+    /// Minimum fine-tuning epochs per step (reference 3, improved 1).
+    pub ft_min_epochs: Option<usize>,
+    /// Maximum fine-tuning epochs per step (reference 15, improved 1).
+    pub ft_max_epochs: Option<usize>,
     /// Retries of a diverged fine-tuning.
     pub ft_retries: usize,
     /// Testing aid: step and factor multiplying that step's fine-tuning learning rate.
     pub debug_lr_scale: Option<(usize, f64)>,
-    /// Training images per fine-tuning epoch (`None`: the whole training split).
-    pub ft_samples: Option<usize>,
+    /// Training images per fine-tuning epoch of a step (reference: the whole training split;
+    /// improved: [`IMPROVED_STEP_SAMPLES`]).
+    pub ft_samples: Option<StepSamples>,
     /// When a step's fine-tuning stops.
     pub stop: StopRule,
     /// Epochs of the brief fine-tuning at the top rung before the search.
@@ -136,17 +177,13 @@ impl Default for SearchSettings {
             reallocate: None,
             price_floor: None,
             budget_aware: None,
-            lambda: LambdaSchedule {
-                odd: 0.0,
-                a: 0.6,
-                b: 0.4,
-            },
+            lambda: None,
             lr: 0.001,
             lr_max: 0.005,
             ft_const_epochs: 5,
             ft_cosine_epochs: 10,
-            ft_min_epochs: 3,
-            ft_max_epochs: 15,
+            ft_min_epochs: None,
+            ft_max_epochs: None,
             ft_retries: 2,
             debug_lr_scale: None,
             ft_samples: None,
@@ -172,7 +209,12 @@ impl SearchSettings {
                 "--floor-bits must be within 2..8".into(),
             ));
         }
-        if self.ft_min_epochs > self.ft_max_epochs || self.ft_max_epochs == 0 {
+        let improved = self.variant == Variant::Improved;
+        let ft_min_epochs = self.ft_min_epochs.unwrap_or(if improved { 1 } else { 3 });
+        let ft_max_epochs =
+            self.ft_max_epochs
+                .unwrap_or(if improved { ft_min_epochs.max(1) } else { 15 });
+        if ft_min_epochs > ft_max_epochs || ft_max_epochs == 0 {
             return Err(Error::InvalidConfig(
                 "need 1 ≤ --ft-max-epochs and --ft-min-epochs ≤ --ft-max-epochs".into(),
             ));
@@ -189,7 +231,6 @@ impl SearchSettings {
             Variant::Reference => Reward::reference(),
             Variant::Improved => Reward::improved(),
         };
-        let improved = self.variant == Variant::Improved;
         let reward = Reward {
             signal: self.trial_signal.unwrap_or(base.signal),
             per_saving: self.per_saving.unwrap_or(base.per_saving),
@@ -212,12 +253,11 @@ impl SearchSettings {
             reward,
             polish: self.polish.unwrap_or(improved),
             polish_swaps: self.polish_swaps.unwrap_or(false),
-            // Off in both variants: it helped on Fashion-MNIST and hurt ResNet-20 (the README).
-            reallocate: self.reallocate.unwrap_or(false),
-            price_floor: self.price_floor.unwrap_or(false),
+            reallocate: self.reallocate.unwrap_or(improved),
+            price_floor: self.price_floor.unwrap_or(improved),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
-            lambda: self.lambda,
+            lambda: self.lambda.unwrap_or(self.variant.lambda()),
             qsteps: self.qsteps,
             target,
             finetune: Finetune {
@@ -227,10 +267,15 @@ impl SearchSettings {
                     const_epochs: self.ft_const_epochs,
                     cosine_epochs: self.ft_cosine_epochs,
                 },
-                min_epochs: self.ft_min_epochs,
-                max_epochs: self.ft_max_epochs,
+                min_epochs: ft_min_epochs,
+                max_epochs: ft_max_epochs,
                 stop: self.stop,
-                epoch_samples: self.ft_samples,
+                epoch_samples: match self.ft_samples {
+                    Some(StepSamples::All) => None,
+                    Some(StepSamples::Images(n)) => Some(n),
+                    None if improved => Some(IMPROVED_STEP_SAMPLES),
+                    None => None,
+                },
                 retries: self.ft_retries,
                 debug_lr_scale: self.debug_lr_scale,
                 keep_best: self.keep_best.unwrap_or(improved),
@@ -238,7 +283,7 @@ impl SearchSettings {
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
             final_from: self.final_from.unwrap_or(if improved {
-                FinalFrom::Best
+                FinalFrom::Fp
             } else {
                 FinalFrom::Search
             }),
@@ -270,18 +315,22 @@ mod tests {
     }
 
     #[test]
-    fn log_price_is_off_by_default_and_refused_where_it_cannot_apply() {
-        assert!(!reward(&SearchSettings::default()).unwrap().log_price);
+    fn log_price_is_on_in_the_improved_variant_and_refused_where_it_cannot_apply() {
+        assert!(reward(&SearchSettings::default()).unwrap().log_price);
         let reference = SearchSettings {
             variant: Variant::Reference,
             ..SearchSettings::default()
         };
         assert!(!reward(&reference).unwrap().log_price);
+        let off = SearchSettings {
+            log_price: Some(false),
+            ..SearchSettings::default()
+        };
+        assert!(!reward(&off).unwrap().log_price);
         let on = SearchSettings {
             log_price: Some(true),
             ..SearchSettings::default()
         };
-        assert!(reward(&on).unwrap().log_price);
         // Asked for with a signal it cannot price, it is an error that says why.
         for bad in [
             SearchSettings {
@@ -326,44 +375,99 @@ mod tests {
     }
 
     #[test]
-    fn trial_batchnorm_is_off_by_default_and_can_be_switched_on() {
-        for variant in [Variant::Improved, Variant::Reference] {
-            let default = SearchSettings {
+    fn trial_batchnorm_is_on_in_the_improved_variant_and_can_be_switched() {
+        for (variant, default) in [(Variant::Improved, true), (Variant::Reference, false)] {
+            let settings = SearchSettings {
                 variant,
                 ..SearchSettings::default()
             };
-            assert!(!reward(&default).unwrap().trial_bn);
-            let on = SearchSettings {
-                trial_bn: Some(true),
-                ..default
+            assert_eq!(reward(&settings).unwrap().trial_bn, default);
+            let switched = SearchSettings {
+                trial_bn: Some(!default),
+                ..settings
             };
-            assert!(reward(&on).unwrap().trial_bn);
+            assert_eq!(reward(&switched).unwrap().trial_bn, !default);
         }
     }
 
     #[test]
-    fn reallocation_is_off_by_default_and_can_be_switched_on() {
+    fn reallocation_and_its_price_floor_are_on_in_the_improved_variant_and_can_be_switched() {
         let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
-        assert!(!cfg(&SearchSettings::default()).reallocate);
-        let reference = SearchSettings {
-            variant: Variant::Reference,
-            ..SearchSettings::default()
-        };
-        assert!(!cfg(&reference).reallocate);
-        assert!(!cfg(&SearchSettings::default()).price_floor);
-        for variant in [Variant::Improved, Variant::Reference] {
-            let on = SearchSettings {
-                reallocate: Some(true),
+        for (variant, default) in [(Variant::Improved, true), (Variant::Reference, false)] {
+            let settings = SearchSettings {
                 variant,
                 ..SearchSettings::default()
             };
-            assert!(cfg(&on).reallocate);
-            assert!(!cfg(&on).price_floor);
-            let floored = SearchSettings {
-                price_floor: Some(true),
-                ..on
+            let c = cfg(&settings);
+            assert_eq!((c.reallocate, c.price_floor), (default, default));
+            let switched = SearchSettings {
+                reallocate: Some(!default),
+                price_floor: Some(!default),
+                ..settings
             };
-            assert!(cfg(&floored).price_floor);
+            let c = cfg(&switched);
+            assert_eq!((c.reallocate, c.price_floor), (!default, !default));
         }
+    }
+
+    #[test]
+    fn each_variant_has_its_own_collaboration_lambda_and_final_start() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        let improved = cfg(&SearchSettings::default()).unwrap();
+        assert_eq!(
+            improved.lambda,
+            LambdaSchedule {
+                odd: 0.0,
+                a: 0.0,
+                b: 0.0
+            }
+        );
+        let ft = &improved.finetune;
+        assert_eq!(
+            (ft.min_epochs, ft.max_epochs, ft.epoch_samples),
+            (1, 1, Some(IMPROVED_STEP_SAMPLES))
+        );
+        assert_eq!(improved.final_from, FinalFrom::Fp);
+        let reference = cfg(&SearchSettings {
+            variant: Variant::Reference,
+            ..SearchSettings::default()
+        })
+        .unwrap();
+        assert_eq!(reference.lambda, LambdaSchedule::default());
+        let ft = &reference.finetune;
+        assert_eq!(
+            (ft.min_epochs, ft.max_epochs, ft.epoch_samples),
+            (3, 15, None)
+        );
+        assert_eq!(reference.final_from, FinalFrom::Search);
+        // Given, they hold in either variant: the whole split, and a minimum that lifts the
+        // improved variant's maximum with it.
+        let given = cfg(&SearchSettings {
+            ft_samples: Some(StepSamples::All),
+            ft_min_epochs: Some(3),
+            ..SearchSettings::default()
+        })
+        .unwrap();
+        let ft = &given.finetune;
+        assert_eq!(
+            (ft.min_epochs, ft.max_epochs, ft.epoch_samples),
+            (3, 3, None)
+        );
+        refused(
+            cfg(&SearchSettings {
+                ft_min_epochs: Some(4),
+                ft_max_epochs: Some(2),
+                ..SearchSettings::default()
+            }),
+            "--ft-min-epochs",
+        );
+        assert_eq!("all".parse(), Ok(StepSamples::All));
+        assert_eq!("2000".parse(), Ok(StepSamples::Images(2000)));
+        assert!(
+            "lots"
+                .parse::<StepSamples>()
+                .unwrap_err()
+                .contains("`lots`")
+        );
     }
 }

@@ -82,10 +82,8 @@ impl Reward {
             per_saving: true,
             standardise: true,
             carry: 0.5,
-            // Not yet measured over the Fashion-MNIST seeds: a flag, off by default.
-            log_price: false,
-            // Measured on Fashion-MNIST only (the README): a flag, off by default.
-            trial_bn: false,
+            log_price: true,
+            trial_bn: true,
         }
     }
 
@@ -217,7 +215,11 @@ mod tests {
         assert!((per[0].unwrap() + 0.1).abs() < 1e-9, "{per:?}");
         assert!((per[2].unwrap() + 0.2).abs() < 1e-9, "{per:?}");
         assert!(per[3].unwrap().abs() < 1e-9, "free lowering");
-        let z = rewards(&Reward::improved(), &trials(), &saved);
+        let linear = Reward {
+            log_price: false,
+            ..Reward::improved()
+        };
+        let z = rewards(&linear, &trials(), &saved);
         let v: Vec<f64> = z.iter().flatten().copied().collect();
         let mean = v.iter().sum::<f64>() / 3.0;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 3.0;
@@ -255,11 +257,13 @@ mod tests {
     #[test]
     fn log_price_ranks_savings_past_outliers_and_noise() {
         let (trials, saved) = outlier_trials();
-        let priced = Reward {
-            log_price: true,
-            ..Reward::improved()
+        let priced = Reward::improved();
+        assert!(priced.log_price, "the improved variant's default");
+        let linear = Reward {
+            log_price: false,
+            ..priced
         };
-        let z = rewards(&Reward::improved(), &trials, &saved);
+        let z = rewards(&linear, &trials, &saved);
         // On a linear scale the outlier flattens the rest to within 0.01 of each other, and the
         // lucky small layers lead.
         let rest: Vec<f64> = z[1..].iter().flatten().copied().collect();
@@ -288,10 +292,7 @@ mod tests {
 
     #[test]
     fn log_price_needs_the_loss_signal_per_saving() {
-        let priced = Reward {
-            log_price: true,
-            ..Reward::improved()
-        };
+        let priced = Reward::improved();
         assert_eq!(priced.conflict(), None);
         let top1 = Reward {
             signal: TrialSignal::Top1,
