@@ -41,8 +41,9 @@ impl std::str::FromStr for StepSamples {
 /// Which CCQ algorithm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Variant {
-    /// ccq's improved competition ([`crate::search::reward`]), budget awareness, polish and
-    /// best-epoch collaboration.
+    /// ccq's improved competition ([`crate::search::reward`]: log prices per saving, scored
+    /// after re-estimating BatchNorm), λ = 0, a short touch-up between steps, the re-allocation
+    /// of the measured prices (or the polish) and the final fine-tuning from the FP weights.
     #[default]
     Improved,
     /// The paper's algorithm, as published.
@@ -148,8 +149,8 @@ pub struct SearchSettings {
     pub init_epochs: usize,
     /// Epochs of a last fine-tuning once the search stops (0: none, as the reference).
     pub final_epochs: usize,
-    /// Where that fine-tuning starts (reference: the search's weights; improved: the better on
-    /// validation of those and the full-precision model).
+    /// Where that fine-tuning starts (reference: the search's weights; improved: the
+    /// full-precision model, calibrated at the final policy).
     pub final_from: Option<FinalFrom>,
     /// Quantizers.
     pub scheme: QuantScheme,
