@@ -49,13 +49,11 @@ pub struct SearchFlags {
     pub carry: Option<f64>,
     /// Judge each arm by the log of its price, `(max(loss increase, 0) + its standard error) /
     /// fraction saved`, so that an outlier cannot flatten the others and a gain within the
-    /// trial's noise counts as that noise (needs the loss signal per saving; default false in
-    /// both variants: not yet measured over the Fashion-MNIST seeds).
+    /// trial's noise counts as that noise (needs the loss signal per saving; improved: true).
     #[arg(long)]
     pub log_price: Option<bool>,
     /// Each trial first re-estimates the BatchNorm statistics its lowering affects (on 1,024
-    /// training images), so that damage a recalibration undoes is not priced (default false in
-    /// both variants).
+    /// training images), so that damage a recalibration undoes is not priced (improved: true).
     #[arg(long)]
     pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
@@ -71,13 +69,11 @@ pub struct SearchFlags {
     pub polish_swaps: Option<bool>,
     /// Once the target is met, re-allocate the rungs: the policy that meets it at the least
     /// summed rise in bandit loss the competition measured for each rung it lowered. The polish
-    /// then runs only where that keeps the search's policy (default false in both variants: it
-    /// helped on Fashion-MNIST and hurt on ResNet-20).
+    /// then runs only where that keeps the search's policy (improved: true).
     #[arg(long)]
     pub reallocate: Option<bool>,
     /// In the re-allocation, price each rung at least at the standard error of its trial's
-    /// rise, so that a rung measured within the noise is not free (default false in both
-    /// variants).
+    /// rise, so that a rung measured within the noise is not free (improved: true).
     #[arg(long)]
     pub price_floor: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the

@@ -102,10 +102,10 @@ pub struct SearchSettings {
     pub standardise: Option<bool>,
     /// Log-weights carry over to the next step times this (reference 0).
     pub carry: Option<f64>,
-    /// Judge arms by their log price (default off in both variants).
+    /// Judge arms by their log price (reference off, improved on).
     pub log_price: Option<bool>,
     /// Trials re-estimate the BatchNorm statistics their change affects before they are scored
-    /// (default off in both variants).
+    /// (reference off, improved on).
     pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
@@ -114,10 +114,10 @@ pub struct SearchSettings {
     /// Let the polish swap a rung between two layers (default off in both variants).
     pub polish_swaps: Option<bool>,
     /// Re-allocate the rungs by the competition's measured prices once the target is met
-    /// (default off in both variants).
+    /// (reference off, improved on).
     pub reallocate: Option<bool>,
-    /// In the re-allocation, price each rung at least at its trial's standard error (default
-    /// off in both variants).
+    /// In the re-allocation, price each rung at least at its trial's standard error (reference
+    /// off, improved on).
     pub price_floor: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
@@ -134,7 +134,7 @@ pub struct SearchSettings {
     pub ft_cosine_epochs: usize,
     /// Minimum fine-tuning epochs per step (reference 3, improved 1).
     pub ft_min_epochs: Option<usize>,
-    /// Maximum fine-tuning epochs per step (reference 15, improved 1).
+    /// Maximum fine-tuning epochs per step (reference 15; improved: the minimum).
     pub ft_max_epochs: Option<usize>,
     /// Retries of a diverged fine-tuning.
     pub ft_retries: usize,
