@@ -42,6 +42,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         reallocate: false,
         price_floor: false,
         budget_aware: false,
+        trial_images: None,
         lambda: LambdaSchedule::default(),
         qsteps,
         target,

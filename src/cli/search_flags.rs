@@ -81,6 +81,11 @@ pub struct SearchFlags {
     /// variants: it measured worse).
     #[arg(long)]
     pub budget_aware: Option<bool>,
+    /// Score the competition's trials (and the polish's) on the first N images of the bandit
+    /// split only, a random sample of it (default: all of it, in both variants). A trial's
+    /// cost is proportional to N: a faster, noisier signal for large models on slow hardware
+    #[arg(long, value_name = "N")]
+    pub trial_images: Option<usize>,
     /// λ on odd steps (default 0).
     #[arg(long)]
     pub lambda_odd: Option<f64>,
@@ -166,6 +171,7 @@ impl SearchFlags {
             reallocate: self.reallocate,
             price_floor: self.price_floor,
             budget_aware: self.budget_aware,
+            trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {
                 (None, None, None) => None,
                 (odd, a, b) => {

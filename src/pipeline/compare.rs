@@ -377,7 +377,7 @@ impl Bench<'_> {
                 &target,
                 self.search.polish_swaps,
                 self.scheme,
-                &self.p.splits.bandit,
+                &self.search.trial_split(&self.p.splits.bandit),
                 self.norm,
             )?;
             if !raises.is_empty() {

@@ -122,6 +122,9 @@ pub struct SearchSettings {
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
+    /// Score trials on the first this-many bandit images only (default: the whole split, in
+    /// both variants).
+    pub trial_images: Option<usize>,
     /// λ schedule (default: [`Variant::lambda`]).
     pub lambda: Option<LambdaSchedule>,
     /// lr_min of the fine-tuning schedule.
@@ -178,6 +181,7 @@ impl Default for SearchSettings {
             reallocate: None,
             price_floor: None,
             budget_aware: None,
+            trial_images: None,
             lambda: None,
             lr: 0.001,
             lr_max: 0.005,
@@ -258,6 +262,7 @@ impl SearchSettings {
             price_floor: self.price_floor.unwrap_or(improved),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
+            trial_images: self.trial_images,
             lambda: self.lambda.unwrap_or(self.variant.lambda()),
             qsteps: self.qsteps,
             target,
@@ -408,6 +413,48 @@ mod tests {
             };
             let c = cfg(&switched);
             assert_eq!((c.reallocate, c.price_floor), (!default, !default));
+        }
+    }
+
+    #[test]
+    fn trials_are_scored_on_the_first_trial_images_of_the_bandit_split() {
+        use crate::data::{Dataset, Subset};
+        use std::sync::Arc;
+        let data = Arc::new(Dataset::in_memory(
+            vec![0; 10],
+            vec![0; 10],
+            [1, 1, 1],
+            vec!["c".into()],
+        ));
+        let bandit = Subset {
+            data,
+            idx: vec![9, 3, 7, 1, 5],
+        };
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        for variant in [Variant::Improved, Variant::Reference] {
+            let settings = SearchSettings {
+                variant,
+                ..SearchSettings::default()
+            };
+            let c = cfg(&settings).unwrap();
+            assert_eq!(c.trial_images, None);
+            assert_eq!(c.trial_split(&bandit).idx, bandit.idx);
+            let three = SearchSettings {
+                trial_images: Some(3),
+                ..settings.clone()
+            };
+            assert_eq!(cfg(&three).unwrap().trial_split(&bandit).idx, [9, 3, 7]);
+            let more = SearchSettings {
+                trial_images: Some(50),
+                ..settings.clone()
+            };
+            assert_eq!(cfg(&more).unwrap().trial_split(&bandit).idx, bandit.idx);
+            let none = SearchSettings {
+                trial_images: Some(0),
+                ..settings
+            };
+            let e = cfg(&none).unwrap_err().to_string();
+            assert!(e.contains("--trial-images must be at least 1"), "{e}");
         }
     }
 

@@ -218,6 +218,7 @@ pub fn compete(
         policy: &state.policy,
         scheme: cfg.scheme,
         env,
+        bandit: cfg.trial_split(&env.splits.bandit),
         bn_batches,
     };
     let d = decide(cfg, arms, contest, competition, &mut scorer, t)?;
@@ -583,7 +584,7 @@ fn conclude(
             target,
             cfg.polish_swaps,
             cfg.scheme,
-            &env.splits.bandit,
+            &cfg.trial_split(&env.splits.bandit),
             env.norm,
         )?;
         for r in &raises {

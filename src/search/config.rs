@@ -3,7 +3,7 @@
 use super::bandit::LambdaSchedule;
 use super::reward::Reward;
 use super::target::{Lowering, Target};
-use crate::data::Augment;
+use crate::data::{Augment, Subset};
 use crate::quant::quantizer::QuantScheme;
 use crate::train::Hyper;
 use crate::train::schedule::WarmRestart;
@@ -93,6 +93,18 @@ fn default_retries() -> usize {
     2
 }
 
+impl SearchConfig {
+    /// The images the trials are scored on: the first [`SearchConfig::trial_images`] of
+    /// `bandit` (a random sample of it: the split is carved from a seeded permutation), or all
+    /// of it.
+    pub fn trial_split(&self, bandit: &Subset) -> Subset {
+        match self.trial_images {
+            Some(n) => bandit.take(n),
+            None => bandit.clone(),
+        }
+    }
+}
+
 /// Every setting of a search (saved with its state so a resume uses the same).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
@@ -121,6 +133,10 @@ pub struct SearchConfig {
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]
     pub budget_aware: bool,
+    /// Score the competition's trials, and the polish's, on the first this-many images of the
+    /// bandit split only (None: all of it); a faster, noisier signal for large models.
+    #[serde(default)]
+    pub trial_images: Option<usize>,
     /// λ schedule.
     pub lambda: LambdaSchedule,
     /// Maximum number of steps T.

@@ -21,6 +21,8 @@ pub(super) struct BanditScorer<'a> {
     pub policy: &'a Policy,
     pub scheme: QuantScheme,
     pub env: &'a SearchEnv<'a>,
+    /// The images trials are scored on ([`crate::search::config::SearchConfig::trial_split`]).
+    pub bandit: Subset,
     /// Batches each trial re-estimates the BatchNorm statistics on (empty: none).
     pub bn_batches: Vec<tch::Tensor>,
 }
@@ -32,7 +34,7 @@ impl ArmScorer for BanditScorer<'_> {
             self.policy,
             contenders,
             self.scheme,
-            &self.env.splits.bandit,
+            &self.bandit,
             self.env.norm,
             TRIAL_BATCH,
             &self.bn_batches,

@@ -53,6 +53,11 @@ impl SearchConfig {
         if ft.epoch_samples == Some(0) {
             bail!("images per fine-tuning epoch must be at least 1");
         }
+        if self.trial_images == Some(0) {
+            bail!(
+                "--trial-images must be at least 1 (it is the number of bandit images each trial is scored on)"
+            );
+        }
         if ft.retries > 20 {
             bail!("{} fine-tuning retries (at most 20)", ft.retries);
         }
