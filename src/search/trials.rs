@@ -161,6 +161,75 @@ struct BnSwap {
     trial: Vec<tch::Tensor>,
 }
 
+/// A training-mode context of `policy` whose BatchNorms update with `momentum`.
+fn training(scheme: QuantScheme, policy: &Policy, momentum: f64) -> QuantCtx<'_> {
+    QuantCtx {
+        train: true,
+        bn_momentum: momentum,
+        ..QuantCtx::new(scheme, &policy.bits)
+    }
+}
+
+/// Every contender's BatchNorm statistics from its stage on, re-estimated on `batches` as
+/// [`trial_statistics`] does (a reset, then the batches in training mode with momentum
+/// 1/(k+1)), but with the stages before a trial's run once per batch for all of them: in
+/// training mode a BatchNorm normalises with its batch's statistics, so a stage's input does
+/// not depend on the running statistics, and the stages before a trial's are the current
+/// policy's. The first batch's momentum of 1 replaces whatever a buffer held, as the reset
+/// does. `None` for a missing contender, without `batches`, or for a trial that changes no
+/// BatchNorm's input. The model's own statistics are restored.
+#[allow(clippy::too_many_arguments)]
+fn prefix_statistics(
+    model: &Model,
+    own: &OwnStatistics,
+    current: &Policy,
+    contenders: &[Option<(usize, &Policy)>],
+    changed: &[Vec<usize>],
+    stages: &[usize],
+    scheme: QuantScheme,
+    batches: &[tch::Tensor],
+) -> Vec<Option<BnSwap>> {
+    let mut stats: Vec<Option<BnSwap>> = contenders
+        .iter()
+        .zip(stages)
+        .map(|(c, &stage)| {
+            c.as_ref()?;
+            let from = own.first_of_stage(model, stage);
+            (!batches.is_empty() && from < own.buffers.len()).then(|| BnSwap {
+                from,
+                trial: Vec::new(),
+            })
+        })
+        .collect();
+    if stats.iter().all(Option::is_none) {
+        return stats;
+    }
+    tch::no_grad(|| {
+        for (k, b) in batches.iter().enumerate() {
+            let momentum = 1.0 / (k + 1) as f64;
+            let (inputs, _) = model
+                .net
+                .stage_inputs(b, &training(scheme, current, momentum));
+            for (((c, layers), &stage), swap) in
+                contenders.iter().zip(changed).zip(stages).zip(&mut stats)
+            {
+                let (Some((_, trial)), Some(w)) = (c, swap) else {
+                    continue;
+                };
+                let saved = rescale(model, current, trial, layers, scheme);
+                if k > 0 {
+                    set_buffers(&own.buffers[w.from..], &w.trial);
+                }
+                let _ = model.net.forward_from(stage, &inputs[stage], &training(scheme, trial, momentum));
+                w.trial = copies(&own.buffers[w.from..]);
+                restore(model, &saved);
+            }
+        }
+    });
+    own.restore_from(0);
+    stats
+}
+
 /// Bandit top-1, cross-entropy and the standard error of its increase of every contender
 /// `(layer, trial policy)` (`None` where there is none, or where the trial's logits are not
 /// finite), and of the current policy: the model fake-quantized under each policy, evaluated
@@ -201,22 +270,16 @@ pub fn score_trials(
         .collect();
     // Per trial: the re-estimated statistics of the BatchNorms from its stage on.
     let own = OwnStatistics::of(model);
-    let statistics: Vec<Option<BnSwap>> = contenders
-        .iter()
-        .zip(&changed)
-        .zip(&stages)
-        .map(|((c, layers), &stage)| {
-            let (_, trial) = (*c)?;
-            let from = own.first_of_stage(model, stage);
-            if bn_batches.is_empty() || from == own.buffers.len() {
-                return None;
-            }
-            let saved = rescale(model, current, trial, layers, scheme);
-            let stats = trial_statistics(model, &own, from, trial, scheme, bn_batches);
-            restore(model, &saved);
-            Some(BnSwap { from, trial: stats })
-        })
-        .collect();
+    let statistics = prefix_statistics(
+        model,
+        &own,
+        current,
+        contenders,
+        &changed,
+        &stages,
+        scheme,
+        bn_batches,
+    );
     let hits: Vec<tch::Tensor> = contenders
         .iter()
         .map(|_| tch::Tensor::zeros([], (tch::Kind::Int64, device)))
