@@ -220,7 +220,11 @@ fn prefix_statistics(
                 if k > 0 {
                     set_buffers(&own.buffers[w.from..], &w.trial);
                 }
-                let _ = model.net.forward_from(stage, &inputs[stage], &training(scheme, trial, momentum));
+                let _ = model.net.forward_from(
+                    stage,
+                    &inputs[stage],
+                    &training(scheme, trial, momentum),
+                );
                 w.trial = copies(&own.buffers[w.from..]);
                 restore(model, &saved);
             }
@@ -271,14 +275,7 @@ pub fn score_trials(
     // Per trial: the re-estimated statistics of the BatchNorms from its stage on.
     let own = OwnStatistics::of(model);
     let statistics = prefix_statistics(
-        model,
-        &own,
-        current,
-        contenders,
-        &changed,
-        &stages,
-        scheme,
-        bn_batches,
+        model, &own, current, contenders, &changed, &stages, scheme, bn_batches,
     );
     let hits: Vec<tch::Tensor> = contenders
         .iter()
