@@ -175,8 +175,7 @@ fn training(scheme: QuantScheme, policy: &Policy, momentum: f64) -> QuantCtx<'_>
 /// 1/(k+1)), but with the stages before a trial's run once per batch for all of them: in
 /// training mode a BatchNorm normalises with its batch's statistics, so a stage's input does
 /// not depend on the running statistics, and the stages before a trial's are the current
-/// policy's. The first batch's momentum of 1 replaces whatever a buffer held, as the reset
-/// does. `None` for a missing contender, without `batches`, or for a trial that changes no
+/// policy's. `None` for a missing contender, without `batches`, or for a trial that changes no
 /// BatchNorm's input. The model's own statistics are restored.
 #[allow(clippy::too_many_arguments)]
 fn prefix_statistics(
@@ -217,7 +216,9 @@ fn prefix_statistics(
                     continue;
                 };
                 let saved = rescale(model, current, trial, layers, scheme);
-                if k > 0 {
+                if k == 0 {
+                    model.net.reset_batchnorm();
+                } else {
                     set_buffers(&own.buffers[w.from..], &w.trial);
                 }
                 let _ = model.net.forward_from(
