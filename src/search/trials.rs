@@ -8,7 +8,9 @@ use crate::data::{Normalization, Subset, in_order};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
-use crate::train::calibrate::{reestimate_batchnorm, rescale_steps, restore_steps, saved_steps};
+use crate::train::calibrate::{
+    reestimate_batchnorm, reestimation_ctx, rescale_steps, restore_steps, saved_steps,
+};
 use crate::train::trainer::correct;
 use crate::train::{Eval, eval_policy};
 
@@ -161,15 +163,6 @@ struct BnSwap {
     trial: Vec<tch::Tensor>,
 }
 
-/// A training-mode context of `policy` whose BatchNorms update with `momentum`.
-fn training(scheme: QuantScheme, policy: &Policy, momentum: f64) -> QuantCtx<'_> {
-    QuantCtx {
-        train: true,
-        bn_momentum: momentum,
-        ..QuantCtx::new(scheme, &policy.bits)
-    }
-}
-
 /// Every contender's BatchNorm statistics from its stage on, re-estimated on `batches` as
 /// [`trial_statistics`] does (a reset, then the batches in training mode with momentum
 /// 1/(k+1)), but with the stages before a trial's run once per batch for all of them: in
@@ -205,10 +198,9 @@ fn prefix_statistics(
     }
     tch::no_grad(|| {
         for (k, b) in batches.iter().enumerate() {
-            let momentum = 1.0 / (k + 1) as f64;
             let (inputs, _) = model
                 .net
-                .stage_inputs(b, &training(scheme, current, momentum));
+                .stage_inputs(b, &reestimation_ctx(scheme, current, k));
             for (((c, layers), &stage), swap) in
                 contenders.iter().zip(changed).zip(stages).zip(&mut stats)
             {
@@ -224,7 +216,7 @@ fn prefix_statistics(
                 let _ = model.net.forward_from(
                     stage,
                     &inputs[stage],
-                    &training(scheme, trial, momentum),
+                    &reestimation_ctx(scheme, trial, k),
                 );
                 w.trial = copies(&own.buffers[w.from..]);
                 restore(model, &saved);

@@ -85,6 +85,15 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
     reestimate_batchnorm(net, policy, scheme, batches);
 }
 
+/// The context that forwards re-estimation batch `k` (from 0) at `policy`: training mode, with
+/// the momentum 1/(k+1) that makes the running statistics the average over the batches so far.
+pub fn reestimation_ctx(scheme: QuantScheme, policy: &Policy, k: usize) -> QuantCtx<'_> {
+    QuantCtx {
+        bn_momentum: 1.0 / (k + 1) as f64,
+        ..QuantCtx::new(scheme, &policy.bits).training()
+    }
+}
+
 /// Re-estimates every BatchNorm's running statistics on `batches`, forwarded through the network
 /// quantized at `policy`: a cumulative average over the batches (PyTorch's `momentum=None`),
 /// starting from scratch. Quantized weights need it: DoReFa maps every layer's weights into
@@ -102,12 +111,7 @@ pub fn reestimate_batchnorm(
     }
     tch::no_grad(|| {
         for (k, b) in batches.iter().enumerate() {
-            let ctx = QuantCtx {
-                train: true,
-                bn_momentum: 1.0 / (k + 1) as f64,
-                ..QuantCtx::new(scheme, &policy.bits)
-            };
-            let _ = net.forward(b, &ctx);
+            let _ = net.forward(b, &reestimation_ctx(scheme, policy, k));
         }
     });
 }
