@@ -14,7 +14,10 @@
 #   bench/gpu_cifar.sh --prepare   # here: release build + the dev tarball in bench/data (16 MB)
 #   bench/gpu_cifar.sh             # there (run tool, carry target/release/ccq and bench/data)
 #
-# JOBS picks among mnv2_tied, mnv2_a8, r20 and fmnist (default: all four). Every job stops by
+# JOBS picks among mnv2_tied, mnv2_a8, r20, r20par and fmnist (default: the first three and fmnist;
+# r20par is r20 as three parallel compare processes, see resnet20_par; r20hawq reruns only its
+# HAWQ-style baseline on a carried FP model). STEP_TIME=0 skips the
+# step-time check. Every job stops by
 # BUDGET_S seconds (default 500) after the start; its run stays resumable (rerun with the run
 # directories under WORK to continue). Results (logs, reports, policies, run directories without
 # the data) go to $OUT.
@@ -53,10 +56,15 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || tr
 [ -d "$work/cifar10-jpeg-dev" ] || tar xzf "$tarball" -C "$work"
 cifar=$work/cifar10-jpeg-dev
 png=$work/png
-"$py" bench/import_check.py png "$cifar" "$png" >/dev/null || log "PNG copy failed"
+jobs_wanted=" ${JOBS:-mnv2_tied mnv2_a8 r20 fmnist} "
+want() { [[ $jobs_wanted == *" $1 "* ]]; }
+# The PNG copy of the test split is for the MobileNetV2 jobs' onnxruntime check only.
+if want mnv2_tied || want mnv2_a8; then
+  "$py" bench/import_check.py png "$cifar" "$png" >/dev/null || log "PNG copy failed"
+fi
 log "data ready"
 
-if [ "$device" != cpu ]; then
+if [ "$device" != cpu ] && [ "${STEP_TIME:-1}" = 1 ]; then
   CCQ_BIN=$ccq CCQ_BENCH_PYTHON=$py timeout 90 bench/step_time.sh 8 "$device" 512 \
     >"$work/step_time.log" 2>&1
   cat "$work/step_time.log"
@@ -99,6 +107,48 @@ resnet20() {
   echo "resnet20 compare: $(($(date +%s) - t0)) s"
 }
 
+# ResNet-20 in parallel processes after the same FP model: CCQ (seed 1), the baselines (seed 1)
+# and CCQ with HAWQ-style again (seed 2), each `ccq compare` in its own directory, with
+# FT_REPEATS fine-tunings per policy. Each report is written as results come, so a process cut
+# off by the budget keeps what it finished.
+resnet20_par() {
+  local t0 common
+  t0=$(date +%s)
+  timeout "$(left)" "$ccq" train --model resnet20 --data "$cifar" --format folder \
+    --epochs "${FP_EPOCHS:-30}" --lr 0.1 --weight-decay 5e-4 --device "$device" \
+    --threads "$threads" -q --resume --out "$work/r20/fp" | tail -2
+  echo "resnet20 FP: $(($(date +%s) - t0)) s"
+  "$ccq" info "$work/r20/fp" | grep -E '^test top-1'
+  common=(--target-compression "${BUDGETS:-8,10,13}" --untied --act-ladder 8 --floor-bits 2
+    --qsteps "${QSTEPS:-70}" --ft-epochs "${FT_EPOCHS:-3}" --ft-repeats "${FT_REPEATS:-2}"
+    --device "$device" --threads "$threads" -q ${R20_FLAGS:-})
+  t0=$(date +%s)
+  timeout "$(left)" "$ccq" compare "$work/r20/fp" "${common[@]}" --methods ccq --seed 1 \
+    --out "$work/r20/s1/ccq" 2>&1 | grep -v '^epoch' | sed 's/^/[ccq s1] /' &
+  timeout "$(left)" "$ccq" compare "$work/r20/fp" "${common[@]}" --methods hawq,uniform --seed 1 \
+    --out "$work/r20/s1/base" 2>&1 | grep -v '^epoch' | sed 's/^/[base s1] /' &
+  [ "${R20_SEED2:-1}" = 1 ] && timeout "$(left)" "$ccq" compare "$work/r20/fp" "${common[@]}" \
+    --methods ccq,hawq --seed 2 --out "$work/r20/s2/both" 2>&1 | grep -v '^epoch' |
+    sed 's/^/[s2] /' &
+  wait
+  echo "resnet20 compare: $(($(date +%s) - t0)) s"
+  "$py" bench/summarise_compare.py "$work"/r20/s*/*/report.json 2>&1 || true
+}
+
+# The HAWQ-style baseline alone on a carried FP model (R20_FP, e.g. bench/data/r20fp from an
+# earlier call's runs.tar.gz), seeds 1 and 2 in parallel, with resnet20_par's settings.
+resnet20_hawq() {
+  local s common
+  common=(--target-compression "${BUDGETS:-8,10,13}" --untied --act-ladder 8 --floor-bits 2
+    --ft-epochs "${FT_EPOCHS:-3}" --ft-repeats "${FT_REPEATS:-2}" --data "$cifar" --format folder
+    --device "$device" --threads "$threads" -q)
+  for s in 1 2; do
+    timeout "$(left)" "$ccq" compare "${R20_FP:-bench/data/r20fp}" "${common[@]}" --methods hawq \
+      --seed $s --out "$work/r20/s$s/hawq" 2>&1 | grep -v '^epoch' | sed "s/^/[hawq s$s] /" &
+  done
+  wait
+}
+
 # Fashion-MNIST: CCQ against the baselines, three seeds, both comparison modes.
 fmnist() {
   [ -d bench/data/fmnist ] || { echo "no bench/data/fmnist: skipped"; return 0; }
@@ -106,19 +156,19 @@ fmnist() {
     FLAGS="--ft-samples ${FT_SAMPLES:-10000}" timeout "$(left)" bench/compare_seeds.sh "$work/fmnist"
 }
 
-jobs_wanted=" ${JOBS:-mnv2_tied mnv2_a8 r20 fmnist} "
-want() { [[ $jobs_wanted == *" $1 "* ]]; }
 want mnv2_tied && { mobilenet mnv2_tied >"$work/mnv2_tied.log" 2>&1 & }
 want mnv2_a8 && { mobilenet mnv2_a8 --untied --act-ladder 8 >"$work/mnv2_a8.log" 2>&1 & }
 want r20 && { resnet20 >"$work/r20.log" 2>&1 & }
+want r20par && { resnet20_par >"$work/r20par.log" 2>&1 & }
+want r20hawq && { resnet20_hawq >"$work/r20hawq.log" 2>&1 & }
 want fmnist && { fmnist >"$work/fmnist.log" 2>&1 & }
 while [ -n "$(jobs -r)" ]; do
   sleep 20
-  log "running; $(grep -h -c '"step"' "$work"/*/steps.jsonl "$work"/r20/compare/ccq/steps.jsonl "$work"/fmnist/s*/improved/ccq/steps.jsonl 2>/dev/null | paste -sd' ')"
+  log "running; $(grep -h -c '"step"' "$work"/*/steps.jsonl "$work"/r20/compare/ccq/steps.jsonl "$work"/r20/s*/*/ccq/steps.jsonl "$work"/fmnist/s*/improved/ccq/steps.jsonl 2>/dev/null | paste -sd' ')"
 done
 wait
 log "all jobs done"
-for f in step_time mnv2_tied mnv2_a8 r20 fmnist; do
+for f in step_time mnv2_tied mnv2_a8 r20 r20par r20hawq fmnist; do
   [ -f "$work/$f.log" ] && { echo "=== $f"; tail -30 "$work/$f.log"; }
 done
 cp "$work"/*.log "$out/" 2>/dev/null

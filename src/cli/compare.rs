@@ -40,7 +40,7 @@ pub struct CompareArgs {
     /// Images for the Hessian traces.
     #[arg(long, default_value_t = 512)]
     pub hessian_images: usize,
-    /// Hutchinson samples.
+    /// Hutchinson samples per layer (each one Hessian-vector product of that layer's block).
     #[arg(long, default_value_t = 16)]
     pub hessian_samples: usize,
     /// Also give every other method of --methods as many training epochs as CCQ spent reaching

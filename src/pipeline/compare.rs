@@ -46,7 +46,7 @@ pub struct CompareConfig {
     pub ft_repeats: usize,
     /// Images for the Hessian traces.
     pub hessian_images: usize,
-    /// Hutchinson samples.
+    /// Hutchinson samples per layer (each one Hessian-vector product of that layer's block).
     pub hessian_samples: usize,
     /// Also give every other method as many training epochs as CCQ spent reaching each budget.
     pub equal_compute: bool,
@@ -229,7 +229,7 @@ impl Bench<'_> {
             results: vec![],
             ccq_steps: vec![],
             notes: vec![format!(
-                "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples (exact Hessian-vector products); budgets are weight compression vs FP32 with scales counted",
+                "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples per layer (exact Hessian-vector products, one block at a time); budgets are weight compression vs FP32 with scales counted",
                 self.scheme.weight,
                 self.scheme.act,
                 self.search.lowering.ladder.0,
