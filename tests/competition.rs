@@ -147,7 +147,7 @@ fn check(scheme: QuantScheme) {
         "a trial of the current policy scores as the current policy"
     );
     // Plain trials, then trials that re-estimate BatchNorm from their stage on.
-    let bn = ccq::data::calibration_batches(&subset, &norm, tch::Device::Cpu, 2).unwrap();
+    let bn = ccq::data::calibration_batches(&subset, &norm, tch::Device::Cpu, 2, None).unwrap();
     let bn_before: Vec<Tensor> = model
         .net
         .batchnorm_buffers(0)

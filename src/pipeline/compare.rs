@@ -310,7 +310,13 @@ impl Bench<'_> {
                 cfg,
                 self.ck.dir.clone(),
                 &env,
-                &calibration_batches(self.p, self.norm, self.devices.device, 4)?,
+                &calibration_batches(
+                    self.p,
+                    self.norm,
+                    self.devices.device,
+                    4,
+                    self.cfg.data.augment(&self.p.source),
+                )?,
             )?
         };
         let (_, state) = search::run(&run, model, state, &env)?;
@@ -637,7 +643,13 @@ impl Bench<'_> {
                 &model.net,
                 policy,
                 self.scheme,
-                &calibration_batches(self.p, self.norm, self.devices.device, 4)?,
+                &calibration_batches(
+                    self.p,
+                    self.norm,
+                    self.devices.device,
+                    4,
+                    self.cfg.data.augment(&self.p.source),
+                )?,
             );
         }
         let whole = epochs.floor();

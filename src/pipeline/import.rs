@@ -124,8 +124,9 @@ pub fn onnx_checkpoint(
         momentum: None,
     };
     let p = prepare_for(&ck, data, events)?;
-    // BatchNorm back after the convs the exporter folded it into (see `model::unfold`).
-    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4)?;
+    // BatchNorm back after the convs the exporter folded it into (see `model::unfold`), with
+    // statistics of the evaluation transform: the exported function is what is restored.
+    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4, None)?;
     if let Some(m) = unfold_batchnorm(&ck.model, &batches)
         .map_err(|e| Error::bad_input(path, format!("{}: {e:#}", path.display())))?
     {

@@ -127,7 +127,7 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
             &model.net,
             &policy,
             scheme,
-            &calibration_batches(&p, &norm, devices.device, 4)?,
+            &calibration_batches(&p, &norm, devices.device, 4, augment)?,
         );
     }
     let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None)?;

@@ -76,7 +76,8 @@ fn final_tune(
     if fresh {
         // The calibration images of a new search.
         let device = model.net.device();
-        let calib = crate::data::calibration_batches(&env.splits.train, env.norm, device, 4)?;
+        let calib =
+            crate::data::calibration_batches(&env.splits.train, env.norm, device, 4, cfg.augment)?;
         crate::train::calibrate::calibrate(&model.net, &state.policy, cfg.scheme, &calib);
     }
     let plan = FitPlan {
@@ -209,6 +210,7 @@ pub fn compete(
             env.norm,
             model.net.device(),
             TRIAL_BN_BATCHES,
+            cfg.augment,
         )?
     } else {
         Vec::new()
