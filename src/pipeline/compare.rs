@@ -545,6 +545,21 @@ impl Bench<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+            let negative: Vec<String> = self
+                .ck
+                .model
+                .layer_names()
+                .iter()
+                .zip(&tr)
+                .filter(|(_, t)| **t < 0.0)
+                .map(|(n, t)| format!("{n} ({t:.3e})"))
+                .collect();
+            if !negative.is_empty() {
+                self.events.event(&Event::Note(format!(
+                    "negative Hessian traces: {}; HAWQ-style counts them as 0, so these layers look insensitive to it (more --hessian-samples or --hessian-images narrow the estimate)",
+                    negative.join(", ")
+                )));
+            }
             *traces = Some((tr, t0.elapsed().as_secs_f64()));
         }
         Ok(traces.as_ref().expect("computed above"))
