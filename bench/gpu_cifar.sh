@@ -90,8 +90,8 @@ mobilenet() {
   "$py" bench/import_check.py agree "$work/$name.qdq.onnx" "$m" "$png" "$work/$name.engine.txt"
 }
 
-# ResNet-20: FP, then CCQ against the baselines at several weight budgets (activations 8 bits).
-resnet20() {
+# ResNet-20's FP model in $work/r20/fp (resumed if there).
+resnet20_fp() {
   local t0
   t0=$(date +%s)
   timeout "$(left)" "$ccq" train --model resnet20 --data "$cifar" --format folder \
@@ -99,6 +99,12 @@ resnet20() {
     --threads "$threads" -q --resume --out "$work/r20/fp" | tail -2
   echo "resnet20 FP: $(($(date +%s) - t0)) s"
   "$ccq" info "$work/r20/fp" | grep -E '^test top-1'
+}
+
+# ResNet-20: FP, then CCQ against the baselines at several weight budgets (activations 8 bits).
+resnet20() {
+  local t0
+  resnet20_fp
   t0=$(date +%s)
   timeout "$(left)" "$ccq" compare "$work/r20/fp" --target-compression "${BUDGETS:-6,8,10,12}" \
     --methods ccq,hawq,uniform --untied --act-ladder 8 --floor-bits 2 \
@@ -113,12 +119,7 @@ resnet20() {
 # off by the budget keeps what it finished.
 resnet20_par() {
   local t0 common
-  t0=$(date +%s)
-  timeout "$(left)" "$ccq" train --model resnet20 --data "$cifar" --format folder \
-    --epochs "${FP_EPOCHS:-30}" --lr 0.1 --weight-decay 5e-4 --device "$device" \
-    --threads "$threads" -q --resume --out "$work/r20/fp" | tail -2
-  echo "resnet20 FP: $(($(date +%s) - t0)) s"
-  "$ccq" info "$work/r20/fp" | grep -E '^test top-1'
+  resnet20_fp
   common=(--target-compression "${BUDGETS:-8,10,13}" --untied --act-ladder 8 --floor-bits 2
     --qsteps "${QSTEPS:-70}" --ft-epochs "${FT_EPOCHS:-3}" --ft-repeats "${FT_REPEATS:-2}"
     --device "$device" --threads "$threads" -q ${R20_FLAGS:-})

@@ -310,13 +310,7 @@ impl Bench<'_> {
                 cfg,
                 self.ck.dir.clone(),
                 &env,
-                &calibration_batches(
-                    self.p,
-                    self.norm,
-                    self.devices.device,
-                    4,
-                    self.cfg.data.augment(&self.p.source),
-                )?,
+                &self.calibration()?,
             )?
         };
         let (_, state) = search::run(&run, model, state, &env)?;
@@ -658,13 +652,7 @@ impl Bench<'_> {
                 &model.net,
                 policy,
                 self.scheme,
-                &calibration_batches(
-                    self.p,
-                    self.norm,
-                    self.devices.device,
-                    4,
-                    self.cfg.data.augment(&self.p.source),
-                )?,
+                &self.calibration()?,
             );
         }
         let whole = epochs.floor();
@@ -696,6 +684,17 @@ impl Bench<'_> {
             &crate::events::Uncancellable(self.events),
         )?;
         Ok((model, val))
+    }
+
+    /// The calibration images: 4 batches of training images, transformed as training does.
+    fn calibration(&self) -> Result<Vec<tch::Tensor>> {
+        calibration_batches(
+            self.p,
+            self.norm,
+            self.devices.device,
+            4,
+            self.cfg.data.augment(&self.p.source),
+        )
     }
 
     /// Test top-1 of `model` at `policy`.

@@ -75,20 +75,26 @@ mod tests {
         crate::host::tensor(v, shape, tch::Device::Cpu)
     }
 
+    /// `L = ½ w_0ᵀ A_0 w_0 + ½ w_1ᵀ A_1 w_1 + w_0ᵀ C w_1` at a fixed point (`w_0` of 3, `w_1` of 2
+    /// values): its Hessian is `[[A0, C], [Cᵀ, A1]]`. Returns the loss and `[w_0, w_1]`.
+    fn coupled_quadratic(a0: &Tensor, a1: &Tensor, c: &Tensor) -> (Tensor, [Tensor; 2]) {
+        let w0 = t(&[0.3, -0.2, 0.5], &[3, 1]).set_requires_grad(true);
+        let w1 = t(&[1.0, -0.4], &[2, 1]).set_requires_grad(true);
+        let quad =
+            |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
+        let loss = quad(&w0, a0)
+            + quad(&w1, a1)
+            + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
+        (loss, [w0, w1])
+    }
+
     #[test]
     fn quadratic_with_known_hessian() {
         // L = ½ Σ_l w_lᵀ A_l w_l + w_0ᵀ C w_1 (a cross term that must not leak into the traces).
         let a0 = t(&[4.0, 1.0, 0.0, 1.0, 3.0, 0.5, 0.0, 0.5, 2.0], &[3, 3]); // trace 9
         let a1 = t(&[10.0, -2.0, -2.0, 0.5], &[2, 2]); // trace 10.5
         let c = t(&[0.7, -0.3, 0.2, 0.9, -1.0, 0.4], &[3, 2]);
-        let w0 = t(&[0.3, -0.2, 0.5], &[3, 1]).set_requires_grad(true);
-        let w1 = t(&[1.0, -0.4], &[2, 1]).set_requires_grad(true);
-        let quad =
-            |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
-        let loss = quad(&w0, &a0)
-            + quad(&w1, &a1)
-            + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
-        let params = [w0.shallow_clone(), w1.shallow_clone()];
+        let (loss, params) = coupled_quadratic(&a0, &a1, &c);
         let hvp = Hvp::new(&loss, &params);
         // The product is exact: H·e_0 is the first column of the full Hessian [[A0, C], [Cᵀ, A1]].
         let e = hvp.apply(&[t(&[1.0, 0.0, 0.0], &[3, 1]), t(&[0.0, 0.0], &[2, 1])]);
@@ -107,14 +113,7 @@ mod tests {
         let a0 = t(&[0.01, 0.0, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.03], &[3, 3]);
         let a1 = t(&[50.0, 0.0, 0.0, 40.0], &[2, 2]);
         let c = t(&[5.0, -4.0, 6.0, 5.0, -5.0, 4.0], &[3, 2]);
-        let w0 = t(&[0.3, -0.2, 0.5], &[3, 1]).set_requires_grad(true);
-        let w1 = t(&[1.0, -0.4], &[2, 1]).set_requires_grad(true);
-        let quad =
-            |w: &Tensor, a: &Tensor| w.transpose(0, 1).matmul(&a.matmul(w)).sum(Kind::Float) * 0.5;
-        let loss = quad(&w0, &a0)
-            + quad(&w1, &a1)
-            + w0.transpose(0, 1).matmul(&c.matmul(&w1)).sum(Kind::Float);
-        let params = [w0.shallow_clone(), w1.shallow_clone()];
+        let (loss, params) = coupled_quadratic(&a0, &a1, &c);
         let hvp = Hvp::new(&loss, &params);
         for seed in 0..5 {
             let tr = hutchinson(&hvp, 4, &mut StdRng::seed_from_u64(seed));
