@@ -429,6 +429,30 @@ fn train_qat_quantize_and_resume() {
     assert_eq!(each.len(), 2, "{r}");
     assert!((r["test_top1"].as_f64().unwrap() - (each[0] + each[1]) / 2.0).abs() < 1e-12);
     assert!(ccq_fails(&repeats("3")).contains("--ft-repeats"));
+    // Distillation is part of what a comparison depends on, and is recorded.
+    let mut kd = repeats("2");
+    kd.extend(["--distill", "1"]);
+    let e = ccq_fails(&kd);
+    assert!(e.contains("distill"), "{e}");
+    let kd_dir = t.path().join("compare-kd");
+    let out_at = kd.iter().position(|a| *a == "--out").unwrap() + 1;
+    kd[out_at] = kd_dir.to_str().unwrap();
+    ccq(&kd);
+    let recorded = &json(&kd_dir.join("compare.json"))["search"]["distill"];
+    assert_eq!(recorded["weight"].as_f64(), Some(1.0), "{recorded}");
+    assert!(
+        ccq_fails(&[
+            "qat",
+            fp.to_str().unwrap(),
+            "--bits",
+            "4/4",
+            "--distill",
+            "1.5",
+            "--out",
+            "x"
+        ])
+        .contains("--distill 1.5")
+    );
     assert!(ccq_fails(&repeats("0")).contains("--ft-repeats must be at least 1"));
 
     ccq(&["report", full.to_str().unwrap()]);

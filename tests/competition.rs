@@ -70,6 +70,7 @@ fn train(
             &mut rng,
             None,
             &|_| 0.05,
+            None,
             Pass {
                 events: &Silent,
                 phase: &format!("{e}"),

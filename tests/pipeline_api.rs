@@ -5,7 +5,9 @@ use ccq::Error;
 use ccq::data::{DataFormat, synthetic};
 use ccq::events::{Event, Events, Silent};
 use ccq::model::ModelKind;
-use ccq::pipeline::{self, DataConfig, QuantizeConfig, Session, Start, TrainConfig};
+use ccq::pipeline::{
+    self, Bits, DataConfig, QatConfig, QuantizeConfig, Session, Start, TrainConfig,
+};
 use ccq::search::target::Target;
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -304,6 +306,7 @@ fn a_fractional_fit_trains_a_partial_last_epoch() {
         seed: 1,
         stop_after: None,
         extra_samples: 64,
+        teacher: None,
     };
     assert_eq!(plan.length(train_len), 1.0 + 64.0 / train_len as f64);
     let seen = EpochImages::default();
@@ -322,4 +325,54 @@ fn a_fractional_fit_trains_a_partial_last_epoch() {
     .unwrap();
     // One whole epoch, then one of 64 images, each reported as one of two.
     assert_eq!(seen.0.into_inner(), vec![(2, train_len), (2, 64)]);
+}
+
+#[test]
+fn distillation_reaches_qat_and_the_final_fine_tuning() {
+    use ccq::train::distill::Distill;
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    let kd = Distill {
+        weight: 1.0,
+        temperature: 2.0,
+    };
+    let qat = |out: &str, from: &Path, distill: Option<Distill>| {
+        pipeline::qat(
+            &QatConfig {
+                checkpoint: from.to_path_buf(),
+                bits: Bits::Uniform(ccq::quant::policy::LayerBits { w: 3, a: 3 }),
+                epochs: 1,
+                lr: 0.01,
+                scheme: Default::default(),
+                distill,
+                data: d.clone(),
+                out: t.path().join(out),
+                session: session(),
+            },
+            &Silent,
+        )
+    };
+    let weights = |dir: &str| std::fs::read(t.path().join(dir).join("model.safetensors")).unwrap();
+    qat("plain", &fp, None).unwrap();
+    qat("kd", &fp, Some(kd)).unwrap();
+    assert_ne!(weights("plain"), weights("kd"), "--distill changed nothing");
+    // A quantized checkpoint is no teacher.
+    match qat("again", &t.path().join("kd"), Some(kd)) {
+        Err(Error::InvalidConfig(m)) => assert!(m.contains("--distill") && m.contains("kd"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|q| q.test.top1)),
+    }
+    let bad = Distill { weight: 0.0, ..kd };
+    assert!(
+        matches!(qat("bad", &fp, Some(bad)), Err(Error::InvalidConfig(m)) if m.contains("--distill"))
+    );
+
+    // The search's last fine-tuning: the same search, so the same policy, trained otherwise,
+    // and the setting is recorded with the run.
+    let plain = pipeline::quantize(&search(&t.path().join("s-plain"), &fp, &d), &Silent).unwrap();
+    let mut q = search(&t.path().join("s-kd"), &fp, &d);
+    q.search.distill = Some(kd);
+    let distilled = pipeline::quantize(&q, &Silent).unwrap();
+    assert_eq!(plain.state.policy, distilled.state.policy);
+    assert_eq!(distilled.state.config.distill, Some(kd));
+    assert_ne!(weights("s-plain/final"), weights("s-kd/final"));
 }

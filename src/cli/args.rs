@@ -150,6 +150,29 @@ impl CommonArgs {
     }
 }
 
+/// Knowledge distillation from the full-precision model during quantized training.
+#[derive(Args, Debug, Clone)]
+pub struct DistillArgs {
+    /// Distil from the full-precision model while the quantized one fine-tunes: the weight, in
+    /// (0, 1], of the divergence from its softened output in the loss (the labels'
+    /// cross-entropy gets the rest). Off when left out.
+    #[arg(long, value_name = "WEIGHT")]
+    pub distill: Option<f64>,
+    /// Temperature of the distillation's softmax.
+    #[arg(long, default_value_t = 1.0, requires = "distill")]
+    pub distill_temp: f64,
+}
+
+impl DistillArgs {
+    /// The library's distillation setting.
+    pub fn distill(&self) -> Option<ccq::train::distill::Distill> {
+        self.distill.map(|weight| ccq::train::distill::Distill {
+            weight,
+            temperature: self.distill_temp,
+        })
+    }
+}
+
 /// Quantizer choice.
 #[derive(Args, Debug, Clone)]
 pub struct QuantArgs {

@@ -1,7 +1,7 @@
 //! `ccq train`, `ccq qat`, `ccq eval`, `ccq info`: flags onto the library's jobs, results
 //! printed.
 
-use super::args::{CommonArgs, DataArgs, QuantArgs, named};
+use super::args::{CommonArgs, DataArgs, DistillArgs, QuantArgs, named};
 use super::progress::Console;
 use anyhow::Result;
 use ccq::model::ModelKind;
@@ -57,6 +57,8 @@ pub struct QatArgs {
     pub lr: f64,
     #[command(flatten)]
     pub quant: QuantArgs,
+    #[command(flatten)]
+    pub distill: DistillArgs,
     #[command(flatten)]
     pub data: DataArgs,
     /// Output checkpoint directory.
@@ -136,6 +138,7 @@ pub fn qat(a: QatArgs) -> Result<()> {
         bits,
         epochs: a.epochs,
         lr: a.lr,
+        distill: a.distill.distill(),
         data: a.data.config()?,
         out: a.out,
         session: a.common.session(),

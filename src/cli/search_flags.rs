@@ -1,6 +1,6 @@
 //! The CCQ flags `ccq quantize` and `ccq compare` share, onto the library's search settings.
 
-use super::args::{QuantArgs, named};
+use super::args::{DistillArgs, QuantArgs, named};
 use anyhow::Result;
 use ccq::pipeline::{SearchSettings, StepSamples, Variant};
 use ccq::quant::policy::Ladder;
@@ -145,6 +145,8 @@ pub struct SearchFlags {
     pub final_from: Option<FinalFrom>,
     #[command(flatten)]
     pub quant: QuantArgs,
+    #[command(flatten)]
+    pub distill: DistillArgs,
 }
 
 impl SearchFlags {
@@ -199,6 +201,7 @@ impl SearchFlags {
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
             final_from: self.final_from,
+            distill: self.distill.distill(),
             scheme: self.quant.scheme(source),
         })
     }

@@ -21,6 +21,7 @@ use crate::search::run_dir::RunDir;
 use crate::search::state::SearchState;
 use crate::search::target::{Target, check_reachable};
 use crate::train::checkpoint::{self, Checkpoint, write_atomic};
+use crate::train::distill::Teacher;
 use crate::train::fit::{FitPlan, fit};
 use crate::train::{Devices, eval_policy};
 use rand::SeedableRng;
@@ -121,6 +122,8 @@ struct Bench<'a> {
     search: SearchConfig,
     scheme: QuantScheme,
     fp_test: f64,
+    /// The FP model every method's fine-tuning distils from (`--distill`).
+    teacher: Option<Teacher>,
     events: &'a dyn Events,
 }
 
@@ -160,6 +163,9 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     )?
     .top1;
     check_settings(&cfg.out, settings(cfg, &ck, &search_cfg, &p)?)?;
+    let teacher = search_cfg
+        .distill
+        .map(|d| Teacher::new(ck.model.clone(), scheme, d));
     let bench = Bench {
         cfg,
         p: &p,
@@ -169,6 +175,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         search: search_cfg,
         scheme,
         fp_test,
+        teacher,
         events,
     };
     let mut report = bench.load_report()?;
@@ -667,6 +674,7 @@ impl Bench<'_> {
             seed: repeat_seed(self.cfg.session.seed, repeat),
             stop_after: None,
             extra_samples: ((epochs - whole) * train_len as f64).round() as usize,
+            teacher: self.teacher.as_ref(),
         };
         let mut val = f64::NAN;
         let model = fit(

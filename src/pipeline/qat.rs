@@ -9,6 +9,7 @@ use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::train::calibrate::calibrate;
 use crate::train::checkpoint::CheckpointMeta;
+use crate::train::distill::{Distill, Teacher};
 use crate::train::fit::{FitPlan, fit};
 use crate::train::{Eval, eval_policy};
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct QatConfig {
     pub lr: f64,
     /// Quantizers.
     pub scheme: QuantScheme,
+    /// Distil from the starting (full-precision) checkpoint while training (`None`: labels only).
+    pub distill: Option<Distill>,
     /// Data (default: the checkpoint's).
     pub data: DataConfig,
     /// Output checkpoint directory.
@@ -55,6 +58,9 @@ impl QatConfig {
                 "learning rate {} must be positive and finite",
                 self.lr
             )));
+        }
+        if let Some(d) = &self.distill {
+            d.validate().map_err(Error::InvalidConfig)?;
         }
         if let Bits::Uniform(b) = &self.bits {
             b.validate()
@@ -113,6 +119,16 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
     let scheme = cfg.scheme;
     let norm = ck.meta.normalization.clone();
     let model = ck.model;
+    let teacher = match cfg.distill {
+        None => None,
+        Some(_) if ck.meta.policy.is_some() => {
+            return Err(Error::InvalidConfig(format!(
+                "--distill: {} was trained at a quantization policy; distillation learns from a full-precision checkpoint",
+                ck.dir.display()
+            )));
+        }
+        Some(d) => Some(Teacher::new(model.clone(), scheme, d)),
+    };
     let fp = eval_policy(
         &model,
         &Policy::float(&names),
@@ -162,6 +178,7 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
         seed: cfg.session.seed,
         stop_after: None,
         extra_samples: 0,
+        teacher: teacher.as_ref(),
     };
     let start = Instant::now();
     let out = cfg.out.clone();

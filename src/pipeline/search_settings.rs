@@ -11,6 +11,7 @@ use crate::search::bandit::LambdaSchedule;
 use crate::search::config::{FinalFrom, Finetune, SearchConfig, StopRule};
 use crate::search::reward::{Reward, TrialSignal};
 use crate::search::target::{Lowering, Target};
+use crate::train::distill::Distill;
 use crate::train::schedule::WarmRestart;
 
 /// Training images per fine-tuning epoch of the improved variant's steps: the collaboration
@@ -155,6 +156,9 @@ pub struct SearchSettings {
     /// Where that fine-tuning starts (reference: the search's weights; improved: the
     /// full-precision model, calibrated at the final policy).
     pub final_from: Option<FinalFrom>,
+    /// Distil from the full-precision model in the last fine-tuning (`ccq compare`: in every
+    /// method's); `None`: the labels alone.
+    pub distill: Option<Distill>,
     /// Quantizers.
     pub scheme: QuantScheme,
 }
@@ -196,6 +200,7 @@ impl Default for SearchSettings {
             init_epochs: 1,
             final_epochs: 3,
             final_from: None,
+            distill: None,
             scheme: QuantScheme::default(),
         }
     }
@@ -231,6 +236,9 @@ impl SearchSettings {
                 "--polish-swaps true needs the polish (--polish true; the reference variant has none)"
                     .into(),
             ));
+        }
+        if let Some(d) = &self.distill {
+            d.validate().map_err(Error::InvalidConfig)?;
         }
         let base = match self.variant {
             Variant::Reference => Reward::reference(),
@@ -293,6 +301,7 @@ impl SearchSettings {
             } else {
                 FinalFrom::Search
             }),
+            distill: self.distill,
             hyper: session.hyper(1e-4),
             scheme: self.scheme,
             seed: session.seed,

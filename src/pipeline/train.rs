@@ -146,6 +146,7 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         seed: cfg.session.seed,
         stop_after: cfg.stop_after,
         extra_samples: 0,
+        teacher: None,
     };
     events.event(&Event::Note(format!(
         "training {} ({} weights) for {} epochs",

@@ -26,6 +26,7 @@ use crate::quant::policy::{LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::train::calibrate::{rescale_steps, restore_steps, saved_steps};
 use crate::train::checkpoint::CheckpointMeta;
+use crate::train::distill::Teacher;
 use crate::train::fit::{FitPlan, fit};
 use crate::train::{Eval, eval_policy};
 use anyhow::{Context, Result, bail};
@@ -71,6 +72,7 @@ fn final_tune(
     state: &SearchState,
     env: &SearchEnv,
     fresh: bool,
+    teacher: Option<&Teacher>,
 ) -> Result<(Model, f64)> {
     let cfg = &state.config;
     if fresh {
@@ -90,6 +92,7 @@ fn final_tune(
         seed: cfg.seed ^ 0xF1A1,
         stop_after: None,
         extra_samples: 0,
+        teacher,
     };
     let mut val = f64::NAN;
     let model = fit(
@@ -609,21 +612,34 @@ fn conclude(
         let before = state.val;
         let device = model.net.device();
         let mut candidates = Vec::new();
+        let load_fp = |why: String| {
+            crate::train::checkpoint::load(&state.source, device)
+                .with_context(|| {
+                    format!(
+                        "the final fine-tuning {why} the full-precision model {}",
+                        state.source.display(),
+                    )
+                })
+                .map(|ck| ck.model)
+        };
+        let teacher = match cfg.distill {
+            Some(d) => Some(Teacher::new(
+                load_fp("(--distill) learns from".into())?,
+                cfg.scheme,
+                d,
+            )),
+            None => None,
+        };
         if matches!(cfg.final_from, FinalFrom::Search | FinalFrom::Best) {
-            let (m, v) = final_tune(model, state, env, false)?;
+            let (m, v) = final_tune(model, state, env, false, teacher.as_ref())?;
             candidates.push(("search", m, v));
         }
         if matches!(cfg.final_from, FinalFrom::Fp | FinalFrom::Best) {
-            let fp = crate::train::checkpoint::load(&state.source, device)
-                .with_context(|| {
-                    format!(
-                        "the final fine-tuning starts from the full-precision model {} (--final-from {})",
-                        state.source.display(),
-                        cfg.final_from.name()
-                    )
-                })?
-                .model;
-            let (m, v) = final_tune(fp, state, env, true)?;
+            let fp = load_fp(format!(
+                "(--final-from {}) starts from",
+                cfg.final_from.name()
+            ))?;
+            let (m, v) = final_tune(fp, state, env, true, teacher.as_ref())?;
             candidates.push(("fp", m, v));
         }
         let (from, tuned, val) = FinalFrom::keep(candidates).expect("final_from names a start");

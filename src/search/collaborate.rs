@@ -96,6 +96,7 @@ pub(super) fn finetune(
             &mut rng,
             ft.epoch_samples,
             &lr_at,
+            None,
             Pass {
                 events: env.events,
                 phase: &label,

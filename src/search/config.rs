@@ -154,6 +154,10 @@ pub struct SearchConfig {
     /// Where that last fine-tuning starts.
     #[serde(default)]
     pub final_from: FinalFrom,
+    /// Distil from the full-precision model in that last fine-tuning (`ccq compare`: in every
+    /// method's fine-tuning); `None`: the labels alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<crate::train::distill::Distill>,
     /// Optimiser.
     pub hyper: Hyper,
     /// Quantizers.

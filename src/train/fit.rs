@@ -2,6 +2,7 @@
 //! per-layer quantization-aware training share it.
 
 use super::checkpoint::EpochRecord;
+use super::distill::Teacher;
 use super::optim::{FlatSgd, Hyper};
 use super::schedule::cosine;
 use super::trainer::{evaluate, train_epoch};
@@ -19,7 +20,7 @@ pub type OnEpoch<'a> = dyn FnMut(&Model, Option<&tch::Tensor>, &EpochRecord) -> 
 
 /// How to train.
 #[derive(Clone, Debug)]
-pub struct FitPlan {
+pub struct FitPlan<'a> {
     /// Total epochs of the job.
     pub epochs: usize,
     /// First epoch to run (non-zero when resuming).
@@ -39,9 +40,11 @@ pub struct FitPlan {
     /// Images of one more, partial epoch after the `epochs` whole ones (0: none), so that a job
     /// can train for a fractional number of epochs; the cosine spans all of it.
     pub extra_samples: usize,
+    /// The full-precision model to distil from (`None`: the labels alone).
+    pub teacher: Option<&'a Teacher>,
 }
 
-impl FitPlan {
+impl FitPlan<'_> {
     /// The job's length in whole-training-split epochs, for a split of `train_len` images.
     pub fn length(&self, train_len: usize) -> f64 {
         self.epochs as f64 + self.extra_fraction(train_len)
@@ -106,6 +109,7 @@ pub fn fit(
             &mut rng,
             samples,
             &lr_at,
+            plan.teacher,
             Pass {
                 events,
                 phase: &label,

@@ -2,6 +2,7 @@
 
 pub mod calibrate;
 pub mod checkpoint;
+pub mod distill;
 pub mod fit;
 pub mod optim;
 pub mod schedule;

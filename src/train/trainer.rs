@@ -1,5 +1,6 @@
 //! The training loop (SGD with momentum and weight decay, cross-entropy) and evaluation.
 
+use super::distill::Teacher;
 use super::optim::{FlatSgd, Hyper};
 use crate::data::{Augment, Batcher, Normalization, Subset, in_order};
 use crate::events::Pass;
@@ -83,7 +84,8 @@ pub fn correct(logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
 pub use crate::error::Diverged;
 
 /// Trains `net` for one pass over (at most `max_samples` of) `data`. `lr_at(t)` gives the learning
-/// rate at the fraction `t ∈ [0,1)` of the epoch. A non-finite loss stops it with an error that
+/// rate at the fraction `t ∈ [0,1)` of the epoch; with a `teacher` the loss is its distillation
+/// mix, otherwise the labels' cross-entropy. A non-finite loss stops it with an error that
 /// names the step (the network then holds that step's update; callers keep the last good state).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
@@ -97,6 +99,7 @@ pub fn train_epoch(
     rng: &mut StdRng,
     max_samples: Option<usize>,
     lr_at: &dyn Fn(f64) -> f64,
+    teacher: Option<&Teacher>,
     pass: Pass,
 ) -> Result<EpochStats> {
     let label = pass.phase;
@@ -126,7 +129,10 @@ pub fn train_epoch(
         let lr = lr_at(i as f64 / chunks.len() as f64);
         let batch = batcher.batch(first, len)?;
         let logits = net.forward(&batch.images, &ctx);
-        let loss = cross_entropy(&logits, &batch.labels);
+        let loss = match teacher {
+            Some(t) => t.loss(&logits, &batch.images, &batch.labels),
+            None => cross_entropy(&logits, &batch.labels),
+        };
         let grads = FlatSgd::gradients(net, &loss);
         tch::no_grad(|| {
             let (top1, _) = correct(&logits.detach(), &batch.labels);
