@@ -64,6 +64,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         init_epochs: 0,
         final_epochs: 0,
         final_from: Default::default(),
+        distill: None,
         hyper: Hyper {
             batch_size: 32,
             momentum: 0.9,
