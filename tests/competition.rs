@@ -268,7 +268,7 @@ fn polish_setup() -> (
     )
 }
 
-/// Calibrates `model` for `policy` on random inputs, then trains it 2 epochs at it.
+/// Calibrates `model` for `policy` on the first images, then trains it 2 epochs at it.
 fn calibrate_and_train(
     model: &ccq::model::Model,
     policy: &Policy,
@@ -276,8 +276,8 @@ fn calibrate_and_train(
     subset: &Subset,
 ) {
     let scheme = QuantScheme::default();
-    let calib = Tensor::randn([16, 1, 12, 12], (Kind::Float, tch::Device::Cpu));
-    calibrate(&model.net, policy, scheme, &[calib]);
+    let calib = ccq::data::calibration_batches(subset, norm, tch::Device::Cpu, 1, None).unwrap();
+    calibrate(&model.net, policy, scheme, &calib);
     train(model, policy, scheme, subset, norm, 2, 2);
 }
 

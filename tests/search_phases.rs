@@ -63,7 +63,7 @@ fn one_step_phase_by_phase() {
         .config(Some(Target::Compression(20.0)), &session, None)
         .unwrap();
     let run = RunDir::new(t.path().join("run"));
-    let calib = calibration_batches(&p, &norm, devices.device, 1, None).unwrap();
+    let calib = calibration_batches(&p, &norm, devices.device, None).unwrap();
     let (model, mut state) = search::init(&run, ck.model, cfg.clone(), fp, &env, &calib).unwrap();
     assert_eq!(run.load_state().unwrap().step, 0);
 

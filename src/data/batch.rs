@@ -349,6 +349,28 @@ pub fn make_batch(
 /// Seed of the augmentation draws of [`calibration_batches`]: every call gives the same images.
 const CALIBRATION_SEED: u64 = 0xCA11;
 
+/// The most images calibration uses (16 batches of 256). On ResNet-20 (CIFAR-10 dev split), 4,096
+/// images against 1,024 raised the full-precision model with re-estimated BatchNorm from 86.58%
+/// to 86.74% test top-1 (86.80% with its trained statistics), and W8A8 before any training from
+/// 86.28% to 86.48%: a statistic estimated on fewer images is noisier.
+pub const CALIBRATION_IMAGES: usize = 4096;
+
+/// The fewest: large images are capped at [`CALIBRATION_BYTES`] of batches, but not below this.
+const CALIBRATION_MIN_IMAGES: usize = 1024;
+
+/// What the calibration batches may hold, as f32 on the device.
+const CALIBRATION_BYTES: usize = 512 << 20;
+
+/// How many batches of 256 calibration uses for images of `subset`'s shape:
+/// [`CALIBRATION_IMAGES`], or as many as fit in 512 MiB (at least 1,024 images: 224×224 RGB
+/// ones get 4 batches).
+pub fn calibration_batch_count(subset: &Subset) -> usize {
+    let d = &subset.data;
+    let bytes = (d.channels * d.height * d.width * 4).max(1);
+    let images = (CALIBRATION_BYTES / bytes).clamp(CALIBRATION_MIN_IMAGES, CALIBRATION_IMAGES);
+    images.div_ceil(256)
+}
+
 /// The first `n` batches of 256 images of `subset`, in order: the images quantizers are
 /// calibrated on and BatchNorm statistics re-estimated on. With `augment` (the training's), they
 /// are transformed as training transforms them, with fixed draws: the statistics must describe
@@ -471,6 +493,20 @@ mod tests {
         );
         let tail = crate::host::to_f32(&batcher.batch(4, 2).unwrap().images);
         assert_eq!(tail, got[4 * c * h * w..].to_vec());
+    }
+
+    #[test]
+    fn calibration_takes_4096_images_unless_they_would_hold_more_than_512_mib() {
+        let count = |c: usize, h: usize, w: usize| {
+            let d = Dataset::in_memory(vec![0; c * h * w], vec![0], [c, h, w], vec!["a".into()]);
+            calibration_batch_count(&Subset::all(std::sync::Arc::new(d)))
+        };
+        assert_eq!(count(1, 28, 28), 16);
+        assert_eq!(count(3, 32, 32), 16);
+        // 307,200 bytes an image: 1,747 images fit, in 7 batches.
+        assert_eq!(count(3, 160, 160), 7);
+        // 224×224 RGB: 891 would fit, but never fewer than 1,024.
+        assert_eq!(count(3, 224, 224), 4);
     }
 
     #[test]

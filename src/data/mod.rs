@@ -12,7 +12,8 @@ pub mod stream;
 pub mod synthetic;
 
 pub use batch::{
-    Augment, Batch, Batcher, Normalization, calibration_batches, in_order, make_batch,
+    Augment, Batch, Batcher, CALIBRATION_IMAGES, Normalization, calibration_batch_count,
+    calibration_batches, in_order, make_batch,
 };
 pub use dataset::{Dataset, Storage, Subset, TrainTest};
 pub use source::{DataFormat, DataSource, Loader};

@@ -694,13 +694,12 @@ impl Bench<'_> {
         Ok((model, val))
     }
 
-    /// The calibration images: 4 batches of training images, transformed as training does.
+    /// The calibration images: training images, transformed as training does.
     fn calibration(&self) -> Result<Vec<tch::Tensor>> {
         calibration_batches(
             self.p,
             self.norm,
             self.devices.device,
-            4,
             self.cfg.data.augment(&self.p.source),
         )
     }

@@ -257,15 +257,16 @@ pub fn prepare_for(ck: &Checkpoint, data: &DataConfig, events: &dyn Events) -> R
     Ok(p)
 }
 
-/// The first `n` batches of 256 training images, transformed by `augment` (the training's), for
-/// calibration (see [`crate::data::calibration_batches`]).
+/// The calibration images: the first batches of 256 training images
+/// ([`crate::data::calibration_batch_count`] of them), transformed by `augment` (the training's;
+/// see [`crate::data::calibration_batches`]).
 pub fn calibration_batches(
     p: &Prepared,
     norm: &crate::data::Normalization,
     device: tch::Device,
-    n: usize,
     augment: Option<Augment>,
 ) -> Result<Vec<tch::Tensor>> {
+    let n = crate::data::calibration_batch_count(&p.splits.train);
     crate::data::calibration_batches(&p.splits.train, norm, device, n, augment)
         .map_err(|e| bad_data(&p.source, e))
 }

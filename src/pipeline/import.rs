@@ -126,7 +126,7 @@ pub fn onnx_checkpoint(
     let p = prepare_for(&ck, data, events)?;
     // BatchNorm back after the convs the exporter folded it into (see `model::unfold`), with
     // statistics of the evaluation transform: the exported function is what is restored.
-    let batches = calibration_batches(&p, &ck.meta.normalization, device, 4, None)?;
+    let batches = calibration_batches(&p, &ck.meta.normalization, device, None)?;
     if let Some(m) = unfold_batchnorm(&ck.model, &batches)
         .map_err(|e| Error::bad_input(path, format!("{}: {e:#}", path.display())))?
     {

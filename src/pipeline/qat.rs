@@ -143,7 +143,7 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
             &model.net,
             &policy,
             scheme,
-            &calibration_batches(&p, &norm, devices.device, 4, augment)?,
+            &calibration_batches(&p, &norm, devices.device, augment)?,
         );
     }
     let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None)?;

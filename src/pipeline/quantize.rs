@@ -167,7 +167,7 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
                 check_reachable(t, &ck.model.layers, &sc.lowering, sc.scheme.weight)
                     .map_err(|e| Error::UnreachableTarget(format!("{e:#}")))?;
             }
-            let calib = calibration_batches(&p, &norm, devices.device, 4, sc.augment)?;
+            let calib = calibration_batches(&p, &norm, devices.device, sc.augment)?;
             search::init(&run, ck.model, sc, ck.dir.clone(), &env, &calib)?
         }
     };

@@ -78,8 +78,13 @@ fn final_tune(
     if fresh {
         // The calibration images of a new search.
         let device = model.net.device();
-        let calib =
-            crate::data::calibration_batches(&env.splits.train, env.norm, device, 4, cfg.augment)?;
+        let calib = crate::data::calibration_batches(
+            &env.splits.train,
+            env.norm,
+            device,
+            crate::data::calibration_batch_count(&env.splits.train),
+            cfg.augment,
+        )?;
         crate::train::calibrate::calibrate(&model.net, &state.policy, cfg.scheme, &calib);
     }
     let plan = FitPlan {
