@@ -149,13 +149,17 @@ pub fn qat(cfg: &QatConfig, events: &dyn Events) -> Result<Qat> {
     let before = eval_policy(&model, &policy, scheme, &p.splits.val, &norm, None)?;
     let cost = model_cost(&model.layers, &policy, scheme.weight);
     events.event(&Event::Note(format!(
-        "QAT of {} at {} ({:.2}x compression): val top-1 FP {:.2}% -> {:.2}% after calibration, before training",
+        "QAT of {} at {} ({:.2}x compression{}): val top-1 FP {:.2}% -> {:.2}% after calibration, before training",
         ck.meta.spec.kind.name(),
         match &cfg.bits {
             Bits::Uniform(b) => format!("W/A {}/{}", b.w, b.a),
             _ => "the policy".into(),
         },
         cost.compression,
+        cfg.distill.map_or(String::new(), |d| format!(
+            ", distilling from the FP model: weight {}, temperature {}",
+            d.weight, d.temperature
+        )),
         100.0 * fp.top1,
         100.0 * before.top1
     )));
