@@ -26,7 +26,7 @@ pub fn values(p: &Tensor) -> Vec<f32> {
 }
 
 /// Candidate clips [`mse_clip`] tries, evenly spaced up to the largest value seen.
-const CLIP_CANDIDATES: usize = 200;
+pub const CLIP_CANDIDATES: usize = 200;
 
 /// The clip that quantizes `values` (a layer's inputs, or their magnitudes for a signed layer)
 /// on `[0, clip]` in `levels` steps (`2^a − 1`, or `2^(a−1) − 1` a side) with the least squared
