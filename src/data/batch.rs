@@ -371,6 +371,23 @@ pub fn calibration_batch_count(subset: &Subset) -> usize {
     images.div_ceil(256)
 }
 
+/// The calibration images of `subset`: its first [`calibration_batch_count`] batches (see
+/// [`calibration_batches`]).
+pub fn calibration_images(
+    subset: &Subset,
+    norm: &Normalization,
+    device: Device,
+    augment: Option<Augment>,
+) -> anyhow::Result<Vec<Tensor>> {
+    calibration_batches(
+        subset,
+        norm,
+        device,
+        calibration_batch_count(subset),
+        augment,
+    )
+}
+
 /// The first `n` batches of 256 images of `subset`, in order: the images quantizers are
 /// calibrated on and BatchNorm statistics re-estimated on. With `augment` (the training's), they
 /// are transformed as training transforms them, with fixed draws: the statistics must describe

@@ -13,7 +13,7 @@ pub mod synthetic;
 
 pub use batch::{
     Augment, Batch, Batcher, CALIBRATION_IMAGES, Normalization, calibration_batch_count,
-    calibration_batches, in_order, make_batch,
+    calibration_batches, calibration_images, in_order, make_batch,
 };
 pub use dataset::{Dataset, Storage, Subset, TrainTest};
 pub use source::{DataFormat, DataSource, Loader};

@@ -266,7 +266,6 @@ pub fn calibration_batches(
     device: tch::Device,
     augment: Option<Augment>,
 ) -> Result<Vec<tch::Tensor>> {
-    let n = crate::data::calibration_batch_count(&p.splits.train);
-    crate::data::calibration_batches(&p.splits.train, norm, device, n, augment)
+    crate::data::calibration_images(&p.splits.train, norm, device, augment)
         .map_err(|e| bad_data(&p.source, e))
 }

@@ -78,13 +78,8 @@ fn final_tune(
     if fresh {
         // The calibration images of a new search.
         let device = model.net.device();
-        let calib = crate::data::calibration_batches(
-            &env.splits.train,
-            env.norm,
-            device,
-            crate::data::calibration_batch_count(&env.splits.train),
-            cfg.augment,
-        )?;
+        let calib =
+            crate::data::calibration_images(&env.splits.train, env.norm, device, cfg.augment)?;
         crate::train::calibrate::calibrate(&model.net, &state.policy, cfg.scheme, &calib);
     }
     let plan = FitPlan {
@@ -617,33 +612,29 @@ fn conclude(
         let before = state.val;
         let device = model.net.device();
         let mut candidates = Vec::new();
-        let load_fp = |why: String| {
-            crate::train::checkpoint::load(&state.source, device)
-                .with_context(|| {
-                    format!(
-                        "the final fine-tuning {why} the full-precision model {}",
-                        state.source.display(),
-                    )
-                })
-                .map(|ck| ck.model)
+        let from_fp = matches!(cfg.final_from, FinalFrom::Fp | FinalFrom::Best);
+        // Read once: the start of the FP fine-tuning and the teacher are the same model.
+        let fp = if from_fp || cfg.distill.is_some() {
+            let ck = crate::train::checkpoint::load(&state.source, device).with_context(|| {
+                format!(
+                    "the final fine-tuning (--final-from {}, --distill) needs the full-precision model {}",
+                    cfg.final_from.name(),
+                    state.source.display(),
+                )
+            })?;
+            Some(ck.model)
+        } else {
+            None
         };
-        let teacher = match cfg.distill {
-            Some(d) => Some(Teacher::new(
-                load_fp("(--distill) learns from".into())?,
-                cfg.scheme,
-                d,
-            )),
-            None => None,
-        };
+        let teacher = cfg
+            .distill
+            .zip(fp.as_ref())
+            .map(|(d, m)| Teacher::new(m.clone(), cfg.scheme, d));
         if matches!(cfg.final_from, FinalFrom::Search | FinalFrom::Best) {
             let (m, v) = final_tune(model, state, env, false, teacher.as_ref())?;
             candidates.push(("search", m, v));
         }
-        if matches!(cfg.final_from, FinalFrom::Fp | FinalFrom::Best) {
-            let fp = load_fp(format!(
-                "(--final-from {}) starts from",
-                cfg.final_from.name()
-            ))?;
+        if let Some(fp) = fp.filter(|_| from_fp) {
             let (m, v) = final_tune(fp, state, env, true, teacher.as_ref())?;
             candidates.push(("fp", m, v));
         }

@@ -77,6 +77,8 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
     let samples = observer.samples.into_inner();
     net.for_each_quant(&mut |index, q, w| {
         let bits = policy.bits[index];
+        // A float layer's step is set as for 8 bits.
+        let levels = act_levels(if bits.a == FLOAT_BITS { 8 } else { bits.a }, q.signed);
         let clip = samples
             .get(&index)
             .map(|s| {
@@ -85,14 +87,12 @@ pub fn calibrate(net: &Network, policy: &Policy, scheme: QuantScheme, batches: &
                 } else {
                     s.clone()
                 };
-                let a = if bits.a == FLOAT_BITS { 8 } else { bits.a };
-                mse_clip(&v, act_levels(a, q.signed))
+                mse_clip(&v, levels)
             })
             .unwrap_or(1.0)
             .max(1e-3);
         set_values(&q.act_alpha, &[clip]);
-        let a = if bits.a == FLOAT_BITS { 8 } else { bits.a };
-        set_values(&q.act_step, &[clip / act_levels(a, q.signed)]);
+        set_values(&q.act_step, &[clip / levels]);
         let wb = if bits.w == FLOAT_BITS { 8 } else { bits.w };
         let o = w.size()[0] as usize;
         let steps: Vec<f32> = match scheme.weight {
