@@ -5,6 +5,7 @@ use ccq::events::{Pass, Silent};
 use ccq::model::{ModelKind, ModelSpec, QuantCtx, build};
 use ccq::quant::policy::{LayerBits, Policy};
 use ccq::quant::quantizer::{ActQuantizer, QuantScheme, WeightQuantizer};
+use ccq::search::reward::TrialScore;
 use ccq::search::trials::{score_trials, score_trials_naive};
 use ccq::train::calibrate::calibrate;
 use ccq::train::{Hyper, sgd, train_epoch};
@@ -180,6 +181,8 @@ fn check(scheme: QuantScheme) {
         .unwrap();
         assert_eq!(fast.current.top1, naive.current.top1);
         assert!((fast.current.loss - naive.current.loss).abs() < 1e-9);
+        let tempered = |t: &TrialScore| t.tempered_loss.expect("measured");
+        assert!((tempered(&fast.current) - tempered(&naive.current)).abs() < 1e-9);
         for (f, n) in fast.arms.iter().zip(&naive.arms) {
             assert_eq!(f.map(|s| s.top1), n.map(|s| s.top1), "{scheme:?}");
             assert_eq!(f.is_some(), n.is_some());
@@ -189,6 +192,9 @@ fn check(scheme: QuantScheme) {
                     (f.loss_se - n.loss_se).abs() < 1e-9,
                     "{scheme:?}: {f:?} vs {n:?}"
                 );
+                assert!((tempered(f) - tempered(n)).abs() < 1e-9, "{f:?} vs {n:?}");
+                // Temperature 1 is among those tried (the plain loss sums in single precision).
+                assert!(tempered(f) <= f.loss * (1.0 + 1e-5), "{f:?}");
             }
         }
         assert!(

@@ -252,7 +252,7 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
         &cfg.lowering,
         &target,
         cfg.scheme.weight,
-        cfg.price_floor,
+        cfg.pricing(),
     )
     .unwrap()
     .expect("every step recorded its bandit loss");

@@ -41,6 +41,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         polish_swaps: false,
         reallocate: false,
         price_floor: false,
+        tempered_prices: false,
         budget_aware: false,
         trial_images: None,
         lambda: LambdaSchedule::default(),
@@ -89,6 +90,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
             top1: 1.0,
             loss: 0.0,
             loss_se: 0.0,
+            tempered_loss: None,
         },
         arms: arms
             .into_iter()
@@ -97,6 +99,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
                     top1: a,
                     loss: 1.0 - a,
                     loss_se: 0.01,
+                    tempered_loss: None,
                 })
             })
             .collect(),

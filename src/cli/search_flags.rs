@@ -76,6 +76,11 @@ pub struct SearchFlags {
     /// rise, so that a rung measured within the noise is not free (improved: true).
     #[arg(long)]
     pub price_floor: Option<bool>,
+    /// In the re-allocation, price each rung by its rise in tempered cross-entropy (at the
+    /// softmax temperature that minimises it), the damage that rescaling the logits does not
+    /// undo (improved: true).
+    #[arg(long)]
+    pub tempered_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
     /// memory prior, so that overshooting the target earns nothing (default false in both
     /// variants: it measured worse).
@@ -172,6 +177,7 @@ impl SearchFlags {
             polish_swaps: self.polish_swaps,
             reallocate: self.reallocate,
             price_floor: self.price_floor,
+            tempered_prices: self.tempered_prices,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

@@ -359,7 +359,7 @@ impl Bench<'_> {
                 &self.search.lowering,
                 &target,
                 self.scheme.weight,
-                self.search.price_floor,
+                self.search.pricing(),
             )
             .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))?
             .filter(|r| r.policy != policy),

@@ -120,6 +120,9 @@ pub struct SearchSettings {
     /// In the re-allocation, price each rung at least at its trial's standard error (reference
     /// off, improved on).
     pub price_floor: Option<bool>,
+    /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
+    /// that rescaling the logits does not undo (reference off, improved on).
+    pub tempered_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -184,6 +187,7 @@ impl Default for SearchSettings {
             polish_swaps: None,
             reallocate: None,
             price_floor: None,
+            tempered_prices: None,
             budget_aware: None,
             trial_images: None,
             lambda: None,
@@ -268,6 +272,7 @@ impl SearchSettings {
             polish_swaps: self.polish_swaps.unwrap_or(false),
             reallocate: self.reallocate.unwrap_or(improved),
             price_floor: self.price_floor.unwrap_or(improved),
+            tempered_prices: self.tempered_prices.unwrap_or(improved),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             trial_images: self.trial_images,
@@ -406,7 +411,8 @@ mod tests {
     }
 
     #[test]
-    fn reallocation_and_its_price_floor_are_on_in_the_improved_variant_and_can_be_switched() {
+    fn reallocation_its_price_floor_and_tempered_prices_are_on_in_the_improved_variant_and_can_be_switched()
+     {
         let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
         for (variant, default) in [(Variant::Improved, true), (Variant::Reference, false)] {
             let settings = SearchSettings {
@@ -414,14 +420,16 @@ mod tests {
                 ..SearchSettings::default()
             };
             let c = cfg(&settings);
-            assert_eq!((c.reallocate, c.price_floor), (default, default));
+            let on = |c: &SearchConfig| (c.reallocate, c.price_floor, c.tempered_prices);
+            assert_eq!(on(&c), (default, default, default));
             let switched = SearchSettings {
                 reallocate: Some(!default),
                 price_floor: Some(!default),
+                tempered_prices: Some(!default),
                 ..settings
             };
             let c = cfg(&switched);
-            assert_eq!((c.reallocate, c.price_floor), (!default, !default));
+            assert_eq!(on(&c), (!default, !default, !default));
         }
     }
 

@@ -379,6 +379,7 @@ pub fn persist(
             a: d.trials.arms[i].map(|s| s.top1),
             loss: d.trials.arms[i].map(|s| s.loss),
             loss_se: d.trials.arms[i].map(|s| s.loss_se),
+            tempered_loss: d.trials.arms[i].and_then(|s| s.tempered_loss),
             saved: d.trials.arms[i].map(|_| d.saved[i]),
             reward: d.rewards[i],
             alpha: competition.alpha[i],
@@ -391,6 +392,7 @@ pub fn persist(
         step: t,
         lambda: d.lambda,
         bandit_loss: Some(d.trials.current.loss),
+        bandit_tempered_loss: d.trials.current.tempered_loss,
         arms: arm_records,
         chosen: names[sel.arm.layer].clone(),
         chosen_kind: sel.arm.kind,
@@ -568,7 +570,7 @@ fn conclude(
             &cfg.lowering,
             target,
             cfg.scheme.weight,
-            cfg.price_floor,
+            cfg.pricing(),
         )?
         && r.policy != state.policy
     {

@@ -103,6 +103,14 @@ impl SearchConfig {
             None => bandit.clone(),
         }
     }
+
+    /// How the re-allocation prices a rung.
+    pub fn pricing(&self) -> super::reallocate::Pricing {
+        super::reallocate::Pricing {
+            floor: self.price_floor,
+            tempered: self.tempered_prices,
+        }
+    }
 }
 
 /// Every setting of a search (saved with its state so a resume uses the same).
@@ -129,6 +137,10 @@ pub struct SearchConfig {
     /// rise within the noise is not free.
     #[serde(default)]
     pub price_floor: bool,
+    /// In the re-allocation, price each rung by the rise in tempered cross-entropy (the least
+    /// over softmax temperatures), which a change of the logits' scale does not move.
+    #[serde(default)]
+    pub tempered_prices: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -54,6 +54,17 @@ pub struct Reallocation {
 /// cross-entropy its one-rung lowering caused, from the latest step that scored it.
 type Prices = HashMap<(usize, u32), f64>;
 
+/// How the re-allocation prices a rung.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pricing {
+    /// Never below the standard error of the trial's rise, so that a rung whose measured rise is
+    /// within the noise is not free.
+    pub floor: bool,
+    /// By the rise in tempered cross-entropy (the least over softmax temperatures), the damage
+    /// that rescaling the logits does not undo, rather than the plain cross-entropy's.
+    pub tempered: bool,
+}
+
 /// The bits `arm` moves in `bits`.
 fn moved(arm: Arm, bits: LayerBits) -> u32 {
     match arm.kind {
@@ -73,22 +84,27 @@ fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> f64 {
     }
 }
 
-/// Walks `steps` from the top-rung policy, collecting each rung's latest price (floored at its
-/// standard error with `floor`); returns them with the policy the steps lead to. `None` when a
-/// step lacks the current policy's bandit loss (a search recorded before it was kept). Refused
-/// lowerings are never priced: their fine-tuning diverged.
+/// Walks `steps` from the top-rung policy, collecting each rung's latest price as `pricing`
+/// says; returns them with the policy the steps lead to. `None` when a step lacks the current
+/// policy's bandit loss (plain, or tempered when priced so: a search recorded before it was
+/// kept). Refused lowerings are never priced: their fine-tuning diverged.
 fn prices(
     steps: &[StepRecord],
     lowering: &Lowering,
     names: &[String],
-    floor: bool,
+    pricing: Pricing,
 ) -> Result<Option<(Prices, Policy)>> {
     let arms = lowering.arms(names.len());
     let mut policy = lowering.start(names);
     let mut prices = Prices::new();
     let mut refused = Vec::new();
     for s in steps {
-        let Some(base) = s.bandit_loss else {
+        let base = if pricing.tempered {
+            s.bandit_tempered_loss
+        } else {
+            s.bandit_loss
+        };
+        let Some(base) = base else {
             return Ok(None);
         };
         if s.arms.len() != arms.len() {
@@ -110,9 +126,14 @@ fn prices(
                     arm.kind
                 );
             }
-            if let Some(loss) = rec.loss.filter(|l| l.is_finite()) {
+            let loss = if pricing.tempered {
+                rec.tempered_loss
+            } else {
+                rec.loss
+            };
+            if let Some(loss) = loss.filter(|l| l.is_finite()) {
                 let key = (i, moved(*arm, policy.bits[arm.layer]));
-                prices.insert(key, price(loss, base, rec.loss_se, floor));
+                prices.insert(key, price(loss, base, rec.loss_se, pricing.floor));
             }
         }
         let Some(l) = names.iter().position(|n| *n == s.chosen) else {
@@ -236,8 +257,7 @@ fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
 /// The re-allocation of a search whose `steps` led to `searched` on a model with `layers`:
 /// `None` when the steps lack the prices (recorded before they were kept) or the target cannot
 /// be met from the measured rungs; otherwise the least-price policy that meets `target`, which
-/// is `searched` itself unless another prices lower. With `floor`, a rung's price is at least its
-/// trial's standard error.
+/// is `searched` itself unless another prices lower. Rungs are priced as `pricing` says.
 pub fn reallocate(
     layers: &[LayerInfo],
     steps: &[StepRecord],
@@ -245,10 +265,10 @@ pub fn reallocate(
     lowering: &Lowering,
     target: &Target,
     scheme: WeightQuantizer,
-    floor: bool,
+    pricing: Pricing,
 ) -> Result<Option<Reallocation>> {
     let names = &searched.names;
-    let Some((prices, walked)) = prices(steps, lowering, names, floor)? else {
+    let Some((prices, walked)) = prices(steps, lowering, names, pricing)? else {
         return Ok(None);
     };
     if walked.bits != searched.bits {
@@ -375,6 +395,8 @@ mod tests {
                     a: price.map(|_| 0.9),
                     loss: price.map(|p| 0.3 + p),
                     loss_se: price.map(|_| 0.001),
+                    // Tempered, the same rises from a base 0.02 lower.
+                    tempered_loss: price.map(|p| 0.28 + p),
                     saved: None,
                     reward: None,
                     alpha: 1.0,
@@ -388,6 +410,7 @@ mod tests {
                 step: t + 1,
                 lambda: 0.0,
                 bandit_loss: Some(0.3),
+                bandit_tempered_loss: Some(0.28),
                 arms: arm_records,
                 chosen: names[arm.layer].clone(),
                 chosen_kind: arm.kind,
@@ -419,16 +442,16 @@ mod tests {
         searched: &Policy,
         target: &Target,
     ) -> Result<Option<Reallocation>> {
-        run_floored(lw, records, searched, target, false)
+        run_priced(lw, records, searched, target, Pricing::default())
     }
 
-    /// [`run`] with the price floor set or not.
-    fn run_floored(
+    /// [`run`] with rungs priced as `pricing` says.
+    fn run_priced(
         lw: &Lowering,
         records: &[StepRecord],
         searched: &Policy,
         target: &Target,
-        floor: bool,
+        pricing: Pricing,
     ) -> Result<Option<Reallocation>> {
         reallocate(
             &layers(),
@@ -437,7 +460,7 @@ mod tests {
             lw,
             target,
             WeightQuantizer::Dorefa,
-            floor,
+            pricing,
         )
     }
 
@@ -503,7 +526,11 @@ mod tests {
         let free = run(&lw, &records, &searched, &target).unwrap().unwrap();
         assert_eq!(w(&free.policy), [6, 4, 3, 3]);
         // Priced at its standard error, it is not taken: 8/4/3/3 meets 10x without it.
-        let floored = run_floored(&lw, &records, &searched, &target, true)
+        let pricing = Pricing {
+            floor: true,
+            tempered: false,
+        };
+        let floored = run_priced(&lw, &records, &searched, &target, pricing)
             .unwrap()
             .unwrap();
         assert_eq!(w(&floored.policy), [8, 4, 3, 3]);
@@ -515,6 +542,39 @@ mod tests {
             floored.price,
             free.price
         );
+    }
+
+    #[test]
+    fn tempered_prices_discount_a_rise_that_rescaling_the_logits_undoes() {
+        let lw = lowering(true);
+        // fc's 4 → 3 raised the plain loss by 0.25, more than s2's 3 → 2 (0.2335), so s2 stays at
+        // 2 bits (s1 takes the slack back); but nearly all of fc's rise was the logits' scale:
+        // tempered, it rose by 0.05.
+        let mut moves = seed1();
+        moves[7].1[3] = Some(0.25);
+        let (mut records, searched) = steps(&lw, &moves);
+        records[7].arms[3].tempered_loss = Some(0.28 + 0.05);
+        let target = Target::Compression(10.0);
+        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(w(&plain.policy), [8, 6, 2, 4]);
+        let tempered = Pricing {
+            floor: false,
+            tempered: true,
+        };
+        let r = run_priced(&lw, &records, &searched, &target, tempered)
+            .unwrap()
+            .unwrap();
+        assert_eq!(w(&r.policy), [8, 4, 3, 3]);
+        // fc 0.0015 + 0.0114 + 0.05, s1 0.0 + 0.0377, s2 0.0002 + 0.0098 + 0.0184.
+        assert!((r.price - 0.129).abs() < 1e-9, "{r:?}");
+        // A search recorded without tempered losses cannot be priced so: no re-allocation.
+        records[2].bandit_tempered_loss = None;
+        assert!(
+            run_priced(&lw, &records, &searched, &target, tempered)
+                .unwrap()
+                .is_none()
+        );
+        assert!(run(&lw, &records, &searched, &target).unwrap().is_some());
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct TrialScore {
     /// Standard error of `loss` minus the current policy's, from the per-image differences
     /// (0 for the current policy itself).
     pub loss_se: f64,
+    /// Mean cross-entropy at the softmax temperature that minimises it
+    /// ([`super::trials::TEMPERATURES`]): the damage that rescaling the logits cannot undo.
+    /// `None` where it was not measured.
+    pub tempered_loss: Option<f64>,
 }
 
 /// Every trial's result, and the current policy's.
@@ -172,6 +176,7 @@ mod tests {
                 top1,
                 loss,
                 loss_se: 0.0,
+                tempered_loss: None,
             })
         };
         Trials {
@@ -179,6 +184,7 @@ mod tests {
                 top1: 0.9,
                 loss: 0.30,
                 loss_se: 0.0,
+                tempered_loss: None,
             },
             arms: vec![t(0.89, 0.31), None, t(0.85, 0.40), t(0.90, 0.30)],
         }
@@ -235,6 +241,7 @@ mod tests {
                 top1: 0.0,
                 loss,
                 loss_se,
+                tempered_loss: None,
             })
         };
         let trials = Trials {
@@ -242,6 +249,7 @@ mod tests {
                 top1: 0.0,
                 loss: 0.9686,
                 loss_se: 0.0,
+                tempered_loss: None,
             },
             arms: vec![
                 t(3.1137, 0.05),  // 0.008% of the model, breaks it

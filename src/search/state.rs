@@ -25,6 +25,9 @@ pub struct ArmRecord {
     /// Standard error of the trial's cross-entropy increase (per-image differences).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_se: Option<f64>,
+    /// Bandit cross-entropy of the trial at the softmax temperature that minimises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tempered_loss: Option<f64>,
     /// Fraction of the target's metric (size, or BOPs) the lowering saves; in a budget-aware
     /// search, only the part that goes toward the nearest unmet goal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +56,9 @@ pub struct StepRecord {
     /// Bandit cross-entropy of the policy before the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandit_loss: Option<f64>,
+    /// The same at the softmax temperature that minimises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandit_tempered_loss: Option<f64>,
     /// Every arm.
     pub arms: Vec<ArmRecord>,
     /// Chosen layer.

@@ -44,6 +44,38 @@ impl ArmScorer for BanditScorer<'_> {
     }
 }
 
+/// Softmax temperatures a tempered cross-entropy is the least over: `2^(k/4)` for k = −8..=8,
+/// from ¼ to 4 (1 among them, so a tempered loss never exceeds the plain one).
+pub fn temperatures() -> Vec<f64> {
+    (-8..=8).map(|k| 2f64.powf(k as f64 / 4.0)).collect()
+}
+
+/// The summed cross-entropy of `logits` against `labels` at each of [`temperatures`]
+/// (`inverse`: their inverses, shaped `[K, 1, 1]`), as a `[K]` tensor of doubles.
+fn tempered_sums(logits: &tch::Tensor, labels: &tch::Tensor, inverse: &tch::Tensor) -> tch::Tensor {
+    let k = inverse.size()[0];
+    let logp = (logits.to_kind(tch::Kind::Double).unsqueeze(0) * inverse).log_softmax(-1, None);
+    let picked = logp.gather(
+        2,
+        &labels.view([1, -1, 1]).expand([k, -1, 1], false),
+        false,
+    );
+    -picked.sum_dim_intlist([1i64, 2].as_slice(), false, tch::Kind::Double)
+}
+
+/// The inverse temperatures [`tempered_sums`] takes, on `device`.
+fn inverse_temperatures(device: tch::Device) -> tch::Tensor {
+    let inv: Vec<f64> = temperatures().iter().map(|t| 1.0 / t).collect();
+    tch::Tensor::from_slice(&inv)
+        .view([-1, 1, 1])
+        .to_device(device)
+}
+
+/// The least of the summed cross-entropies [`tempered_sums`] accumulated, as a mean over `n`.
+fn least_mean(sums: &tch::Tensor, n: f64) -> f64 {
+    sums.min().double_value(&[]) / n
+}
+
 /// Training batches a trial re-estimates BatchNorm on when the search asks for it
 /// ([`super::reward::Reward::trial_bn`]).
 pub const TRIAL_BN_BATCHES: usize = 4;
@@ -285,6 +317,12 @@ pub fn score_trials(
     let diffs: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
     let squares: Vec<tch::Tensor> = contenders.iter().map(|_| zero()).collect();
     let (cur_hits, cur_loss) = (zero(), zero());
+    // Summed cross-entropy at each temperature, per trial and for the current policy.
+    let inverse = inverse_temperatures(device);
+    let k = inverse.size()[0];
+    let tempered_zero = || tch::Tensor::zeros([k], (tch::Kind::Double, device));
+    let tempered: Vec<tch::Tensor> = contenders.iter().map(|_| tempered_zero()).collect();
+    let cur_tempered = tempered_zero();
     // Per image, and summed as the evaluation sums it (in the logits' precision).
     let ce = |logits: &tch::Tensor, labels: &tch::Tensor, r: tch::Reduction| {
         logits
@@ -304,7 +342,10 @@ pub fn score_trials(
             let _ = cur_loss
                 .shallow_clone()
                 .g_add_(&ce(&logits, &batch.labels, sum));
-            for ((((((((c, hit), bad), loss), dsum), sq), &stage), layers), swap) in contenders
+            let _ = cur_tempered
+                .shallow_clone()
+                .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
+            for (((((((((c, hit), bad), loss), dsum), sq), &stage), layers), swap), temp) in contenders
                 .iter()
                 .zip(&hits)
                 .zip(&bad)
@@ -314,6 +355,7 @@ pub fn score_trials(
                 .zip(&stages)
                 .zip(&changed)
                 .zip(&statistics)
+                .zip(&tempered)
             {
                 let Some((_, trial)) = c else { continue };
                 let saved = rescale(model, current, trial, layers, scheme);
@@ -335,6 +377,9 @@ pub fn score_trials(
                 let d = ce(&logits, &batch.labels, each) - &cur_ce;
                 let _ = dsum.shallow_clone().g_add_(&d.sum(tch::Kind::Double));
                 let _ = sq.shallow_clone().g_add_(&(&d * &d).sum(tch::Kind::Double));
+                let _ = temp
+                    .shallow_clone()
+                    .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
                 restore(model, &saved);
             }
         }
@@ -347,14 +392,20 @@ pub fn score_trials(
         .zip(&bad)
         .zip(&losses)
         .zip(diffs.iter().zip(&squares))
-        .map(|((((c, h), b), l), (d, sq))| {
+        .zip(&tempered)
+        .map(|(((((c, h), b), l), (d, sq)), temp)| {
             c.filter(|_| b.int64_value(&[]) == 0)
                 .map(|_| TrialScore {
                     top1: h.int64_value(&[]) as f64 / n,
                     loss: l.double_value(&[]) / n,
                     loss_se: standard_error(d.double_value(&[]), sq.double_value(&[]), n),
+                    tempered_loss: Some(least_mean(temp, n)),
                 })
-                .filter(|t| t.loss.is_finite() && t.loss_se.is_finite())
+                .filter(|t| {
+                    t.loss.is_finite()
+                        && t.loss_se.is_finite()
+                        && t.tempered_loss.is_some_and(f64::is_finite)
+                })
         })
         .collect();
     Ok(Trials {
@@ -362,6 +413,7 @@ pub fn score_trials(
             top1: cur_hits.double_value(&[]) / n,
             loss: cur_loss.double_value(&[]) / n,
             loss_se: 0.0,
+            tempered_loss: Some(least_mean(&cur_tempered, n)),
         },
         arms,
     })
@@ -379,11 +431,12 @@ pub fn score_trials_naive(
     norm: &Normalization,
     bn_batches: &[tch::Tensor],
 ) -> anyhow::Result<Trials> {
-    let base = image_losses(model, current, scheme, data, norm)?;
-    let score = |e: Eval, se: f64| TrialScore {
+    let (base, base_tempered) = image_losses(model, current, scheme, data, norm)?;
+    let score = |e: Eval, se: f64, tempered: f64| TrialScore {
         top1: e.top1,
         loss: e.loss,
         loss_se: se,
+        tempered_loss: Some(tempered),
     };
     let arms = contenders
         .iter()
@@ -399,7 +452,8 @@ pub fn score_trials_naive(
                     let stats = trial_statistics(&m, &own, from, trial, scheme, bn_batches);
                     set_buffers(&own.buffers[from..], &stats);
                 }
-                let d: Vec<f64> = image_losses(&m, trial, scheme, data, norm)?
+                let (losses, tempered) = image_losses(&m, trial, scheme, data, norm)?;
+                let d: Vec<f64> = losses
                     .iter()
                     .zip(&base)
                     .map(|(t, c)| t - c)
@@ -409,28 +463,35 @@ pub fn score_trials_naive(
                     d.iter().map(|x| x * x).sum(),
                     d.len() as f64,
                 );
-                eval_policy(&m, trial, scheme, data, norm, None).map(|e| score(e, se))
+                eval_policy(&m, trial, scheme, data, norm, None).map(|e| score(e, se, tempered))
             })
             .transpose()
             .map(|t| t.filter(|t| t.loss.is_finite()))
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(Trials {
-        current: score(eval_policy(model, current, scheme, data, norm, None)?, 0.0),
+        current: score(
+            eval_policy(model, current, scheme, data, norm, None)?,
+            0.0,
+            base_tempered,
+        ),
         arms,
     })
 }
 
-/// Each image's cross-entropy under `policy`, in order, one batch at a time.
+/// Each image's cross-entropy under `policy`, in order, one batch at a time; and the tempered
+/// mean cross-entropy (the least over [`temperatures`]).
 fn image_losses(
     model: &Model,
     policy: &Policy,
     scheme: QuantScheme,
     data: &Subset,
     norm: &Normalization,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, f64)> {
     let ctx = QuantCtx::new(scheme, &policy.bits);
     let mut out = Vec::with_capacity(data.len());
+    let inverse = inverse_temperatures(model.net.device());
+    let sums = tch::Tensor::zeros([inverse.size()[0]], (tch::Kind::Double, model.net.device()));
     tch::no_grad(|| -> anyhow::Result<()> {
         for b in in_order(data, norm, TRIAL_BATCH, model.net.device()) {
             let (_, batch) = b?;
@@ -445,8 +506,37 @@ fn image_losses(
                 )
                 .to_kind(tch::Kind::Double);
             out.extend(Vec::<f64>::try_from(&ce)?);
+            let _ = sums
+                .shallow_clone()
+                .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
         }
         Ok(())
     })?;
-    Ok(out)
+    let n = out.len().max(1) as f64;
+    Ok((out, least_mean(&sums, n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tempered_loss_is_the_least_over_the_temperatures() {
+        let t = temperatures();
+        assert_eq!((t.len(), t[0], t[8], t[16]), (17, 0.25, 1.0, 4.0));
+        // One image, confidently wrong (logit 8 on class 1, label 0): at T = 1 its
+        // cross-entropy is ln(1 + e^8); the least is at the hottest temperature, 4: ln(1 + e^2).
+        let logits = tch::Tensor::from_slice(&[0.0f32, 8.0]).view([1, 2]);
+        let labels = tch::Tensor::from_slice(&[0i64]);
+        let inverse = inverse_temperatures(tch::Device::Cpu);
+        let sums = tempered_sums(&logits, &labels, &inverse);
+        let plain = sums.double_value(&[8]);
+        assert!((plain - (1.0 + 8f64.exp()).ln()).abs() < 1e-9, "{plain}");
+        let least = least_mean(&sums, 1.0);
+        assert!((least - (1.0 + 2f64.exp()).ln()).abs() < 1e-9, "{least}");
+        // Confidently right, the coldest temperature is best: ln(1 + e^-32).
+        let right = tempered_sums(&logits, &tch::Tensor::from_slice(&[1i64]), &inverse);
+        let least = least_mean(&right, 1.0);
+        assert!((least - (1.0 + (-32f64).exp()).ln()).abs() < 1e-12, "{least}");
+    }
 }
