@@ -458,9 +458,13 @@ fn train_qat_quantize_and_resume() {
     ccq(&["report", full.to_str().unwrap()]);
     let page = std::fs::read_to_string(full.join("report.html")).unwrap();
     assert!(page.contains("<table id=\"steps\""));
-    // Why each layer was chosen: its probability, loss change, share saved and reward.
+    // Why each layer was chosen: its probability, loss change (plain and tempered), share saved
+    // and reward.
     assert!(
-        page.contains("why this layer") && page.contains("bandit loss") && page.contains("reward"),
+        page.contains("why this layer")
+            && page.contains("bandit loss")
+            && page.contains("tempered")
+            && page.contains("reward"),
         "the steps table explains each choice"
     );
 

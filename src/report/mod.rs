@@ -76,6 +76,9 @@ pub fn why_chosen(step: &crate::search::state::StepRecord) -> String {
     if let (Some(l), Some(base)) = (arm.loss, step.bandit_loss) {
         parts.push(format!("bandit loss {:+.4}", l - base));
     }
+    if let (Some(l), Some(base)) = (arm.tempered_loss, step.bandit_tempered_loss) {
+        parts.push(format!("tempered {:+.4}", l - base));
+    }
     if let Some(sv) = arm.saved {
         parts.push(format!("saves {:.1}% of the size", 100.0 * sv));
     }

@@ -55,11 +55,7 @@ pub fn temperatures() -> Vec<f64> {
 fn tempered_sums(logits: &tch::Tensor, labels: &tch::Tensor, inverse: &tch::Tensor) -> tch::Tensor {
     let k = inverse.size()[0];
     let logp = (logits.to_kind(tch::Kind::Double).unsqueeze(0) * inverse).log_softmax(-1, None);
-    let picked = logp.gather(
-        2,
-        &labels.view([1, -1, 1]).expand([k, -1, 1], false),
-        false,
-    );
+    let picked = logp.gather(2, &labels.view([1, -1, 1]).expand([k, -1, 1], false), false);
     -picked.sum_dim_intlist([1i64, 2].as_slice(), false, tch::Kind::Double)
 }
 
@@ -371,20 +367,23 @@ fn score_renewed(
             let _ = cur_loss
                 .shallow_clone()
                 .g_add_(&ce(&logits, &batch.labels, sum));
-            let _ = cur_tempered
-                .shallow_clone()
-                .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
-            for (((((((((c, hit), bad), loss), dsum), sq), &stage), layers), swap), temp) in contenders
-                .iter()
-                .zip(&hits)
-                .zip(&bad)
-                .zip(&losses)
-                .zip(&diffs)
-                .zip(&squares)
-                .zip(&stages)
-                .zip(&changed)
-                .zip(&statistics)
-                .zip(&tempered)
+            let _ = cur_tempered.shallow_clone().g_add_(&tempered_sums(
+                &logits,
+                &batch.labels,
+                &inverse,
+            ));
+            for (((((((((c, hit), bad), loss), dsum), sq), &stage), layers), swap), temp) in
+                contenders
+                    .iter()
+                    .zip(&hits)
+                    .zip(&bad)
+                    .zip(&losses)
+                    .zip(&diffs)
+                    .zip(&squares)
+                    .zip(&stages)
+                    .zip(&changed)
+                    .zip(&statistics)
+                    .zip(&tempered)
             {
                 let Some((_, trial)) = c else { continue };
                 let saved = rescale(model, current, trial, layers, scheme);
@@ -406,9 +405,9 @@ fn score_renewed(
                 let d = ce(&logits, &batch.labels, each) - &cur_ce;
                 let _ = dsum.shallow_clone().g_add_(&d.sum(tch::Kind::Double));
                 let _ = sq.shallow_clone().g_add_(&(&d * &d).sum(tch::Kind::Double));
-                let _ = temp
-                    .shallow_clone()
-                    .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
+                let _ =
+                    temp.shallow_clone()
+                        .g_add_(&tempered_sums(&logits, &batch.labels, &inverse));
                 restore(model, &saved);
             }
         }
@@ -487,11 +486,7 @@ pub fn score_trials_naive(
                     set_buffers(&own.buffers[from..], &stats);
                 }
                 let (losses, tempered) = image_losses(&m, trial, scheme, data, norm)?;
-                let d: Vec<f64> = losses
-                    .iter()
-                    .zip(&base)
-                    .map(|(t, c)| t - c)
-                    .collect();
+                let d: Vec<f64> = losses.iter().zip(&base).map(|(t, c)| t - c).collect();
                 let se = standard_error(
                     d.iter().sum(),
                     d.iter().map(|x| x * x).sum(),
@@ -571,6 +566,9 @@ mod tests {
         // Confidently right, the coldest temperature is best: ln(1 + e^-32).
         let right = tempered_sums(&logits, &tch::Tensor::from_slice(&[1i64]), &inverse);
         let least = least_mean(&right, 1.0);
-        assert!((least - (1.0 + (-32f64).exp()).ln()).abs() < 1e-12, "{least}");
+        assert!(
+            (least - (1.0 + (-32f64).exp()).ln()).abs() < 1e-12,
+            "{least}"
+        );
     }
 }
