@@ -268,39 +268,10 @@ fn prefix_statistics(
 ///
 /// With `bn_batches`, each trial first re-estimates the BatchNorm statistics its change affects
 /// (those from its stage on) on those batches, and is scored with them: the damage a lowering
-/// does that recalibrating the network's statistics would undo is not counted. The current
-/// policy is scored with every statistic re-estimated on the same batches, and the trials'
-/// stages before their own run with those too: a model whose statistics are stale (its last
-/// lowering's fine-tuning too short to renew them) would otherwise score its own policy worse
-/// than an early layer's trial, which renews everything after it, and better than a late
-/// layer's, which renews nothing. The model's own statistics are restored afterwards.
+/// does that recalibrating the network's statistics would undo is not counted. The model's own
+/// statistics are restored after every trial.
 #[allow(clippy::too_many_arguments)]
 pub fn score_trials(
-    model: &Model,
-    current: &Policy,
-    contenders: &[Option<(usize, &Policy)>],
-    scheme: QuantScheme,
-    data: &Subset,
-    norm: &Normalization,
-    batch_size: usize,
-    bn_batches: &[tch::Tensor],
-) -> anyhow::Result<Trials> {
-    let original = (!bn_batches.is_empty()).then(|| OwnStatistics::of(model));
-    if original.is_some() {
-        reestimate_batchnorm(&model.net, current, scheme, bn_batches);
-    }
-    let scored = score_renewed(
-        model, current, contenders, scheme, data, norm, batch_size, bn_batches,
-    );
-    if let Some(o) = original {
-        o.restore_from(0);
-    }
-    scored
-}
-
-/// [`score_trials`] once the model's statistics are the current policy's, re-estimated.
-#[allow(clippy::too_many_arguments)]
-fn score_renewed(
     model: &Model,
     current: &Policy,
     contenders: &[Option<(usize, &Policy)>],
@@ -448,8 +419,8 @@ fn score_renewed(
 }
 
 /// [`score_trials`] the plain way: every trial runs the whole network over the whole split, on a
-/// copy of the model (with `bn_batches`: its BatchNorm statistics re-estimated for the current
-/// policy, then from the first changed layer's stage on for the trial's).
+/// copy of the model (its BatchNorm statistics re-estimated from the first changed layer's stage
+/// on, with `bn_batches`).
 pub fn score_trials_naive(
     model: &Model,
     current: &Policy,
@@ -459,11 +430,6 @@ pub fn score_trials_naive(
     norm: &Normalization,
     bn_batches: &[tch::Tensor],
 ) -> anyhow::Result<Trials> {
-    let renewed = model.clone();
-    if !bn_batches.is_empty() {
-        reestimate_batchnorm(&renewed.net, current, scheme, bn_batches);
-    }
-    let model = &renewed;
     let (base, base_tempered) = image_losses(model, current, scheme, data, norm)?;
     let score = |e: Eval, se: f64, tempered: f64| TrialScore {
         top1: e.top1,
