@@ -111,7 +111,7 @@ pub struct TrialScore {
     /// (0 for the current policy itself).
     pub loss_se: f64,
     /// Mean cross-entropy at the softmax temperature that minimises it
-    /// ([`super::trials::TEMPERATURES`]): the damage that rescaling the logits cannot undo.
+    /// ([`super::trials::temperatures`]): the damage that rescaling the logits cannot undo.
     /// `None` where it was not measured.
     pub tempered_loss: Option<f64>,
 }
