@@ -61,7 +61,8 @@ pub struct Pricing {
     /// within the noise is not free.
     pub floor: bool,
     /// By the rise in tempered cross-entropy (the least over softmax temperatures), the damage
-    /// that rescaling the logits does not undo, rather than the plain cross-entropy's.
+    /// that rescaling the logits does not undo, rather than the plain cross-entropy's. The floor
+    /// stays the plain rise's standard error (the tempered rise's is not measured).
     pub tempered: bool,
 }
 
