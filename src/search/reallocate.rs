@@ -66,6 +66,13 @@ pub struct Pricing {
     pub tempered: bool,
 }
 
+impl Pricing {
+    /// The loss a price is taken from: `tempered` when priced so, else `plain`.
+    fn loss(self, plain: Option<f64>, tempered: Option<f64>) -> Option<f64> {
+        if self.tempered { tempered } else { plain }
+    }
+}
+
 /// The bits `arm` moves in `bits`.
 fn moved(arm: Arm, bits: LayerBits) -> u32 {
     match arm.kind {
@@ -100,12 +107,7 @@ fn prices(
     let mut prices = Prices::new();
     let mut refused = Vec::new();
     for s in steps {
-        let base = if pricing.tempered {
-            s.bandit_tempered_loss
-        } else {
-            s.bandit_loss
-        };
-        let Some(base) = base else {
+        let Some(base) = pricing.loss(s.bandit_loss, s.bandit_tempered_loss) else {
             return Ok(None);
         };
         if s.arms.len() != arms.len() {
@@ -127,11 +129,7 @@ fn prices(
                     arm.kind
                 );
             }
-            let loss = if pricing.tempered {
-                rec.tempered_loss
-            } else {
-                rec.loss
-            };
+            let loss = pricing.loss(rec.loss, rec.tempered_loss);
             if let Some(loss) = loss.filter(|l| l.is_finite()) {
                 let key = (i, moved(*arm, policy.bits[arm.layer]));
                 prices.insert(key, price(loss, base, rec.loss_se, pricing.floor));
