@@ -90,7 +90,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
             top1: 1.0,
             loss: 0.0,
             loss_se: 0.0,
-            tempered_loss: None,
+            tempered_loss: 0.0,
         },
         arms: arms
             .into_iter()
@@ -99,7 +99,7 @@ fn trials(arms: Vec<Option<f64>>) -> Trials {
                     top1: a,
                     loss: 1.0 - a,
                     loss_se: 0.01,
-                    tempered_loss: None,
+                    tempered_loss: 1.0 - a,
                 })
             })
             .collect(),

@@ -112,8 +112,7 @@ pub struct TrialScore {
     pub loss_se: f64,
     /// Mean cross-entropy at the softmax temperature that minimises it
     /// ([`super::trials::temperatures`]): the damage that rescaling the logits cannot undo.
-    /// `None` where it was not measured.
-    pub tempered_loss: Option<f64>,
+    pub tempered_loss: f64,
 }
 
 /// Every trial's result, and the current policy's.
@@ -176,7 +175,7 @@ mod tests {
                 top1,
                 loss,
                 loss_se: 0.0,
-                tempered_loss: None,
+                tempered_loss: loss,
             })
         };
         Trials {
@@ -184,7 +183,7 @@ mod tests {
                 top1: 0.9,
                 loss: 0.30,
                 loss_se: 0.0,
-                tempered_loss: None,
+                tempered_loss: 0.30,
             },
             arms: vec![t(0.89, 0.31), None, t(0.85, 0.40), t(0.90, 0.30)],
         }
@@ -241,7 +240,7 @@ mod tests {
                 top1: 0.0,
                 loss,
                 loss_se,
-                tempered_loss: None,
+                tempered_loss: loss,
             })
         };
         let trials = Trials {
@@ -249,7 +248,7 @@ mod tests {
                 top1: 0.0,
                 loss: 0.9686,
                 loss_se: 0.0,
-                tempered_loss: None,
+                tempered_loss: 0.9686,
             },
             arms: vec![
                 t(3.1137, 0.05),  // 0.008% of the model, breaks it

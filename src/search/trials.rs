@@ -398,12 +398,10 @@ pub fn score_trials(
                     top1: h.int64_value(&[]) as f64 / n,
                     loss: l.double_value(&[]) / n,
                     loss_se: standard_error(d.double_value(&[]), sq.double_value(&[]), n),
-                    tempered_loss: Some(least_mean(temp, n)),
+                    tempered_loss: least_mean(temp, n),
                 })
                 .filter(|t| {
-                    t.loss.is_finite()
-                        && t.loss_se.is_finite()
-                        && t.tempered_loss.is_some_and(f64::is_finite)
+                    t.loss.is_finite() && t.loss_se.is_finite() && t.tempered_loss.is_finite()
                 })
         })
         .collect();
@@ -412,7 +410,7 @@ pub fn score_trials(
             top1: cur_hits.double_value(&[]) / n,
             loss: cur_loss.double_value(&[]) / n,
             loss_se: 0.0,
-            tempered_loss: Some(least_mean(&cur_tempered, n)),
+            tempered_loss: least_mean(&cur_tempered, n),
         },
         arms,
     })
@@ -435,7 +433,7 @@ pub fn score_trials_naive(
         top1: e.top1,
         loss: e.loss,
         loss_se: se,
-        tempered_loss: Some(tempered),
+        tempered_loss: tempered,
     };
     let arms = contenders
         .iter()
