@@ -2,19 +2,25 @@
 //! lowers exactly that arm one rung, collaborate fine-tunes, persist records and saves the step
 //! so that the run directory reads back the same state.
 
-use ccq::data::{DataFormat, synthetic};
+use ccq::data::{DataFormat, calibration_batches as calibration_batches_of, synthetic};
 use ccq::events::Silent;
+use ccq::model::Model;
 use ccq::model::ModelKind;
 use ccq::pipeline::data::{calibration_batches, prepare_for};
 use ccq::pipeline::{self, DataConfig, SearchSettings, Session, TrainConfig};
+use ccq::quant::policy::Policy;
+use ccq::quant::quantizer::QuantScheme;
 use ccq::search::bandit::Competition;
 use ccq::search::ccq::{self as search, SearchEnv, collaborate_step, compete, persist, select};
 use ccq::search::run_dir::RunDir;
 use ccq::search::step::{Plan, plan};
 use ccq::search::target::Target;
+use ccq::search::trials::TRIAL_BN_BATCHES;
 use ccq::train::Devices;
+use ccq::train::calibrate::reestimate_batchnorm;
 use ccq::train::checkpoint;
 use std::time::Instant;
+use tch::Tensor;
 
 #[test]
 fn one_step_phase_by_phase() {
@@ -106,6 +112,18 @@ fn one_step_phase_by_phase() {
     let (model, c) = collaborate_step(model, &mut state, d.chosen, &sel, &env, 1).unwrap();
     assert!(c.refused.is_none() && c.epochs == 1, "{:?}", c.refused);
     assert_eq!(c.policy, sel.lowered);
+    let stats = calibration_batches_of(
+        &p.splits.train,
+        &norm,
+        devices.device,
+        TRIAL_BN_BATCHES,
+        cfg.augment,
+    )
+    .unwrap();
+    assert!(
+        statistics_gap(&model, &sel.lowered, cfg.scheme, &stats) > 1e-4,
+        "without --step-bn the running statistics lag the fine-tuned weights"
+    );
 
     let secs = (started.elapsed().as_secs_f64(), 0.0);
     persist(
@@ -133,4 +151,39 @@ fn one_step_phase_by_phase() {
     );
     let kept = checkpoint::load(&run.checkpoint("step-001"), devices.device).unwrap();
     assert_eq!(kept.meta.policy.as_ref(), Some(&sel.lowered));
+
+    // A second step with --step-bn: the fine-tuning leaves the statistics of its own weights.
+    state.config.finetune.step_bn = true;
+    let d = compete(
+        &model,
+        &mut state,
+        &arms,
+        &contest,
+        &mut competition,
+        &env,
+        2,
+    )
+    .unwrap();
+    let sel = select(&model, &state, arms[d.chosen], &env).unwrap();
+    let (model, c) = collaborate_step(model, &mut state, d.chosen, &sel, &env, 2).unwrap();
+    assert!(c.refused.is_none(), "{:?}", c.refused);
+    assert_eq!(
+        statistics_gap(&model, &sel.lowered, cfg.scheme, &stats),
+        0.0,
+        "with --step-bn the running statistics are re-estimated at the step's policy"
+    );
+}
+
+/// The largest difference between `model`'s BatchNorm running statistics and those a copy of
+/// it re-estimates on `batches` at `policy`.
+fn statistics_gap(model: &Model, policy: &Policy, scheme: QuantScheme, batches: &[Tensor]) -> f64 {
+    let copy = model.clone();
+    reestimate_batchnorm(&copy.net, policy, scheme, batches);
+    let own = model.net.batchnorm_buffers(0);
+    let fresh = copy.net.batchnorm_buffers(0);
+    assert!(!own.is_empty(), "the ConvNet has BatchNorm");
+    own.iter()
+        .zip(&fresh)
+        .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
 }

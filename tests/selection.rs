@@ -61,6 +61,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
             retries: 2,
             debug_lr_scale: None,
             keep_best: false,
+            step_bn: false,
         },
         init_epochs: 0,
         final_epochs: 0,

@@ -59,6 +59,9 @@ pub struct SearchFlags {
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
     #[arg(long)]
     pub keep_best: Option<bool>,
+    /// Re-estimate BatchNorm statistics at the step's policy after each step's fine-tuning epoch.
+    #[arg(long)]
+    pub step_bn: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met (improved: true).
     #[arg(long)]
     pub polish: Option<bool>,
@@ -173,6 +176,7 @@ impl SearchFlags {
             log_price: self.log_price,
             trial_bn: self.trial_bn,
             keep_best: self.keep_best,
+            step_bn: self.step_bn,
             polish: self.polish,
             polish_swaps: self.polish_swaps,
             reallocate: self.reallocate,

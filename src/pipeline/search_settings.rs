@@ -110,6 +110,9 @@ pub struct SearchSettings {
     pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
+    /// Re-estimate the BatchNorm statistics at the step's policy after each fine-tuning epoch
+    /// of a step (default off in both variants).
+    pub step_bn: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
     pub polish: Option<bool>,
     /// Let the polish swap a rung between two layers (default off in both variants).
@@ -183,6 +186,7 @@ impl Default for SearchSettings {
             log_price: None,
             trial_bn: None,
             keep_best: None,
+            step_bn: None,
             polish: None,
             polish_swaps: None,
             reallocate: None,
@@ -298,6 +302,7 @@ impl SearchSettings {
                 retries: self.ft_retries,
                 debug_lr_scale: self.debug_lr_scale,
                 keep_best: self.keep_best.unwrap_or(improved),
+                step_bn: self.step_bn.unwrap_or(false),
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,

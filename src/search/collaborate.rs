@@ -3,9 +3,11 @@
 
 use super::ccq::{SearchEnv, eval};
 use super::config::{SearchConfig, StopRule};
+use super::trials::TRIAL_BN_BATCHES;
 use crate::events::{Event, Pass};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
+use crate::train::calibrate::reestimate_batchnorm;
 use crate::train::fit::epoch_rng;
 use crate::train::{sgd, train_epoch};
 use anyhow::Result;
@@ -81,6 +83,17 @@ pub(super) fn finetune(
     let (mut best, mut last, mut used) = (0.0f64, pre_val, 0);
     let mut kept: Option<(Model, f64)> = None;
     let mut vals = Vec::new();
+    let statistics = if ft.step_bn {
+        crate::data::calibration_batches(
+            &env.splits.train,
+            env.norm,
+            model.net.device(),
+            TRIAL_BN_BATCHES,
+            cfg.augment,
+        )?
+    } else {
+        Vec::new()
+    };
     for e in 0..ft.max_epochs {
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
         let lr_at = |t: f64| scale * ft.schedule.lr(e as f64 + t);
@@ -102,6 +115,8 @@ pub(super) fn finetune(
                 phase: &label,
             },
         )?;
+        // Empty unless step_bn: then the running statistics are those of this epoch's weights.
+        reestimate_batchnorm(&model.net, policy, cfg.scheme, &statistics);
         last = eval(&model, policy, cfg.scheme, &env.splits.val, env, None)?.top1;
         vals.push(last);
         if ft.keep_best && last > best {

@@ -87,6 +87,13 @@ pub struct Finetune {
     /// (the reference keeps the last).
     #[serde(default)]
     pub keep_best: bool,
+    /// After each fine-tuning epoch, before validation, re-estimate every BatchNorm's running
+    /// statistics at the step's policy on [`super::trials::TRIAL_BN_BATCHES`] batches of
+    /// training images. Training normalises with each batch's own statistics, so the running
+    /// ones (momentum 0.1) otherwise lag the lowered weights, and validation and the next
+    /// step's trials are scored with them.
+    #[serde(default)]
+    pub step_bn: bool,
 }
 
 fn default_retries() -> usize {
