@@ -34,8 +34,8 @@ pub struct SearchFlags {
     /// η of the exponential weights (default: reference 1, improved 2).
     #[arg(long)]
     pub eta: Option<f64>,
-    /// What a trial is judged by: `top1` on the bandit split (reference) or the cross-entropy
-    /// increase over the current policy, `loss` (improved).
+    /// What a trial is judged by: `top1` on the bandit split (reference), the cross-entropy
+    /// increase over the current policy, `loss` (improved), or its tempered increase.
     #[arg(long, value_parser = named::<TrialSignal>())]
     pub trial_signal: Option<TrialSignal>,
     /// Divide a trial's loss increase by the fraction of the model it saves (improved: true).

@@ -28,15 +28,19 @@ pub enum TrialSignal {
     Top1,
     /// Bandit cross-entropy increase over the current policy.
     Loss,
+    /// Increase in tempered bandit cross-entropy (each policy's at the softmax temperature
+    /// that minimises it): the damage that rescaling the logits does not undo.
+    Tempered,
 }
 
 impl crate::names::Named for TrialSignal {
-    const ALL: &'static [Self] = &[TrialSignal::Top1, TrialSignal::Loss];
+    const ALL: &'static [Self] = &[TrialSignal::Top1, TrialSignal::Loss, TrialSignal::Tempered];
     const WHAT: &'static str = "trial signal";
     fn name(&self) -> &'static str {
         match self {
             TrialSignal::Top1 => "top1",
             TrialSignal::Loss => "loss",
+            TrialSignal::Tempered => "tempered",
         }
     }
 }
@@ -53,7 +57,7 @@ pub struct Reward {
     pub standardise: bool,
     /// Factor by which log-weights carry over to the next step (0: reset, the reference).
     pub carry: f64,
-    /// Reward `−ln((max(increase, 0) + se) / saving)` (needs the loss signal, per saving).
+    /// Reward `−ln((max(increase, 0) + se) / saving)` (needs a loss signal, per saving).
     #[serde(default)]
     pub log_price: bool,
     /// Each trial re-estimates the BatchNorm statistics its change affects before it is scored
@@ -89,8 +93,8 @@ impl Reward {
 
     /// Why these settings cannot be used together, if they cannot.
     pub fn conflict(&self) -> Option<&'static str> {
-        (self.log_price && (self.signal != TrialSignal::Loss || !self.per_saving))
-            .then_some("--log-price needs --trial-signal loss and --per-saving true")
+        (self.log_price && (self.signal == TrialSignal::Top1 || !self.per_saving))
+            .then_some("--log-price needs --trial-signal loss or tempered and --per-saving true")
     }
 }
 
@@ -128,6 +132,15 @@ pub struct Trials {
 /// every image has none, and its price would be 0).
 const MIN_SE: f64 = 1e-6;
 
+/// A trial's rise in the loss `signal` names over the current policy's (the tempered one, or
+/// the plain cross-entropy). The standard error stays the plain rise's.
+fn rise(signal: TrialSignal, t: &TrialScore, current: &TrialScore) -> f64 {
+    match signal {
+        TrialSignal::Tempered => t.tempered_loss - current.tempered_loss,
+        _ => t.loss - current.loss,
+    }
+}
+
 /// Each competing arm's reward (the value `η` multiplies), `None` for the others.
 /// `saved[i]`: the fraction of the target's metric that lowering arm `i` saves.
 pub fn rewards(r: &Reward, trials: &Trials, saved: &[f64]) -> Vec<Option<f64>> {
@@ -138,12 +151,12 @@ pub fn rewards(r: &Reward, trials: &Trials, saved: &[f64]) -> Vec<Option<f64>> {
         .map(|(t, &s)| {
             t.map(|t| match r.signal {
                 TrialSignal::Top1 => t.top1,
-                TrialSignal::Loss if r.log_price => {
-                    let increase = (t.loss - trials.current.loss).max(0.0);
+                _ if r.log_price => {
+                    let increase = rise(r.signal, &t, &trials.current).max(0.0);
                     -((increase + t.loss_se.max(MIN_SE)) / s.max(1e-6)).ln()
                 }
-                TrialSignal::Loss => {
-                    let increase = t.loss - trials.current.loss;
+                _ => {
+                    let increase = rise(r.signal, &t, &trials.current);
                     -if r.per_saving {
                         increase / s.max(1e-6)
                     } else {
@@ -295,6 +308,48 @@ mod tests {
         );
         let want = -((0.9698f64 - 0.9686 + 0.003) / 0.079).ln();
         assert!((raw[3].unwrap() - want).abs() < 1e-9, "{raw:?}");
+    }
+
+    #[test]
+    fn the_tempered_signal_prices_the_rise_in_tempered_loss() {
+        // Arm 0 mostly rescales the logits: a large plain rise, a small tempered one. Arm 1
+        // scrambles the features: the same plain rise, and the tempered loss rises as much.
+        let score = |loss, tempered_loss| TrialScore {
+            top1: 0.0,
+            loss,
+            loss_se: 0.01,
+            tempered_loss,
+        };
+        let trials = Trials {
+            current: score(0.30, 0.28),
+            arms: vec![Some(score(0.50, 0.30)), Some(score(0.50, 0.48))],
+        };
+        let saved = [0.1, 0.1];
+        let raw = |signal| {
+            let r = Reward {
+                signal,
+                standardise: false,
+                ..Reward::improved()
+            };
+            assert_eq!(r.conflict(), None);
+            rewards(&r, &trials, &saved)
+        };
+        let price = |rise: f64| Some(-((rise + 0.01) / 0.1f64).ln());
+        let plain = raw(TrialSignal::Loss);
+        assert_eq!(plain, vec![price(0.20), price(0.20)]);
+        let tempered = raw(TrialSignal::Tempered);
+        assert!(
+            (tempered[0].unwrap() - price(0.02).unwrap()).abs() < 1e-12,
+            "{tempered:?}"
+        );
+        assert!(
+            (tempered[1].unwrap() - price(0.20).unwrap()).abs() < 1e-12,
+            "{tempered:?}"
+        );
+        assert!(
+            tempered[0] > tempered[1],
+            "the rescaling is the cheaper lowering"
+        );
     }
 
     #[test]
