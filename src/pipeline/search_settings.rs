@@ -416,6 +416,23 @@ mod tests {
     }
 
     #[test]
+    fn step_batchnorm_is_off_in_both_variants_and_can_be_switched_on() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
+        for variant in [Variant::Improved, Variant::Reference] {
+            let settings = SearchSettings {
+                variant,
+                ..SearchSettings::default()
+            };
+            assert!(!cfg(&settings).finetune.step_bn);
+            let on = SearchSettings {
+                step_bn: Some(true),
+                ..settings
+            };
+            assert!(cfg(&on).finetune.step_bn);
+        }
+    }
+
+    #[test]
     fn reallocation_its_price_floor_and_tempered_prices_are_on_in_the_improved_variant_and_can_be_switched()
      {
         let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
