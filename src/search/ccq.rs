@@ -207,17 +207,7 @@ pub fn compete(
     t: usize,
 ) -> Result<Decision> {
     let cfg = &state.config;
-    let bn_batches = if cfg.reward.trial_bn {
-        crate::data::calibration_batches(
-            &env.splits.train,
-            env.norm,
-            model.net.device(),
-            TRIAL_BN_BATCHES,
-            cfg.augment,
-        )?
-    } else {
-        Vec::new()
-    };
+    let bn_batches = statistics_batches(cfg.reward.trial_bn, cfg, env, model.net.device())?;
     let mut scorer = BanditScorer {
         model,
         policy: &state.policy,
@@ -242,6 +232,27 @@ pub fn compete(
         }
     }
     Ok(d)
+}
+
+/// The [`TRIAL_BN_BATCHES`] training batches the search re-estimates BatchNorm statistics on
+/// (the trials' and, with [`super::config::Finetune::step_bn`], the steps'); none unless
+/// `wanted`.
+pub(super) fn statistics_batches(
+    wanted: bool,
+    cfg: &SearchConfig,
+    env: &SearchEnv,
+    device: tch::Device,
+) -> Result<Vec<tch::Tensor>> {
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    crate::data::calibration_batches(
+        &env.splits.train,
+        env.norm,
+        device,
+        TRIAL_BN_BATCHES,
+        cfg.augment,
+    )
 }
 
 /// The chosen lowering, applied.

@@ -1,9 +1,8 @@
 //! The collaboration: after a lowering, all layers fine-tune together, with retries at half the
 //! learning rate when the fine-tuning diverges.
 
-use super::ccq::{SearchEnv, eval};
+use super::ccq::{SearchEnv, eval, statistics_batches};
 use super::config::{SearchConfig, StopRule};
-use super::trials::TRIAL_BN_BATCHES;
 use crate::events::{Event, Pass};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
@@ -83,17 +82,7 @@ pub(super) fn finetune(
     let (mut best, mut last, mut used) = (0.0f64, pre_val, 0);
     let mut kept: Option<(Model, f64)> = None;
     let mut vals = Vec::new();
-    let statistics = if ft.step_bn {
-        crate::data::calibration_batches(
-            &env.splits.train,
-            env.norm,
-            model.net.device(),
-            TRIAL_BN_BATCHES,
-            cfg.augment,
-        )?
-    } else {
-        Vec::new()
-    };
+    let statistics = statistics_batches(ft.step_bn, cfg, env, model.net.device())?;
     for e in 0..ft.max_epochs {
         let mut rng = epoch_rng(cfg.seed ^ ((step as u64) << 32), e);
         let lr_at = |t: f64| scale * ft.schedule.lr(e as f64 + t);
