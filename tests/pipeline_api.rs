@@ -376,3 +376,106 @@ fn distillation_reaches_qat_and_the_final_fine_tuning() {
     assert_eq!(distilled.state.config.distill, Some(kd));
     assert_ne!(weights("s-plain/final"), weights("s-kd/final"));
 }
+
+/// A comparison of CCQ alone at `budgets`, written to `out`, without the budget polish (it
+/// scores raises on the search's weights at each budget).
+fn ccq_comparison(out: &Path, fp: &Path, d: &DataConfig, budgets: &[f64]) -> pipeline::CompareConfig {
+    let search = ccq::pipeline::SearchSettings {
+        ft_min_epochs: Some(1),
+        ft_max_epochs: Some(1),
+        init_epochs: 0,
+        polish: Some(false),
+        ..Default::default()
+    };
+    pipeline::CompareConfig {
+        checkpoint: fp.to_path_buf(),
+        budgets: budgets.to_vec(),
+        methods: vec![ccq::search::baselines::Method::Ccq],
+        ft_epochs: 1,
+        ft_lr: 0.005,
+        ft_repeats: 1,
+        hessian_images: 64,
+        hessian_samples: 2,
+        equal_compute: false,
+        out: out.to_path_buf(),
+        search,
+        data: d.clone(),
+        session: session(),
+    }
+}
+
+/// Runs `cfg` until its search has taken one step; that step's compression.
+fn cancelled_after_one_step(cfg: &pipeline::CompareConfig) -> f64 {
+    let stop = Recorder {
+        steps: Cell::new(0),
+        stop_after: Some(1),
+        kinds: RefCell::new(Vec::new()),
+    };
+    assert!(matches!(
+        pipeline::compare(cfg, &stop),
+        Err(Error::Cancelled(_))
+    ));
+    let state = ccq::search::run_dir::RunDir::new(cfg.out.join("ccq"))
+        .load_state()
+        .unwrap();
+    assert_eq!(state.step, 1);
+    state.steps[0].compression
+}
+
+#[test]
+fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // A comparison at 7x, cancelled after its search's first step; then a budget that step had
+    // reached is added as it continues. The search kept no checkpoint there (it only knew of
+    // 7x), and the steps after the resume must not keep one either.
+    let later = t.path().join("later");
+    let reached = cancelled_after_one_step(&ccq_comparison(&later, &fp, &d, &[7.0]));
+    let first = (reached * 100.0).floor() / 100.0;
+    let budgets = [first, 7.0];
+    let added = pipeline::compare(&ccq_comparison(&later, &fp, &d, &budgets), &Silent).unwrap();
+    // The same results as a comparison that listed both budgets from the start.
+    let listed = t.path().join("listed");
+    let whole = pipeline::compare(&ccq_comparison(&listed, &fp, &d, &budgets), &Silent).unwrap();
+    let ccq_at = |c: &pipeline::Compared, b: f64| {
+        let mut r: Vec<_> = c
+            .report
+            .results
+            .iter()
+            .filter(|r| r.method.starts_with("ccq") && r.budget == b)
+            .map(|r| (r.method.clone(), r.bits.clone(), r.compression, r.test_top1))
+            .collect();
+        r.sort_by(|x, y| x.0.cmp(&y.0));
+        r
+    };
+    for b in budgets {
+        let (a, w) = (ccq_at(&added, b), ccq_at(&whole, b));
+        assert!(!a.is_empty() && a.iter().all(|r| r.2 >= b), "{b}x: {a:?}");
+        assert_eq!(a, w, "{b}x");
+    }
+    assert_eq!(added.report.ccq_steps.len(), whole.report.ccq_steps.len());
+    // A budget past where the search ended is refused, naming the run and what to do.
+    let end = added.report.ccq_steps.last().unwrap().compression;
+    let beyond = ccq_comparison(&later, &fp, &d, &[first, 7.0, end + 0.01]);
+    match pipeline::compare(&beyond, &Silent) {
+        Err(Error::IncompatibleCheckpoint { path, message }) => {
+            assert!(path.ends_with("later/ccq"), "{}", path.display());
+            assert!(message.contains("new --out"), "{message}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.report.results.len())),
+    }
+    // So is an added budget whose fine-tuning would start from the search's weights there.
+    let from_search = |out: &Path, budgets: &[f64]| {
+        let mut c = ccq_comparison(out, &fp, &d, budgets);
+        c.search.final_from = Some(ccq::search::config::FinalFrom::Search);
+        c
+    };
+    let weights = t.path().join("weights");
+    cancelled_after_one_step(&from_search(&weights, &[7.0]));
+    match pipeline::compare(&from_search(&weights, &budgets), &Silent) {
+        Err(Error::IncompatibleCheckpoint { message, .. }) => {
+            assert!(message.contains("--final-from search"), "{message}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.report.results.len())),
+    }
+}

@@ -8,6 +8,7 @@ use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Pass};
 use crate::model::Model;
+use crate::names::Named;
 use crate::model::cost::model_cost;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
@@ -330,9 +331,47 @@ impl Bench<'_> {
         Ok((run, state))
     }
 
-    /// CCQ's result at budget `b`, from the milestone checkpoint, re-allocated from the prices
-    /// the search had measured by then, or else polished (each if set); when either changes
-    /// the policy, the search's own result is shown beside it.
+    /// The search's policy at budget `b` (the first step that reached it) and its weights
+    /// there where the search kept them: the milestone checkpoint, or else, for a budget added
+    /// to the comparison after the search had passed it, the policy replayed from the step
+    /// records (no weights).
+    fn ccq_at(&self, run: &RunDir, state: &SearchState, b: f64) -> Result<(Policy, Option<Model>)> {
+        let dir = run.milestone(b);
+        if dir.join(checkpoint::META).is_file() {
+            let kept = checkpoint::load(&dir, self.devices.device).map_err(|e| {
+                Error::bad_input(&dir, format!("CCQ's {b}x checkpoint: {e:#}"))
+            })?;
+            let policy = kept.meta.policy.clone().ok_or_else(|| {
+                Error::bad_input(&dir, format!("{}: no policy in it", dir.display()))
+            })?;
+            return Ok((policy, Some(kept.model)));
+        }
+        let Some(k) = reached(state, b) else {
+            let end = state.steps.last().map_or(0.0, |s| s.compression);
+            return Err(Error::incompatible(
+                run.path(),
+                format!(
+                    "{}: this comparison's CCQ search ended at {end:.2}x, below {b}x (it searches to the largest budget the comparison started with); a larger budget needs a new --out",
+                    run.path().display()
+                ),
+            ));
+        };
+        if state.config.budget_aware {
+            return Err(Error::incompatible(
+                run.path(),
+                format!(
+                    "{}: {b}x was added after this comparison's budget-aware search had passed it (step {}) without aiming at it; list it from the start, in a new --out",
+                    run.path().display(),
+                    k + 1
+                ),
+            ));
+        }
+        Ok((state.policy_after(&self.ck.model.layer_names(), k + 1), None))
+    }
+
+    /// CCQ's result at budget `b`, from the search's policy there ([`Self::ccq_at`]),
+    /// re-allocated from the prices the search had measured by then, or else polished (each if
+    /// set); when either changes the policy, the search's own result is shown beside it.
     fn ccq_result(
         &self,
         run: &RunDir,
@@ -340,20 +379,14 @@ impl Bench<'_> {
         b: f64,
         report: &mut Report,
     ) -> Result<()> {
-        let kept = checkpoint::load(&run.milestone(b), self.devices.device)
-            .map_err(|e| Error::Internal(format!("CCQ never reached {b}x: {e:#}")))?;
-        let mut policy = kept
-            .meta
-            .policy
-            .clone()
-            .ok_or_else(|| Error::Internal(format!("the {b}x milestone has no policy")))?;
+        let (mut policy, model) = self.ccq_at(run, state, b)?;
         let search_secs = seconds_to_reach(state, b);
-        let model = kept.model;
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
+        let layers = &self.ck.model.layers;
         let reallocation = match reached(state, b) {
             Some(k) if self.search.reallocate => reallocate(
-                &model.layers,
+                layers,
                 &state.steps[..=k],
                 &policy,
                 &self.search.lowering,
@@ -369,16 +402,19 @@ impl Bench<'_> {
             let raw = self.ccq_finish(
                 &format!("{name}{NOT_REALLOCATED}"),
                 b,
-                model.clone(),
+                model.as_ref(),
                 &policy,
                 search_secs,
             )?;
             report.results.push(raw);
-            search::adopt(&model, &r, self.scheme, self.events);
+            match &model {
+                Some(m) => search::adopt(m, &r, self.scheme, self.events),
+                None => search::report_reallocation(&r, self.events),
+            }
             policy = r.policy;
         } else if self.search.polish {
             let (polished, raises) = polish(
-                &model,
+                self.searched(model.as_ref(), b, "the budget polish (--polish)")?,
                 &policy,
                 &self.search.lowering,
                 &target,
@@ -391,7 +427,7 @@ impl Bench<'_> {
                 let raw = self.ccq_finish(
                     &format!("{name}{NO_POLISH}"),
                     b,
-                    model.clone(),
+                    model.as_ref(),
                     &policy,
                     search_secs,
                 )?;
@@ -399,9 +435,24 @@ impl Bench<'_> {
                 policy = polished;
             }
         }
-        let r = self.ccq_finish(name, b, model, &policy, search_secs)?;
+        let r = self.ccq_finish(name, b, model.as_ref(), &policy, search_secs)?;
         report.results.push(r);
         Ok(())
+    }
+
+    /// The search's weights at budget `b`, which `what` needs; an error when they were not
+    /// kept (a budget added after the search had passed it).
+    fn searched<'m>(&self, model: Option<&'m Model>, b: f64, what: &str) -> Result<&'m Model> {
+        model.ok_or_else(|| {
+            let run = self.cfg.out.join("ccq");
+            Error::incompatible(
+                &run,
+                format!(
+                    "{}: {b}x was added after this comparison's CCQ search had passed it, so its weights there were not kept, and {what} needs them; list {b}x from the start, in a new --out",
+                    run.display()
+                ),
+            )
+        })
     }
 
     /// CCQ's policy fine-tuned for `--ft-epochs` from where `final_from` says: the search's
@@ -410,7 +461,7 @@ impl Bench<'_> {
         &self,
         method: &str,
         budget: f64,
-        searched: Model,
+        searched: Option<&Model>,
         policy: &Policy,
         search_secs: f64,
     ) -> Result<MethodResult> {
@@ -421,6 +472,8 @@ impl Bench<'_> {
         for repeat in 0..self.cfg.ft_repeats {
             let mut candidates = Vec::new();
             if matches!(from, FinalFrom::Search | FinalFrom::Best) {
+                let what = format!("--final-from {}", from.name());
+                let searched = self.searched(searched, budget, &what)?;
                 let (m, v) = self.tune(searched.clone(), policy, false, epochs, repeat)?;
                 candidates.push(("search", m, v));
             }

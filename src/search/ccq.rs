@@ -442,8 +442,11 @@ pub fn persist(
         avg_bits: cost.avg_bits,
         lambda: d.lambda,
     });
+    // Only the step that first reached a milestone keeps it: one passed before a resume that
+    // added it is replayed from the step records instead (`SearchState::policy_after`).
+    let this = state.steps.len() - 1;
     for &r in &env.keep {
-        if cost.compression >= r {
+        if state.steps.iter().position(|s| s.compression >= r) == Some(this) {
             run.keep_milestone(r, model, &meta)?;
         }
     }
@@ -542,16 +545,28 @@ pub fn run(
 /// Moves `model` to a re-allocated policy (rescaling the LSQ steps of every layer whose bits
 /// changed) and reports it.
 pub fn adopt(model: &Model, r: &Reallocation, scheme: QuantScheme, events: &dyn Events) {
-    let names = &r.searched.names;
-    let mut changes = Vec::new();
-    for (l, (b, a)) in r.searched.bits.iter().zip(&r.policy.bits).enumerate() {
-        if b != a {
-            if scheme != QuantScheme::default() {
+    if scheme != QuantScheme::default() {
+        for (l, (b, a)) in r.searched.bits.iter().zip(&r.policy.bits).enumerate() {
+            if b != a {
                 rescale_steps(&model.net, l, *b, *a);
             }
-            changes.push((names[l].as_str(), *b, *a));
         }
     }
+    report_reallocation(r, events);
+}
+
+/// Reports what a re-allocation changed (for a policy whose searched weights are not at hand).
+pub fn report_reallocation(r: &Reallocation, events: &dyn Events) {
+    let names = &r.searched.names;
+    let changes = r
+        .searched
+        .bits
+        .iter()
+        .zip(&r.policy.bits)
+        .enumerate()
+        .filter(|(_, (b, a))| b != a)
+        .map(|(l, (b, a))| (names[l].as_str(), *b, *a))
+        .collect();
     events.event(&Event::Reallocated {
         changes,
         searched_price: r.searched_price,

@@ -150,6 +150,21 @@ fn first_version() -> u32 {
     1
 }
 
+impl SearchState {
+    /// The policy the search held after its first `steps` steps (of layers `names`): the start
+    /// policy with each step's lowering applied in order, a refused one changing nothing.
+    /// It is what a checkpoint kept at that step holds, for a step whose weights were not kept.
+    pub fn policy_after(&self, names: &[String], steps: usize) -> Policy {
+        let mut policy = self.config.lowering.start(names);
+        for s in self.steps.iter().take(steps).filter(|s| s.refused.is_none()) {
+            if let Some(i) = policy.names.iter().position(|n| *n == s.chosen) {
+                policy.bits[i] = s.bits_after;
+            }
+        }
+        policy
+    }
+}
+
 /// The `policy.json` of a finished run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PolicyReport {
