@@ -454,6 +454,16 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
         assert_eq!(a, w, "{b}x");
     }
     assert_eq!(added.report.ccq_steps.len(), whole.report.ccq_steps.len());
+    // A comparison recorded before a search setting existed continues: the setting reads as
+    // its default, the behaviour from before it.
+    let recorded = later.join("compare.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&recorded).unwrap()).unwrap();
+    let finetune = settings["search"]["finetune"].as_object_mut().unwrap();
+    assert_eq!(finetune.remove("step_bn"), Some(serde_json::Value::Bool(false)));
+    std::fs::write(&recorded, serde_json::to_string(&settings).unwrap()).unwrap();
+    let again = pipeline::compare(&ccq_comparison(&later, &fp, &d, &budgets), &Silent).unwrap();
+    assert_eq!(again.report.results.len(), added.report.results.len());
     // A budget past where the search ended is refused, naming the run and what to do.
     let end = added.report.ccq_steps.last().unwrap().compression;
     let beyond = ccq_comparison(&later, &fp, &d, &[first, 7.0, end + 0.01]);

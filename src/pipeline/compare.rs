@@ -962,6 +962,14 @@ fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
                 .and_then(|c| std::fs::canonicalize(c).ok())
         };
         let mut old = old;
+        // Search settings added since take their recorded defaults (a new setting's default is
+        // the behaviour from before it), as a resumed search's state does.
+        if let Some(recorded) = old.get("search")
+            && let Ok(search) = serde_json::from_value::<SearchConfig>(recorded.clone())
+        {
+            old["search"] =
+                serde_json::to_value(search).map_err(|e| Error::Internal(e.to_string()))?;
+        }
         if let (Some(a), Some(b)) = (same_file(&old), same_file(&settings))
             && a == b
         {
