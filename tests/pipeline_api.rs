@@ -379,7 +379,12 @@ fn distillation_reaches_qat_and_the_final_fine_tuning() {
 
 /// A comparison of CCQ alone at `budgets`, written to `out`, without the budget polish (it
 /// scores raises on the search's weights at each budget).
-fn ccq_comparison(out: &Path, fp: &Path, d: &DataConfig, budgets: &[f64]) -> pipeline::CompareConfig {
+fn ccq_comparison(
+    out: &Path,
+    fp: &Path,
+    d: &DataConfig,
+    budgets: &[f64],
+) -> pipeline::CompareConfig {
     let search = ccq::pipeline::SearchSettings {
         ft_min_epochs: Some(1),
         ft_max_epochs: Some(1),
@@ -460,7 +465,10 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
     let mut settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&recorded).unwrap()).unwrap();
     let finetune = settings["search"]["finetune"].as_object_mut().unwrap();
-    assert_eq!(finetune.remove("step_bn"), Some(serde_json::Value::Bool(false)));
+    assert_eq!(
+        finetune.remove("step_bn"),
+        Some(serde_json::Value::Bool(false))
+    );
     std::fs::write(&recorded, serde_json::to_string(&settings).unwrap()).unwrap();
     let again = pipeline::compare(&ccq_comparison(&later, &fp, &d, &budgets), &Silent).unwrap();
     assert_eq!(again.report.results.len(), added.report.results.len());
@@ -472,7 +480,10 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
             assert!(path.ends_with("later/ccq"), "{}", path.display());
             assert!(message.contains("new --out"), "{message}");
         }
-        other => panic!("expected a refusal, got {:?}", other.map(|c| c.report.results.len())),
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|c| c.report.results.len())
+        ),
     }
     // So is an added budget whose fine-tuning would start from the search's weights there.
     let from_search = |out: &Path, budgets: &[f64]| {
@@ -486,6 +497,9 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
         Err(Error::IncompatibleCheckpoint { message, .. }) => {
             assert!(message.contains("--final-from search"), "{message}");
         }
-        other => panic!("expected a refusal, got {:?}", other.map(|c| c.report.results.len())),
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|c| c.report.results.len())
+        ),
     }
 }

@@ -8,8 +8,8 @@ use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Pass};
 use crate::model::Model;
-use crate::names::Named;
 use crate::model::cost::model_cost;
+use crate::names::Named;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
@@ -338,9 +338,8 @@ impl Bench<'_> {
     fn ccq_at(&self, run: &RunDir, state: &SearchState, b: f64) -> Result<(Policy, Option<Model>)> {
         let dir = run.milestone(b);
         if dir.join(checkpoint::META).is_file() {
-            let kept = checkpoint::load(&dir, self.devices.device).map_err(|e| {
-                Error::bad_input(&dir, format!("CCQ's {b}x checkpoint: {e:#}"))
-            })?;
+            let kept = checkpoint::load(&dir, self.devices.device)
+                .map_err(|e| Error::bad_input(&dir, format!("CCQ's {b}x checkpoint: {e:#}")))?;
             let policy = kept.meta.policy.clone().ok_or_else(|| {
                 Error::bad_input(&dir, format!("{}: no policy in it", dir.display()))
             })?;
@@ -366,7 +365,10 @@ impl Bench<'_> {
                 ),
             ));
         }
-        Ok((state.policy_after(&self.ck.model.layer_names(), k + 1), None))
+        Ok((
+            state.policy_after(&self.ck.model.layer_names(), k + 1),
+            None,
+        ))
     }
 
     /// CCQ's result at budget `b`, from the search's policy there ([`Self::ccq_at`]),

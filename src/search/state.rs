@@ -156,7 +156,12 @@ impl SearchState {
     /// It is what a checkpoint kept at that step holds, for a step whose weights were not kept.
     pub fn policy_after(&self, names: &[String], steps: usize) -> Policy {
         let mut policy = self.config.lowering.start(names);
-        for s in self.steps.iter().take(steps).filter(|s| s.refused.is_none()) {
+        for s in self
+            .steps
+            .iter()
+            .take(steps)
+            .filter(|s| s.refused.is_none())
+        {
             if let Some(i) = policy.names.iter().position(|n| *n == s.chosen) {
                 policy.bits[i] = s.bits_after;
             }
