@@ -288,9 +288,14 @@ impl Bench<'_> {
         save_report(&self.cfg.out, report)
     }
 
+    /// The directory of CCQ's search: `out/ccq`.
+    fn ccq_run(&self) -> RunDir {
+        RunDir::new(self.cfg.out.join("ccq"))
+    }
+
     /// The search (new or resumed) in `out/ccq`, to the largest budget, keeping milestones.
     fn ccq_search(&self, reachable: &[f64]) -> Result<(RunDir, SearchState)> {
-        let run = RunDir::new(self.cfg.out.join("ccq"));
+        let run = self.ccq_run();
         let max = reachable.iter().copied().fold(0.0, f64::max);
         let env = SearchEnv {
             splits: &self.p.splits,
@@ -334,8 +339,14 @@ impl Bench<'_> {
     /// The search's policy at budget `b` (the first step that reached it) and its weights
     /// there where the search kept them: the milestone checkpoint, or else, for a budget added
     /// to the comparison after the search had passed it, the policy replayed from the step
-    /// records (no weights).
-    fn ccq_at(&self, run: &RunDir, state: &SearchState, b: f64) -> Result<(Policy, Option<Model>)> {
+    /// records (no weights). `k` is the index of the step that first reached `b`.
+    fn ccq_at(
+        &self,
+        run: &RunDir,
+        state: &SearchState,
+        b: f64,
+        k: Option<usize>,
+    ) -> Result<(Policy, Option<Model>)> {
         let dir = run.milestone(b);
         if dir.join(checkpoint::META).is_file() {
             let kept = checkpoint::load(&dir, self.devices.device)
@@ -345,7 +356,7 @@ impl Bench<'_> {
             })?;
             return Ok((policy, Some(kept.model)));
         }
-        let Some(k) = reached(state, b) else {
+        let Some(k) = k else {
             let end = state.steps.last().map_or(0.0, |s| s.compression);
             return Err(Error::incompatible(
                 run.path(),
@@ -381,12 +392,13 @@ impl Bench<'_> {
         b: f64,
         report: &mut Report,
     ) -> Result<()> {
-        let (mut policy, model) = self.ccq_at(run, state, b)?;
+        let k = reached(state, b);
+        let (mut policy, model) = self.ccq_at(run, state, b, k)?;
         let search_secs = seconds_to_reach(state, b);
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
         let layers = &self.ck.model.layers;
-        let reallocation = match reached(state, b) {
+        let reallocation = match k {
             Some(k) if self.search.reallocate => reallocate(
                 layers,
                 &state.steps[..=k],
@@ -446,12 +458,12 @@ impl Bench<'_> {
     /// kept (a budget added after the search had passed it).
     fn searched<'m>(&self, model: Option<&'m Model>, b: f64, what: &str) -> Result<&'m Model> {
         model.ok_or_else(|| {
-            let run = self.cfg.out.join("ccq");
+            let run = self.ccq_run();
             Error::incompatible(
-                &run,
+                run.path(),
                 format!(
                     "{}: {b}x was added after this comparison's CCQ search had passed it, so its weights there were not kept, and {what} needs them; list {b}x from the start, in a new --out",
-                    run.display()
+                    run.path().display()
                 ),
             )
         })
@@ -626,7 +638,7 @@ impl Bench<'_> {
     /// FP model for as many epochs as CCQ spent: its search's epochs to reach the budget plus
     /// its final fine-tuning (twice the shared epochs with `--final-from best`).
     fn equal_compute(&self, report: &mut Report) -> Result<()> {
-        let run = RunDir::new(self.cfg.out.join("ccq"));
+        let run = self.ccq_run();
         if !run.has_search() {
             return Err(Error::InvalidConfig(
                 "--equal-compute needs the CCQ run (include ccq in --methods)".into(),
