@@ -472,19 +472,65 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
     std::fs::write(&recorded, serde_json::to_string(&settings).unwrap()).unwrap();
     let again = pipeline::compare(&ccq_comparison(&later, &fp, &d, &budgets), &Silent).unwrap();
     assert_eq!(again.report.results.len(), added.report.results.len());
-    // A budget past where the search ended is refused, naming the run and what to do.
-    let end = added.report.ccq_steps.last().unwrap().compression;
-    let beyond = ccq_comparison(&later, &fp, &d, &[first, 7.0, end + 0.01]);
-    match pipeline::compare(&beyond, &Silent) {
+    // A budget past where a finished search ended takes that search on to it, with the same
+    // results as listing it from the start: here a comparison at `first` alone (its search
+    // stops after one step, then re-allocates), given 7x afterwards.
+    let extended = t.path().join("extended");
+    let short = pipeline::compare(&ccq_comparison(&extended, &fp, &d, &[first]), &Silent).unwrap();
+    assert_eq!(short.report.ccq_steps.len(), 1);
+    // What concluded it must be undone: its finished policy is made to differ from its last
+    // step's, as a re-allocation that moved a rung would leave it.
+    let state_file = extended.join("ccq/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    let bits = state["policy"]["bits"].as_array_mut().unwrap();
+    assert_eq!(bits[0]["w"], 8);
+    bits[0]["w"] = 6.into();
+    std::fs::write(&state_file, serde_json::to_string(&state).unwrap()).unwrap();
+    let more = pipeline::compare(&ccq_comparison(&extended, &fp, &d, &budgets), &Silent).unwrap();
+    for b in budgets {
+        assert_eq!(ccq_at(&more, b), ccq_at(&whole, b), "{b}x");
+    }
+    assert_eq!(more.report.ccq_steps.len(), whole.report.ccq_steps.len());
+    // Not a budget-aware search: its first target steered its steps.
+    let aware = |out: &Path, budgets: &[f64]| {
+        let mut c = ccq_comparison(out, &fp, &d, budgets);
+        c.search.budget_aware = Some(true);
+        c
+    };
+    let steered = t.path().join("steered");
+    pipeline::compare(&aware(&steered, &[first]), &Silent).unwrap();
+    match pipeline::compare(&aware(&steered, &budgets), &Silent) {
         Err(Error::IncompatibleCheckpoint { path, message }) => {
-            assert!(path.ends_with("later/ccq"), "{}", path.display());
-            assert!(message.contains("new --out"), "{message}");
+            assert!(path.ends_with("steered/ccq"), "{}", path.display());
+            assert!(
+                message.contains("budget-aware") && message.contains("new --out"),
+                "{message}"
+            );
         }
         other => panic!(
             "expected a refusal, got {:?}",
             other.map(|c| c.report.results.len())
         ),
     }
+    // A budget the search stopped short of (here at --qsteps) is skipped with the reason.
+    let mut capped = ccq_comparison(&t.path().join("capped"), &fp, &d, &budgets);
+    capped.search.qsteps = 1;
+    let capped = pipeline::compare(&capped, &Silent).unwrap();
+    let at = |b: f64| {
+        capped
+            .report
+            .results
+            .iter()
+            .find(|r| r.budget == b)
+            .unwrap()
+    };
+    assert!(at(first).test_top1.is_some());
+    let note = at(7.0).note.clone().unwrap_or_default();
+    assert!(
+        at(7.0).test_top1.is_none() && note.contains("--qsteps 1"),
+        "{note}"
+    );
     // So is an added budget whose fine-tuning would start from the search's weights there.
     let from_search = |out: &Path, budgets: &[f64]| {
         let mut c = ccq_comparison(out, &fp, &d, budgets);

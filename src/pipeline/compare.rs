@@ -16,6 +16,7 @@ use crate::report::{MethodResult, Report, html};
 use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
+use crate::search::extend::reopen;
 use crate::search::polish::polish;
 use crate::search::reallocate::reallocate;
 use crate::search::run_dir::RunDir;
@@ -259,7 +260,8 @@ impl Bench<'_> {
     }
 
     /// CCQ: one search to the largest reachable budget, keeping the first checkpoint past each
-    /// budget; each is polished (if set) and fine-tuned like every other method.
+    /// budget; each is polished (if set) and fine-tuned like every other method. A budget the
+    /// search stopped short of (no arm awake, `--qsteps`) is skipped with its reason.
     fn ccq(&self, budgets: &[f64], report: &mut Report) -> Result<()> {
         let reachable: Vec<f64> = budgets
             .iter()
@@ -271,10 +273,19 @@ impl Bench<'_> {
             let (run, state) = self.ccq_search(&reachable)?;
             report.ccq_steps = state.steps.clone();
             for &b in &reachable {
-                if !done(report, name, b) {
-                    self.ccq_result(&run, &state, b, report)?;
-                    save_report(&self.cfg.out, report)?;
+                if done(report, name, b) {
+                    continue;
                 }
+                match reached(&state, b) {
+                    Some(k) => self.ccq_result(&run, &state, b, k, report)?,
+                    None => {
+                        let end = state.steps.last().map_or(0.0, |s| s.compression);
+                        let why = state.finished.as_deref().unwrap_or("not finished");
+                        let note = format!("CCQ: its search stopped at {end:.2}x ({why})");
+                        report.results.push(self.skipped(Method::Ccq, b, note));
+                    }
+                }
+                save_report(&self.cfg.out, report)?;
             }
         }
         for &b in budgets.iter().filter(|b| !reachable.contains(b)) {
@@ -293,7 +304,8 @@ impl Bench<'_> {
         RunDir::new(self.cfg.out.join("ccq"))
     }
 
-    /// The search (new or resumed) in `out/ccq`, to the largest budget, keeping milestones.
+    /// The search (new or resumed) in `out/ccq`, to the largest budget, keeping milestones; a
+    /// finished search that met a smaller target (a larger budget added since) goes on to it.
     fn ccq_search(&self, reachable: &[f64]) -> Result<(RunDir, SearchState)> {
         let run = self.ccq_run();
         let max = reachable.iter().copied().fold(0.0, f64::max);
@@ -306,9 +318,23 @@ impl Bench<'_> {
             events: self.events,
         };
         let (model, state) = if run.has_search() {
-            let state = run.load_state()?;
-            let ck = checkpoint::load(&run.checkpoint(&state.checkpoint), self.devices.device)?;
-            (ck.model, state)
+            let mut state = run.load_state()?;
+            let reopened = reopen(&run, &mut state, max, self.devices.device).map_err(|e| {
+                Error::incompatible(
+                    run.path(),
+                    format!(
+                        "{}: this comparison's CCQ search ended at its largest budget then, and cannot go on to {max}x: {e:#}; list {max}x in a new --out",
+                        run.path().display()
+                    ),
+                )
+            })?;
+            match reopened {
+                Some(model) => (model, state),
+                None => {
+                    let path = run.checkpoint(&state.checkpoint);
+                    (checkpoint::load(&path, self.devices.device)?.model, state)
+                }
+            }
         } else {
             // Every method gets the same fine-tuning after allocation: no final phase here.
             let mut cfg = self.cfg.search.config(
@@ -345,7 +371,7 @@ impl Bench<'_> {
         run: &RunDir,
         state: &SearchState,
         b: f64,
-        k: Option<usize>,
+        k: usize,
     ) -> Result<(Policy, Option<Model>)> {
         let dir = run.milestone(b);
         if dir.join(checkpoint::META).is_file() {
@@ -356,16 +382,6 @@ impl Bench<'_> {
             })?;
             return Ok((policy, Some(kept.model)));
         }
-        let Some(k) = k else {
-            let end = state.steps.last().map_or(0.0, |s| s.compression);
-            return Err(Error::incompatible(
-                run.path(),
-                format!(
-                    "{}: this comparison's CCQ search ended at {end:.2}x, below {b}x (it searches to the largest budget the comparison started with); a larger budget needs a new --out",
-                    run.path().display()
-                ),
-            ));
-        };
         if state.config.budget_aware {
             return Err(Error::incompatible(
                 run.path(),
@@ -382,7 +398,8 @@ impl Bench<'_> {
         ))
     }
 
-    /// CCQ's result at budget `b`, from the search's policy there ([`Self::ccq_at`]),
+    /// CCQ's result at budget `b`, which step `k` first reached, from the search's policy there
+    /// ([`Self::ccq_at`]),
     /// re-allocated from the prices the search had measured by then, or else polished (each if
     /// set); when either changes the policy, the search's own result is shown beside it.
     fn ccq_result(
@@ -390,16 +407,16 @@ impl Bench<'_> {
         run: &RunDir,
         state: &SearchState,
         b: f64,
+        k: usize,
         report: &mut Report,
     ) -> Result<()> {
-        let k = reached(state, b);
         let (mut policy, model) = self.ccq_at(run, state, b, k)?;
         let search_secs = seconds_to_reach(state, b);
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
         let layers = &self.ck.model.layers;
-        let reallocation = match k {
-            Some(k) if self.search.reallocate => reallocate(
+        let reallocation = if self.search.reallocate {
+            reallocate(
                 layers,
                 &state.steps[..=k],
                 &policy,
@@ -409,8 +426,9 @@ impl Bench<'_> {
                 self.search.pricing(),
             )
             .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))?
-            .filter(|r| r.policy != policy),
-            _ => None,
+            .filter(|r| r.policy != policy)
+        } else {
+            None
         };
         if let Some(r) = reallocation {
             let raw = self.ccq_finish(

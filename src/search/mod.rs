@@ -6,6 +6,7 @@ pub mod baselines;
 pub mod ccq;
 pub mod collaborate;
 pub mod config;
+pub mod extend;
 pub mod hessian;
 pub mod polish;
 pub mod reallocate;
