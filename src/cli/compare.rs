@@ -90,7 +90,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         "{:<14} {:>7} {:>9} {:>11} {:>9} {:>10} {:>9}",
         "method", "budget", "size(B)", "compression", "test", "vs FP", "time(s)"
     );
-    for r in &c.report.results {
+    for r in c.report.ordered() {
         if r.bits.is_empty() {
             println!(
                 "{:<14} {:>6}x {}",

@@ -109,6 +109,22 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+impl Report {
+    /// The results grouped by method (in their first order of appearance), each method's in
+    /// budget order: a continued comparison's added budgets sit among the others.
+    pub fn ordered(&self) -> Vec<&MethodResult> {
+        let methods = method_order(self);
+        let rank = |m: &str| methods.iter().position(|x| x == m);
+        let mut v: Vec<&MethodResult> = self.results.iter().collect();
+        v.sort_by(|a, b| {
+            rank(&a.method)
+                .cmp(&rank(&b.method))
+                .then(a.budget.total_cmp(&b.budget))
+        });
+        v
+    }
+}
+
 /// A fraction as a percentage, or "missing".
 pub fn pct(v: Option<f64>) -> String {
     v.map_or("missing".into(), |v| format!("{:.2}%", 100.0 * v))
@@ -312,7 +328,7 @@ fn search_trace(s: &mut String, r: &Report) {
 /// Every result, with its policy.
 fn results_table(s: &mut String, r: &Report) {
     s.push_str("<h2>Results</h2><table id=\"results\"><tr><th>method</th><th>budget</th><th>size (B)</th><th>compression</th><th>avg bits</th><th>BOPs</th><th>test top-1</th><th>loss vs FP (points)</th><th>wall time (s)</th><th>policy (W/A per layer)</th></tr>");
-    for x in &r.results {
+    for x in r.ordered() {
         let policy: Vec<String> = x
             .bits
             .iter()
@@ -380,6 +396,32 @@ mod tests {
             ccq_steps: vec![],
             notes: vec!["<x>".into()],
         };
+        // Results added later (a budget added to a continued comparison, then another method)
+        // are listed by method, then budget.
+        let mut later = r.clone();
+        let at = |method: &str, budget: f64| MethodResult {
+            method: method.into(),
+            budget,
+            ..r.results[0].clone()
+        };
+        later.results = vec![
+            at("ccq", 10.0),
+            at("hawq", 10.0),
+            at("ccq", 8.0),
+            at("hawq", 8.0),
+        ];
+        let order: Vec<(&str, f64)> = later
+            .ordered()
+            .iter()
+            .map(|x| (x.method.as_str(), x.budget))
+            .collect();
+        assert_eq!(
+            order,
+            [("ccq", 8.0), ("ccq", 10.0), ("hawq", 8.0), ("hawq", 10.0)]
+        );
+        let page = html(&later);
+        let row = |m: &str, b: &str| page.find(&format!("<tr><td>{m}</td><td>{b}</td>")).unwrap();
+        assert!(row("ccq", "8x") < row("ccq", "10x") && row("ccq", "10x") < row("hawq", "8x"));
         let h = html(&r);
         assert!(
             h.contains("<svg id=\"pareto\"")
