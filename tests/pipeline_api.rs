@@ -492,6 +492,16 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
         assert_eq!(ccq_at(&more, b), ccq_at(&whole, b), "{b}x");
     }
     assert_eq!(more.report.ccq_steps.len(), whole.report.ccq_steps.len());
+    // So does an unfinished search: one cancelled on its way to the budget its second step
+    // reaches goes on to 7x, and its first step's budget is replayed.
+    let second = (whole.report.ccq_steps[1].compression * 100.0).floor() / 100.0;
+    assert!(second > first && second < 7.0, "{second}");
+    let raised = t.path().join("raised");
+    cancelled_after_one_step(&ccq_comparison(&raised, &fp, &d, &[second]));
+    let on = pipeline::compare(&ccq_comparison(&raised, &fp, &d, &budgets), &Silent).unwrap();
+    for b in budgets {
+        assert_eq!(ccq_at(&on, b), ccq_at(&whole, b), "{b}x");
+    }
     // Not a budget-aware search: its first target steered its steps.
     let aware = |out: &Path, budgets: &[f64]| {
         let mut c = ccq_comparison(out, &fp, &d, budgets);

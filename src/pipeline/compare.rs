@@ -16,7 +16,7 @@ use crate::report::{MethodResult, Report, html};
 use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
-use crate::search::extend::reopen;
+use crate::search::extend::retarget;
 use crate::search::polish::polish;
 use crate::search::reallocate::reallocate;
 use crate::search::run_dir::RunDir;
@@ -305,7 +305,7 @@ impl Bench<'_> {
     }
 
     /// The search (new or resumed) in `out/ccq`, to the largest budget, keeping milestones; a
-    /// finished search that met a smaller target (a larger budget added since) goes on to it.
+    /// search aimed at a smaller one (a larger budget added since) goes on to it.
     fn ccq_search(&self, reachable: &[f64]) -> Result<(RunDir, SearchState)> {
         let run = self.ccq_run();
         let max = reachable.iter().copied().fold(0.0, f64::max);
@@ -319,16 +319,16 @@ impl Bench<'_> {
         };
         let (model, state) = if run.has_search() {
             let mut state = run.load_state()?;
-            let reopened = reopen(&run, &mut state, max, self.devices.device).map_err(|e| {
+            let restored = retarget(&run, &mut state, max, self.devices.device).map_err(|e| {
                 Error::incompatible(
                     run.path(),
                     format!(
-                        "{}: this comparison's CCQ search ended at its largest budget then, and cannot go on to {max}x: {e:#}; list {max}x in a new --out",
+                        "{}: this comparison's CCQ search was aimed at its largest budget then, and cannot go on to {max}x: {e:#}; list {max}x in a new --out",
                         run.path().display()
                     ),
                 )
             })?;
-            match reopened {
+            match restored {
                 Some(model) => (model, state),
                 None => {
                     let path = run.checkpoint(&state.checkpoint);

@@ -8,15 +8,17 @@ use crate::model::Model;
 use crate::train::checkpoint;
 use anyhow::{Result, bail};
 
-/// Reopens the finished search in `run` (its `state`) to go on to compression `to`, when it
-/// stopped because it met a smaller compression target; `None` when it stopped otherwise (no
-/// arm awake, `--qsteps`), where a larger target would stop at the same step.
+/// Takes the search in `run` (its `state`) on to compression `to`, a larger target than its
+/// own; returns the weights to go on from where they are not those of the state's checkpoint.
 ///
-/// Its weights and policy go back to those after its last step (the milestone kept for its old
-/// target), and what concluded it (re-allocation, polish, final fine-tuning) is undone. The
-/// reopened state is saved, so the steps that follow are those of a search aimed at `to` from
-/// the start. A budget-aware search is refused: its old target steered the steps it took.
-pub fn reopen(
+/// An unfinished search just takes the new target. A finished one that met its target is
+/// reopened: its weights and policy go back to those after its last step (the milestone kept
+/// for its old target), what concluded it (re-allocation, polish, final fine-tuning) is undone,
+/// and the reopened state is saved. Either way the steps that follow are those of a search
+/// aimed at `to` from the start. A search that stopped otherwise (no arm awake, `--qsteps`) is
+/// left as it is: a larger target would stop at the same step. A budget-aware search is
+/// refused: its old target steered the steps it took.
+pub fn retarget(
     run: &RunDir,
     state: &mut SearchState,
     to: f64,
@@ -25,14 +27,18 @@ pub fn reopen(
     let Some(Target::Compression(old)) = state.config.target else {
         bail!("its target is not a compression");
     };
-    let Some(last) = state.steps.last() else {
-        return Ok(None);
-    };
-    if state.finished.is_none() || last.compression < old || to <= old {
+    if to <= old {
         return Ok(None);
     }
     if state.config.budget_aware {
-        bail!("it was budget-aware, so its steps were aimed at {old}x");
+        bail!("it is budget-aware, so its steps were aimed at {old}x");
+    }
+    if state.finished.is_none() {
+        state.config.target = Some(Target::Compression(to));
+        return Ok(None);
+    }
+    if state.steps.last().is_none_or(|s| s.compression < old) {
+        return Ok(None);
     }
     let dir = run.milestone(old);
     if !dir.join(checkpoint::META).is_file() {
