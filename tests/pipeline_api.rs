@@ -118,6 +118,24 @@ fn cancel_resume_and_typed_errors() {
     }
     assert_eq!(kinds.iter().filter(|k| **k == "step").count(), 1);
 
+    // Resumed with another target: refused by name (a resumed search keeps its settings),
+    // and nothing ran.
+    let mut other = search(&run, &fp, &d);
+    other.resume = true;
+    other.target = Some(Target::Compression(8.0));
+    match pipeline::quantize(&other, &Silent) {
+        Err(Error::IncompatibleCheckpoint { message, .. }) => assert!(
+            message.contains("--target-compression 7")
+                && message.contains("--target-compression 8"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {:?}", other.map(|q| q.state.step)),
+    }
+    let state = ccq::search::run_dir::RunDir::new(&run)
+        .load_state()
+        .unwrap();
+    assert_eq!(state.step, 1);
+
     // Resumed: the same policy as the uninterrupted run.
     let mut again = search(&run, &fp, &d);
     again.resume = true;

@@ -45,7 +45,8 @@ pub struct QuantizeArgs {
     /// Run directory.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory (its saved settings are used).
+    /// Continue the run in this directory (its saved settings are used; a different target
+    /// is refused).
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// Stop this invocation after N steps (resume later with --resume).

@@ -113,6 +113,21 @@ pub fn quantize(cfg: &QuantizeConfig, events: &dyn Events) -> Result<Quantized> 
     let run = RunDir::new(&cfg.run);
     let (state, ck, imported) = if cfg.resume {
         let state = run.load_state()?;
+        // A resumed search keeps its saved settings; a target that differs is refused, not
+        // silently replaced by the saved one.
+        if let Some(t) = cfg.target
+            && state.config.target != Some(t)
+        {
+            let saved = state.config.target.map_or("no target".into(), |s| s.flag());
+            return Err(Error::incompatible(
+                cfg.run.clone(),
+                format!(
+                    "{}: this search was started with {saved}, and a resumed search keeps its settings; drop {} to continue it, or start a new --out for the new target",
+                    cfg.run.display(),
+                    t.flag()
+                ),
+            ));
+        }
         let ck = checkpoint::load(&run.checkpoint(&state.checkpoint), devices.device)?;
         events.event(&Event::Resumed {
             path: run.path(),

@@ -48,6 +48,16 @@ impl Target {
         }
     }
 
+    /// The flag that sets it, as a user types it.
+    pub fn flag(&self) -> String {
+        match self {
+            Target::Compression(r) => format!("--target-compression {r}"),
+            Target::SizeBytes(b) => format!("--target-size {b}"),
+            Target::AvgBits(b) => format!("--target-avg-bits {b}"),
+            Target::Bops(n) => format!("--target-bops {n}"),
+        }
+    }
+
     /// The value of the target's metric in `cost`, as text.
     pub fn describe(&self, cost: &ModelCost) -> String {
         match self {
