@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Learned mixed-precision quantization of convolutional networks (CCQ).
 #[derive(Parser, Debug)]
@@ -38,13 +38,19 @@ enum Command {
 
 fn main() {
     ccq::device::tune_allocator();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Train(a) => cli::jobs::train(a),
         Command::Qat(a) => cli::jobs::qat(a),
         Command::Eval(a) => cli::jobs::eval(a),
         Command::Info(a) => cli::inspect::info(a),
-        Command::Quantize(a) => cli::quantize::quantize(*a),
+        Command::Quantize(a) => {
+            let m = matches
+                .subcommand_matches("quantize")
+                .expect("parsed as quantize");
+            cli::quantize::quantize(*a, m)
+        }
         Command::Bench(a) => cli::bench::bench(a),
         Command::Export(a) => cli::deploy::export(a),
         Command::Compare(a) => cli::compare::compare(*a),

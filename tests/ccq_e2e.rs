@@ -170,6 +170,21 @@ fn train_qat_quantize_and_resume() {
     );
     let page = std::fs::read_to_string(part.join("report.html")).unwrap();
     assert!(page.contains("no test top-1 yet") && page.contains("missing"));
+    // A resumed search keeps its saved settings: a search flag given with --resume is refused
+    // by name (it used to be ignored), and nothing runs.
+    let state = std::fs::read(part.join("state.json")).unwrap();
+    let e = ccq_fails(&[
+        "quantize",
+        "--resume",
+        part.to_str().unwrap(),
+        "--qsteps",
+        "9",
+    ]);
+    assert!(
+        e.contains("--qsteps") && e.contains("saved settings"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(part.join("state.json")).unwrap(), state);
     ccq(&[
         "quantize",
         "--resume",

@@ -8,7 +8,8 @@ use ccq::model::ModelKind;
 use ccq::model::cost::cost_table;
 use ccq::pipeline::{self, QuantizeConfig, Start};
 use ccq::search::target::Target;
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use std::path::PathBuf;
 
 /// `ccq quantize` arguments.
@@ -45,9 +46,9 @@ pub struct QuantizeArgs {
     /// Run directory.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue the run in this directory (its saved settings are used; a different target
-    /// is refused).
-    #[arg(long, conflicts_with = "out")]
+    /// Continue the run in this directory with its saved settings (search flags and a start
+    /// are refused with it; so is a target other than its own).
+    #[arg(long, conflicts_with_all = ["out", "checkpoint", "model", "fp_epochs", "fp_lr"])]
     pub resume: Option<PathBuf>,
     /// Stop this invocation after N steps (resume later with --resume).
     #[arg(long)]
@@ -71,9 +72,27 @@ impl QuantizeArgs {
     }
 }
 
-/// Runs `ccq quantize`.
-pub fn quantize(a: QuantizeArgs) -> Result<()> {
+/// The search flags given on the command line `m` (their long names).
+fn given_search_flags(m: &ArgMatches) -> Vec<String> {
+    SearchFlags::augment_args(clap::Command::new("search"))
+        .get_arguments()
+        .filter(|arg| m.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|l| format!("--{l}")))
+        .collect()
+}
+
+/// Runs `ccq quantize` (`m`: its command line, to tell given flags from defaults).
+pub fn quantize(a: QuantizeArgs, m: &ArgMatches) -> Result<()> {
     let console = Console::new(a.common.quiet);
+    if a.resume.is_some() {
+        let given = given_search_flags(m);
+        if !given.is_empty() {
+            bail!(
+                "--resume continues a search with its saved settings, so {} cannot be given with it; start a new --out to change them",
+                given.join(", ")
+            );
+        }
+    }
     let (run, resume) = match (&a.resume, &a.out) {
         (Some(r), _) => (r.clone(), true),
         (None, Some(o)) => (o.clone(), false),
