@@ -399,9 +399,9 @@ impl Bench<'_> {
     }
 
     /// CCQ's result at budget `b`, which step `k` first reached, from the search's policy there
-    /// ([`Self::ccq_at`]),
-    /// re-allocated from the prices the search had measured by then, or else polished (each if
-    /// set); when either changes the policy, the search's own result is shown beside it.
+    /// ([`Self::ccq_at`]), re-allocated from the prices the search had measured by then, or else
+    /// polished (each if set); when either changes the policy, the search's own result is shown
+    /// beside it.
     fn ccq_result(
         &self,
         run: &RunDir,
