@@ -3,19 +3,10 @@
 
 mod common;
 
-use common::ccq;
+use common::{ccq, ccq_fails};
 
 use std::path::Path;
 use std::process::Command;
-
-fn ccq_fails(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "ccq {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

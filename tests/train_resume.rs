@@ -4,37 +4,43 @@
 mod common;
 
 use ccq::train::checkpoint;
+use std::path::Path;
+
+/// `ccq train` of the ConvNet on `data` into `out`, 3 epochs.
+fn args<'a>(data: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        "convnet",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "idx",
+        "--epochs",
+        "3",
+        "--val-size",
+        "30",
+        "--bandit-size",
+        "30",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
 
 #[test]
 fn stopped_and_resumed_training_equals_uninterrupted() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
     common::write_idx_dataset(&data);
-    let train = |out: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--model",
-            "convnet",
-            "--data",
-            data.to_str().unwrap(),
-            "--format",
-            "idx",
-            "--epochs",
-            "3",
-            "--val-size",
-            "30",
-            "--bandit-size",
-            "30",
-            "--batch-size",
-            "32",
-            "--threads",
-            "1",
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        common::ccq(&args)
+    let train = |out: &Path, extra: &[&str]| {
+        let mut a = args(&data, out);
+        a.extend(extra);
+        common::ccq(&a)
     };
     let plain = t.path().join("plain");
     train(&plain, &[]);
@@ -46,14 +52,25 @@ fn stopped_and_resumed_training_equals_uninterrupted() {
     assert!(ck.meta.test.is_none(), "no test accuracy before the end");
     let m = ck.momentum.expect("an unfinished job saves its momentum");
     assert_eq!(m.size(), ck.model.net.flat.size());
+    // A resume with other settings would not continue the same run: refused by name, and the
+    // checkpoint is left as it was.
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    let before = read(&parts, checkpoint::META);
+    let mut other = args(&data, &parts);
+    other.extend(["--resume", "--lr", "0.2", "--seed", "7"]);
+    let e = common::ccq_fails(&other);
+    assert!(
+        e.contains("--lr (0.05 then, 0.2 now)") && e.contains("--seed (1 then, 7 now)"),
+        "{e}"
+    );
+    assert_eq!(read(&parts, checkpoint::META), before);
     train(&parts, &["--resume", "--stop-after", "1"]);
     train(&parts, &["--resume"]);
-    let read = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
     assert!(
         read(&plain, checkpoint::WEIGHTS) == read(&parts, checkpoint::WEIGHTS),
         "the final weights are identical"
     );
-    let meta = |d: &std::path::Path| checkpoint::load_meta(d).unwrap().1;
+    let meta = |d: &Path| checkpoint::load_meta(d).unwrap().1;
     let (a, b) = (meta(&plain), meta(&parts));
     assert_eq!(
         serde_json::to_string(&a.test).unwrap(),

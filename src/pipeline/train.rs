@@ -11,6 +11,7 @@ use crate::quant::policy::Policy;
 use crate::quant::quantizer::QuantScheme;
 use crate::train::checkpoint::{self, CheckpointMeta};
 use crate::train::fit::{FitPlan, fit};
+use crate::train::run_settings::{RunSettings, data_differences};
 use crate::train::{Eval, eval_policy};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -112,6 +113,14 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         source,
         cfg.data.split(),
     );
+    let hyper = cfg.session.hyper(5e-4);
+    meta.training = Some(RunSettings {
+        epochs: cfg.epochs,
+        lr: cfg.lr,
+        seed: cfg.session.seed,
+        hyper,
+        augment,
+    });
     let mut start_epoch = 0;
     let mut momentum = None;
     if cfg.resume && cfg.out.join(checkpoint::META).is_file() {
@@ -125,13 +134,31 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
                 ),
             ));
         }
+        // A resumed job continues exactly only with the settings it was started with.
+        let mut diff = data_differences((&ck.meta.data, &ck.meta.split), (&meta.data, &meta.split));
+        if let (Some(then), Some(now)) = (&ck.meta.training, &meta.training) {
+            diff.extend(now.differences(then));
+        }
+        if !diff.is_empty() {
+            return Err(Error::incompatible(
+                cfg.out.clone(),
+                format!(
+                    "--resume: {} was trained with other settings: {}; repeat the command it was started with, or train into a new --out",
+                    cfg.out.display(),
+                    diff.join(", ")
+                ),
+            ));
+        }
         start_epoch = ck.meta.epochs;
         events.event(&Event::Resumed {
             path: &cfg.out,
             unit: "epoch",
             after: start_epoch,
         });
-        meta = ck.meta;
+        meta = CheckpointMeta {
+            training: meta.training,
+            ..ck.meta
+        };
         model = ck.model;
         momentum = ck.momentum;
     }
@@ -141,7 +168,7 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         start_epoch,
         lr: cfg.lr,
         lr_end: 0.0,
-        hyper: cfg.session.hyper(5e-4),
+        hyper,
         augment,
         seed: cfg.session.seed,
         stop_after: cfg.stop_after,

@@ -2,6 +2,7 @@
 //! parameters) and `checkpoint.json` (model, policy, normalisation, data, accuracy), both written
 //! atomically (temporary file, then rename).
 
+use super::run_settings::RunSettings;
 use super::trainer::{EpochStats, Eval};
 use crate::data::{DataSource, Normalization, SplitSpec};
 use crate::model::{Model, ModelSpec, build};
@@ -65,6 +66,10 @@ pub struct CheckpointMeta {
     /// CRC-32 of the weights file saved with this metadata (absent in older checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_crc32: Option<u32>,
+    /// The settings of the training job that wrote it (`ccq train`), which `--resume` must
+    /// repeat (absent in older checkpoints and in derived ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<RunSettings>,
 }
 
 impl CheckpointMeta {
@@ -93,6 +98,7 @@ impl CheckpointMeta {
             history: Vec::new(),
             parent: None,
             weights_crc32: None,
+            training: None,
         }
     }
 }
@@ -105,6 +111,7 @@ impl CheckpointMeta {
             parent: Some(dir.to_path_buf()),
             history: Vec::new(),
             test: None,
+            training: None,
             ..self.clone()
         }
     }

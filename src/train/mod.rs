@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod distill;
 pub mod fit;
 pub mod optim;
+pub mod run_settings;
 pub mod schedule;
 pub mod trainer;
 

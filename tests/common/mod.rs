@@ -27,3 +27,13 @@ pub fn ccq(args: &[&str]) -> String {
     assert!(out.status.success(), "ccq {args:?} failed:\n{text}");
     text
 }
+
+/// Runs the `ccq` binary, which must fail; returns its stderr.
+pub fn ccq_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccq"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "ccq {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
