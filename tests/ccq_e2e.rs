@@ -6,7 +6,6 @@ mod common;
 use common::{ccq, ccq_fails};
 
 use std::path::Path;
-use std::process::Command;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
