@@ -114,13 +114,14 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         cfg.data.split(),
     );
     let hyper = cfg.session.hyper(5e-4);
-    meta.training = Some(RunSettings {
+    let settings = RunSettings {
         epochs: cfg.epochs,
         lr: cfg.lr,
         seed: cfg.session.seed,
         hyper,
         augment,
-    });
+    };
+    meta.training = Some(settings.clone());
     let mut start_epoch = 0;
     let mut momentum = None;
     if cfg.resume && cfg.out.join(checkpoint::META).is_file() {
@@ -136,8 +137,8 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         }
         // A resumed job continues exactly only with the settings it was started with.
         let mut diff = data_differences((&ck.meta.data, &ck.meta.split), (&meta.data, &meta.split));
-        if let (Some(then), Some(now)) = (&ck.meta.training, &meta.training) {
-            diff.extend(now.differences(then));
+        if let Some(then) = &ck.meta.training {
+            diff.extend(settings.differences(then));
         }
         if !diff.is_empty() {
             return Err(Error::incompatible(
@@ -155,10 +156,8 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
             unit: "epoch",
             after: start_epoch,
         });
-        meta = CheckpointMeta {
-            training: meta.training,
-            ..ck.meta
-        };
+        meta = ck.meta;
+        meta.training = Some(settings);
         model = ck.model;
         momentum = ck.momentum;
     }
