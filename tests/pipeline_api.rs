@@ -482,9 +482,9 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
     let recorded = later.join("compare.json");
     let mut settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&recorded).unwrap()).unwrap();
-    let finetune = settings["search"]["finetune"].as_object_mut().unwrap();
+    let search = settings["search"].as_object_mut().unwrap();
     assert_eq!(
-        finetune.remove("step_bn"),
+        search.remove("polish_swaps"),
         Some(serde_json::Value::Bool(false))
     );
     std::fs::write(&recorded, serde_json::to_string(&settings).unwrap()).unwrap();

@@ -60,9 +60,11 @@ fn one_step_phase_by_phase() {
         keep: vec![],
         events: &Silent,
     };
+    // The first step without --step-bn (the improved variant's default is on), the second with.
     let settings = SearchSettings {
         ft_min_epochs: Some(1),
         ft_max_epochs: Some(1),
+        step_bn: Some(false),
         ..SearchSettings::default()
     };
     let cfg = settings

@@ -111,7 +111,7 @@ pub struct SearchSettings {
     /// Keep the best fine-tuning epoch's weights rather than the last.
     pub keep_best: Option<bool>,
     /// Re-estimate the BatchNorm statistics at the step's policy after each fine-tuning epoch
-    /// of a step (default off in both variants).
+    /// of a step (reference off, improved on).
     pub step_bn: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met.
     pub polish: Option<bool>,
@@ -302,7 +302,7 @@ impl SearchSettings {
                 retries: self.ft_retries,
                 debug_lr_scale: self.debug_lr_scale,
                 keep_best: self.keep_best.unwrap_or(improved),
-                step_bn: self.step_bn.unwrap_or(false),
+                step_bn: self.step_bn.unwrap_or(improved),
             },
             init_epochs: self.init_epochs,
             final_epochs: self.final_epochs,
@@ -416,19 +416,19 @@ mod tests {
     }
 
     #[test]
-    fn step_batchnorm_is_off_in_both_variants_and_can_be_switched_on() {
+    fn step_batchnorm_is_on_in_the_improved_variant_and_can_be_switched() {
         let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
-        for variant in [Variant::Improved, Variant::Reference] {
+        for (variant, default) in [(Variant::Improved, true), (Variant::Reference, false)] {
             let settings = SearchSettings {
                 variant,
                 ..SearchSettings::default()
             };
-            assert!(!cfg(&settings).finetune.step_bn);
-            let on = SearchSettings {
-                step_bn: Some(true),
+            assert_eq!(cfg(&settings).finetune.step_bn, default);
+            let switched = SearchSettings {
+                step_bn: Some(!default),
                 ..settings
             };
-            assert!(cfg(&on).finetune.step_bn);
+            assert_eq!(cfg(&switched).finetune.step_bn, !default);
         }
     }
 
