@@ -60,8 +60,7 @@ pub struct SearchFlags {
     #[arg(long)]
     pub keep_best: Option<bool>,
     /// Re-estimate BatchNorm statistics at the step's policy after each step's fine-tuning epoch,
-    /// so that validation and the next step's trials score the current policy with statistics
-    /// of its own weights, as each trial is scored with its own (improved: true).
+    /// so the next trials' current policy is scored as they are (improved: true).
     #[arg(long)]
     pub step_bn: Option<bool>,
     /// Once the target is met, raise single layers back while it stays met (improved: true).
