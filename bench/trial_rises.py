@@ -16,9 +16,10 @@ import sys
 if len(sys.argv) not in (2, 3):
     sys.exit(__doc__)
 path = sys.argv[1]
-every = int(sys.argv[2]) if len(sys.argv) == 3 and sys.argv[2].isdigit() else 1
-if len(sys.argv) == 3 and (not sys.argv[2].isdigit() or every < 1):
-    sys.exit(f"EVERY must be a whole number of steps, 1 or more (got {sys.argv[2]!r})")
+every = sys.argv[2] if len(sys.argv) == 3 else "1"
+if not every.isdigit() or int(every) < 1:
+    sys.exit(f"EVERY must be a whole number of steps, 1 or more (got {every!r})")
+every = int(every)
 steps = []
 with open(path) as f:
     for n, line in enumerate(f, 1):
