@@ -214,7 +214,18 @@ fn train_qat_quantize_and_resume() {
             "0.05",
         ];
         a.extend(["--batch-size", "32", "--threads", "1", "-q"]);
-        ccq(&a);
+        let text = ccq(&a);
+        // A step's line names λ only where the memory prior took part: the reference's even
+        // steps (λ = 0.6·(T − t)/T + 0.4, so 0.40 at step 2 of 2).
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("step ")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(!lines[0].contains('λ'), "{variant}: {}", lines[0]);
+        assert_eq!(
+            lines[1].ends_with(" | λ 0.40"),
+            variant == "reference",
+            "{variant}: {}",
+            lines[1]
+        );
         let state = json(&run.join("state.json"));
         let cfg = &state["config"];
         assert_eq!(cfg["reward"]["signal"], signal, "{variant}");

@@ -8,6 +8,7 @@ use ccq::model::ModelKind;
 use ccq::pipeline::{
     self, Bits, DataConfig, QatConfig, QuantizeConfig, Session, Start, TrainConfig,
 };
+use ccq::search::state::SearchState;
 use ccq::search::target::Target;
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -420,6 +421,7 @@ fn ccq_comparison(
         hessian_images: 64,
         hessian_samples: 2,
         equal_compute: false,
+        search_policy_rows: true,
         out: out.to_path_buf(),
         search,
         data: d.clone(),
@@ -429,9 +431,14 @@ fn ccq_comparison(
 
 /// Runs `cfg` until its search has taken one step; that step's compression.
 fn cancelled_after_one_step(cfg: &pipeline::CompareConfig) -> f64 {
+    cancelled_after(cfg, 1).steps[0].compression
+}
+
+/// Runs `cfg` until its search has taken `n` steps; its state then.
+fn cancelled_after(cfg: &pipeline::CompareConfig, n: usize) -> SearchState {
     let stop = Recorder {
         steps: Cell::new(0),
-        stop_after: Some(1),
+        stop_after: Some(n),
         kinds: RefCell::new(Vec::new()),
     };
     assert!(matches!(
@@ -441,8 +448,8 @@ fn cancelled_after_one_step(cfg: &pipeline::CompareConfig) -> f64 {
     let state = ccq::search::run_dir::RunDir::new(cfg.out.join("ccq"))
         .load_state()
         .unwrap();
-    assert_eq!(state.step, 1);
-    state.steps[0].compression
+    assert_eq!(state.step, n);
+    state
 }
 
 #[test]
@@ -477,6 +484,7 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
         assert_eq!(a, w, "{b}x");
     }
     assert_eq!(added.report.ccq_steps.len(), whole.report.ccq_steps.len());
+    // Without the search-policy rows: the same final results, and nothing else for CCQ.
     // A comparison recorded before a search setting existed continues: the setting reads as
     // its default, the behaviour from before it.
     let recorded = later.join("compare.json");
@@ -575,5 +583,80 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
             "expected a refusal, got {:?}",
             other.map(|c| c.report.results.len())
         ),
+    }
+}
+
+#[test]
+fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // The synthetic model fits its data, so every trial's rise is ~0 and the re-allocation
+    // keeps the search's policy. Here the search's last rung (stage2.conv 4 -> 3 bits, to
+    // 7.88x) is made to have cost far more than lowering every other layer instead would, so
+    // that at 7x the re-allocation moves the policy. (8x keeps the search going after it.)
+    let first = t.path().join("first");
+    let cfg = |out: &Path, rows: bool| {
+        let mut c = ccq_comparison(out, &fp, &d, &[7.0, 8.0]);
+        c.search.polish = Some(true);
+        c.search_policy_rows = rows;
+        c
+    };
+    let state = cancelled_after(&cfg(&first, true), 3);
+    let last = state.steps.len() - 1;
+    assert_eq!(state.steps[last].chosen, "stage2.conv");
+    let file = first.join("ccq/state.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let step = &mut v["steps"][last];
+    // A rise of a whole nat, in the plain and the tempered cross-entropy alike.
+    for (what, base) in [
+        ("loss", "bandit_loss"),
+        ("tempered_loss", "bandit_tempered_loss"),
+    ] {
+        let base = step[base].as_f64().unwrap();
+        for arm in step["arms"].as_array_mut().unwrap() {
+            if arm["layer"] == "stage2.conv" {
+                arm[what] = (base + 1.0).into();
+            }
+        }
+    }
+    std::fs::write(&file, serde_json::to_string(&v).unwrap()).unwrap();
+    let second = t.path().join("second");
+    copy_dir(&first, &second);
+    let shown = pipeline::compare(&cfg(&first, true), &Silent).unwrap();
+    let bare = pipeline::compare(&cfg(&second, false), &Silent).unwrap();
+    let rows = |c: &pipeline::Compared| {
+        let mut r: Vec<_> = c
+            .report
+            .results
+            .iter()
+            .filter(|r| r.budget == 7.0)
+            .map(|r| (r.method.clone(), r.bits.clone(), r.test_top1))
+            .collect();
+        r.sort_by(|x, y| x.0.cmp(&y.0));
+        r
+    };
+    let (shown, bare) = (rows(&shown), rows(&bare));
+    let names: Vec<&str> = shown.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["ccq", "ccq (not re-allocated)"]);
+    assert_ne!(shown[0].1, shown[1].1, "the re-allocation moved the policy");
+    assert_eq!(
+        bare,
+        shown[..1],
+        "the same result, without the search's own"
+    );
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
     }
 }

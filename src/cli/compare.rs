@@ -49,6 +49,11 @@ pub struct CompareArgs {
     /// reported beside the equal-fine-tuning results as `<method> (equal compute)`.
     #[arg(long)]
     pub equal_compute: bool,
+    /// Fine-tune only CCQ's final policy at each budget, not also the search's own policy where
+    /// the re-allocation or polish changed it (the `ccq (not re-allocated)` and `ccq (no
+    /// polish)` rows): halves CCQ's fine-tunings.
+    #[arg(long)]
+    pub final_policy_only: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     #[arg(long)]
     pub out: PathBuf,
@@ -80,6 +85,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         hessian_images: a.hessian_images,
         hessian_samples: a.hessian_samples,
         equal_compute: a.equal_compute,
+        search_policy_rows: !a.final_policy_only,
         out: a.out,
         search: a.search.settings(Some(&a.checkpoint))?,
         data: a.data.config()?,

@@ -138,9 +138,15 @@ impl Events for Console {
                 avg_bits,
                 lambda,
             } => self.line(format!(
-                "step {step:>3}: {layer} {before} → {after} | val {} → {} after {epochs} epoch(s) | {compression:.2}x, avg {avg_bits:.2} bits | λ {lambda:.2}",
+                "step {step:>3}: {layer} {before} → {after} | val {} → {} after {epochs} epoch(s) | {compression:.2}x, avg {avg_bits:.2} bits{}",
                 pct(*val_before),
-                pct(*val_after)
+                pct(*val_after),
+                // λ only where the memory prior took part in the draw.
+                if *lambda > 0.0 {
+                    format!(" | λ {lambda:.2}")
+                } else {
+                    String::new()
+                }
             )),
             Event::Reallocated {
                 changes,

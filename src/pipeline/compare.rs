@@ -53,6 +53,9 @@ pub struct CompareConfig {
     pub hessian_samples: usize,
     /// Also give every other method as many training epochs as CCQ spent reaching each budget.
     pub equal_compute: bool,
+    /// Also fine-tune and report CCQ's search policy wherever the re-allocation or the polish
+    /// changed it (`ccq (not re-allocated)`, `ccq (no polish)`); off, CCQ's fine-tunings halve.
+    pub search_policy_rows: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     pub out: PathBuf,
     /// CCQ settings.
@@ -401,7 +404,7 @@ impl Bench<'_> {
     /// CCQ's result at budget `b`, which step `k` first reached, from the search's policy there
     /// ([`Self::ccq_at`]), re-allocated from the prices the search had measured by then, or else
     /// polished (each if set); when either changes the policy, the search's own result is shown
-    /// beside it.
+    /// beside it (unless [`CompareConfig::search_policy_rows`] is off).
     fn ccq_result(
         &self,
         run: &RunDir,
@@ -431,14 +434,16 @@ impl Bench<'_> {
             None
         };
         if let Some(r) = reallocation {
-            let raw = self.ccq_finish(
-                &format!("{name}{NOT_REALLOCATED}"),
-                b,
-                model.as_ref(),
-                &policy,
-                search_secs,
-            )?;
-            report.results.push(raw);
+            if self.cfg.search_policy_rows {
+                let raw = self.ccq_finish(
+                    &format!("{name}{NOT_REALLOCATED}"),
+                    b,
+                    model.as_ref(),
+                    &policy,
+                    search_secs,
+                )?;
+                report.results.push(raw);
+            }
             match &model {
                 Some(m) => search::adopt(m, &r, self.scheme, self.events),
                 None => search::report_reallocation(&r, self.events),
@@ -456,14 +461,16 @@ impl Bench<'_> {
                 self.norm,
             )?;
             if !raises.is_empty() {
-                let raw = self.ccq_finish(
-                    &format!("{name}{NO_POLISH}"),
-                    b,
-                    model.as_ref(),
-                    &policy,
-                    search_secs,
-                )?;
-                report.results.push(raw);
+                if self.cfg.search_policy_rows {
+                    let raw = self.ccq_finish(
+                        &format!("{name}{NO_POLISH}"),
+                        b,
+                        model.as_ref(),
+                        &policy,
+                        search_secs,
+                    )?;
+                    report.results.push(raw);
+                }
                 policy = polished;
             }
         }
