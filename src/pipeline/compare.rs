@@ -433,17 +433,17 @@ impl Bench<'_> {
         } else {
             None
         };
-        if let Some(r) = reallocation {
+        // The search's own policy beside the one that replaced it.
+        let beside = |suffix: &str, policy: &Policy, report: &mut Report| -> Result<()> {
             if self.cfg.search_policy_rows {
-                let raw = self.ccq_finish(
-                    &format!("{name}{NOT_REALLOCATED}"),
-                    b,
-                    model.as_ref(),
-                    &policy,
-                    search_secs,
-                )?;
+                let method = format!("{name}{suffix}");
+                let raw = self.ccq_finish(&method, b, model.as_ref(), policy, search_secs)?;
                 report.results.push(raw);
             }
+            Ok(())
+        };
+        if let Some(r) = reallocation {
+            beside(NOT_REALLOCATED, &policy, report)?;
             match &model {
                 Some(m) => search::adopt(m, &r, self.scheme, self.events),
                 None => search::report_reallocation(&r, self.events),
@@ -461,16 +461,7 @@ impl Bench<'_> {
                 self.norm,
             )?;
             if !raises.is_empty() {
-                if self.cfg.search_policy_rows {
-                    let raw = self.ccq_finish(
-                        &format!("{name}{NO_POLISH}"),
-                        b,
-                        model.as_ref(),
-                        &policy,
-                        search_secs,
-                    )?;
-                    report.results.push(raw);
-                }
+                beside(NO_POLISH, &policy, report)?;
                 policy = polished;
             }
         }
