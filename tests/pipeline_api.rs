@@ -484,7 +484,6 @@ fn a_budget_added_after_the_search_passed_it_gives_the_same_result() {
         assert_eq!(a, w, "{b}x");
     }
     assert_eq!(added.report.ccq_steps.len(), whole.report.ccq_steps.len());
-    // Without the search-policy rows: the same final results, and nothing else for CCQ.
     // A comparison recorded before a search setting existed continues: the setting reads as
     // its default, the behaviour from before it.
     let recorded = later.join("compare.json");
@@ -597,7 +596,6 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
     let first = t.path().join("first");
     let cfg = |out: &Path, rows: bool| {
         let mut c = ccq_comparison(out, &fp, &d, &[7.0, 8.0]);
-        c.search.polish = Some(true);
         c.search_policy_rows = rows;
         c
     };

@@ -51,7 +51,7 @@ pub struct CompareArgs {
     pub equal_compute: bool,
     /// Fine-tune only CCQ's final policy at each budget, not also the search's own policy where
     /// the re-allocation or polish changed it (the `ccq (not re-allocated)` and `ccq (no
-    /// polish)` rows): halves CCQ's fine-tunings.
+    /// polish)` rows), which otherwise doubles CCQ's fine-tunings at those budgets.
     #[arg(long)]
     pub final_policy_only: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).

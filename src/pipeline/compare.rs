@@ -54,7 +54,8 @@ pub struct CompareConfig {
     /// Also give every other method as many training epochs as CCQ spent reaching each budget.
     pub equal_compute: bool,
     /// Also fine-tune and report CCQ's search policy wherever the re-allocation or the polish
-    /// changed it (`ccq (not re-allocated)`, `ccq (no polish)`); off, CCQ's fine-tunings halve.
+    /// changed it (`ccq (not re-allocated)`, `ccq (no polish)`), at twice CCQ's fine-tunings
+    /// there.
     pub search_policy_rows: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     pub out: PathBuf,
