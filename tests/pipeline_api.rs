@@ -645,6 +645,49 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
     );
 }
 
+#[test]
+fn a_comparison_search_resumed_by_quantize_keeps_its_milestones() {
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // At 7x and 8x the search first reaches 7x at its third step (7.88x), and 8x after it.
+    let listed = t.path().join("listed");
+    let whole = pipeline::compare(&ccq_comparison(&listed, &fp, &d, &[7.0, 8.0]), &Silent).unwrap();
+    assert!(whole.report.ccq_steps.len() > 3);
+    // The same comparison, cancelled after one step; its search is finished by
+    // `ccq quantize --resume`, which is not told the comparison's budgets.
+    let resumed = t.path().join("resumed");
+    let cfg = ccq_comparison(&resumed, &fp, &d, &[7.0, 8.0]);
+    let state = cancelled_after(&cfg, 1);
+    assert_eq!(state.milestones, [7.0, 8.0]);
+    let mut q = search(&resumed.join("ccq"), &fp, &d);
+    q.target = None;
+    q.resume = true;
+    let q = pipeline::quantize(&q, &Silent).unwrap();
+    assert!(q.state.finished.is_some());
+    for b in [7.0, 8.0] {
+        let kept = resumed.join(format!("ccq/at-{b}x/model.safetensors"));
+        assert!(kept.is_file(), "{} was not kept", kept.display());
+    }
+    // The comparison then goes on to the same results as the uninterrupted one.
+    let done = pipeline::compare(&cfg, &Silent).unwrap();
+    let rows = |c: &pipeline::Compared| {
+        let mut r: Vec<_> = c
+            .report
+            .results
+            .iter()
+            .map(|r| (r.method.clone(), r.budget, r.bits.clone(), r.test_top1))
+            .collect();
+        r.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        r
+    };
+    assert_eq!(rows(&done), rows(&whole));
+    assert!(
+        rows(&done).iter().all(|r| r.3.is_some()),
+        "{:?}",
+        rows(&done)
+    );
+}
+
 /// Copies a directory tree.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

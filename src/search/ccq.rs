@@ -43,7 +43,8 @@ pub struct SearchEnv<'a> {
     pub meta: CheckpointMeta,
     /// Stop this invocation after this many steps (the run stays resumable).
     pub stop_after: Option<usize>,
-    /// Compression milestones: the first checkpoint reaching each is kept in `at-<R>x/`.
+    /// Compression milestones to add to those the state records
+    /// ([`SearchState::milestones`]): the first checkpoint reaching each is kept in `at-<R>x/`.
     pub keep: Vec<f64>,
     /// Where progress goes (and whether to stop after the current step).
     pub events: &'a dyn Events,
@@ -170,8 +171,9 @@ pub fn init(
         val,
         epochs: cfg.init_epochs,
     });
-    let state = SearchState {
+    let mut state = SearchState {
         final_start: None,
+        milestones: Vec::new(),
         version: super::validate::STATE_VERSION,
         config: cfg,
         step: 0,
@@ -190,6 +192,7 @@ pub fn init(
         reallocation: None,
         refused: Vec::new(),
     };
+    state.add_milestones(&env.keep);
     run.save(&model, &state_meta(env, &state), &state)?;
     Ok((model, state))
 }
@@ -445,7 +448,7 @@ pub fn persist(
     // Only the step that first reached a milestone keeps it: one passed before a resume that
     // added it is replayed from the step records instead (`SearchState::policy_after`).
     let this = state.steps.len() - 1;
-    for &r in &env.keep {
+    for &r in &state.milestones {
         if state.steps.iter().position(|s| s.compression >= r) == Some(this) {
             run.keep_milestone(r, model, &meta)?;
         }
@@ -465,6 +468,7 @@ pub fn run(
     env: &SearchEnv,
 ) -> Result<(Model, SearchState)> {
     let cfg = state.config.clone();
+    state.add_milestones(&env.keep);
     let arms = cfg.lowering.arms(model.layers.len());
     let search = Pass {
         events: env.events,
@@ -486,7 +490,7 @@ pub fn run(
             &state.policy,
             &state.refused,
             state.step,
-            &env.keep,
+            &state.milestones,
         ) {
             Plan::Stop(why) => {
                 state.finished = Some(why);

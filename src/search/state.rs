@@ -144,6 +144,12 @@ pub struct SearchState {
     /// Where the kept final fine-tuning started (`search` or `fp`), once it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_start: Option<String>,
+    /// Compression milestones, ascending: the first checkpoint reaching each is kept in
+    /// `at-<R>x/`, and a budget-aware search aims at the nearest unmet one. Recorded so that a
+    /// resume through any entry point (`ccq quantize --resume` of a comparison's search
+    /// included) keeps and aims at the same ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<f64>,
 }
 
 fn first_version() -> u32 {
@@ -151,6 +157,16 @@ fn first_version() -> u32 {
 }
 
 impl SearchState {
+    /// Adds the milestones of `more` not recorded yet, keeping the list ascending.
+    pub fn add_milestones(&mut self, more: &[f64]) {
+        for &r in more {
+            if !self.milestones.contains(&r) {
+                self.milestones.push(r);
+            }
+        }
+        self.milestones.sort_by(f64::total_cmp);
+    }
+
     /// The policy the search held after its first `steps` steps (of layers `names`): the start
     /// policy with each step's lowering applied in order, a refused one changing nothing.
     /// It is what a checkpoint kept at that step holds, for a step whose weights were not kept.

@@ -88,8 +88,8 @@ fn plain_name(name: &str) -> bool {
 
 impl SearchState {
     /// Checks what a resume relies on: the version, the settings, a policy whose bits are in
-    /// range, a checkpoint directory confined to the run directory, finite accuracies, and step
-    /// records consistent with the step count.
+    /// range, a checkpoint directory confined to the run directory, finite accuracies, step
+    /// records consistent with the step count, and ascending milestones of at least 1x.
     pub fn validate(&self) -> Result<()> {
         if self.version != STATE_VERSION {
             bail!(
@@ -150,6 +150,15 @@ impl SearchState {
                 self.log_weights.len()
             );
         }
+        for &r in &self.milestones {
+            finite_in(r, 1.0, f64::MAX, "milestone")?;
+        }
+        if self.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            bail!(
+                "milestones {:?} are not strictly ascending",
+                self.milestones
+            );
+        }
         if let Some(a) = self.refused.iter().find(|&&a| a >= arms) {
             bail!("refused arm {a} does not exist ({arms} arms)");
         }
@@ -200,7 +209,19 @@ mod tests {
             "files from before the version field read as version 1"
         );
         type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
-        let cases: [(&str, Edit); 8] = [
+        assert_eq!(
+            edited(|v| v["milestones"] = serde_json::json!([6.0, 8.0])),
+            "accepted"
+        );
+        let cases: [(&str, Edit); 10] = [
+            (
+                "milestone = 0.5",
+                Box::new(|v| v["milestones"] = serde_json::json!([0.5, 8.0])),
+            ),
+            (
+                "not strictly ascending",
+                Box::new(|v| v["milestones"] = serde_json::json!([8.0, 6.0])),
+            ),
             (
                 "log_weights",
                 Box::new(|v| v["log_weights"] = serde_json::json!([1.0])),
