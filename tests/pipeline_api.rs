@@ -664,8 +664,9 @@ fn a_comparison_search_resumed_by_quantize_keeps_its_milestones() {
     q.resume = true;
     let q = pipeline::quantize(&q, &Silent).unwrap();
     assert!(q.state.finished.is_some());
+    let run = ccq::search::run_dir::RunDir::new(resumed.join("ccq"));
     for b in [7.0, 8.0] {
-        let kept = resumed.join(format!("ccq/at-{b}x/model.safetensors"));
+        let kept = run.milestone(b).join(ccq::train::checkpoint::WEIGHTS);
         assert!(kept.is_file(), "{} was not kept", kept.display());
     }
     // The comparison then goes on to the same results as the uninterrupted one.
