@@ -445,6 +445,38 @@ fn train_qat_quantize_and_resume() {
     assert_eq!(each.len(), 2, "{r}");
     assert!((r["test_top1"].as_f64().unwrap() - (each[0] + each[1]) / 2.0).abs() < 1e-12);
     assert!(ccq_fails(&repeats("3")).contains("--ft-repeats"));
+    // A budget the shared ladder and floor cannot reach is skipped by every method, with the
+    // reason CCQ gives, and the comparison goes on (HAWQ-style's allocation used to stop it).
+    let far = t.path().join("compare-far");
+    let text = ccq(&[
+        "compare",
+        fp.to_str().unwrap(),
+        "--target-compression",
+        "40",
+        "--methods",
+        "ccq,hawq,uniform,random",
+        "--out",
+        far.to_str().unwrap(),
+        "--threads",
+        "1",
+        "-q",
+    ]);
+    assert!(text.contains("FP32 test top-1"), "{text}");
+    let report = json(&far.join("report.json"));
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{results:?}");
+    for m in ["ccq", "hawq", "uniform", "random"] {
+        let r = results
+            .iter()
+            .find(|r| r["method"] == m)
+            .unwrap_or_else(|| panic!("{m} missing"));
+        assert!(r["bits"].as_array().unwrap().is_empty(), "{r}");
+        let note = r["note"].as_str().unwrap();
+        assert!(
+            note.contains("best reachable") && note.contains("floor 3"),
+            "{m}: {note}"
+        );
+    }
     // Distillation is part of what a comparison depends on, and is recorded.
     let mut kd = repeats("2");
     kd.extend(["--distill", "1"]);

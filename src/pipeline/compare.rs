@@ -543,7 +543,14 @@ impl Bench<'_> {
         traces: &mut Option<(Vec<f64>, f64)>,
         report: &mut Report,
     ) -> Result<()> {
-        // Every method gets the rungs the search can reach: the same ladder and floor.
+        // Every method gets the rungs the search can reach: the same ladder and floor, and a
+        // budget they cannot reach is skipped with the reason CCQ gives.
+        if let Err(e) = self.reachable(b) {
+            report
+                .results
+                .push(self.skipped(m, b, format!("{e:#}")));
+            return save_report(&self.cfg.out, report);
+        }
         let ladder: &Ladder = &self.search.lowering.reachable_ladder();
         let layers = &self.ck.model.layers;
         let t = Target::Compression(b);
@@ -565,14 +572,14 @@ impl Bench<'_> {
             ),
             Method::Hawq => {
                 let (tr, _) = self.traces(traces)?;
-                Some(hawq(
+                hawq(
                     layers,
                     &self.ck.model.net.weights_host(),
                     tr,
                     ladder,
                     &t,
                     self.scheme.weight,
-                )?)
+                )
             }
             Method::Ccq => unreachable!("CCQ runs through Bench::ccq"),
         };

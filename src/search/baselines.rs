@@ -162,7 +162,8 @@ pub fn hessian_traces(
 }
 
 /// HAWQ-style allocation: sensitivity `Ω_l(b) = (tr_l / n_l)·‖Q_b(W_l) − W_l‖²`, minimised
-/// exactly (dynamic programming) under the budget in the target's metric.
+/// exactly (dynamic programming) under the budget in the target's metric; `None` when no
+/// allocation on `ladder` meets it.
 pub fn hawq(
     layers: &[LayerInfo],
     weights: &[Vec<f32>],
@@ -170,7 +171,7 @@ pub fn hawq(
     ladder: &Ladder,
     target: &Target,
     scheme: WeightQuantizer,
-) -> Result<Policy> {
+) -> Option<Policy> {
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let fp32: u64 = layers.iter().map(|l| l.params as u64 * 32).sum();
     let (budget, cost_of): (u64, Box<dyn Fn(usize, u32) -> u64>) = match *target {
@@ -216,10 +217,8 @@ pub fn hawq(
         .collect();
     // Exact in integer costs; coarser units only keep the table under ~20M cells.
     let unit = (budget / 20_000_000).max(1);
-    let Some(bits) = allocate(&options, budget, unit) else {
-        bail!("no allocation on ladder {:?} meets the target", ladder.0);
-    };
-    Ok(Policy {
+    let bits = allocate(&options, budget, unit)?;
+    Some(Policy {
         names,
         bits: bits.iter().enumerate().map(|(l, &b)| tied(l, b)).collect(),
     })
@@ -285,6 +284,7 @@ mod tests {
         let e = uniform(&ls, &ladder, &Target::Compression(7.0), s, true).unwrap();
         assert_eq!((e.bits[0].w, e.bits[3].w), (8, 8));
         assert!(uniform(&ls, &ladder, &Target::Compression(17.0), s, false).is_none());
+        assert!(hawq(&ls, &w, &traces, &ladder, &Target::Compression(17.0), s).is_none());
         // The most sensitive layer per weight keeps more bits than the least sensitive one.
         let h = hawq(&ls, &w, &traces, &ladder, &Target::Compression(8.0), s).unwrap();
         assert!(h.bits[0].w >= h.bits[2].w, "{:?}", h.bits);
