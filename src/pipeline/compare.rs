@@ -147,15 +147,36 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
             ),
         ));
     }
+    let search_cfg = cfg
+        .search
+        .config(None, &cfg.session, cfg.data.augment(&p.source))?;
+    let scheme = search_cfg.scheme;
+    // Every method shares the ladder and floor. If not even the smallest budget is in reach
+    // there is nothing to compare; otherwise each budget out of reach is noted in the report.
+    let in_reach = |b: f64| {
+        check_reachable(
+            &Target::Compression(b),
+            &ck.model.layers,
+            &search_cfg.lowering,
+            scheme.weight,
+        )
+    };
+    let smallest = cfg.budgets.iter().copied().fold(f64::INFINITY, f64::min);
+    if let Err(e) = in_reach(smallest) {
+        return Err(Error::UnreachableTarget(format!(
+            "--target-compression {}: no method can meet any of these budgets: {e:#}",
+            cfg.budgets
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::Write {
         path: cfg.out.clone(),
         message: format!("cannot create {}: {e}", cfg.out.display()),
     })?;
     let norm = ck.meta.normalization.clone();
-    let search_cfg = cfg
-        .search
-        .config(None, &cfg.session, cfg.data.augment(&p.source))?;
-    let scheme = search_cfg.scheme;
     let fp_test = eval_policy(
         &ck.model,
         &Policy::float(&ck.model.layer_names()),
@@ -253,6 +274,12 @@ impl Bench<'_> {
         })
     }
 
+    /// The compression CCQ's search starts at: every layer at the ladder's top.
+    fn start_compression(&self) -> f64 {
+        let start = self.search.lowering.start(&self.ck.model.layer_names());
+        model_cost(&self.ck.model.layers, &start, self.scheme.weight).compression
+    }
+
     /// Whether CCQ's ladder and floor can reach `b`.
     fn reachable(&self, b: f64) -> Result<(), anyhow::Error> {
         check_reachable(
@@ -280,8 +307,8 @@ impl Bench<'_> {
                 if done(report, name, b) {
                     continue;
                 }
-                match reached(&state, b) {
-                    Some(k) => self.ccq_result(&run, &state, b, k, report)?,
+                match reached(&state, self.start_compression(), b) {
+                    Some(n) => self.ccq_result(&run, &state, b, n, report)?,
                     None => {
                         let end = state.steps.last().map_or(0.0, |s| s.compression);
                         let why = state.finished.as_deref().unwrap_or("not finished");
@@ -369,13 +396,13 @@ impl Bench<'_> {
     /// The search's policy at budget `b` (the first step that reached it) and its weights
     /// there where the search kept them: the milestone checkpoint, or else, for a budget added
     /// to the comparison after the search had passed it, the policy replayed from the step
-    /// records (no weights). `k` is the index of the step that first reached `b`.
+    /// records (no weights). `n` is the number of steps that first reached `b` (0: the start).
     fn ccq_at(
         &self,
         run: &RunDir,
         state: &SearchState,
         b: f64,
-        k: usize,
+        n: usize,
     ) -> Result<(Policy, Option<Model>)> {
         let dir = run.milestone(b);
         if dir.join(checkpoint::META).is_file() {
@@ -390,19 +417,15 @@ impl Bench<'_> {
             return Err(Error::incompatible(
                 run.path(),
                 format!(
-                    "{}: {b}x was added after this comparison's budget-aware search had passed it (step {}) without aiming at it; list it from the start, in a new --out",
+                    "{}: {b}x was added after this comparison's budget-aware search had passed it (step {n}) without aiming at it; list it from the start, in a new --out",
                     run.path().display(),
-                    k + 1
                 ),
             ));
         }
-        Ok((
-            state.policy_after(&self.ck.model.layer_names(), k + 1),
-            None,
-        ))
+        Ok((state.policy_after(&self.ck.model.layer_names(), n), None))
     }
 
-    /// CCQ's result at budget `b`, which step `k` first reached, from the search's policy there
+    /// CCQ's result at budget `b`, which `n` steps first reached, from the search's policy there
     /// ([`Self::ccq_at`]), re-allocated from the prices the search had measured by then, or else
     /// polished (each if set); when either changes the policy, the search's own result is shown
     /// beside it (unless [`CompareConfig::search_policy_rows`] is off).
@@ -411,18 +434,19 @@ impl Bench<'_> {
         run: &RunDir,
         state: &SearchState,
         b: f64,
-        k: usize,
+        n: usize,
         report: &mut Report,
     ) -> Result<()> {
-        let (mut policy, model) = self.ccq_at(run, state, b, k)?;
-        let search_secs = seconds_to_reach(state, b);
+        let (mut policy, model) = self.ccq_at(run, state, b, n)?;
+        let search_secs = seconds_to_reach(state, self.start_compression(), b);
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
         let layers = &self.ck.model.layers;
-        let reallocation = if self.search.reallocate {
+        // A budget the start met keeps the start: nothing was priced, and nothing can go up.
+        let reallocation = if self.search.reallocate && n > 0 {
             reallocate(
                 layers,
-                &state.steps[..=k],
+                &state.steps[..n],
                 &policy,
                 &self.search.lowering,
                 &target,
@@ -450,7 +474,7 @@ impl Bench<'_> {
                 None => search::report_reallocation(&r, self.events),
             }
             policy = r.policy;
-        } else if self.search.polish {
+        } else if self.search.polish && n > 0 {
             let (polished, raises) = polish(
                 self.searched(model.as_ref(), b, "the budget polish (--polish)")?,
                 &policy,
@@ -546,9 +570,7 @@ impl Bench<'_> {
         // Every method gets the rungs the search can reach: the same ladder and floor, and a
         // budget they cannot reach is skipped with the reason CCQ gives.
         if let Err(e) = self.reachable(b) {
-            report
-                .results
-                .push(self.skipped(m, b, format!("{e:#}")));
+            report.results.push(self.skipped(m, b, format!("{e:#}")));
             return save_report(&self.cfg.out, report);
         }
         let ladder: &Ladder = &self.search.lowering.reachable_ladder();
@@ -682,7 +704,12 @@ impl Bench<'_> {
             if done(report, &label, r.budget) {
                 continue;
             }
-            let Some(extra) = ccq_epochs(&state, self.p.splits.train.len(), r.budget) else {
+            let Some(extra) = ccq_epochs(
+                &state,
+                self.p.splits.train.len(),
+                self.start_compression(),
+                r.budget,
+            ) else {
                 continue;
             };
             let finals = if self.search.final_from == FinalFrom::Best {
@@ -893,28 +920,37 @@ fn repeat_seed(seed: u64, repeat: usize) -> u64 {
     seed ^ ((repeat as u64) << 40)
 }
 
-/// Index of the step at which CCQ's search first reached `b` (where its milestone was kept).
-fn reached(state: &SearchState, b: f64) -> Option<usize> {
-    state.steps.iter().position(|s| s.compression >= b)
+/// How many steps CCQ's search took to first reach `b` (where its milestone was kept): 0 when
+/// its start, at compression `start` (every layer at the ladder's top), already met it.
+fn reached(state: &SearchState, start: f64, b: f64) -> Option<usize> {
+    if start >= b {
+        return Some(0);
+    }
+    state
+        .steps
+        .iter()
+        .position(|s| s.compression >= b)
+        .map(|k| k + 1)
 }
 
 /// Wall time of CCQ's search up to and including the step that first reached `b` (all of it
 /// when none did).
-fn seconds_to_reach(state: &SearchState, b: f64) -> f64 {
-    let end = reached(state, b).map_or(state.steps.len(), |k| k + 1);
+fn seconds_to_reach(state: &SearchState, start: f64, b: f64) -> f64 {
+    let end = reached(state, start, b).unwrap_or(state.steps.len());
     state.steps[..end].iter().map(|s| s.seconds).sum()
 }
 
 /// Training epochs (in whole-training-split equivalents) CCQ's search spent up to the step that
 /// first reached each budget: the fine-tuning at the top rung plus every step's, each epoch of
-/// `epoch_samples` images. `None` for a budget the search never reached.
-pub fn ccq_epochs(state: &SearchState, train_len: usize, budget: f64) -> Option<f64> {
+/// `epoch_samples` images. `start` is the compression the search started at (every layer at the
+/// ladder's top). `None` for a budget the search never reached.
+pub fn ccq_epochs(state: &SearchState, train_len: usize, start: f64, budget: f64) -> Option<f64> {
     let ft = &state.config.finetune;
     let frac = ft
         .epoch_samples
         .map_or(1.0, |s| s.min(train_len) as f64 / train_len.max(1) as f64);
-    let k = reached(state, budget)?;
-    let epochs: usize = state.steps[..=k].iter().map(|s| s.epochs).sum();
+    let n = reached(state, start, budget)?;
+    let epochs: usize = state.steps[..n].iter().map(|s| s.epochs).sum();
     Some(frac * (state.config.init_epochs + epochs) as f64)
 }
 

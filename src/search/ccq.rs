@@ -193,7 +193,13 @@ pub fn init(
         refused: Vec::new(),
     };
     state.add_milestones(&env.keep);
-    run.save(&model, &state_meta(env, &state), &state)?;
+    let meta = state_meta(env, &state);
+    run.save(&model, &meta, &state)?;
+    // A milestone the start already meets is kept here: no step will first reach it.
+    let start = model_cost(&model.layers, &state.policy, state.config.scheme.weight).compression;
+    for &r in state.milestones.iter().filter(|&&r| start >= r) {
+        run.keep_milestone(r, &model, &meta)?;
+    }
     Ok((model, state))
 }
 
