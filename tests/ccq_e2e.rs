@@ -273,24 +273,31 @@ fn train_qat_quantize_and_resume() {
 
     // Side-by-side comparison at two budgets, every method, then the single-run report.
     let cmp = t.path().join("compare");
+    // A short search and cheap HAWQ traces, one thread.
+    const SMALL: [&str; 14] = [
+        "--ft-min-epochs",
+        "1",
+        "--ft-max-epochs",
+        "1",
+        "--init-epochs",
+        "0",
+        "--hessian-images",
+        "64",
+        "--hessian-samples",
+        "2",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    ];
     let compare_args = |ft_epochs: &'static str| {
-        vec![
+        let mut args = vec![
             "compare",
             fp.to_str().unwrap(),
             "--target-compression",
             "5,7",
             "--ft-epochs",
             ft_epochs,
-            "--ft-min-epochs",
-            "1",
-            "--ft-max-epochs",
-            "1",
-            "--init-epochs",
-            "0",
-            "--hessian-images",
-            "64",
-            "--hessian-samples",
-            "2",
             "--reallocate",
             "true",
             // 100 of the 180 training images per search epoch: the search spends fractions.
@@ -298,12 +305,10 @@ fn train_qat_quantize_and_resume() {
             "100",
             "--out",
             cmp.to_str().unwrap(),
-            "--batch-size",
-            "32",
-            "--threads",
-            "1",
             "-q",
-        ]
+        ];
+        args.extend(SMALL);
+        args
     };
     let text = ccq(&compare_args("1"));
     assert!(text.contains("FP32 test top-1"), "{text}");
@@ -449,7 +454,7 @@ fn train_qat_quantize_and_resume() {
     // reason CCQ gives, and the comparison goes on (HAWQ-style's allocation used to stop it).
     let far = t.path().join("compare-far");
     let far_args = |budgets: &'static str| {
-        vec![
+        let mut args = vec![
             "compare",
             fp.to_str().unwrap(),
             "--target-compression",
@@ -458,24 +463,12 @@ fn train_qat_quantize_and_resume() {
             "ccq,hawq,uniform,random",
             "--ft-epochs",
             "1",
-            "--ft-min-epochs",
-            "1",
-            "--ft-max-epochs",
-            "1",
-            "--init-epochs",
-            "0",
-            "--hessian-images",
-            "64",
-            "--hessian-samples",
-            "2",
             "--out",
             far.to_str().unwrap(),
-            "--batch-size",
-            "32",
-            "--threads",
-            "1",
             "-q",
-        ]
+        ];
+        args.extend(SMALL);
+        args
     };
     // Not one budget in reach: refused before anything is written.
     let e = ccq_fails(&far_args("40,50"));
