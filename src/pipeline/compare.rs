@@ -153,16 +153,13 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     let scheme = search_cfg.scheme;
     // Every method shares the ladder and floor. If not even the smallest budget is in reach
     // there is nothing to compare; otherwise each budget out of reach is noted in the report.
-    let in_reach = |b: f64| {
-        check_reachable(
-            &Target::Compression(b),
-            &ck.model.layers,
-            &search_cfg.lowering,
-            scheme.weight,
-        )
-    };
     let smallest = cfg.budgets.iter().copied().fold(f64::INFINITY, f64::min);
-    if let Err(e) = in_reach(smallest) {
+    if let Err(e) = check_reachable(
+        &Target::Compression(smallest),
+        &ck.model.layers,
+        &search_cfg.lowering,
+        scheme.weight,
+    ) {
         return Err(Error::UnreachableTarget(format!(
             "--target-compression {}: no method can meet any of these budgets: {e:#}",
             cfg.budgets
