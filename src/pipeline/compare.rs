@@ -128,6 +128,8 @@ struct Bench<'a> {
     search: SearchConfig,
     scheme: QuantScheme,
     fp_test: f64,
+    /// The compression CCQ's search starts at: every layer at the ladder's top.
+    start_compression: f64,
     /// The FP model every method's fine-tuning distils from (`--distill`).
     teacher: Option<Teacher>,
     events: &'a dyn Events,
@@ -190,6 +192,8 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     let teacher = search_cfg
         .distill
         .map(|d| Teacher::new(ck.model.clone(), scheme, d));
+    let start = search_cfg.lowering.start(&ck.model.layer_names());
+    let start_compression = model_cost(&ck.model.layers, &start, scheme.weight).compression;
     let bench = Bench {
         cfg,
         p: &p,
@@ -199,6 +203,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         search: search_cfg,
         scheme,
         fp_test,
+        start_compression,
         teacher,
         events,
     };
@@ -271,12 +276,6 @@ impl Bench<'_> {
         })
     }
 
-    /// The compression CCQ's search starts at: every layer at the ladder's top.
-    fn start_compression(&self) -> f64 {
-        let start = self.search.lowering.start(&self.ck.model.layer_names());
-        model_cost(&self.ck.model.layers, &start, self.scheme.weight).compression
-    }
-
     /// Whether CCQ's ladder and floor can reach `b`.
     fn reachable(&self, b: f64) -> Result<(), anyhow::Error> {
         check_reachable(
@@ -304,7 +303,7 @@ impl Bench<'_> {
                 if done(report, name, b) {
                     continue;
                 }
-                match reached(&state, self.start_compression(), b) {
+                match reached(&state, self.start_compression, b) {
                     Some(n) => self.ccq_result(&run, &state, b, n, report)?,
                     None => {
                         let end = state.steps.last().map_or(0.0, |s| s.compression);
@@ -435,7 +434,7 @@ impl Bench<'_> {
         report: &mut Report,
     ) -> Result<()> {
         let (mut policy, model) = self.ccq_at(run, state, b, n)?;
-        let search_secs = seconds_to_reach(state, self.start_compression(), b);
+        let search_secs = seconds_to_reach(state, self.start_compression, b);
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
         let layers = &self.ck.model.layers;
@@ -704,7 +703,7 @@ impl Bench<'_> {
             let Some(extra) = ccq_epochs(
                 &state,
                 self.p.splits.train.len(),
-                self.start_compression(),
+                self.start_compression,
                 r.budget,
             ) else {
                 continue;
