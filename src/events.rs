@@ -23,6 +23,9 @@ pub enum Event<'a> {
         shape: [usize; 3],
         /// Images in the training, validation, bandit and test splits.
         splits: [usize; 4],
+        /// Validation and bandit images asked for; more than `splits` holds when the training
+        /// files were too few and both were shrunk to leave half of them for training.
+        asked: [usize; 2],
     },
     /// A pass of `len` units began (`phase` names it: "epoch 3/10", "search", "test").
     PhaseStarted {

@@ -11,6 +11,36 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// On data too small for the asked validation and bandit sizes, `ccq train` says that it shrank
+/// them, and to what.
+#[test]
+fn small_data_says_its_splits_were_shrunk() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    common::write_idx_dataset(&data);
+    let fp = t.path().join("fp");
+    let text = ccq(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "idx",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "-q",
+        "--out",
+        fp.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains(
+            "train 120 / val 60 / bandit 60 / test 90 (--val-size 5000 / --bandit-size 5000 shrunk so that half of the 240 training files stay for training)"
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn train_qat_quantize_and_resume() {
     let t = tempfile::tempdir().unwrap();
@@ -45,7 +75,11 @@ fn train_qat_quantize_and_resume() {
         fp.to_str().unwrap(),
     ];
     args.extend(small);
-    ccq(&args);
+    let text = ccq(&args);
+    assert!(
+        text.contains("train 180 / val 30 / bandit 30 / test 90") && !text.contains("shrunk"),
+        "{text}"
+    );
     let meta = json(&fp.join("checkpoint.json"));
     assert!(
         meta["test"]["top1"].as_f64().unwrap() > 0.6,

@@ -88,10 +88,23 @@ impl Events for Console {
                 classes,
                 shape: [c, h, w],
                 splits: [train, val, bandit, test],
-            } => self.line(format!(
-                "data: {} ({format}), {classes} classes, {c}×{h}×{w}; train {train} / val {val} / bandit {bandit} / test {test}",
-                dir.display()
-            )),
+                asked,
+            } => {
+                let shrunk = if *asked == [*val, *bandit] {
+                    String::new()
+                } else {
+                    format!(
+                        " (--val-size {} / --bandit-size {} shrunk so that half of the {} training files stay for training)",
+                        asked[0],
+                        asked[1],
+                        train + val + bandit
+                    )
+                };
+                self.line(format!(
+                    "data: {} ({format}), {classes} classes, {c}×{h}×{w}; train {train} / val {val} / bandit {bandit} / test {test}{shrunk}",
+                    dir.display()
+                ))
+            }
             Event::EpochEnded {
                 epoch,
                 epochs,

@@ -194,6 +194,7 @@ pub fn prepare(source: DataSource, split: SplitSpec, events: &dyn Events) -> Res
             splits.bandit.len(),
             splits.test.len(),
         ],
+        asked: [split.val, split.bandit],
     });
     Ok(Prepared { splits, source })
 }
