@@ -152,6 +152,16 @@ impl QuantParams {
             self.signed,
         )
     }
+
+    /// The weights `w` of layer `index`, fake-quantized at its policy's weight bits.
+    fn weight(&self, w: &Tensor, index: usize, ctx: &QuantCtx) -> Tensor {
+        quantize_weight(
+            w,
+            &self.weight_step(&ctx.scheme),
+            ctx.scheme.weight,
+            ctx.bits(index).w,
+        )
+    }
 }
 
 /// `x` in the layout convolutions run fastest in on its device: on the CPU, a 4-D tensor goes
@@ -254,13 +264,7 @@ impl QConv {
 
     /// Quantized weights as the forward pass uses them.
     pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor {
-        let bits = ctx.bits(self.index);
-        quantize_weight(
-            &self.weight,
-            &self.quant.weight_step(&ctx.scheme),
-            ctx.scheme.weight,
-            bits.w,
-        )
+        self.quant.weight(&self.weight, self.index, ctx)
     }
 
     /// Forward pass with fake quantization of the input and the weights.
@@ -311,13 +315,7 @@ impl QLinear {
 
     /// Quantized weights as the forward pass uses them.
     pub fn quantized_weight(&self, ctx: &QuantCtx) -> Tensor {
-        let bits = ctx.bits(self.index);
-        quantize_weight(
-            &self.weight,
-            &self.quant.weight_step(&ctx.scheme),
-            ctx.scheme.weight,
-            bits.w,
-        )
+        self.quant.weight(&self.weight, self.index, ctx)
     }
 
     /// Forward pass `[batch, in] -> [batch, out]`.
