@@ -11,7 +11,7 @@
 # EPOCHS (default 4), LR (default 0.005) and WD (default 1e-4, as `ccq compare` fine-tunes),
 # SEED (default 1), METHODS (default: each method with a policy at BUDGET, comma-separated),
 # THREADS, CCQ (default target/release/ccq), FLAGS (more `ccq qat` flags). A job whose
-# checkpoint exists is not run again: rerun to continue.
+# checkpoint holds a test score is not run again: rerun to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fp=${1:?usage: bench/long_finetune.sh FP_CHECKPOINT REPORT BUDGET OUT_DIR}
@@ -43,7 +43,9 @@ print(" ".join(found))
 EOF
 )
 for job in w8a8 $methods; do
-  [ -f "$out/$job/checkpoint.json" ] && continue
+  # A finished job's checkpoint holds its test score (an interrupted one's does not).
+  python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("test") is None)' \
+    "$out/$job/checkpoint.json" 2>/dev/null && continue
   if [ "$job" = w8a8 ]; then bits=(--bits 8/8); else bits=(--policy "$out/$job.json"); fi
   start=$(date +%s)
   "$ccq" qat "$fp" "${bits[@]}" --epochs "${EPOCHS:-4}" --lr "${LR:-0.005}" --weight-decay "${WD:-1e-4}" \
