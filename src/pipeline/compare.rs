@@ -7,8 +7,8 @@ use super::session::Session;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Pass};
-use crate::model::Model;
 use crate::model::cost::model_cost;
+use crate::model::{LayerInfo, Model};
 use crate::names::Named;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
@@ -156,12 +156,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     // Every method shares the ladder and floor. If not even the smallest budget is in reach
     // there is nothing to compare; otherwise each budget out of reach is noted in the report.
     let smallest = cfg.budgets.iter().copied().fold(f64::INFINITY, f64::min);
-    if let Err(e) = check_reachable(
-        &Target::Compression(smallest),
-        &ck.model.layers,
-        &search_cfg.lowering,
-        scheme.weight,
-    ) {
+    if let Err(e) = reachable(&ck.model.layers, &search_cfg, smallest) {
         return Err(Error::UnreachableTarget(format!(
             "--target-compression {}: no method can meet any of these budgets: {e:#}",
             cfg.budgets
@@ -278,12 +273,7 @@ impl Bench<'_> {
 
     /// Whether CCQ's ladder and floor can reach `b`.
     fn reachable(&self, b: f64) -> Result<(), anyhow::Error> {
-        check_reachable(
-            &Target::Compression(b),
-            &self.ck.model.layers,
-            &self.search.lowering,
-            self.scheme.weight,
-        )
+        reachable(&self.ck.model.layers, &self.search, b)
     }
 
     /// CCQ: one search to the largest reachable budget, keeping the first checkpoint past each
@@ -914,6 +904,16 @@ fn is_standard_baseline(r: &MethodResult) -> bool {
 /// repeat is the fine-tuning of a comparison without repeats.
 fn repeat_seed(seed: u64, repeat: usize) -> u64 {
     seed ^ ((repeat as u64) << 40)
+}
+
+/// Whether the search's ladder and floor can take `layers` to compression `b`.
+fn reachable(layers: &[LayerInfo], search: &SearchConfig, b: f64) -> Result<(), anyhow::Error> {
+    check_reachable(
+        &Target::Compression(b),
+        layers,
+        &search.lowering,
+        search.scheme.weight,
+    )
 }
 
 /// How many steps CCQ's search took to first reach `b` (where its milestone was kept): 0 when
