@@ -484,6 +484,40 @@ fn train_qat_quantize_and_resume() {
     assert_eq!(each.len(), 2, "{r}");
     assert!((r["test_top1"].as_f64().unwrap() - (each[0] + each[1]) / 2.0).abs() < 1e-12);
     assert!(ccq_fails(&repeats("3")).contains("--ft-repeats"));
+    // The control: continuing with --control fine-tunes the search's start (W8A8) the same way,
+    // twice, and gives each result against it; a further continuation keeps it.
+    let mut with_control = repeats("2");
+    with_control.push("--control");
+    let text = ccq(&with_control);
+    assert!(
+        text.contains("vs control") && text.contains("control: the start policy (W8A8, 4.0"),
+        "{text}"
+    );
+    let report = json(&rep.join("report.json"));
+    let control = &report["control"];
+    assert_eq!(control["method"], "control", "{control}");
+    assert!(
+        control["bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["w"] == 8 && b["a"] == 8),
+        "{control}"
+    );
+    let each = control["test_top1_each"].as_array().unwrap();
+    assert_eq!(each.len(), 2, "{control}");
+    let c = control["test_top1"].as_f64().unwrap();
+    let u = report["results"][0]["test_top1"].as_f64().unwrap();
+    let page = std::fs::read_to_string(rep.join("report.html")).unwrap();
+    assert!(
+        page.contains("<th>vs control (points)</th>")
+            && page.contains("id=\"control\"")
+            && page.contains(&format!("<td>{:+.2}</td>", 100.0 * (u - c))),
+        "{page}"
+    );
+    ccq(&with_control);
+    let again = json(&rep.join("report.json"));
+    assert_eq!(again["control"]["seconds"], control["seconds"], "kept");
     // A budget the shared ladder and floor cannot reach is skipped by every method, with the
     // reason CCQ gives, and the comparison goes on (HAWQ-style's allocation used to stop it).
     let far = t.path().join("compare-far");

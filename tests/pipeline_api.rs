@@ -422,6 +422,7 @@ fn ccq_comparison(
         hessian_samples: 2,
         equal_compute: false,
         search_policy_rows: true,
+        control: false,
         out: out.to_path_buf(),
         search,
         data: d.clone(),

@@ -59,6 +59,7 @@ fn report_renders_in_chromium() {
             result("hawq", 10.0, 10.1, 0.895, &[6, 3, 3, 3]),
         ],
         ccq_steps: vec![],
+        control: None,
         notes: vec![],
     };
     let dir = tempfile::tempdir().unwrap();

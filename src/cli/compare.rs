@@ -54,6 +54,11 @@ pub struct CompareArgs {
     /// polish)` rows), which otherwise doubles CCQ's fine-tunings at those budgets.
     #[arg(long)]
     pub final_policy_only: bool,
+    /// Also fine-tune the search's start policy (every layer at the ladder's top, e.g. W8A8)
+    /// from the FP model as every method is, and report each result against it as well as
+    /// against FP: what is left is the quantization's cost, without the fine-tuning's own gain.
+    #[arg(long)]
+    pub control: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     #[arg(long)]
     pub out: PathBuf,
@@ -86,41 +91,57 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         hessian_samples: a.hessian_samples,
         equal_compute: a.equal_compute,
         search_policy_rows: !a.final_policy_only,
+        control: a.control,
         out: a.out,
         search: a.search.settings(Some(&a.checkpoint))?,
         data: a.data.config()?,
         session: a.common.session(),
     };
     let c = pipeline::compare(&cfg, &console)?;
+    let r = &c.report;
+    let vs_control = |x| {
+        r.vs_control(x)
+            .map_or(String::new(), |d| format!(" {d:>+10.2}"))
+    };
+    let control_head = if r.control.is_some() {
+        " vs control"
+    } else {
+        ""
+    };
     println!(
-        "{:<14} {:>7} {:>9} {:>11} {:>9} {:>10} {:>9}",
+        "{:<14} {:>7} {:>9} {:>11} {:>9} {:>10}{control_head} {:>9}",
         "method", "budget", "size(B)", "compression", "test", "vs FP", "time(s)"
     );
-    for r in c.report.ordered() {
-        if r.bits.is_empty() {
-            println!(
-                "{:<14} {:>6}x {}",
-                r.method,
-                r.budget,
-                r.note.as_deref().unwrap_or("")
-            );
+    for x in r.ordered() {
+        if x.bits.is_empty() {
+            let note = x.note.as_deref().unwrap_or("");
+            println!("{:<14} {:>6}x {note}", x.method, x.budget);
         } else {
             println!(
-                "{:<14} {:>6}x {:>9} {:>10.2}x {:>9} {:>10} {:>9.0}",
-                r.method,
-                r.budget,
-                r.size_bytes,
-                r.compression,
-                ccq::report::pct(r.test_top1),
-                r.loss_points
+                "{:<14} {:>6}x {:>9} {:>10.2}x {:>9} {:>10}{} {:>9.0}",
+                x.method,
+                x.budget,
+                x.size_bytes,
+                x.compression,
+                ccq::report::pct(x.test_top1),
+                x.loss_points
                     .map_or("missing".into(), |l| format!("{:+.2}", -l)),
-                r.seconds
+                vs_control(x),
+                x.seconds
             );
         }
     }
+    if let Some(k) = &r.control {
+        println!(
+            "control: the start policy ({}, {:.2}x) fine-tuned the same way, test top-1 {}",
+            ccq::report::uniform_bits(k),
+            k.compression,
+            ccq::report::pct(k.test_top1)
+        );
+    }
     println!(
         "FP32 test top-1 {:.2}%; report {}",
-        100.0 * c.report.fp_test.unwrap_or(f64::NAN),
+        100.0 * r.fp_test.unwrap_or(f64::NAN),
         c.html.display()
     );
     Ok(())

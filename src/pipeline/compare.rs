@@ -57,6 +57,11 @@ pub struct CompareConfig {
     /// changed it (`ccq (not re-allocated)`, `ccq (no polish)`), at twice CCQ's fine-tunings
     /// there.
     pub search_policy_rows: bool,
+    /// Also fine-tune the search's start policy (every layer at the ladder's top, e.g. W8A8)
+    /// from the FP model as every method is, and give each result against it: the control that
+    /// separates the quantization's cost from what the fine-tuning itself adds to an FP model
+    /// that was not trained to convergence.
+    pub control: bool,
     /// Output directory (report.html, report.json, the CCQ run in ccq/).
     pub out: PathBuf,
     /// CCQ settings.
@@ -112,8 +117,10 @@ pub const NO_POLISH: &str = " (no polish)";
 /// Suffix of CCQ's result at the search's own policy, where the re-allocation changed it.
 pub const NOT_REALLOCATED: &str = " (not re-allocated)";
 
-/// Suffix of an equal-compute result's method.
-pub const EQUAL: &str = " (equal compute)";
+pub use crate::report::EQUAL;
+
+/// The method name of the control (`--control`).
+pub const CONTROL: &str = "control";
 
 /// Settings file of a comparison: what its results depend on (budgets and methods may grow).
 const SETTINGS: &str = "compare.json";
@@ -203,6 +210,10 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         events,
     };
     let mut report = bench.load_report()?;
+    if cfg.control && report.control.is_none() {
+        report.control = Some(bench.control(&start)?);
+        save_report(&cfg.out, &report)?;
+    }
     let mut budgets = cfg.budgets.clone();
     budgets.sort_by(|x, y| x.total_cmp(y));
     let mut traces: Option<(Vec<f64>, f64)> = None;
@@ -259,6 +270,7 @@ impl Bench<'_> {
             ft_epochs: self.cfg.ft_epochs,
             results: vec![],
             ccq_steps: vec![],
+            control: None,
             notes: vec![format!(
                 "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples per layer (exact Hessian-vector products, one block at a time); budgets are weight compression vs FP32 with scales counted",
                 self.scheme.weight,
@@ -269,6 +281,15 @@ impl Bench<'_> {
                 self.cfg.hessian_samples
             )],
         })
+    }
+
+    /// The control: the search's start policy `start` fine-tuned from the FP model as every
+    /// method is (`--ft-epochs`, `--ft-repeats`).
+    fn control(&self, start: &Policy) -> Result<MethodResult> {
+        // Its budget is its own compression, to two decimals as the report prints it.
+        let at = (100.0 * self.start_compression).round() / 100.0;
+        let epochs = self.cfg.ft_epochs as f64;
+        self.finish(CONTROL, at, self.ck.model.clone(), start, true, 0.0, epochs)
     }
 
     /// Whether CCQ's ladder and floor can reach `b`.

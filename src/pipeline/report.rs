@@ -49,6 +49,7 @@ pub fn report_run(dir: &Path) -> Result<PathBuf> {
             test_top1_each: Vec::new(),
         }],
         ccq_steps: state.steps.clone(),
+        control: None,
         notes: vec![match &state.finished {
             Some(f) if test.is_some() => {
                 format!("finished: {f}; accuracy is test top-1 of the final model")

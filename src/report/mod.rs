@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use svg::{Series, bar_chart, color, esc, line_plot};
 
+/// Suffix of an equal-compute result's method (`ccq compare --equal-compute`).
+pub const EQUAL: &str = " (equal compute)";
+
 /// One method at one budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MethodResult {
@@ -107,6 +110,11 @@ pub struct Report {
     pub ccq_steps: Vec<StepRecord>,
     /// Free-form notes shown under the title.
     pub notes: Vec<String>,
+    /// The control (`ccq compare --control`): the search's start policy, every layer at the
+    /// ladder's top, fine-tuned from the FP model as every method is. A result's difference to
+    /// it is the quantization's cost with the fine-tuning's own gain taken out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<MethodResult>,
 }
 
 impl Report {
@@ -122,6 +130,15 @@ impl Report {
                 .then(a.budget.total_cmp(&b.budget))
         });
         v
+    }
+
+    /// Points `r` scores above the control (None without a control, for a result without a
+    /// test score, and for an equal-compute result, which trained longer than the control).
+    pub fn vs_control(&self, r: &MethodResult) -> Option<f64> {
+        if r.method.ends_with(EQUAL) {
+            return None;
+        }
+        Some(100.0 * (r.test_top1? - self.control.as_ref()?.test_top1?))
     }
 }
 
@@ -189,10 +206,38 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
             String::new()
         }
     );
+    if let Some(c) = &r.control {
+        let _ = write!(
+            s,
+            "<p id=\"control\">control: the start policy ({}, {:.2}x) fine-tuned the same way from the FP model, test top-1 <b>{}</b>{} ({} points vs FP); the results table gives each method against it.</p>",
+            esc(&uniform_bits(c)),
+            c.compression,
+            pct(c.test_top1),
+            c.top1_sd()
+                .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd)),
+            c.loss_points
+                .map_or("missing".into(), |l| format!("{:+.2}", -l)),
+        );
+    }
     for n in &r.notes {
         let _ = write!(s, r#"<p class="note">{}</p>"#, esc(n));
     }
     s
+}
+
+/// A policy's bits in short: `W8A8` when every layer has the same, else each layer's.
+pub fn uniform_bits(r: &MethodResult) -> String {
+    match r.bits.first() {
+        Some(f) if r.bits.iter().all(|b| b.w == f.w && b.a == f.a) => {
+            format!("W{}A{}", bits_str(f.w), bits_str(f.a))
+        }
+        _ => r
+            .bits
+            .iter()
+            .map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// Test top-1 against compression, one series per method.
@@ -210,6 +255,13 @@ fn accuracy_chart(s: &mut String, r: &Report, methods: &[String]) {
                 .filter_map(|x| Some((x.compression, 100.0 * x.test_top1?)))
                 .collect(),
         })
+        .chain(r.control.iter().filter_map(|c| {
+            Some(Series {
+                label: "control (start policy)".into(),
+                color: color(methods.len()),
+                points: vec![(c.compression, 100.0 * c.test_top1?)],
+            })
+        }))
         .filter(|s| !s.points.is_empty())
         .collect();
     s.push_str("<h2>Accuracy vs compression</h2>");
@@ -327,7 +379,16 @@ fn search_trace(s: &mut String, r: &Report) {
 
 /// Every result, with its policy.
 fn results_table(s: &mut String, r: &Report) {
-    s.push_str("<h2>Results</h2><table id=\"results\"><tr><th>method</th><th>budget</th><th>size (B)</th><th>compression</th><th>avg bits</th><th>BOPs</th><th>test top-1</th><th>loss vs FP (points)</th><th>wall time (s)</th><th>policy (W/A per layer)</th></tr>");
+    let control = r.control.is_some();
+    let _ = write!(
+        s,
+        "<h2>Results</h2><table id=\"results\"><tr><th>method</th><th>budget</th><th>size (B)</th><th>compression</th><th>avg bits</th><th>BOPs</th><th>test top-1</th><th>loss vs FP (points)</th>{}<th>wall time (s)</th><th>policy (W/A per layer)</th></tr>",
+        if control {
+            "<th>vs control (points)</th>"
+        } else {
+            ""
+        }
+    );
     for x in r.ordered() {
         let policy: Vec<String> = x
             .bits
@@ -337,15 +398,16 @@ fn results_table(s: &mut String, r: &Report) {
         if x.bits.is_empty() {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}x</td><td colspan=\"8\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}x</td><td colspan=\"{}\">{}</td></tr>",
                 esc(&x.method),
                 x.budget,
+                8 + usize::from(control),
                 esc(x.note.as_deref().unwrap_or("not run"))
             );
         } else {
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}x</td><td>{}</td><td>{:.2}x</td><td>{:.2}</td><td>{:.3e}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}x</td><td>{}</td><td>{:.2}x</td><td>{:.2}</td><td>{:.3e}</td><td>{}</td><td>{}</td>{}<td>{:.0}</td><td>{}</td></tr>",
                 esc(&x.method),
                 x.budget,
                 x.size_bytes,
@@ -357,6 +419,15 @@ fn results_table(s: &mut String, r: &Report) {
                         .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd)),
                 x.loss_points
                     .map_or("missing".into(), |l| format!("{:+.2}", -l)),
+                if control {
+                    // An equal-compute result trained longer than the control: no difference.
+                    format!(
+                        "<td>{}</td>",
+                        r.vs_control(x).map_or("—".into(), |d| format!("{d:+.2}"))
+                    )
+                } else {
+                    String::new()
+                },
                 x.seconds,
                 policy.join(" ")
             );
@@ -395,6 +466,7 @@ mod tests {
             }],
             ccq_steps: vec![],
             notes: vec!["<x>".into()],
+            control: None,
         };
         // Results added later (a budget added to a continued comparison, then another method)
         // are listed by method, then budget.
@@ -435,6 +507,41 @@ mod tests {
         assert_eq!(
             r.results[0].top1_sd().map(|s| (s * 1e4).round()),
             Some(141.0)
+        );
+        // Without a control there is no such column; with one, each result is given against
+        // it, except an equal-compute one (it trained longer than the control).
+        assert!(!h.contains("vs control") && !h.contains("id=\"control\""));
+        let mut with = r.clone();
+        with.results.push(MethodResult {
+            method: format!("hawq{EQUAL}"),
+            ..r.results[0].clone()
+        });
+        with.control = Some(MethodResult {
+            method: "control".into(),
+            bits: vec![LayerBits { w: 8, a: 8 }; 2],
+            compression: 4.0,
+            test_top1: Some(0.8925),
+            loss_points: Some(0.75),
+            test_top1_each: vec![],
+            ..r.results[0].clone()
+        });
+        assert_eq!(
+            with.vs_control(&with.results[0])
+                .map(|d| (100.0 * d).round()),
+            Some(-25.0)
+        );
+        assert_eq!(with.vs_control(&with.results[1]), None);
+        let h = html(&with);
+        assert!(h.contains("<th>vs control (points)</th>"), "{h}");
+        assert!(h.contains("control: the start policy (W8A8, 4.00x)"), "{h}");
+        assert!(h.contains("<b>89.25%</b> (-0.75 points vs FP)"), "{h}");
+        assert!(
+            h.contains("<td>-0.25</td>") && h.contains("<td>—</td>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("control (start policy)"),
+            "the pareto plot's point"
         );
     }
 }
