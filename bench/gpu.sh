@@ -33,7 +33,7 @@ ccq=target/release/ccq
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$ccq" bench step --model resnet20 --device cuda --steps 3 --batch 32 >/dev/null
 for batch in 128 512; do
-  CCQ_BIN=$ccq CCQ_BENCH_PYTHON="$venv/bin/python" bench/step_time.sh 16 cuda "$batch"
+  REPEATS=1 CCQ_BIN=$ccq CCQ_BENCH_PYTHON="$venv/bin/python" bench/step_time.sh 16 cuda "$batch"
 done
 out=${OUT:-/tmp}/gpu-quantize
 rm -rf "$out"

@@ -65,7 +65,7 @@ fi
 log "data ready"
 
 if [ "$device" != cpu ] && [ "${STEP_TIME:-1}" = 1 ]; then
-  CCQ_BIN=$ccq CCQ_BENCH_PYTHON=$py timeout 90 bench/step_time.sh 8 "$device" 512 \
+  REPEATS=1 CCQ_BIN=$ccq CCQ_BENCH_PYTHON=$py timeout 90 bench/step_time.sh 8 "$device" 512 \
     >"$work/step_time.log" 2>&1
   cat "$work/step_time.log"
 fi
