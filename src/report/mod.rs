@@ -231,13 +231,16 @@ pub fn uniform_bits(r: &MethodResult) -> String {
         Some(f) if r.bits.iter().all(|b| b.w == f.w && b.a == f.a) => {
             format!("W{}A{}", bits_str(f.w), bits_str(f.a))
         }
-        _ => r
-            .bits
-            .iter()
-            .map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a)))
-            .collect::<Vec<_>>()
-            .join(" "),
+        _ => per_layer_bits(&r.bits),
     }
+}
+
+/// Each layer's `W/A` bits, space-separated.
+fn per_layer_bits(bits: &[LayerBits]) -> String {
+    bits.iter()
+        .map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Test top-1 against compression, one series per method.
@@ -390,11 +393,6 @@ fn results_table(s: &mut String, r: &Report) {
         }
     );
     for x in r.ordered() {
-        let policy: Vec<String> = x
-            .bits
-            .iter()
-            .map(|b| format!("{}/{}", bits_str(b.w), bits_str(b.a)))
-            .collect();
         if x.bits.is_empty() {
             let _ = write!(
                 s,
@@ -429,7 +427,7 @@ fn results_table(s: &mut String, r: &Report) {
                     String::new()
                 },
                 x.seconds,
-                policy.join(" ")
+                per_layer_bits(&x.bits)
             );
         }
     }
