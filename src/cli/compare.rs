@@ -124,8 +124,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
                 x.size_bytes,
                 x.compression,
                 ccq::report::pct(x.test_top1),
-                x.loss_points
-                    .map_or("missing".into(), |l| format!("{:+.2}", -l)),
+                x.vs_fp_text(),
                 vs_control(x),
                 x.seconds
             );

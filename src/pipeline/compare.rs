@@ -874,9 +874,7 @@ impl Bench<'_> {
             note: None,
             epochs: Some(epochs),
         };
-        let spread = r
-            .top1_sd()
-            .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd));
+        let spread = r.spread_text();
         self.events.event(&Event::Note(format!(
             "{:>14} at {budget}x: {:.2}x, test top-1 {:.2}%{spread} ({:+.2} points vs FP), {:.0}s",
             r.method,

@@ -60,6 +60,17 @@ impl MethodResult {
         let mean = t.iter().sum::<f64>() / n;
         Some((t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
     }
+    /// The repeats' spread as printed after a test top-1, ` ± 0.12` (points), or nothing.
+    pub fn spread_text(&self) -> String {
+        self.top1_sd()
+            .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd))
+    }
+
+    /// Points against the FP model, signed (`-0.42`), or `missing`.
+    pub fn vs_fp_text(&self) -> String {
+        self.loss_points
+            .map_or("missing".into(), |l| format!("{:+.2}", -l))
+    }
 }
 
 /// The chosen arm's numbers in a step: its probability, and (where recorded) its trial's loss
@@ -213,10 +224,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} th{{background:#
             esc(&uniform_bits(c)),
             c.compression,
             pct(c.test_top1),
-            c.top1_sd()
-                .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd)),
-            c.loss_points
-                .map_or("missing".into(), |l| format!("{:+.2}", -l)),
+            c.spread_text(),
+            c.vs_fp_text(),
         );
     }
     for n in &r.notes {
@@ -412,11 +421,8 @@ fn results_table(s: &mut String, r: &Report) {
                 x.compression,
                 x.avg_bits,
                 x.bops as f64,
-                pct(x.test_top1)
-                    + &x.top1_sd()
-                        .map_or(String::new(), |sd| format!(" ± {:.2}", 100.0 * sd)),
-                x.loss_points
-                    .map_or("missing".into(), |l| format!("{:+.2}", -l)),
+                pct(x.test_top1) + &x.spread_text(),
+                x.vs_fp_text(),
                 if control {
                     // An equal-compute result trained longer than the control: no difference.
                     format!(
