@@ -13,7 +13,7 @@ use crate::names::Named;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
-use crate::search::baselines::{Method, hawq, hessian_traces, random, uniform};
+use crate::search::baselines::{ActBits, Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::extend::retarget;
@@ -210,6 +210,13 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         events,
     };
     let mut report = bench.load_report()?;
+    let stale = drop_stale_baselines(&mut report, ActBits::of(&bench.search.lowering));
+    if !stale.is_empty() {
+        events.event(&Event::Note(format!(
+            "recomputing {}: an earlier ccq set their activations outside the activation ladder (tied to the weights despite --untied)",
+            stale.join(", ")
+        )));
+    }
     if cfg.control && report.control.is_none() {
         report.control = Some(bench.control(&start)?);
         save_report(&cfg.out, &report)?;
@@ -262,6 +269,14 @@ impl Bench<'_> {
             });
         }
         let kind = self.ck.meta.spec.kind.name();
+        let lowering = &self.search.lowering;
+        let acts = match ActBits::of(lowering) {
+            ActBits::Tied => "activations tied to the weights".to_string(),
+            ActBits::Fixed(a) => format!(
+                "activations untied on ladder {:?}, the baselines' at {a} bits",
+                lowering.act_ladder.0
+            ),
+        };
         Ok(Report {
             title: format!("ccq compare: {kind} on {}", self.p.source.dir.display()),
             model: kind.into(),
@@ -272,11 +287,11 @@ impl Bench<'_> {
             ccq_steps: vec![],
             control: None,
             notes: vec![format!(
-                "quantizers {:?}/{:?}; ladder {:?}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples per layer (exact Hessian-vector products, one block at a time); budgets are weight compression vs FP32 with scales counted",
+                "quantizers {:?}/{:?}; ladder {:?}; {acts}; floor {} bits for every method; HAWQ traces from {} images × {} Hutchinson samples per layer (exact Hessian-vector products, one block at a time); budgets are weight compression vs FP32 with scales counted",
                 self.scheme.weight,
                 self.scheme.act,
-                self.search.lowering.ladder.0,
-                self.search.lowering.floor,
+                lowering.ladder.0,
+                lowering.floor,
                 self.cfg.hessian_images,
                 self.cfg.hessian_samples
             )],
@@ -581,6 +596,7 @@ impl Bench<'_> {
             return save_report(&self.cfg.out, report);
         }
         let ladder: &Ladder = &self.search.lowering.reachable_ladder();
+        let act = ActBits::of(&self.search.lowering);
         let layers = &self.ck.model.layers;
         let t = Target::Compression(b);
         let start = Instant::now();
@@ -588,6 +604,7 @@ impl Bench<'_> {
             Method::Uniform | Method::UniformEnds8 => uniform(
                 layers,
                 ladder,
+                act,
                 &t,
                 self.scheme.weight,
                 m == Method::UniformEnds8,
@@ -595,6 +612,7 @@ impl Bench<'_> {
             Method::Random => random(
                 layers,
                 ladder,
+                act,
                 &t,
                 self.scheme.weight,
                 &mut StdRng::seed_from_u64(self.cfg.session.seed ^ b.to_bits()),
@@ -606,6 +624,7 @@ impl Bench<'_> {
                     &self.ck.model.net.weights_host(),
                     tr,
                     ladder,
+                    act,
                     &t,
                     self.scheme.weight,
                 )
@@ -908,6 +927,23 @@ impl Bench<'_> {
             test_top1_each: Vec::new(),
         }
     }
+}
+
+/// Removes the baselines' results (equal-compute ones included) whose activations do not follow
+/// `act`, and names them. Earlier versions of ccq tied a baseline's activations to its weights even when
+/// the comparison was untied, so its HAWQ-style, uniform and random rows ran at activation bits
+/// no method was allowed; a continuation recomputes them.
+fn drop_stale_baselines(report: &mut Report, act: ActBits) -> Vec<String> {
+    let mut stale = Vec::new();
+    report.results.retain(|r| {
+        let baseline = !r.method.starts_with(Method::Ccq.name()) && r.method != CONTROL;
+        if baseline && !r.bits.is_empty() && !act.follows(&r.bits) {
+            stale.push(format!("{} at {}x", r.method, r.budget));
+            return false;
+        }
+        true
+    });
+    stale
 }
 
 /// Whether `r` is a baseline's own result (not CCQ's, polished or not, not an equal-compute

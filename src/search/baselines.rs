@@ -3,7 +3,7 @@
 
 use super::allocate::{Options, allocate};
 use super::hessian::{Hvp, hutchinson};
-use super::target::Target;
+use super::target::{Lowering, Target};
 use crate::data::{Normalization, Subset, make_batch};
 use crate::model::cost::{layer_size_bits, model_cost};
 use crate::model::{LayerInfo, Model, QuantCtx};
@@ -59,11 +59,42 @@ impl crate::names::Named for Method {
 }
 crate::from_str_by_name!(Method);
 
-/// Tied bits `b` for layer `l` (the first layer reads the 8-bit input).
-fn tied(l: usize, b: u32) -> LayerBits {
-    LayerBits {
-        w: b,
-        a: if l == 0 { 8 } else { b },
+/// How a baseline sets each layer's activation bits. The baselines allocate weight bits only;
+/// their activations follow the comparison's ladders, as CCQ's do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActBits {
+    /// Tied to the layer's weight bits (the first layer reads the 8-bit input, so it keeps 8).
+    Tied,
+    /// Every layer's activations at these bits: the activation ladder's top when weights and
+    /// activations are untied, where CCQ starts them (a size budget does not count them).
+    Fixed(u32),
+}
+
+impl ActBits {
+    /// The rule that keeps a baseline on `lowering`'s ladders.
+    pub fn of(lowering: &Lowering) -> Self {
+        if lowering.tied {
+            ActBits::Tied
+        } else {
+            ActBits::Fixed(lowering.act_ladder.top())
+        }
+    }
+
+    /// Layer `l`'s bits at weight bits `w`.
+    pub fn layer(self, l: usize, w: u32) -> LayerBits {
+        let a = match self {
+            ActBits::Tied if l == 0 => 8,
+            ActBits::Tied => w,
+            ActBits::Fixed(a) => a,
+        };
+        LayerBits { w, a }
+    }
+
+    /// Whether `bits` (a policy, layer by layer) follows this rule.
+    pub fn follows(self, bits: &[LayerBits]) -> bool {
+        bits.iter()
+            .enumerate()
+            .all(|(l, b)| self.layer(l, b.w) == *b)
     }
 }
 
@@ -71,6 +102,7 @@ fn tied(l: usize, b: u32) -> LayerBits {
 pub fn uniform(
     layers: &[LayerInfo],
     ladder: &Ladder,
+    act: ActBits,
     target: &Target,
     scheme: WeightQuantizer,
     ends8: bool,
@@ -81,9 +113,9 @@ pub fn uniform(
         let bits = (0..n)
             .map(|l| {
                 if ends8 && (l == 0 || l == n - 1) {
-                    tied(l, 8)
+                    act.layer(l, 8)
                 } else {
-                    tied(l, b)
+                    act.layer(l, b)
                 }
             })
             .collect();
@@ -99,6 +131,7 @@ pub fn uniform(
 pub fn random(
     layers: &[LayerInfo],
     ladder: &Ladder,
+    act: ActBits,
     target: &Target,
     scheme: WeightQuantizer,
     rng: &mut impl Rng,
@@ -106,7 +139,9 @@ pub fn random(
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let mut p = Policy {
         names,
-        bits: (0..layers.len()).map(|l| tied(l, ladder.top())).collect(),
+        bits: (0..layers.len())
+            .map(|l| act.layer(l, ladder.top()))
+            .collect(),
     };
     loop {
         if target.met(&model_cost(layers, &p, scheme)) {
@@ -117,7 +152,7 @@ pub fn random(
             .collect();
         let &l = lowerable.choose(rng)?;
         let b = ladder.next_below(p.bits[l].w)?;
-        p.bits[l] = tied(l, b);
+        p.bits[l] = act.layer(l, b);
     }
 }
 
@@ -169,6 +204,7 @@ pub fn hawq(
     weights: &[Vec<f32>],
     traces: &[f64],
     ladder: &Ladder,
+    act: ActBits,
     target: &Target,
     scheme: WeightQuantizer,
 ) -> Option<Policy> {
@@ -193,7 +229,7 @@ pub fn hawq(
         Target::Bops(n) => (
             n,
             Box::new(|l, b| {
-                let t = tied(l, b);
+                let t = act.layer(l, b);
                 layers[l].macs * t.w as u64 * t.a as u64
             }),
         ),
@@ -220,7 +256,11 @@ pub fn hawq(
     let bits = allocate(&options, budget, unit)?;
     Some(Policy {
         names,
-        bits: bits.iter().enumerate().map(|(l, &b)| tied(l, b)).collect(),
+        bits: bits
+            .iter()
+            .enumerate()
+            .map(|(l, &b)| act.layer(l, b))
+            .collect(),
     })
 }
 
@@ -268,26 +308,122 @@ mod tests {
             Target::Bops(2_000_000),
             Target::SizeBytes(5000),
         ] {
-            let h = hawq(&ls, &w, &traces, &ladder, &t, s).unwrap();
+            let h = hawq(&ls, &w, &traces, &ladder, ActBits::Tied, &t, s).unwrap();
             assert!(t.met(&model_cost(&ls, &h, s)), "hawq {t:?}");
-            let r = random(&ls, &ladder, &t, s, &mut StdRng::seed_from_u64(3)).unwrap();
+            let r = random(
+                &ls,
+                &ladder,
+                ActBits::Tied,
+                &t,
+                s,
+                &mut StdRng::seed_from_u64(3),
+            )
+            .unwrap();
             assert!(t.met(&model_cost(&ls, &r, s)), "random {t:?}");
-            if let Some(u) = uniform(&ls, &ladder, &t, s, false) {
+            if let Some(u) = uniform(&ls, &ladder, ActBits::Tied, &t, s, false) {
                 assert!(t.met(&model_cost(&ls, &u, s)), "uniform {t:?}");
             }
         }
-        let u = uniform(&ls, &ladder, &Target::Compression(10.0), s, false).unwrap();
+        let u = uniform(
+            &ls,
+            &ladder,
+            ActBits::Tied,
+            &Target::Compression(10.0),
+            s,
+            false,
+        )
+        .unwrap();
         assert!(
             u.bits.iter().all(|b| b.w == 3),
             "W3 is the highest uniform rung at 10x"
         );
-        let e = uniform(&ls, &ladder, &Target::Compression(7.0), s, true).unwrap();
+        let e = uniform(
+            &ls,
+            &ladder,
+            ActBits::Tied,
+            &Target::Compression(7.0),
+            s,
+            true,
+        )
+        .unwrap();
         assert_eq!((e.bits[0].w, e.bits[3].w), (8, 8));
-        assert!(uniform(&ls, &ladder, &Target::Compression(17.0), s, false).is_none());
-        assert!(hawq(&ls, &w, &traces, &ladder, &Target::Compression(17.0), s).is_none());
+        assert!(
+            uniform(
+                &ls,
+                &ladder,
+                ActBits::Tied,
+                &Target::Compression(17.0),
+                s,
+                false
+            )
+            .is_none()
+        );
+        assert!(
+            hawq(
+                &ls,
+                &w,
+                &traces,
+                &ladder,
+                ActBits::Tied,
+                &Target::Compression(17.0),
+                s
+            )
+            .is_none()
+        );
         // The most sensitive layer per weight keeps more bits than the least sensitive one.
-        let h = hawq(&ls, &w, &traces, &ladder, &Target::Compression(8.0), s).unwrap();
+        let h = hawq(
+            &ls,
+            &w,
+            &traces,
+            &ladder,
+            ActBits::Tied,
+            &Target::Compression(8.0),
+            s,
+        )
+        .unwrap();
         assert!(h.bits[0].w >= h.bits[2].w, "{:?}", h.bits);
+    }
+
+    #[test]
+    fn untied_baselines_keep_activations_at_the_act_ladder_top() {
+        let ls = layers();
+        let ladder = Ladder::default();
+        let w: Vec<Vec<f32>> = ls
+            .iter()
+            .map(|l| (0..l.params).map(|j| (j as f32 * 0.37).sin()).collect())
+            .collect();
+        let traces = vec![5.0, 1.0, 0.1, 3.0];
+        let s = WeightQuantizer::Dorefa;
+        let untied = Lowering {
+            ladder: ladder.clone(),
+            act_ladder: Ladder(vec![8]),
+            tied: false,
+            floor: 2,
+        };
+        let act = ActBits::of(&untied);
+        assert_eq!(act, ActBits::Fixed(8));
+        let t = Target::Compression(10.0);
+        let policies = [
+            hawq(&ls, &w, &traces, &ladder, act, &t, s).unwrap(),
+            random(&ls, &ladder, act, &t, s, &mut StdRng::seed_from_u64(3)).unwrap(),
+            uniform(&ls, &ladder, act, &t, s, false).unwrap(),
+        ];
+        for p in &policies {
+            assert!(t.met(&model_cost(&ls, p, s)), "{:?}", p.bits);
+            assert!(p.bits.iter().all(|b| b.a == 8), "{:?}", p.bits);
+            assert!(p.bits.iter().any(|b| b.w < 8), "{:?}", p.bits);
+            assert!(act.follows(&p.bits) && !ActBits::Tied.follows(&p.bits));
+        }
+        // Tied, the activations follow the weights except on the first layer.
+        let tied = uniform(&ls, &ladder, ActBits::Tied, &t, s, false).unwrap();
+        let a: Vec<u32> = tied.bits.iter().map(|b| b.a).collect();
+        assert_eq!(a, [8, 3, 3, 3]);
+        assert!(ActBits::Tied.follows(&tied.bits) && !act.follows(&tied.bits));
+        // Under a BOPs budget the fixed activations are priced: W·8 per MAC, not W·W.
+        let bops = Target::Bops(ls.iter().map(|l| l.macs * 4 * 8).sum());
+        let h = hawq(&ls, &w, &traces, &ladder, act, &bops, s).unwrap();
+        assert!(bops.met(&model_cost(&ls, &h, s)), "{:?}", h.bits);
+        assert!(act.follows(&h.bits), "{:?}", h.bits);
     }
 
     #[test]
