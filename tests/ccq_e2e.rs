@@ -635,6 +635,8 @@ fn train_qat_quantize_and_resume() {
         text.contains("recomputing hawq at 7x") && text.contains("outside the activation ladder"),
         "{text}"
     );
+    // The Hessian traces were kept from the first run, not computed again.
+    assert!(text.contains("Hessian traces: from"), "{text}");
     let again = json(&act8.join("report.json"));
     let hawq = again["results"]
         .as_array()
@@ -648,6 +650,17 @@ fn train_qat_quantize_and_resume() {
         "the same allocation"
     );
     assert_ne!(hawq["test_top1"].as_f64(), Some(0.01), "measured again");
+    // Kept traces that do not fit the model are refused, naming the file.
+    let traces = act8.join("hessian-traces.json");
+    let mut kept = json(&traces);
+    kept["traces"].as_array_mut().unwrap().pop();
+    std::fs::write(&traces, kept.to_string()).unwrap();
+    std::fs::write(act8.join("report.json"), old.to_string()).unwrap();
+    let e = ccq_fails(&act8_args);
+    assert!(
+        e.contains("hessian-traces.json") && e.contains("corrupt Hessian traces"),
+        "{e}"
+    );
     // Distillation is part of what a comparison depends on, and is recorded.
     let mut kd = repeats("2");
     kd.extend(["--distill", "1"]);

@@ -125,6 +125,9 @@ pub const CONTROL: &str = "control";
 /// Settings file of a comparison: what its results depend on (budgets and methods may grow).
 const SETTINGS: &str = "compare.json";
 
+/// The file in a comparison's directory that keeps HAWQ-style's Hessian traces.
+const TRACES: &str = "hessian-traces.json";
+
 /// What every part of a comparison shares.
 struct Bench<'a> {
     cfg: &'a CompareConfig,
@@ -662,9 +665,25 @@ impl Bench<'_> {
         save_report(&self.cfg.out, report)
     }
 
-    /// The Hessian traces (computed once) and the seconds they took.
+    /// The Hessian traces and the seconds they took: computed once, and kept in the output
+    /// directory for a continuation (whose recorded settings are the traces' own: the
+    /// checkpoint, data, seed and `--hessian-*`).
     fn traces<'t>(&self, traces: &'t mut Option<(Vec<f64>, f64)>) -> Result<&'t (Vec<f64>, f64)> {
+        let path = self.cfg.out.join(TRACES);
+        if traces.is_none() && path.is_file() {
+            let kept = read_traces(&path, &self.ck.model.layer_names())?;
+            self.events.event(&Event::Note(format!(
+                "Hessian traces: from {} (computed in {:.0} s)",
+                path.display(),
+                kept.1
+            )));
+            *traces = Some(kept);
+        }
         if traces.is_none() {
+            self.events.event(&Event::Note(format!(
+                "Hessian traces: {} images × {} Hutchinson samples per layer…",
+                self.cfg.hessian_images, self.cfg.hessian_samples
+            )));
             let t0 = Instant::now();
             let tr = hessian_traces(
                 &self.ck.model,
@@ -700,7 +719,14 @@ impl Bench<'_> {
                     negative.join(", ")
                 )));
             }
-            *traces = Some((tr, t0.elapsed().as_secs_f64()));
+            let seconds = t0.elapsed().as_secs_f64();
+            let kept = serde_json::json!({
+                "layers": self.ck.model.layer_names(),
+                "traces": tr,
+                "seconds": seconds,
+            });
+            write_atomic(&path, kept.to_string().as_bytes())?;
+            *traces = Some((tr, seconds));
         }
         Ok(traces.as_ref().expect("computed above"))
     }
@@ -927,6 +953,39 @@ impl Bench<'_> {
             test_top1_each: Vec::new(),
         }
     }
+}
+
+/// Hessian traces kept in `path` (and the seconds they took) for a model with `layers`.
+fn read_traces(path: &Path, layers: &[String]) -> Result<(Vec<f64>, f64)> {
+    #[derive(serde::Deserialize)]
+    struct Kept {
+        layers: Vec<String>,
+        traces: Vec<f64>,
+        seconds: f64,
+    }
+    let corrupt = |why: String| {
+        Error::bad_input(
+            path.to_path_buf(),
+            format!(
+                "{}: corrupt Hessian traces ({why}); delete it to compute them again",
+                path.display()
+            ),
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| corrupt(e.to_string()))?;
+    let k: Kept = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    if k.layers != layers || k.traces.len() != layers.len() {
+        return Err(corrupt(format!(
+            "{} traces for layers {:?}, the model has {:?}",
+            k.traces.len(),
+            k.layers,
+            layers
+        )));
+    }
+    if let Some(t) = k.traces.iter().chain([&k.seconds]).find(|t| !t.is_finite()) {
+        return Err(corrupt(format!("non-finite value {t}")));
+    }
+    Ok((k.traces, k.seconds))
 }
 
 /// Removes the baselines' results (equal-compute ones included) whose activations do not follow
