@@ -650,9 +650,21 @@ fn train_qat_quantize_and_resume() {
         "the same allocation"
     );
     assert_ne!(hawq["test_top1"].as_f64(), Some(0.01), "measured again");
-    // Kept traces that do not fit the model are refused, naming the file.
+    // Kept traces from other FP weights are computed again; ones that do not fit the model
+    // are refused, naming the file.
     let traces = act8.join("hessian-traces.json");
     let mut kept = json(&traces);
+    let crc = kept["weights_crc32"].as_u64().unwrap();
+    let mut other = kept.clone();
+    other["weights_crc32"] = (crc ^ 1).into();
+    std::fs::write(&traces, other.to_string()).unwrap();
+    std::fs::write(act8.join("report.json"), old.to_string()).unwrap();
+    let text = ccq(&act8_args);
+    assert!(
+        text.contains("computed from other FP weights") && !text.contains("Hessian traces: from"),
+        "{text}"
+    );
+    assert_eq!(json(&traces)["weights_crc32"].as_u64(), Some(crc));
     kept["traces"].as_array_mut().unwrap().pop();
     std::fs::write(&traces, kept.to_string()).unwrap();
     std::fs::write(act8.join("report.json"), old.to_string()).unwrap();

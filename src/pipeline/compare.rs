@@ -670,14 +670,23 @@ impl Bench<'_> {
     /// checkpoint, data, seed and `--hessian-*`).
     fn traces<'t>(&self, traces: &'t mut Option<(Vec<f64>, f64)>) -> Result<&'t (Vec<f64>, f64)> {
         let path = self.cfg.out.join(TRACES);
+        let crc = self.ck.meta.weights_crc32;
         if traces.is_none() && path.is_file() {
-            let kept = read_traces(&path, &self.ck.model.layer_names())?;
-            self.events.event(&Event::Note(format!(
-                "Hessian traces: from {} (computed in {:.0} s)",
-                path.display(),
-                kept.1
-            )));
-            *traces = Some(kept);
+            match read_traces(&path, &self.ck.model.layer_names(), crc)? {
+                Some(kept) => {
+                    self.events.event(&Event::Note(format!(
+                        "Hessian traces: from {} (computed in {:.0} s)",
+                        path.display(),
+                        kept.1
+                    )));
+                    *traces = Some(kept);
+                }
+                None => self.events.event(&Event::Note(format!(
+                    "{}: computed from other FP weights than {}'s; computing them again",
+                    path.display(),
+                    self.ck.dir.display()
+                ))),
+            }
         }
         if traces.is_none() {
             self.events.event(&Event::Note(format!(
@@ -721,6 +730,7 @@ impl Bench<'_> {
             }
             let seconds = t0.elapsed().as_secs_f64();
             let kept = serde_json::json!({
+                "weights_crc32": crc,
                 "layers": self.ck.model.layer_names(),
                 "traces": tr,
                 "seconds": seconds,
@@ -955,10 +965,16 @@ impl Bench<'_> {
     }
 }
 
-/// Hessian traces kept in `path` (and the seconds they took) for a model with `layers`.
-fn read_traces(path: &Path, layers: &[String]) -> Result<(Vec<f64>, f64)> {
+/// Hessian traces kept in `path` (and the seconds they took) for a model with `layers` whose
+/// weights file has checksum `crc`; `None` when they were computed from other weights.
+fn read_traces(
+    path: &Path,
+    layers: &[String],
+    crc: Option<u32>,
+) -> Result<Option<(Vec<f64>, f64)>> {
     #[derive(serde::Deserialize)]
     struct Kept {
+        weights_crc32: Option<u32>,
         layers: Vec<String>,
         traces: Vec<f64>,
         seconds: f64,
@@ -985,7 +1001,10 @@ fn read_traces(path: &Path, layers: &[String]) -> Result<(Vec<f64>, f64)> {
     if let Some(t) = k.traces.iter().chain([&k.seconds]).find(|t| !t.is_finite()) {
         return Err(corrupt(format!("non-finite value {t}")));
     }
-    Ok((k.traces, k.seconds))
+    if k.weights_crc32 != crc {
+        return Ok(None);
+    }
+    Ok(Some((k.traces, k.seconds)))
 }
 
 /// Removes the baselines' results (equal-compute ones included) whose activations do not follow
