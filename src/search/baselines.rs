@@ -324,63 +324,38 @@ mod tests {
                 assert!(t.met(&model_cost(&ls, &u, s)), "uniform {t:?}");
             }
         }
-        let u = uniform(
-            &ls,
-            &ladder,
-            ActBits::Tied,
-            &Target::Compression(10.0),
-            s,
-            false,
-        )
-        .unwrap();
-        assert!(
-            u.bits.iter().all(|b| b.w == 3),
-            "W3 is the highest uniform rung at 10x"
-        );
-        let e = uniform(
-            &ls,
-            &ladder,
-            ActBits::Tied,
-            &Target::Compression(7.0),
-            s,
-            true,
-        )
-        .unwrap();
-        assert_eq!((e.bits[0].w, e.bits[3].w), (8, 8));
-        assert!(
+        let tied_uniform = |r: f64, ends8: bool| {
             uniform(
                 &ls,
                 &ladder,
                 ActBits::Tied,
-                &Target::Compression(17.0),
+                &Target::Compression(r),
                 s,
-                false
+                ends8,
             )
-            .is_none()
-        );
+        };
+        let u = tied_uniform(10.0, false).unwrap();
         assert!(
+            u.bits.iter().all(|b| b.w == 3),
+            "W3 is the highest uniform rung at 10x"
+        );
+        let e = tied_uniform(7.0, true).unwrap();
+        assert_eq!((e.bits[0].w, e.bits[3].w), (8, 8));
+        assert!(tied_uniform(17.0, false).is_none());
+        let tied_hawq = |r: f64| {
             hawq(
                 &ls,
                 &w,
                 &traces,
                 &ladder,
                 ActBits::Tied,
-                &Target::Compression(17.0),
-                s
+                &Target::Compression(r),
+                s,
             )
-            .is_none()
-        );
+        };
+        assert!(tied_hawq(17.0).is_none());
         // The most sensitive layer per weight keeps more bits than the least sensitive one.
-        let h = hawq(
-            &ls,
-            &w,
-            &traces,
-            &ladder,
-            ActBits::Tied,
-            &Target::Compression(8.0),
-            s,
-        )
-        .unwrap();
+        let h = tied_hawq(8.0).unwrap();
         assert!(h.bits[0].w >= h.bits[2].w, "{:?}", h.bits);
     }
 
