@@ -729,14 +729,15 @@ impl Bench<'_> {
                 )));
             }
             let seconds = t0.elapsed().as_secs_f64();
-            let kept = serde_json::json!({
-                "weights_crc32": crc,
-                "layers": self.ck.model.layer_names(),
-                "traces": tr,
-                "seconds": seconds,
-            });
-            write_atomic(&path, kept.to_string().as_bytes())?;
-            *traces = Some((tr, seconds));
+            let kept = KeptTraces {
+                weights_crc32: crc,
+                layers: self.ck.model.layer_names(),
+                traces: tr,
+                seconds,
+            };
+            let json = serde_json::to_string(&kept).map_err(|e| Error::Internal(e.to_string()))?;
+            write_atomic(&path, json.as_bytes())?;
+            *traces = Some((kept.traces, seconds));
         }
         Ok(traces.as_ref().expect("computed above"))
     }
@@ -965,6 +966,16 @@ impl Bench<'_> {
     }
 }
 
+/// HAWQ-style's Hessian traces as kept in [`TRACES`]: the FP weights' checksum, the layers,
+/// one trace each, and the seconds they took.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptTraces {
+    weights_crc32: Option<u32>,
+    layers: Vec<String>,
+    traces: Vec<f64>,
+    seconds: f64,
+}
+
 /// Hessian traces kept in `path` (and the seconds they took) for a model with `layers` whose
 /// weights file has checksum `crc`; `None` when they were computed from other weights.
 fn read_traces(
@@ -972,13 +983,6 @@ fn read_traces(
     layers: &[String],
     crc: Option<u32>,
 ) -> Result<Option<(Vec<f64>, f64)>> {
-    #[derive(serde::Deserialize)]
-    struct Kept {
-        weights_crc32: Option<u32>,
-        layers: Vec<String>,
-        traces: Vec<f64>,
-        seconds: f64,
-    }
     let corrupt = |why: String| {
         Error::bad_input(
             path.to_path_buf(),
@@ -989,7 +993,7 @@ fn read_traces(
         )
     };
     let text = std::fs::read_to_string(path).map_err(|e| corrupt(e.to_string()))?;
-    let k: Kept = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    let k: KeptTraces = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     if k.layers != layers || k.traces.len() != layers.len() {
         return Err(corrupt(format!(
             "{} traces for layers {:?}, the model has {:?}",
