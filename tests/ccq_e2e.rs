@@ -629,12 +629,26 @@ fn train_qat_quantize_and_resume() {
         b["a"] = b["w"].clone();
     }
     old["results"][0]["test_top1"] = serde_json::json!(0.01);
-    std::fs::write(act8.join("report.json"), old.to_string()).unwrap();
+    // A stale row at a budget this run does not ask for is dropped, and the note says so
+    // rather than claiming to recompute it.
+    let mut with_other_budget = old.clone();
+    let mut at9 = old["results"][0].clone();
+    at9["budget"] = serde_json::json!(9.0);
+    with_other_budget["results"]
+        .as_array_mut()
+        .unwrap()
+        .push(at9);
+    std::fs::write(act8.join("report.json"), with_other_budget.to_string()).unwrap();
     let text = ccq(&act8_args);
     assert!(
-        text.contains("recomputing hawq at 7x") && text.contains("outside the activation ladder"),
+        text.contains("recomputing hawq at 7x:") && text.contains("outside the activation ladder"),
         "{text}"
     );
+    assert!(
+        text.contains("dropped hawq at 9x from the report, not recomputed"),
+        "{text}"
+    );
+    assert!(!text.contains("recomputing hawq at 9x"), "{text}");
     // The Hessian traces were kept from the first run, not computed again.
     assert!(text.contains("Hessian traces: from"), "{text}");
     let again = json(&act8.join("report.json"));
@@ -650,6 +664,14 @@ fn train_qat_quantize_and_resume() {
         "the same allocation"
     );
     assert_ne!(hawq["test_top1"].as_f64(), Some(0.01), "measured again");
+    assert!(
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["budget"] != 9.0),
+        "the stale 9x row is gone"
+    );
     // Kept traces from other FP weights are computed again; ones that do not fit the model
     // are refused, naming the file.
     let traces = act8.join("hessian-traces.json");

@@ -214,10 +214,29 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
     };
     let mut report = bench.load_report()?;
     let stale = drop_stale_baselines(&mut report, ActBits::of(&bench.search.lowering));
-    if !stale.is_empty() {
+    let (again, dropped): (Vec<_>, Vec<_>) = stale.iter().partition(|(method, budget)| {
+        let base = method.strip_suffix(EQUAL).unwrap_or(method);
+        cfg.budgets.contains(budget)
+            && cfg.methods.iter().any(|m| m.name() == base)
+            && (base == method.as_str() || cfg.equal_compute)
+    });
+    let named = |rows: &[&(String, f64)]| {
+        rows.iter()
+            .map(|(m, b)| format!("{m} at {b}x"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let why = "an earlier ccq set their activations outside the activation ladder (tied to the weights despite --untied)";
+    if !again.is_empty() {
         events.event(&Event::Note(format!(
-            "recomputing {}: an earlier ccq set their activations outside the activation ladder (tied to the weights despite --untied)",
-            stale.join(", ")
+            "recomputing {}: {why}",
+            named(&again)
+        )));
+    }
+    if !dropped.is_empty() {
+        events.event(&Event::Note(format!(
+            "dropped {} from the report, not recomputed: {why}, and this run does not ask for them (name their methods and budgets to measure them again)",
+            named(&dropped)
         )));
     }
     if cfg.control && report.control.is_none() {
@@ -1014,13 +1033,13 @@ fn read_traces(
 /// Removes the baselines' results (equal-compute ones included) whose activations do not follow
 /// `act`, and names them. Earlier versions of ccq tied a baseline's activations to its weights even when
 /// the comparison was untied, so its HAWQ-style, uniform and random rows ran at activation bits
-/// no method was allowed; a continuation recomputes them.
-fn drop_stale_baselines(report: &mut Report, act: ActBits) -> Vec<String> {
+/// no method was allowed; a continuation recomputes those it asks for. Returns (method, budget).
+fn drop_stale_baselines(report: &mut Report, act: ActBits) -> Vec<(String, f64)> {
     let mut stale = Vec::new();
     report.results.retain(|r| {
         let baseline = !r.method.starts_with(Method::Ccq.name()) && r.method != CONTROL;
         if baseline && !r.bits.is_empty() && !act.follows(&r.bits) {
-            stale.push(format!("{} at {}x", r.method, r.budget));
+            stale.push((r.method.clone(), r.budget));
             return false;
         }
         true
