@@ -692,7 +692,7 @@ impl Bench<'_> {
         let crc = self.ck.meta.weights_crc32;
         if traces.is_none() && path.is_file() {
             match read_traces(&path, &self.ck.model.layer_names(), crc)? {
-                Some(kept) => {
+                Ok(kept) => {
                     self.events.event(&Event::Note(format!(
                         "Hessian traces: from {} (computed in {:.0} s)",
                         path.display(),
@@ -700,8 +700,8 @@ impl Bench<'_> {
                     )));
                     *traces = Some(kept);
                 }
-                None => self.events.event(&Event::Note(format!(
-                    "{}: computed from other FP weights than {}'s; computing them again",
+                Err(why) => self.events.event(&Event::Note(format!(
+                    "{}: {why} {}; computing them again",
                     path.display(),
                     self.ck.dir.display()
                 ))),
@@ -996,12 +996,14 @@ struct KeptTraces {
 }
 
 /// Hessian traces kept in `path` (and the seconds they took) for a model with `layers` whose
-/// weights file has checksum `crc`; `None` when they were computed from other weights.
+/// weights file has checksum `crc`; `Err` with why they cannot be used (the words before the
+/// checkpoint's path) when they were computed from other weights, or either side lacks the
+/// checksum that would show they were not.
 fn read_traces(
     path: &Path,
     layers: &[String],
     crc: Option<u32>,
-) -> Result<Option<(Vec<f64>, f64)>> {
+) -> Result<std::result::Result<(Vec<f64>, f64), &'static str>> {
     let corrupt = |why: String| {
         Error::bad_input(
             path.to_path_buf(),
@@ -1024,10 +1026,14 @@ fn read_traces(
     if let Some(t) = k.traces.iter().chain([&k.seconds]).find(|t| !t.is_finite()) {
         return Err(corrupt(format!("non-finite value {t}")));
     }
-    if k.weights_crc32 != crc {
-        return Ok(None);
-    }
-    Ok(Some((k.traces, k.seconds)))
+    Ok(match (k.weights_crc32, crc) {
+        (Some(a), Some(b)) if a == b => Ok((k.traces, k.seconds)),
+        (Some(_), Some(_)) => Err("computed from other FP weights than those of"),
+        (None, _) => Err(
+            "records no checksum of the FP weights it was computed from (an earlier ccq wrote it), so it may not fit",
+        ),
+        (Some(_), None) => Err("cannot be matched to FP weights that record no checksum:"),
+    })
 }
 
 /// Removes the baselines' results (equal-compute ones included) whose activations do not follow
@@ -1218,4 +1224,45 @@ fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
         serde_json::to_string_pretty(&settings).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&path, text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(dir: &Path, crc: Option<u32>) -> PathBuf {
+        let path = dir.join(TRACES);
+        let k = KeptTraces {
+            weights_crc32: crc,
+            layers: vec!["a".into(), "b".into()],
+            traces: vec![1.5, 2.5],
+            seconds: 3.0,
+        };
+        std::fs::write(&path, serde_json::to_string(&k).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn kept_traces_are_used_only_for_the_weights_they_were_computed_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = vec!["a".to_string(), "b".to_string()];
+        let path = kept(dir.path(), Some(7));
+        assert_eq!(
+            read_traces(&path, &layers, Some(7)).unwrap(),
+            Ok((vec![1.5, 2.5], 3.0))
+        );
+        let other = read_traces(&path, &layers, Some(8)).unwrap().unwrap_err();
+        assert!(other.contains("other FP weights"), "{other}");
+        // Without a checksum on either side nothing shows that they fit: computed again.
+        let unknown = read_traces(&path, &layers, None).unwrap().unwrap_err();
+        assert!(unknown.contains("record no checksum"), "{unknown}");
+        let path = kept(dir.path(), None);
+        for crc in [Some(7), None] {
+            let old = read_traces(&path, &layers, crc).unwrap().unwrap_err();
+            assert!(old.contains("records no checksum"), "{old}");
+        }
+        // Traces for other layers are refused, naming the file.
+        let e = read_traces(&path, &layers[..1], Some(7)).unwrap_err();
+        assert!(e.to_string().contains(TRACES), "{e}");
+    }
 }
