@@ -691,7 +691,7 @@ impl Bench<'_> {
         let path = self.cfg.out.join(TRACES);
         let crc = self.ck.meta.weights_crc32;
         if traces.is_none() && path.is_file() {
-            match read_traces(&path, &self.ck.model.layer_names(), crc)? {
+            match read_traces(&path, &self.ck.model.layer_names(), crc, &self.ck.dir)? {
                 Ok(kept) => {
                     self.events.event(&Event::Note(format!(
                         "Hessian traces: from {} (computed in {:.0} s)",
@@ -701,9 +701,8 @@ impl Bench<'_> {
                     *traces = Some(kept);
                 }
                 Err(why) => self.events.event(&Event::Note(format!(
-                    "{}: {why} {}; computing them again",
-                    path.display(),
-                    self.ck.dir.display()
+                    "{}: {why}; computing them again",
+                    path.display()
                 ))),
             }
         }
@@ -996,14 +995,15 @@ struct KeptTraces {
 }
 
 /// Hessian traces kept in `path` (and the seconds they took) for a model with `layers` whose
-/// weights file has checksum `crc`; `Err` with why they cannot be used (the words before the
-/// checkpoint's path) when they were computed from other weights, or either side lacks the
-/// checksum that would show they were not.
+/// weights file (in `checkpoint`) has checksum `crc`; `Err` with why they cannot be used when
+/// they were computed from other weights, or either side lacks the checksum that would show
+/// they were not.
 fn read_traces(
     path: &Path,
     layers: &[String],
     crc: Option<u32>,
-) -> Result<std::result::Result<(Vec<f64>, f64), &'static str>> {
+    checkpoint: &Path,
+) -> Result<std::result::Result<(Vec<f64>, f64), String>> {
     let corrupt = |why: String| {
         Error::bad_input(
             path.to_path_buf(),
@@ -1026,13 +1026,16 @@ fn read_traces(
     if let Some(t) = k.traces.iter().chain([&k.seconds]).find(|t| !t.is_finite()) {
         return Err(corrupt(format!("non-finite value {t}")));
     }
+    let ck = checkpoint.display();
     Ok(match (k.weights_crc32, crc) {
         (Some(a), Some(b)) if a == b => Ok((k.traces, k.seconds)),
-        (Some(_), Some(_)) => Err("computed from other FP weights than those of"),
-        (None, _) => Err(
-            "records no checksum of the FP weights it was computed from (an earlier ccq wrote it), so it may not fit",
-        ),
-        (Some(_), None) => Err("cannot be matched to FP weights that record no checksum:"),
+        (Some(_), Some(_)) => Err(format!("computed from other FP weights than {ck}'s")),
+        (None, _) => Err(format!(
+            "records no checksum of the FP weights it was computed from (an earlier ccq wrote it), so it may not fit {ck}"
+        )),
+        (Some(_), None) => Err(format!(
+            "cannot be matched to {ck}, whose weights record no checksum"
+        )),
     })
 }
 
@@ -1248,21 +1251,27 @@ mod tests {
         let layers = vec!["a".to_string(), "b".to_string()];
         let path = kept(dir.path(), Some(7));
         assert_eq!(
-            read_traces(&path, &layers, Some(7)).unwrap(),
+            read_traces(&path, &layers, Some(7), dir.path()).unwrap(),
             Ok((vec![1.5, 2.5], 3.0))
         );
-        let other = read_traces(&path, &layers, Some(8)).unwrap().unwrap_err();
+        let other = read_traces(&path, &layers, Some(8), dir.path())
+            .unwrap()
+            .unwrap_err();
         assert!(other.contains("other FP weights"), "{other}");
         // Without a checksum on either side nothing shows that they fit: computed again.
-        let unknown = read_traces(&path, &layers, None).unwrap().unwrap_err();
+        let unknown = read_traces(&path, &layers, None, dir.path())
+            .unwrap()
+            .unwrap_err();
         assert!(unknown.contains("record no checksum"), "{unknown}");
         let path = kept(dir.path(), None);
         for crc in [Some(7), None] {
-            let old = read_traces(&path, &layers, crc).unwrap().unwrap_err();
+            let old = read_traces(&path, &layers, crc, dir.path())
+                .unwrap()
+                .unwrap_err();
             assert!(old.contains("records no checksum"), "{old}");
         }
         // Traces for other layers are refused, naming the file.
-        let e = read_traces(&path, &layers[..1], Some(7)).unwrap_err();
+        let e = read_traces(&path, &layers[..1], Some(7), dir.path()).unwrap_err();
         assert!(e.to_string().contains(TRACES), "{e}");
     }
 }
