@@ -272,6 +272,7 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
         &target,
         cfg.scheme.weight,
         cfg.pricing(),
+        None,
     )
     .unwrap()
     .expect("every step recorded its bandit loss");
@@ -644,6 +645,92 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
         shown[..1],
         "the same result, without the search's own"
     );
+}
+
+#[test]
+fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
+    use ccq::search::lookahead::{self, Lookahead};
+    use ccq::search::trials::{TRIAL_BATCH, TRIAL_BN_BATCHES, score_trials};
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    let out = t.path().join("ahead");
+    let mut cfg = ccq_comparison(&out, &fp, &d, &[7.0, 8.0]);
+    cfg.search.lookahead_prices = Some(true);
+    let compared = pipeline::compare(&cfg, &Silent).unwrap();
+    assert!(
+        compared
+            .report
+            .results
+            .iter()
+            .any(|r| r.method == "ccq" && r.budget == 7.0 && r.test_top1.is_some())
+    );
+    // Kept beside the search's 7x weights, below the policy they were at.
+    let kept = out.join("ccq").join("at-7x");
+    let text = std::fs::read_to_string(kept.join(pipeline::compare::LOOKAHEAD)).unwrap();
+    let la: Lookahead = serde_json::from_str(&text).unwrap();
+    let device = ccq::train::Devices::cpu().device;
+    let ck = ccq::train::checkpoint::load(&kept, device).unwrap();
+    assert_eq!(ck.meta.policy.as_ref(), Some(&la.policy));
+    let state = ccq::search::run_dir::RunDir::new(out.join("ccq"))
+        .load_state()
+        .unwrap();
+    let (lw, sc) = (&state.config.lowering, &state.config);
+    let arms = lw.arms(la.policy.bits.len());
+    assert_eq!(la.arms.len(), arms.len());
+    // Every arm's rungs, one after another, from the policy's bits down to the floor.
+    for (arm, rungs) in arms.iter().zip(&la.arms) {
+        let mut p = la.policy.clone();
+        for r in rungs {
+            let next = lw.lower(*arm, &p).expect("a rung below");
+            assert_eq!(
+                (r.before, r.after),
+                (p.bits[arm.layer].w, next.bits[arm.layer].w)
+            );
+            assert!(r.trial.is_some_and(|t| t.loss.is_finite()), "{r:?}");
+            p = next;
+        }
+        assert!(lw.lower(*arm, &p).is_none(), "down to the floor");
+    }
+    assert!(la.arms.iter().any(|r| r.len() >= 2), "{la:?}");
+    // Measured again on the kept weights, the same; and each first rung is the trial the
+    // competition scores for that arm's one lowering.
+    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
+    let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
+    let again = lookahead::measure(&ck.model, &la.policy, sc, splits, norm).unwrap();
+    assert_eq!(again, la);
+    let lowered: Vec<_> = arms
+        .iter()
+        .map(|a| lw.lower(*a, &la.policy).map(|p| (a.layer, p)))
+        .collect();
+    let contenders: Vec<_> = lowered
+        .iter()
+        .map(|c| c.as_ref().map(|(l, p)| (*l, p)))
+        .collect();
+    let bn = if sc.reward.trial_bn {
+        let n = TRIAL_BN_BATCHES;
+        ccq::data::calibration_batches(&splits.train, norm, device, n, sc.augment).unwrap()
+    } else {
+        Vec::new()
+    };
+    let bandit = sc.trial_split(&splits.bandit);
+    let one = score_trials(
+        &ck.model,
+        &la.policy,
+        &contenders,
+        sc.scheme,
+        &bandit,
+        norm,
+        TRIAL_BATCH,
+        &bn,
+    )
+    .unwrap();
+    assert_eq!(one.current, la.current);
+    for (scored, rungs) in one.arms.iter().zip(&la.arms) {
+        assert_eq!(
+            scored.as_ref(),
+            rungs.first().and_then(|r| r.trial.as_ref())
+        );
+    }
 }
 
 #[test]

@@ -85,6 +85,12 @@ pub struct SearchFlags {
     /// undo (improved: true).
     #[arg(long)]
     pub tempered_prices: Option<bool>,
+    /// Before the re-allocation, price every rung below the search's policy on the search's
+    /// weights (one trial round, each layer lowered one, two, … rungs to the floor), so that a
+    /// layer may go more than one rung below where the search left it (default false in both
+    /// variants).
+    #[arg(long)]
+    pub lookahead_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
     /// memory prior, so that overshooting the target earns nothing (default false in both
     /// variants: it measured worse).
@@ -183,6 +189,7 @@ impl SearchFlags {
             reallocate: self.reallocate,
             price_floor: self.price_floor,
             tempered_prices: self.tempered_prices,
+            lookahead_prices: self.lookahead_prices,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

@@ -17,6 +17,7 @@ use crate::search::baselines::{ActBits, Method, hawq, hessian_traces, random, un
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::extend::retarget;
+use crate::search::lookahead::{self, Lookahead};
 use crate::search::polish::polish;
 use crate::search::reallocate::reallocate;
 use crate::search::run_dir::RunDir;
@@ -116,6 +117,13 @@ pub const NO_POLISH: &str = " (no polish)";
 
 /// Suffix of CCQ's result at the search's own policy, where the re-allocation changed it.
 pub const NOT_REALLOCATED: &str = " (not re-allocated)";
+
+/// Suffix of a CCQ row re-allocated without the look-ahead prices (`--lookahead-prices`): the
+/// control of the one priced with them.
+pub const NO_LOOKAHEAD: &str = " (no look-ahead)";
+
+/// The look-ahead prices of a CCQ milestone, in its directory.
+pub const LOOKAHEAD: &str = "lookahead.json";
 
 pub use crate::report::EQUAL;
 
@@ -482,12 +490,13 @@ impl Bench<'_> {
         report: &mut Report,
     ) -> Result<()> {
         let (mut policy, model) = self.ccq_at(run, state, b, n)?;
+        let searched = policy.clone();
         let search_secs = seconds_to_reach(state, self.start_compression, b);
         let name = Method::Ccq.name();
         let target = Target::Compression(b);
         let layers = &self.ck.model.layers;
         // A budget the start met keeps the start: nothing was priced, and nothing can go up.
-        let reallocation = if self.search.reallocate && n > 0 {
+        let realloc = |lookahead: Option<&Lookahead>| {
             reallocate(
                 layers,
                 &state.steps[..n],
@@ -496,12 +505,26 @@ impl Bench<'_> {
                 &target,
                 self.scheme.weight,
                 self.search.pricing(),
+                lookahead,
             )
-            .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))?
-            .filter(|r| r.policy != policy)
+            .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))
+        };
+        let priced_ahead = self.search.reallocate && self.search.lookahead_prices && n > 0;
+        // Without the look-ahead: the control its rows are measured against.
+        let plain = if self.search.reallocate && n > 0 {
+            realloc(None)?
         } else {
             None
         };
+        let reallocation = if priced_ahead {
+            let what = "the look-ahead prices (--lookahead-prices)";
+            let searched = self.searched(model.as_ref(), b, what)?;
+            let lookahead = self.lookahead(run, searched, &policy, b)?;
+            realloc(Some(&lookahead))?
+        } else {
+            plain.clone()
+        }
+        .filter(|r| r.policy != policy);
         // The search's own policy beside the one that replaced it.
         let beside = |suffix: &str, policy: &Policy, report: &mut Report| -> Result<()> {
             if self.cfg.search_policy_rows {
@@ -534,9 +557,48 @@ impl Bench<'_> {
                 policy = polished;
             }
         }
+        // The look-ahead's control: the re-allocation without it, wherever the two differ
+        // (unless that is the search's own policy, shown as such), with or without the search
+        // policy rows.
+        let searched_shown = self.cfg.search_policy_rows && policy != searched;
+        if priced_ahead
+            && let Some(control) = plain
+                .map(|p| p.policy)
+                .filter(|p| *p != policy && !(searched_shown && *p == searched))
+        {
+            if let Some(m) = &model {
+                search::rescale_between(m, &policy, &control, self.scheme);
+            }
+            let method = format!("{name}{NO_LOOKAHEAD}");
+            let raw = self.ccq_finish(&method, b, model.as_ref(), &control, search_secs)?;
+            report.results.push(raw);
+            if let Some(m) = &model {
+                search::rescale_between(m, &control, &policy, self.scheme);
+            }
+        }
         let r = self.ccq_finish(name, b, model.as_ref(), &policy, search_secs)?;
         report.results.push(r);
         Ok(())
+    }
+
+    /// The rungs below `policy`, CCQ's search policy at budget `b`, priced on the search's
+    /// weights there (`searched`); kept beside them as `lookahead.json`.
+    fn lookahead(
+        &self,
+        run: &RunDir,
+        searched: &Model,
+        policy: &Policy,
+        b: f64,
+    ) -> Result<Lookahead> {
+        let priced = lookahead::measure(searched, policy, &self.search, &self.p.splits, self.norm)
+            .map_err(|e| {
+                Error::Internal(format!("pricing the rungs below CCQ's {b}x policy: {e:#}"))
+            })?;
+        let path = run.milestone(b).join(LOOKAHEAD);
+        let json =
+            serde_json::to_string_pretty(&priced).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&path, json.as_bytes())?;
+        Ok(priced)
     }
 
     /// The search's weights at budget `b`, which `what` needs; an error when they were not

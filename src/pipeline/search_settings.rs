@@ -126,6 +126,9 @@ pub struct SearchSettings {
     /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
     /// that rescaling the logits does not undo (reference off, improved on).
     pub tempered_prices: Option<bool>,
+    /// Before the re-allocation, price every rung below the search's policy on the search's
+    /// weights (default off in both variants).
+    pub lookahead_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -192,6 +195,7 @@ impl Default for SearchSettings {
             reallocate: None,
             price_floor: None,
             tempered_prices: None,
+            lookahead_prices: None,
             budget_aware: None,
             trial_images: None,
             lambda: None,
@@ -277,6 +281,7 @@ impl SearchSettings {
             reallocate: self.reallocate.unwrap_or(improved),
             price_floor: self.price_floor.unwrap_or(improved),
             tempered_prices: self.tempered_prices.unwrap_or(improved),
+            lookahead_prices: self.lookahead_prices.unwrap_or(false),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             trial_images: self.trial_images,
@@ -452,6 +457,23 @@ mod tests {
             };
             let c = cfg(&switched);
             assert_eq!(on(&c), (!default, !default, !default));
+        }
+    }
+
+    #[test]
+    fn lookahead_prices_are_off_in_both_variants_and_can_be_switched_on() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None).unwrap();
+        for variant in [Variant::Improved, Variant::Reference] {
+            let settings = SearchSettings {
+                variant,
+                ..SearchSettings::default()
+            };
+            assert!(!cfg(&settings).lookahead_prices);
+            let on = SearchSettings {
+                lookahead_prices: Some(true),
+                ..settings
+            };
+            assert!(cfg(&on).lookahead_prices);
         }
     }
 

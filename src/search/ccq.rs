@@ -10,6 +10,7 @@
 use super::bandit::Competition;
 use super::collaborate::{Collaboration, collaborate, finetune};
 use super::config::{FinalFrom, Finetune, SearchConfig};
+use super::lookahead;
 use super::polish::polish;
 use super::reallocate::{Reallocation, reallocate};
 use super::run_dir::RunDir;
@@ -190,6 +191,7 @@ pub fn init(
         log_weights: Vec::new(),
         polish: Vec::new(),
         reallocation: None,
+        lookahead: None,
         refused: Vec::new(),
     };
     state.add_milestones(&env.keep);
@@ -555,14 +557,20 @@ pub fn run(
 /// Moves `model` to a re-allocated policy (rescaling the LSQ steps of every layer whose bits
 /// changed) and reports it.
 pub fn adopt(model: &Model, r: &Reallocation, scheme: QuantScheme, events: &dyn Events) {
+    rescale_between(model, &r.searched, &r.policy, scheme);
+    report_reallocation(r, events);
+}
+
+/// Moves `model` from policy `from` to `to`: rescales the LSQ steps of every layer whose bits
+/// differ (nothing to do for the other schemes).
+pub fn rescale_between(model: &Model, from: &Policy, to: &Policy, scheme: QuantScheme) {
     if scheme != QuantScheme::default() {
-        for (l, (b, a)) in r.searched.bits.iter().zip(&r.policy.bits).enumerate() {
+        for (l, (b, a)) in from.bits.iter().zip(&to.bits).enumerate() {
             if b != a {
                 rescale_steps(&model.net, l, *b, *a);
             }
         }
     }
-    report_reallocation(r, events);
 }
 
 /// Reports what a re-allocation changed (for a policy whose searched weights are not at hand).
@@ -596,9 +604,20 @@ fn conclude(
 ) -> Result<Model> {
     let cfg = state.config.clone();
     let mut reallocated = false;
+    let met = |t: &super::target::Target, p: &Policy| {
+        t.met(&model_cost(&model.layers, p, cfg.scheme.weight))
+    };
+    if let Some(t) = &cfg.target
+        && cfg.reallocate
+        && cfg.lookahead_prices
+        && met(t, &state.policy)
+    {
+        let priced = lookahead::measure(&model, &state.policy, &cfg, env.splits, env.norm)?;
+        state.lookahead = Some(priced);
+    }
     if cfg.reallocate
         && let Some(target) = &cfg.target
-        && target.met(&model_cost(&model.layers, &state.policy, cfg.scheme.weight))
+        && met(target, &state.policy)
         && let Some(r) = reallocate(
             &model.layers,
             &state.steps,
@@ -607,6 +626,7 @@ fn conclude(
             target,
             cfg.scheme.weight,
             cfg.pricing(),
+            state.lookahead.as_ref(),
         )?
         && r.policy != state.policy
     {

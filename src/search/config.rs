@@ -148,6 +148,11 @@ pub struct SearchConfig {
     /// over softmax temperatures), which a change of the logits' scale does not move.
     #[serde(default)]
     pub tempered_prices: bool,
+    /// Before the re-allocation, price every rung below the search's policy on its weights
+    /// ([`super::lookahead`]), so that a layer may go more than one rung below where the search
+    /// left it.
+    #[serde(default)]
+    pub lookahead_prices: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

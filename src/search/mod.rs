@@ -8,6 +8,7 @@ pub mod collaborate;
 pub mod config;
 pub mod extend;
 pub mod hessian;
+pub mod lookahead;
 pub mod polish;
 pub mod reallocate;
 pub mod reward;

@@ -18,6 +18,7 @@
 //! collaboration then recovers is measured only for the rungs the search took, so it is not used.
 //! On a long search the oldest prices were taken on a network far from the final one.
 
+use super::lookahead::Lookahead;
 use super::state::StepRecord;
 use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::model::LayerInfo;
@@ -74,7 +75,7 @@ impl Pricing {
 }
 
 /// The bits `arm` moves in `bits`.
-fn moved(arm: Arm, bits: LayerBits) -> u32 {
+pub(super) fn moved(arm: Arm, bits: LayerBits) -> u32 {
     match arm.kind {
         ArmKind::Act => bits.a,
         ArmKind::Tied | ArmKind::Weight => bits.w,
@@ -93,7 +94,8 @@ fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> f64 {
 }
 
 /// Walks `steps` from the top-rung policy, collecting each rung's latest price as `pricing`
-/// says; returns them with the policy the steps lead to. `None` when a step lacks the current
+/// says, then the rungs `lookahead` priced below the policy the steps lead to (the latest
+/// prices of all); returns them with that policy. `None` when a step lacks the current
 /// policy's bandit loss (plain, or tempered when priced so: a search recorded before it was
 /// kept). Refused lowerings are never priced: their fine-tuning diverged.
 fn prices(
@@ -101,6 +103,7 @@ fn prices(
     lowering: &Lowering,
     names: &[String],
     pricing: Pricing,
+    lookahead: Option<&Lookahead>,
 ) -> Result<Option<(Prices, Policy)>> {
     let arms = lowering.arms(names.len());
     let mut policy = lowering.start(names);
@@ -160,6 +163,31 @@ fn prices(
             }
         } else {
             policy.bits[l] = s.bits_after;
+        }
+    }
+    if let Some(la) = lookahead {
+        if la.policy.bits != policy.bits || la.arms.len() != arms.len() {
+            bail!("the look-ahead priced the rungs below another policy than the search's");
+        }
+        let (plain, tempered) = (la.current.loss, la.current.tempered_loss);
+        let base = if pricing.tempered { tempered } else { plain };
+        for (i, rungs) in la.arms.iter().enumerate() {
+            // Each rung's rise is over the trial one rung above it.
+            let mut above = base;
+            for r in rungs {
+                let Some(t) = r.trial else { break };
+                let loss = if pricing.tempered {
+                    t.tempered_loss
+                } else {
+                    t.loss
+                };
+                if !loss.is_finite() {
+                    break;
+                }
+                let p = price(loss, above, Some(t.loss_se), pricing.floor);
+                prices.insert((i, r.before), p);
+                above = loss;
+            }
         }
     }
     for key in refused {
@@ -256,7 +284,9 @@ fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
 /// The re-allocation of a search whose `steps` led to `searched` on a model with `layers`:
 /// `None` when the steps lack the prices (recorded before they were kept) or the target cannot
 /// be met from the measured rungs; otherwise the least-price policy that meets `target`, which
-/// is `searched` itself unless another prices lower. Rungs are priced as `pricing` says.
+/// is `searched` itself unless another prices lower. Rungs are priced as `pricing` says, with
+/// the rungs below `searched` that `lookahead` priced on the search's weights (if given).
+#[allow(clippy::too_many_arguments)]
 pub fn reallocate(
     layers: &[LayerInfo],
     steps: &[StepRecord],
@@ -265,9 +295,10 @@ pub fn reallocate(
     target: &Target,
     scheme: WeightQuantizer,
     pricing: Pricing,
+    lookahead: Option<&Lookahead>,
 ) -> Result<Option<Reallocation>> {
     let names = &searched.names;
-    let Some((prices, walked)) = prices(steps, lowering, names, pricing)? else {
+    let Some((prices, walked)) = prices(steps, lowering, names, pricing, lookahead)? else {
         return Ok(None);
     };
     if walked.bits != searched.bits {
@@ -344,6 +375,8 @@ mod tests {
     use super::*;
     use crate::model::network::test_layer;
     use crate::quant::policy::Ladder;
+    use crate::search::lookahead::Rung;
+    use crate::search::reward::TrialScore;
     use crate::search::state::ArmRecord;
 
     /// The Fashion-MNIST ConvNet's four layers (their weight counts).
@@ -460,6 +493,7 @@ mod tests {
             target,
             WeightQuantizer::Dorefa,
             pricing,
+            None,
         )
     }
 
@@ -574,6 +608,92 @@ mod tests {
                 .is_none()
         );
         assert!(run(&lw, &records, &searched, &target).unwrap().is_some());
+    }
+
+    /// A look-ahead below `policy` from a bandit loss of 0.3 (tempered 0.28): per arm, each
+    /// rung's (bits above it, bits below it, the cumulative rise down to it).
+    fn lookahead(policy: &Policy, arms: Vec<Vec<(u32, u32, f64)>>) -> Lookahead {
+        let score = |rise: f64| TrialScore {
+            top1: 0.9,
+            loss: 0.3 + rise,
+            loss_se: 0.001,
+            tempered_loss: 0.28 + rise,
+        };
+        Lookahead {
+            policy: policy.clone(),
+            current: score(0.0),
+            arms: arms
+                .into_iter()
+                .map(|rungs| {
+                    rungs
+                        .into_iter()
+                        .map(|(before, after, rise)| Rung {
+                            before,
+                            after,
+                            trial: Some(score(rise)),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn lookahead_prices_let_a_layer_go_more_than_one_rung_below_the_search() {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1());
+        assert_eq!(w(&searched), [8, 4, 2, 4]);
+        // At 11x the search's policy (11.65x) is the only one its prices reach: fc was priced
+        // one rung down (4 -> 3), and 8/3/3/3 (s2's last rung back for s1's 4 -> 3 and fc's)
+        // does not meet it.
+        let target = Target::Compression(11.0);
+        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(plain.policy, searched);
+        // Priced on the search's weights, fc's 4 -> 3 and 3 -> 2 cost little, and s1's 4 -> 3
+        // 0.05 (its last step said 0.0616): s2's last rung (0.2335) is traded for them.
+        let la = lookahead(
+            &searched,
+            vec![
+                vec![(8, 6, 0.01), (6, 4, 0.05), (4, 3, 0.2), (3, 2, 0.5)],
+                vec![(4, 3, 0.05), (3, 2, 0.25)],
+                vec![],
+                vec![(4, 3, 0.001), (3, 2, 0.003)],
+            ],
+        );
+        let with = |la: &Lookahead| {
+            reallocate(
+                &layers(),
+                &records,
+                &searched,
+                &lw,
+                &target,
+                WeightQuantizer::Dorefa,
+                Pricing::default(),
+                Some(la),
+            )
+        };
+        let r = with(&la).unwrap().unwrap();
+        assert_eq!(w(&r.policy), [8, 3, 3, 2]);
+        let cost = model_cost(&layers(), &r.policy, WeightQuantizer::Dorefa);
+        assert!(target.met(&cost), "{cost:?}");
+        // fc's rungs are each priced over the one above: 0.001 and 0.002.
+        let expected = 0.3125 - 0.2335 + 0.05 + 0.001 + 0.002;
+        assert!(
+            (r.price - expected).abs() < 1e-9,
+            "{} against {expected}",
+            r.price
+        );
+        assert_eq!(r.searched_price, plain.searched_price);
+        // A look-ahead below another policy is an error, not a guess.
+        let mut elsewhere = la.clone();
+        elsewhere.policy.bits[3].w = 6;
+        let e = with(&elsewhere).unwrap_err();
+        assert!(format!("{e:#}").contains("another policy"), "{e:#}");
+        // A rung whose trial was unusable ends that arm's look-ahead: fc cannot pass it.
+        let mut broken = la.clone();
+        broken.arms[3][1].trial = None;
+        let r = with(&broken).unwrap().unwrap();
+        assert!(r.policy.bits[3].w >= 3, "{:?}", w(&r.policy));
     }
 
     #[test]
