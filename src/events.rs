@@ -139,6 +139,15 @@ pub enum Event<'a> {
         /// λ of the step.
         lambda: f64,
     },
+    /// The look-ahead priced the rungs below the search's policy (`--lookahead-prices`).
+    LookaheadPriced {
+        /// Rungs priced.
+        rungs: usize,
+        /// Seconds the trials took.
+        seconds: f64,
+        /// Whether the re-allocation with these prices differs from the one without them.
+        changed: bool,
+    },
     /// The re-allocation replaced the search's policy by one the competition's prices rate
     /// lower.
     Reallocated {

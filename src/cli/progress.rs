@@ -161,6 +161,18 @@ impl Events for Console {
                     String::new()
                 }
             )),
+            Event::LookaheadPriced {
+                rungs,
+                seconds,
+                changed,
+            } => self.line(format!(
+                "look-ahead: priced {rungs} rungs below the search's policy in {seconds:.0}s; the re-allocation {}",
+                if *changed {
+                    "differs from the one without them"
+                } else {
+                    "is the same as without them"
+                }
+            )),
             Event::Reallocated {
                 changes,
                 searched_price,

@@ -19,7 +19,7 @@ use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::extend::retarget;
 use crate::search::lookahead::{self, Lookahead};
 use crate::search::polish::polish;
-use crate::search::reallocate::reallocate;
+use crate::search::reallocate::{Reallocation, reallocate};
 use crate::search::run_dir::RunDir;
 use crate::search::state::SearchState;
 use crate::search::target::{Target, check_reachable};
@@ -519,8 +519,17 @@ impl Bench<'_> {
         let reallocation = if priced_ahead {
             let what = "the look-ahead prices (--lookahead-prices)";
             let searched = self.searched(model.as_ref(), b, what)?;
+            let started = Instant::now();
             let lookahead = self.lookahead(run, searched, &policy, b)?;
-            realloc(Some(&lookahead))?
+            let seconds = started.elapsed().as_secs_f64();
+            let with = realloc(Some(&lookahead))?;
+            let policy_of = |r: &Option<Reallocation>| r.as_ref().map(|r| r.policy.clone());
+            self.events.event(&Event::LookaheadPriced {
+                rungs: lookahead.rungs(),
+                seconds,
+                changed: policy_of(&with) != policy_of(&plain),
+            });
+            with
         } else {
             plain.clone()
         }

@@ -612,7 +612,27 @@ fn conclude(
         && cfg.lookahead_prices
         && met(t, &state.policy)
     {
+        let started = Instant::now();
         let priced = lookahead::measure(&model, &state.policy, &cfg, env.splits, env.norm)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let realloc = |la: Option<&lookahead::Lookahead>| {
+            reallocate(
+                &model.layers,
+                &state.steps,
+                &state.policy,
+                &cfg.lowering,
+                t,
+                cfg.scheme.weight,
+                cfg.pricing(),
+                la,
+            )
+            .map(|r| r.map(|r| r.policy))
+        };
+        env.events.event(&Event::LookaheadPriced {
+            rungs: priced.rungs(),
+            seconds,
+            changed: realloc(Some(&priced))? != realloc(None)?,
+        });
         state.lookahead = Some(priced);
     }
     if cfg.reallocate

@@ -42,6 +42,13 @@ pub struct Lookahead {
     pub arms: Vec<Vec<Rung>>,
 }
 
+impl Lookahead {
+    /// The number of rungs priced.
+    pub fn rungs(&self) -> usize {
+        self.arms.iter().map(Vec::len).sum()
+    }
+}
+
 /// Scores every rung below `policy` on `model` with the search's trial settings in `cfg`: the
 /// same bandit images, and the same BatchNorm re-estimation when its trials re-estimate.
 pub fn measure(

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Prices weight-bit policies the way CCQ's re-allocation prices them, at one milestone of a
+`ccq compare` run made with `--lookahead-prices true`.
+
+    bench/price_policy.py RUN/ccq BUDGET [POLICY ...]
+
+A POLICY is a string of weight bits, one digit per layer in the model's order (as
+`bench/summarise_compare.py` prints them), e.g. 6444343436333333432224 for ResNet-20.
+
+Each rung's price is its latest measured rise in bandit cross-entropy: the search's step trials
+up to the step that first reached BUDGET (from `state.json`), then the look-ahead below the
+search's policy there (`at-<BUDGET>x/lookahead.json`). Like the re-allocation, a price is the
+tempered rise when the run priced so, never below 0, and never below the trial's standard error
+with the price floor. Prints each policy's summed price, with and without the look-ahead rungs
+("unpriced" where a rung it needs was never measured).
+"""
+import json
+import sys
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    run, budget = sys.argv[1], sys.argv[2]
+    state_path = f"{run}/state.json"
+    la_path = f"{run}/at-{budget}x/lookahead.json"
+    with open(state_path) as f:
+        state = json.load(f)
+    try:
+        with open(la_path) as f:
+            la = json.load(f)
+    except FileNotFoundError:
+        sys.exit(f"{la_path}: not found (was the comparison run with --lookahead-prices true?)")
+    cfg = state["config"]
+    ladder = cfg["lowering"]["ladder"]
+    tempered, floor = cfg.get("tempered_prices", False), cfg.get("price_floor", False)
+    names = la["policy"]["names"]
+    milestone = [b["w"] for b in la["policy"]["bits"]]
+
+    def rise(trial, base, se):
+        p = max(trial - base, 0.0)
+        return max(p, se) if floor and se is not None else p
+
+    loss_key = "tempered_loss" if tempered else "loss"
+    base_key = "bandit_tempered_loss" if tempered else "bandit_loss"
+    bits = [ladder[0]] * len(names)
+    walked, refused, steps = {}, set(), 0
+    for s in state["steps"]:
+        if bits == milestone:
+            break
+        base = s[base_key]
+        if base is None:
+            sys.exit(f"{state_path}: step {s['step']} has no {base_key}")
+        for a in s["arms"]:
+            if a["kind"] == "Act" or a.get(loss_key) is None:
+                continue
+            layer = names.index(a["layer"])
+            walked[(layer, bits[layer])] = rise(a[loss_key], base, a.get("loss_se"))
+        layer = names.index(s["chosen"])
+        if s.get("refused") is None:
+            bits[layer] = s["bits_after"]["w"]
+        else:
+            refused.add((layer, s["bits_before"]["w"]))
+        steps += 1
+    if bits != milestone:
+        sys.exit(f"{state_path}: the steps never reach the {budget}x policy of {la_path}")
+    ahead = dict(walked)
+    base = la["current"][loss_key]
+    for layer, rungs in enumerate(la["arms"]):
+        above = base
+        for r in rungs:
+            t = r["trial"]
+            if t is None:
+                break
+            ahead[(layer, r["before"])] = rise(t[loss_key], above, t["loss_se"])
+            above = t[loss_key]
+    for key in refused:
+        walked.pop(key, None)
+        ahead.pop(key, None)
+
+    def price(policy, prices):
+        total = 0.0
+        for layer, b in enumerate(policy):
+            cur = ladder[0]
+            while cur > b:
+                if (layer, cur) not in prices:
+                    return None
+                total += prices[(layer, cur)]
+                cur = ladder[ladder.index(cur) + 1]
+        return total
+
+    def show(p):
+        return "unpriced" if p is None else f"{p:.4f}"
+
+    print(f"{steps} steps to {budget}x; the search's policy there: {''.join(map(str, milestone))}")
+    policies = [("search", milestone)]
+    for arg in sys.argv[3:]:
+        if len(arg) != len(names) or any(c not in "0123456789" for c in arg):
+            sys.exit(f"{arg}: not {len(names)} digits, one per layer")
+        policies.append((arg, [int(c) for c in arg]))
+    for label, p in policies:
+        print(f"{label}: {show(price(p, walked))} from the steps, "
+              f"{show(price(p, ahead))} with the look-ahead")
+
+
+if __name__ == "__main__":
+    main()
