@@ -675,6 +675,17 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
         .load_state()
         .unwrap();
     let (lw, sc) = (&state.config.lowering, &state.config);
+    // The search's own end (8x) was priced the same way before its re-allocation.
+    let end = state
+        .lookahead
+        .as_ref()
+        .expect("the search's end priced ahead");
+    let searched = state
+        .reallocation
+        .as_ref()
+        .map_or(&state.policy, |r| &r.searched);
+    assert_eq!(&end.policy, searched);
+    assert_eq!(end.arms.len(), la.arms.len());
     let arms = lw.arms(la.policy.bits.len());
     assert_eq!(la.arms.len(), arms.len());
     // Every arm's rungs, one after another, from the policy's bits down to the floor.

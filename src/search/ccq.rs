@@ -607,49 +607,41 @@ fn conclude(
     let met = |t: &super::target::Target, p: &Policy| {
         t.met(&model_cost(&model.layers, p, cfg.scheme.weight))
     };
-    if let Some(t) = &cfg.target
-        && cfg.reallocate
-        && cfg.lookahead_prices
-        && met(t, &state.policy)
-    {
-        let started = Instant::now();
-        let priced = lookahead::measure(&model, &state.policy, &cfg, env.splits, env.norm)?;
-        let seconds = started.elapsed().as_secs_f64();
-        let realloc = |la: Option<&lookahead::Lookahead>| {
-            reallocate(
-                &model.layers,
-                &state.steps,
-                &state.policy,
-                &cfg.lowering,
-                t,
-                cfg.scheme.weight,
-                cfg.pricing(),
-                la,
-            )
-            .map(|r| r.map(|r| r.policy))
-        };
-        env.events.event(&Event::LookaheadPriced {
-            rungs: priced.rungs(),
-            seconds,
-            changed: realloc(Some(&priced))? != realloc(None)?,
-        });
-        state.lookahead = Some(priced);
-    }
-    if cfg.reallocate
-        && let Some(target) = &cfg.target
-        && met(target, &state.policy)
-        && let Some(r) = reallocate(
-            &model.layers,
-            &state.steps,
-            &state.policy,
-            &cfg.lowering,
-            target,
-            cfg.scheme.weight,
-            cfg.pricing(),
-            state.lookahead.as_ref(),
-        )?
-        && r.policy != state.policy
-    {
+    let reallocation = match &cfg.target {
+        Some(t) if cfg.reallocate && met(t, &state.policy) => {
+            let realloc = |la: Option<&lookahead::Lookahead>| {
+                reallocate(
+                    &model.layers,
+                    &state.steps,
+                    &state.policy,
+                    &cfg.lowering,
+                    t,
+                    cfg.scheme.weight,
+                    cfg.pricing(),
+                    la,
+                )
+            };
+            let plain = realloc(None)?;
+            if cfg.lookahead_prices {
+                let started = Instant::now();
+                let priced = lookahead::measure(&model, &state.policy, &cfg, env.splits, env.norm)?;
+                let seconds = started.elapsed().as_secs_f64();
+                let with = realloc(Some(&priced))?;
+                let policy_of = |r: &Option<Reallocation>| r.as_ref().map(|r| r.policy.clone());
+                env.events.event(&Event::LookaheadPriced {
+                    rungs: priced.rungs(),
+                    seconds,
+                    changed: policy_of(&with) != policy_of(&plain),
+                });
+                state.lookahead = Some(priced);
+                with
+            } else {
+                plain
+            }
+        }
+        _ => None,
+    };
+    if let Some(r) = reallocation.filter(|r| r.policy != state.policy) {
         adopt(&model, &r, cfg.scheme, env.events);
         state.policy = r.policy.clone();
         state.reallocation = Some(r);
