@@ -66,46 +66,38 @@ pub struct SearchFlags {
     /// Once the target is met, raise single layers back while it stays met (improved: true).
     #[arg(long)]
     pub polish: Option<bool>,
-    /// Let the polish also trade a rung between two layers, one raised and one lowered, where
-    /// the raise alone would break the target, the pair keeps it and the bandit loss falls
-    /// (default false in both variants).
+    /// Let the polish also trade a rung between two layers (one up, one down) where the pair
+    /// keeps the target and the bandit loss falls (default false in both variants).
     #[arg(long)]
     pub polish_swaps: Option<bool>,
-    /// Once the target is met, re-allocate the rungs: the policy that meets it at the least
-    /// summed rise in bandit loss the competition measured for each rung it lowered. The polish
-    /// then runs only where that keeps the search's policy (improved: true).
+    /// Once the target is met, re-allocate the rungs to the least summed bandit-loss rise the
+    /// competition measured; the polish runs only where that keeps the policy (improved: true).
     #[arg(long)]
     pub reallocate: Option<bool>,
     /// In the re-allocation, price each rung at least at the standard error of its trial's
     /// rise, so that a rung measured within the noise is not free (improved: true).
     #[arg(long)]
     pub price_floor: Option<bool>,
-    /// In the re-allocation, price each rung by its rise in tempered cross-entropy (at the
-    /// softmax temperature that minimises it), the damage that rescaling the logits does not
-    /// undo (improved: true).
+    /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
+    /// that rescaling the logits does not undo (improved: true).
     #[arg(long)]
     pub tempered_prices: Option<bool>,
-    /// Before the re-allocation, price every rung below the search's policy on the search's
-    /// weights (one trial round, each layer lowered one, two, … rungs to the floor), so that a
-    /// layer may go more than one rung below where the search left it (default false in both
-    /// variants).
+    /// Before the re-allocation, price every rung below the search's policy on its weights, so a
+    /// layer may go more than one rung below where the search left it (default false in both).
     #[arg(long)]
     pub lookahead_prices: Option<bool>,
-    /// Count only the saving that goes toward the nearest unmet goal, in the reward and the
-    /// memory prior, so that overshooting the target earns nothing (default false in both
-    /// variants: it measured worse).
+    /// Count only the saving toward the nearest unmet goal, in the reward and the memory prior
+    /// (default false in both variants: it measured worse).
     #[arg(long)]
     pub budget_aware: Option<bool>,
-    /// Score the competition's trials (and the polish's) on the first N images of the bandit
-    /// split only, a random sample of it (default: all of it, in both variants). A trial's
-    /// cost is proportional to N: a faster, noisier signal for large models on slow hardware
+    /// Score the competition's and the polish's trials on the first N bandit images only (a
+    /// random sample; default all): faster and noisier, for large models on slow hardware
     #[arg(long, value_name = "N")]
     pub trial_images: Option<usize>,
     /// λ on odd steps (default 0).
     #[arg(long)]
     pub lambda_odd: Option<f64>,
-    /// λ on even steps is `a·(T−t)/T + b`: this is a (reference 0.6, improved 0: pure
-    /// competition).
+    /// λ on even steps is `a·(T−t)/T + b`: this is a (reference 0.6, improved 0).
     #[arg(long)]
     pub lambda_a: Option<f64>,
     /// ... and this is b (reference 0.4, improved 0).
