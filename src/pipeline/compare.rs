@@ -19,7 +19,7 @@ use crate::search::config::{FinalFrom, SearchConfig};
 use crate::search::extend::retarget;
 use crate::search::lookahead::{self, Lookahead};
 use crate::search::polish::polish;
-use crate::search::reallocate::{Reallocation, reallocate};
+use crate::search::reallocate::reallocate;
 use crate::search::run_dir::RunDir;
 use crate::search::state::SearchState;
 use crate::search::target::{Target, check_reachable};
@@ -507,28 +507,31 @@ impl Bench<'_> {
                 self.search.pricing(),
                 lookahead,
             )
-            .map_err(|e| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}")))
         };
+        let failed =
+            |e: anyhow::Error| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}"));
         let priced_ahead = self.search.reallocate && self.search.lookahead_prices && n > 0;
         // Without the look-ahead: the control its rows are measured against.
         let plain = if self.search.reallocate && n > 0 {
-            realloc(None)?
+            realloc(None).map_err(failed)?
         } else {
             None
         };
         let reallocation = if priced_ahead {
             let what = "the look-ahead prices (--lookahead-prices)";
             let searched = self.searched(model.as_ref(), b, what)?;
-            let started = Instant::now();
-            let lookahead = self.lookahead(run, searched, &policy, b)?;
-            let seconds = started.elapsed().as_secs_f64();
-            let with = realloc(Some(&lookahead))?;
-            let policy_of = |r: &Option<Reallocation>| r.as_ref().map(|r| r.policy.clone());
-            self.events.event(&Event::LookaheadPriced {
-                rungs: lookahead.rungs(),
-                seconds,
-                changed: policy_of(&with) != policy_of(&plain),
-            });
+            let (priced, with) = lookahead::reallocate_ahead(
+                searched,
+                &policy,
+                &self.search,
+                &self.p.splits,
+                self.norm,
+                plain.as_ref(),
+                realloc,
+                self.events,
+            )
+            .map_err(failed)?;
+            self.keep_lookahead(run, &priced, b)?;
             with
         } else {
             plain.clone()
@@ -590,24 +593,14 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// The rungs below `policy`, CCQ's search policy at budget `b`, priced on the search's
-    /// weights there (`searched`); kept beside them as `lookahead.json`.
-    fn lookahead(
-        &self,
-        run: &RunDir,
-        searched: &Model,
-        policy: &Policy,
-        b: f64,
-    ) -> Result<Lookahead> {
-        let priced = lookahead::measure(searched, policy, &self.search, &self.p.splits, self.norm)
-            .map_err(|e| {
-                Error::Internal(format!("pricing the rungs below CCQ's {b}x policy: {e:#}"))
-            })?;
+    /// Keeps the look-ahead prices of CCQ's budget `b` beside its weights there, as
+    /// `lookahead.json`.
+    fn keep_lookahead(&self, run: &RunDir, priced: &Lookahead, b: f64) -> Result<()> {
         let path = run.milestone(b).join(LOOKAHEAD);
         let json =
-            serde_json::to_string_pretty(&priced).map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_string_pretty(priced).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomic(&path, json.as_bytes())?;
-        Ok(priced)
+        Ok(())
     }
 
     /// The search's weights at budget `b`, which `what` needs; an error when they were not

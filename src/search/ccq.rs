@@ -623,16 +623,16 @@ fn conclude(
             };
             let plain = realloc(None)?;
             if cfg.lookahead_prices {
-                let started = Instant::now();
-                let priced = lookahead::measure(&model, &state.policy, &cfg, env.splits, env.norm)?;
-                let seconds = started.elapsed().as_secs_f64();
-                let with = realloc(Some(&priced))?;
-                let policy_of = |r: &Option<Reallocation>| r.as_ref().map(|r| r.policy.clone());
-                env.events.event(&Event::LookaheadPriced {
-                    rungs: priced.rungs(),
-                    seconds,
-                    changed: policy_of(&with) != policy_of(&plain),
-                });
+                let (priced, with) = lookahead::reallocate_ahead(
+                    &model,
+                    &state.policy,
+                    &cfg,
+                    env.splits,
+                    env.norm,
+                    plain.as_ref(),
+                    realloc,
+                    env.events,
+                )?;
                 state.lookahead = Some(priced);
                 with
             } else {

@@ -9,14 +9,16 @@
 //! above it (over the policy itself for the first).
 
 use super::config::SearchConfig;
-use super::reallocate::moved;
+use super::reallocate::{Reallocation, moved};
 use super::reward::TrialScore;
 use super::trials::{TRIAL_BATCH, TRIAL_BN_BATCHES, score_trials};
 use crate::data::{Normalization, Splits};
+use crate::events::{Event, Events};
 use crate::model::Model;
 use crate::quant::policy::Policy;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// One rung below the policy: the arm's bits before it, after it, and the trial of the arm
 /// lowered down to `after` (`None`: its logits were not finite).
@@ -110,4 +112,31 @@ pub fn measure(
         current: scored.current,
         arms: out,
     })
+}
+
+/// The re-allocation of the search's `policy` with look-ahead prices: the rungs below it priced
+/// on `model` ([`measure`]), then `realloc` given them. Reports how many rungs were priced, in
+/// how long, and whether the result differs from `plain` (the re-allocation without them);
+/// returns the prices with the result.
+#[allow(clippy::too_many_arguments)]
+pub fn reallocate_ahead(
+    model: &Model,
+    policy: &Policy,
+    cfg: &SearchConfig,
+    splits: &Splits,
+    norm: &Normalization,
+    plain: Option<&Reallocation>,
+    realloc: impl Fn(Option<&Lookahead>) -> Result<Option<Reallocation>>,
+    events: &dyn Events,
+) -> Result<(Lookahead, Option<Reallocation>)> {
+    let started = Instant::now();
+    let priced = measure(model, policy, cfg, splits, norm)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let with = realloc(Some(&priced))?;
+    events.event(&Event::LookaheadPriced {
+        rungs: priced.rungs(),
+        seconds,
+        changed: with.as_ref().map(|r| &r.policy) != plain.map(|r| &r.policy),
+    });
+    Ok((priced, with))
 }
