@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prices weight-bit policies the way CCQ's re-allocation prices them, at one milestone of a
-`ccq compare` run made with `--lookahead-prices true`.
+`ccq compare` run made with `--lookahead-prices true` or `--fp-prices true`.
 
     bench/price_policy.py RUN/ccq BUDGET [POLICY ...]
 
@@ -9,9 +9,10 @@ A POLICY is a string of weight bits, one digit per layer in the model's order (a
 
 Each rung's price is its latest measured rise in bandit cross-entropy: the search's step trials
 up to the step that first reached BUDGET (from `state.json`), then the look-ahead below the
-search's policy there (`at-<BUDGET>x/lookahead.json`). Like the re-allocation, a price is the
-tempered rise when the run priced so, never below 0, and never below the trial's standard error
-with the price floor. Prints each policy's summed price, with and without the look-ahead rungs
+search's policy there (`at-<BUDGET>x/lookahead.json`); or, from a run with `--fp-prices`, every
+rung from the top priced on the FP model calibrated at that policy, alone. Like the
+re-allocation, a price is the tempered rise when the run priced so, never below 0, and never
+below the larger standard error of the rung's two trials with the price floor. Prints each policy's summed price, with and without the look-ahead rungs
 ("unpriced" where a rung it needs was never measured).
 """
 import json
@@ -64,16 +65,22 @@ def main():
         steps += 1
     if bits != milestone:
         sys.exit(f"{state_path}: the steps never reach the {budget}x policy of {la_path}")
-    ahead = dict(walked)
-    base = la["current"][loss_key]
-    for layer, rungs in enumerate(la["arms"]):
-        above = base
+    # FP prices (`--fp-prices`: every rung from each arm's top, with `tops`) replace the
+    # steps' prices; look-ahead prices (below the policy) add to them.
+    tops = la.get("tops")
+    ahead = {} if tops else dict(walked)
+    for layer, rungs in enumerate(la["arms"][:len(names)]):
+        top = tops[layer] if tops else la["current"]
+        if top is None:
+            continue
+        above, above_se = top[loss_key], top["loss_se"]
         for r in rungs:
             t = r["trial"]
             if t is None:
                 break
-            ahead[(layer, r["before"])] = rise(t[loss_key], above, t["loss_se"])
-            above = t[loss_key]
+            se = max(t["loss_se"], above_se)
+            ahead[(layer, r["before"])] = rise(t[loss_key], above, se)
+            above, above_se = t[loss_key], t["loss_se"]
     for key in refused:
         walked.pop(key, None)
         ahead.pop(key, None)
@@ -100,7 +107,7 @@ def main():
         policies.append((arg, [int(c) for c in arg]))
     for label, p in policies:
         print(f"{label}: {show(price(p, walked))} from the steps, "
-              f"{show(price(p, ahead))} with the look-ahead")
+              f"{show(price(p, ahead))} with the {'FP prices' if tops else 'look-ahead'}")
 
 
 if __name__ == "__main__":

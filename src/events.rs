@@ -139,8 +139,11 @@ pub enum Event<'a> {
         /// λ of the step.
         lambda: f64,
     },
-    /// The look-ahead priced the rungs below the search's policy (`--lookahead-prices`).
+    /// The look-ahead priced the rungs below the search's policy on its weights
+    /// (`--lookahead-prices`), or every rung around it on the FP model (`--fp-prices`).
     LookaheadPriced {
+        /// Every rung from the top, on the FP model (`--fp-prices`), rather than those below.
+        whole: bool,
         /// Rungs priced.
         rungs: usize,
         /// Seconds the trials took.

@@ -649,7 +649,7 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
 
 #[test]
 fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
-    use ccq::search::lookahead::{self, Lookahead};
+    use ccq::search::lookahead::{self, Lookahead, Reach};
     use ccq::search::trials::{TRIAL_BATCH, TRIAL_BN_BATCHES, score_trials};
     let t = tempfile::tempdir().unwrap();
     let (d, fp, _) = trained_fp(t.path());
@@ -707,7 +707,7 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
     // competition scores for that arm's one lowering.
     let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
     let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
-    let again = lookahead::measure(&ck.model, &la.policy, sc, splits, norm).unwrap();
+    let again = lookahead::measure(&ck.model, &la.policy, sc, splits, norm, Reach::Below).unwrap();
     assert_eq!(again, la);
     let lowered: Vec<_> = arms
         .iter()
@@ -742,6 +742,91 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
             rungs.first().and_then(|r| r.trial.as_ref())
         );
     }
+}
+
+#[test]
+fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_policy() {
+    use ccq::search::lookahead::{self, Lookahead, Reach};
+    use ccq::search::trials::{TRIAL_BATCH, score_trials};
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    let out = t.path().join("fp-prices");
+    let mut cfg = ccq_comparison(&out, &fp, &d, &[7.0, 8.0]);
+    cfg.search.fp_prices = Some(true);
+    let compared = pipeline::compare(&cfg, &Silent).unwrap();
+    assert!(
+        compared
+            .report
+            .results
+            .iter()
+            .any(|r| r.method == "ccq" && r.budget == 7.0 && r.test_top1.is_some())
+    );
+    let kept = out.join("ccq").join("at-7x");
+    let text = std::fs::read_to_string(kept.join(pipeline::compare::LOOKAHEAD)).unwrap();
+    let la: Lookahead = serde_json::from_str(&text).unwrap();
+    let device = ccq::train::Devices::cpu().device;
+    let ck = ccq::train::checkpoint::load(&kept, device).unwrap();
+    assert_eq!(ck.meta.policy.as_ref(), Some(&la.policy));
+    let state = ccq::search::run_dir::RunDir::new(out.join("ccq"))
+        .load_state()
+        .unwrap();
+    let (lw, sc) = (&state.config.lowering, &state.config);
+    assert!(sc.fp_prices && !sc.lookahead_prices);
+    // The search's own end was priced so too, from every arm's top.
+    let end = state.lookahead.as_ref().expect("the search's end priced");
+    assert!(end.tops.is_some());
+    // Every arm from its ladder's top, one rung after another, down to the floor; the trial
+    // at the arm's bits in the policy is the policy's own score, as is the top of an arm
+    // already there.
+    let arms = lw.arms(la.policy.bits.len());
+    let tops = la.tops.as_ref().expect("priced from the top");
+    assert_eq!((la.arms.len(), tops.len()), (arms.len(), arms.len()));
+    for ((arm, rungs), top) in arms.iter().zip(&la.arms).zip(tops) {
+        let mut p = lw.topped(*arm, &la.policy);
+        assert_eq!(p.bits[arm.layer].w, 8);
+        assert!(top.is_some_and(|t| t.loss.is_finite()));
+        if p == la.policy {
+            assert_eq!(top.as_ref(), Some(&la.current));
+        }
+        for r in rungs {
+            let next = lw.lower(*arm, &p).expect("a rung below");
+            assert_eq!(
+                (r.before, r.after),
+                (p.bits[arm.layer].w, next.bits[arm.layer].w)
+            );
+            assert!(r.trial.is_some_and(|t| t.loss.is_finite()), "{r:?}");
+            if next == la.policy {
+                assert_eq!(r.trial.as_ref(), Some(&la.current));
+            }
+            p = next;
+        }
+        assert!(lw.lower(*arm, &p).is_none(), "down to the floor");
+    }
+    assert!(
+        la.arms.iter().all(|r| r.len() == 3),
+        "8 to 3 bits (the floor): {la:?}"
+    );
+    // Measured again on the FP model calibrated at the policy, the same; the search's kept
+    // weights score the policy otherwise.
+    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
+    let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
+    let fp_model = ccq::train::checkpoint::load(&fp, device).unwrap().model;
+    let at = lookahead::fp_at(&fp_model, &la.policy, sc, splits, norm).unwrap();
+    let again = lookahead::measure(&at, &la.policy, sc, splits, norm, Reach::Whole).unwrap();
+    assert_eq!(again, la);
+    let bandit = sc.trial_split(&splits.bandit);
+    let searched = score_trials(
+        &ck.model,
+        &la.policy,
+        &[],
+        sc.scheme,
+        &bandit,
+        norm,
+        TRIAL_BATCH,
+        &[],
+    )
+    .unwrap();
+    assert_ne!(searched.current.loss, la.current.loss);
 }
 
 #[test]

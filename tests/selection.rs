@@ -43,6 +43,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         price_floor: false,
         tempered_prices: false,
         lookahead_prices: false,
+        fp_prices: false,
         budget_aware: false,
         trial_images: None,
         lambda: LambdaSchedule::default(),

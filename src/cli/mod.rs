@@ -7,6 +7,7 @@ pub mod compare;
 pub mod deploy;
 pub mod inspect;
 pub mod jobs;
+pub mod price_flags;
 pub mod progress;
 pub mod quantize;
 pub mod search_flags;

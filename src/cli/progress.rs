@@ -162,11 +162,22 @@ impl Events for Console {
                 }
             )),
             Event::LookaheadPriced {
+                whole,
                 rungs,
                 seconds,
                 changed,
             } => self.line(format!(
-                "look-ahead: priced {rungs} rungs below the search's policy in {seconds:.0}s; the re-allocation {}",
+                "{} {rungs} rungs {} in {seconds:.0}s; the re-allocation {}",
+                if *whole {
+                    "FP prices: priced"
+                } else {
+                    "look-ahead: priced"
+                },
+                if *whole {
+                    "of every layer on the FP model at the search's policy"
+                } else {
+                    "below the search's policy"
+                },
                 if *changed {
                     "differs from the one without them"
                 } else {

@@ -1,6 +1,7 @@
 //! The CCQ flags `ccq quantize` and `ccq compare` share, onto the library's search settings.
 
 use super::args::{DistillArgs, QuantArgs, named};
+use super::price_flags::PriceFlags;
 use anyhow::Result;
 use ccq::pipeline::{SearchSettings, StepSamples, Variant};
 use ccq::quant::policy::Ladder;
@@ -70,22 +71,8 @@ pub struct SearchFlags {
     /// keeps the target and the bandit loss falls (default false in both variants).
     #[arg(long)]
     pub polish_swaps: Option<bool>,
-    /// Once the target is met, re-allocate the rungs to the least summed bandit-loss rise the
-    /// competition measured; the polish runs only where that keeps the policy (improved: true).
-    #[arg(long)]
-    pub reallocate: Option<bool>,
-    /// In the re-allocation, price each rung at least at the standard error of its trial's
-    /// rise, so that a rung measured within the noise is not free (improved: true).
-    #[arg(long)]
-    pub price_floor: Option<bool>,
-    /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
-    /// that rescaling the logits does not undo (improved: true).
-    #[arg(long)]
-    pub tempered_prices: Option<bool>,
-    /// Before the re-allocation, price every rung below the search's policy on its weights, so a
-    /// layer may go more than one rung below where the search left it (default false in both).
-    #[arg(long)]
-    pub lookahead_prices: Option<bool>,
+    #[command(flatten)]
+    pub prices: PriceFlags,
     /// Count only the saving toward the nearest unmet goal, in the reward and the memory prior
     /// (default false in both variants: it measured worse).
     #[arg(long)]
@@ -157,7 +144,6 @@ pub struct SearchFlags {
 }
 
 impl SearchFlags {
-    /// The library's search settings.
     /// The settings for a search of the model read from `source` (`None`: one trained here).
     pub fn settings(&self, source: Option<&std::path::Path>) -> Result<SearchSettings> {
         Ok(SearchSettings {
@@ -178,10 +164,11 @@ impl SearchFlags {
             step_bn: self.step_bn,
             polish: self.polish,
             polish_swaps: self.polish_swaps,
-            reallocate: self.reallocate,
-            price_floor: self.price_floor,
-            tempered_prices: self.tempered_prices,
-            lookahead_prices: self.lookahead_prices,
+            reallocate: self.prices.reallocate,
+            price_floor: self.prices.price_floor,
+            tempered_prices: self.prices.tempered_prices,
+            lookahead_prices: self.prices.lookahead_prices,
+            fp_prices: self.prices.fp_prices,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

@@ -122,7 +122,11 @@ pub const NOT_REALLOCATED: &str = " (not re-allocated)";
 /// control of the one priced with them.
 pub const NO_LOOKAHEAD: &str = " (no look-ahead)";
 
-/// The look-ahead prices of a CCQ milestone, in its directory.
+/// Suffix of a CCQ row re-allocated without the FP prices (`--fp-prices`): the control of the
+/// one priced with them.
+pub const NO_FP_PRICES: &str = " (no FP prices)";
+
+/// The look-ahead prices of a CCQ milestone (or its FP prices), in its directory.
 pub const LOOKAHEAD: &str = "lookahead.json";
 
 pub use crate::report::EQUAL;
@@ -510,7 +514,9 @@ impl Bench<'_> {
         };
         let failed =
             |e: anyhow::Error| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}"));
-        let priced_ahead = self.search.reallocate && self.search.lookahead_prices && n > 0;
+        let fp_prices = self.search.fp_prices;
+        let priced_ahead =
+            self.search.reallocate && (self.search.lookahead_prices || fp_prices) && n > 0;
         // Without the look-ahead: the control its rows are measured against.
         let plain = if self.search.reallocate && n > 0 {
             realloc(None).map_err(failed)?
@@ -518,10 +524,24 @@ impl Bench<'_> {
             None
         };
         let reallocation = if priced_ahead {
-            let what = "the look-ahead prices (--lookahead-prices)";
-            let searched = self.searched(model.as_ref(), b, what)?;
+            // The FP model calibrated at the policy, or the search's weights.
+            let fp;
+            let on = if fp_prices {
+                fp = lookahead::fp_at(
+                    &self.ck.model,
+                    &policy,
+                    &self.search,
+                    &self.p.splits,
+                    self.norm,
+                )
+                .map_err(failed)?;
+                &fp
+            } else {
+                let what = "the look-ahead prices (--lookahead-prices)";
+                self.searched(model.as_ref(), b, what)?
+            };
             let (priced, with) = lookahead::reallocate_ahead(
-                searched,
+                on,
                 &policy,
                 &self.search,
                 &self.p.splits,
@@ -569,7 +589,7 @@ impl Bench<'_> {
                 policy = polished;
             }
         }
-        // The look-ahead's control: the re-allocation without it, wherever the two differ
+        // The look-ahead's (or FP prices') control: the re-allocation without it, wherever the two differ
         // (unless that is the search's own policy, shown as such), with or without the search
         // policy rows.
         let searched_shown = self.cfg.search_policy_rows && policy != searched;
@@ -581,7 +601,12 @@ impl Bench<'_> {
             if let Some(m) = &model {
                 search::rescale_between(m, &policy, &control, self.scheme);
             }
-            let method = format!("{name}{NO_LOOKAHEAD}");
+            let suffix = if fp_prices {
+                NO_FP_PRICES
+            } else {
+                NO_LOOKAHEAD
+            };
+            let method = format!("{name}{suffix}");
             let raw = self.ccq_finish(&method, b, model.as_ref(), &control, search_secs)?;
             report.results.push(raw);
             if let Some(m) = &model {

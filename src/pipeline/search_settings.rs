@@ -129,6 +129,9 @@ pub struct SearchSettings {
     /// Before the re-allocation, price every rung below the search's policy on the search's
     /// weights (default off in both variants).
     pub lookahead_prices: Option<bool>,
+    /// Before the re-allocation, price every rung around the search's policy on the FP model
+    /// calibrated at it, and re-allocate by those prices alone (default off in both variants).
+    pub fp_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -196,6 +199,7 @@ impl Default for SearchSettings {
             price_floor: None,
             tempered_prices: None,
             lookahead_prices: None,
+            fp_prices: None,
             budget_aware: None,
             trial_images: None,
             lambda: None,
@@ -249,6 +253,20 @@ impl SearchSettings {
                     .into(),
             ));
         }
+        if self.fp_prices == Some(true) {
+            if !self.reallocate.unwrap_or(self.variant == Variant::Improved) {
+                return Err(Error::InvalidConfig(
+                    "--fp-prices true prices the re-allocation, so it needs it (--reallocate true; the reference variant has none)"
+                        .into(),
+                ));
+            }
+            if self.lookahead_prices == Some(true) {
+                return Err(Error::InvalidConfig(
+                    "--fp-prices true replaces every price, so --lookahead-prices true would add nothing: set one of them"
+                        .into(),
+                ));
+            }
+        }
         if let Some(d) = &self.distill {
             d.validate().map_err(Error::InvalidConfig)?;
         }
@@ -282,6 +300,7 @@ impl SearchSettings {
             price_floor: self.price_floor.unwrap_or(improved),
             tempered_prices: self.tempered_prices.unwrap_or(improved),
             lookahead_prices: self.lookahead_prices.unwrap_or(false),
+            fp_prices: self.fp_prices.unwrap_or(false),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             trial_images: self.trial_images,
@@ -475,6 +494,52 @@ mod tests {
             };
             assert!(cfg(&on).lookahead_prices);
         }
+    }
+
+    #[test]
+    fn fp_prices_are_off_in_both_variants_and_need_the_reallocation_alone() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        let on = SearchSettings {
+            fp_prices: Some(true),
+            ..SearchSettings::default()
+        };
+        assert!(!cfg(&SearchSettings::default()).unwrap().fp_prices);
+        assert!(cfg(&on).unwrap().fp_prices);
+        let reference = SearchSettings {
+            variant: Variant::Reference,
+            ..SearchSettings::default()
+        };
+        assert!(!cfg(&reference).unwrap().fp_prices);
+        // The reference has no re-allocation to price; with one switched on it may.
+        let refused = |s: SearchSettings, flag: &str| match cfg(&s) {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains(flag), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        let bare = SearchSettings {
+            fp_prices: Some(true),
+            ..reference.clone()
+        };
+        refused(bare.clone(), "--reallocate");
+        let reallocating = SearchSettings {
+            reallocate: Some(true),
+            ..bare
+        };
+        assert!(cfg(&reallocating).unwrap().fp_prices);
+        refused(
+            SearchSettings {
+                reallocate: Some(false),
+                ..on.clone()
+            },
+            "--reallocate",
+        );
+        // Both price sets at once: one replaces the other, so it is refused.
+        refused(
+            SearchSettings {
+                lookahead_prices: Some(true),
+                ..on
+            },
+            "--lookahead-prices",
+        );
     }
 
     #[test]

@@ -622,9 +622,28 @@ fn conclude(
                 )
             };
             let plain = realloc(None)?;
-            if cfg.lookahead_prices {
+            if cfg.lookahead_prices || cfg.fp_prices {
+                // The FP model calibrated at the policy, or the search's weights.
+                let fp = if cfg.fp_prices {
+                    let ck = crate::train::checkpoint::load(&state.source, model.net.device())
+                        .with_context(|| {
+                            format!(
+                                "the FP prices (--fp-prices) need the full-precision model {}",
+                                state.source.display()
+                            )
+                        })?;
+                    Some(lookahead::fp_at(
+                        &ck.model,
+                        &state.policy,
+                        &cfg,
+                        env.splits,
+                        env.norm,
+                    )?)
+                } else {
+                    None
+                };
                 let (priced, with) = lookahead::reallocate_ahead(
-                    &model,
+                    fp.as_ref().unwrap_or(&model),
                     &state.policy,
                     &cfg,
                     env.splits,

@@ -153,6 +153,11 @@ pub struct SearchConfig {
     /// left it.
     #[serde(default)]
     pub lookahead_prices: bool,
+    /// Before the re-allocation, price every rung of every arm, from its ladder's top to the
+    /// floor, around the search's policy on the FP model calibrated at it (where the final
+    /// fine-tuning from FP starts; [`super::lookahead`]), and re-allocate by those prices alone.
+    #[serde(default)]
+    pub fp_prices: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -19,6 +19,7 @@
 //! On a long search the oldest prices were taken on a network far from the final one.
 
 use super::lookahead::Lookahead;
+use super::reward::TrialScore;
 use super::state::StepRecord;
 use super::target::{Arm, ArmKind, Lowering, Target};
 use crate::model::LayerInfo;
@@ -166,27 +167,42 @@ fn prices(
         }
     }
     if let Some(la) = lookahead {
-        if la.policy.bits != policy.bits || la.arms.len() != arms.len() {
-            bail!("the look-ahead priced the rungs below another policy than the search's");
+        if la.policy.bits != policy.bits
+            || la.arms.len() != arms.len()
+            || la.tops.as_ref().is_some_and(|t| t.len() != arms.len())
+        {
+            bail!("the look-ahead priced the rungs around another policy than the search's");
         }
-        let (plain, tempered) = (la.current.loss, la.current.tempered_loss);
-        let base = if pricing.tempered { tempered } else { plain };
+        // Prices of every rung from the top replace the competition's.
+        if la.tops.is_some() {
+            prices.clear();
+        }
+        let loss = |t: &TrialScore| {
+            let l = if pricing.tempered {
+                t.tempered_loss
+            } else {
+                t.loss
+            };
+            l.is_finite().then_some(l)
+        };
         for (i, rungs) in la.arms.iter().enumerate() {
-            // Each rung's rise is over the trial one rung above it.
-            let mut above = base;
+            // Each rung's rise is over the trial one rung above it: the policy itself, or the
+            // arm at its top when priced from there. Its noise is the larger of the two
+            // trials' standard errors (each against the policy).
+            let top = match &la.tops {
+                Some(tops) => tops[i],
+                None => Some(la.current),
+            };
+            let Some(mut above) = top.and_then(|t| loss(&t).map(|l| (l, t.loss_se))) else {
+                continue;
+            };
             for r in rungs {
-                let Some(t) = r.trial else { break };
-                let loss = if pricing.tempered {
-                    t.tempered_loss
-                } else {
-                    t.loss
-                };
-                if !loss.is_finite() {
+                let Some((l, se)) = r.trial.and_then(|t| loss(&t).map(|l| (l, t.loss_se))) else {
                     break;
-                }
-                let p = price(loss, above, Some(t.loss_se), pricing.floor);
+                };
+                let p = price(l, above.0, Some(se.max(above.1)), pricing.floor);
                 prices.insert((i, r.before), p);
-                above = loss;
+                above = (l, se);
             }
         }
     }
@@ -635,6 +651,7 @@ mod tests {
                         .collect()
                 })
                 .collect(),
+            tops: None,
         }
     }
 
@@ -694,6 +711,130 @@ mod tests {
         broken.arms[3][1].trial = None;
         let r = with(&broken).unwrap().unwrap();
         assert!(r.policy.bits[3].w >= 3, "{:?}", w(&r.policy));
+    }
+
+    /// FP prices around `policy`, from a policy loss of 0.3: per arm, the bandit loss at each
+    /// rung of the ladder from the top (8, 6, 4, 3, 2), the arm's own bits at 0.3.
+    fn whole(policy: &Policy, losses: [[f64; 5]; 4]) -> Lookahead {
+        let ladder = [8, 6, 4, 3, 2];
+        let score = |loss: f64| TrialScore {
+            top1: 0.9,
+            loss,
+            loss_se: 0.001,
+            tempered_loss: loss - 0.02,
+        };
+        let la = lookahead(policy, Vec::new());
+        Lookahead {
+            arms: losses
+                .iter()
+                .map(|l| {
+                    (1..5)
+                        .map(|k| Rung {
+                            before: ladder[k - 1],
+                            after: ladder[k],
+                            trial: Some(score(l[k])),
+                        })
+                        .collect()
+                })
+                .collect(),
+            tops: Some(losses.iter().map(|l| Some(score(l[0]))).collect()),
+            ..la
+        }
+    }
+
+    #[test]
+    fn fp_prices_replace_the_competitions_with_every_rung_from_the_top() {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1());
+        assert_eq!(w(&searched), [8, 4, 2, 4]);
+        let target = Target::Compression(11.0);
+        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(plain.policy, searched);
+        // On the FP model s2's last two rungs are dear (0.05, 0.12) and fc's cheap.
+        let la = whole(
+            &searched,
+            [
+                [0.3, 0.31, 0.36, 0.56, 1.06],
+                [0.25, 0.26, 0.3, 0.32, 0.40],
+                [0.10, 0.11, 0.13, 0.18, 0.3],
+                [0.29, 0.292, 0.3, 0.301, 0.303],
+            ],
+        );
+        let with = |la: &Lookahead| {
+            reallocate(
+                &layers(),
+                &records,
+                &searched,
+                &lw,
+                &target,
+                WeightQuantizer::Dorefa,
+                Pricing::default(),
+                Some(la),
+            )
+        };
+        let r = with(&la).unwrap().unwrap();
+        // s2 goes back up a rung (a refund of 0.12) for s1's 4 -> 3 (0.02) and fc's 4 -> 2.
+        assert_eq!(w(&r.policy), [8, 3, 3, 2]);
+        assert!(target.met(&model_cost(&layers(), &r.policy, WeightQuantizer::Dorefa)));
+        // Every price is the FP model's, the competition's none: the search's policy sums
+        // s1 0.05, s2 0.2 and fc 0.01 from the top; the result s1 0.07, s2 0.08, fc 0.013.
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(r.searched_price.unwrap(), 0.26), "{r:?}");
+        assert!(near(r.price, 0.163), "{r:?}");
+        assert_ne!(r.searched_price, plain.searched_price);
+        // Tempered, the same rises.
+        let tempered = Pricing {
+            floor: false,
+            tempered: true,
+        };
+        let t = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+            tempered,
+            Some(&la),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.policy, r.policy);
+        // With the floor, a rung is never priced below the larger standard error of its two
+        // trials: each of fc's rungs costs its trials' 0.004 at least (three of them rose less).
+        let floored = Pricing {
+            floor: true,
+            tempered: false,
+        };
+        let mut noisy = la.clone();
+        for r in noisy.arms[3].iter_mut() {
+            r.trial.as_mut().unwrap().loss_se = 0.004;
+        }
+        let f = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+            floored,
+            Some(&noisy),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(w(&f.policy), [8, 3, 3, 2]);
+        // s1 0.01 + 0.04 + 0.02, s2 0.01 + 0.02 + 0.05, fc 0.004 + 0.008 + 0.004 + 0.004.
+        assert!(near(f.price, 0.07 + 0.08 + 0.02), "{f:?}");
+        // An arm whose top is unusable cannot be priced down from it: s1 stays at 8 bits, and
+        // nothing then meets 11x.
+        let mut topless = la.clone();
+        topless.tops.as_mut().unwrap()[1] = None;
+        assert!(with(&topless).unwrap().is_none());
+        // Tops for another number of arms are an error, not a guess.
+        let mut short = la.clone();
+        short.tops.as_mut().unwrap().pop();
+        let e = with(&short).unwrap_err();
+        assert!(format!("{e:#}").contains("another policy"), "{e:#}");
     }
 
     #[test]

@@ -138,8 +138,8 @@ pub struct SearchState {
     /// What the re-allocation changed after the search, if it changed the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reallocation: Option<Reallocation>,
-    /// The rungs below the search's policy priced on its weights before the re-allocation
-    /// (with `--lookahead-prices`).
+    /// The rungs priced before the re-allocation: below the search's policy on its weights
+    /// (with `--lookahead-prices`), or every rung around it on the FP model (`--fp-prices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<super::lookahead::Lookahead>,
     /// The raises the budget polish made after the search.

@@ -200,7 +200,26 @@ impl Lowering {
         Some(p)
     }
 
-    /// The lowest policy the search can reach: every arm lowered until it sleeps.
+    /// `policy` with `arm` at its ladder's top, where the search starts it (unchanged for a
+    /// float layer).
+    pub fn topped(&self, arm: Arm, policy: &Policy) -> Policy {
+        let mut p = policy.clone();
+        let top = self
+            .start(std::slice::from_ref(&policy.names[arm.layer]))
+            .bits[0];
+        let b = &mut p.bits[arm.layer];
+        if b.w == FLOAT_BITS {
+            return p;
+        }
+        match arm.kind {
+            ArmKind::Tied => *b = top,
+            ArmKind::Weight => b.w = top.w,
+            ArmKind::Act => b.a = top.a,
+        }
+        p.fix_input_layer();
+        p
+    }
+
     /// `policy` with `arm` one rung higher (None at the top, for float layers, and for activation
     /// arms, which never change a layer's size).
     pub fn raise(&self, arm: Arm, policy: &Policy) -> Option<Policy> {

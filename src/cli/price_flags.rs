@@ -1,0 +1,30 @@
+//! The flags of CCQ's re-allocation and of how it prices rungs, shared by `ccq quantize` and
+//! `ccq compare`.
+
+use clap::Args;
+
+/// How CCQ re-allocates the rungs once the target is met, and what prices it uses.
+#[derive(Args, Debug, Clone)]
+pub struct PriceFlags {
+    /// Once the target is met, re-allocate the rungs to the least summed bandit-loss rise the
+    /// competition measured; the polish runs only where that keeps the policy (improved: true).
+    #[arg(long)]
+    pub reallocate: Option<bool>,
+    /// In the re-allocation, price each rung at least at the standard error of its trial's
+    /// rise, so that a rung measured within the noise is not free (improved: true).
+    #[arg(long)]
+    pub price_floor: Option<bool>,
+    /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
+    /// that rescaling the logits does not undo (improved: true).
+    #[arg(long)]
+    pub tempered_prices: Option<bool>,
+    /// Before the re-allocation, price every rung below the search's policy on its weights, so a
+    /// layer may go more than one rung below where the search left it (default false in both).
+    #[arg(long)]
+    pub lookahead_prices: Option<bool>,
+    /// Before the re-allocation, price every rung of every layer, top to floor, around the
+    /// search's policy on the FP model calibrated at it (where `--final-from fp` fine-tunes),
+    /// and re-allocate by those prices alone (default false in both).
+    #[arg(long)]
+    pub fp_prices: Option<bool>,
+}
