@@ -647,15 +647,49 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
     );
 }
 
-#[test]
-fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
-    use ccq::search::lookahead::{self, Lookahead, Reach};
-    use ccq::search::trials::{TRIAL_BATCH, TRIAL_BN_BATCHES, score_trials};
-    let t = tempfile::tempdir().unwrap();
-    let (d, fp, _) = trained_fp(t.path());
-    let out = t.path().join("ahead");
+/// What a comparison at 7x and 8x made with extra prices keeps: its data, the FP model, the
+/// prices kept beside the search's 7x weights (checked to be at their policy), those weights,
+/// and the search's state.
+struct Priced {
+    d: DataConfig,
+    fp: std::path::PathBuf,
+    la: ccq::search::lookahead::Lookahead,
+    ck: ccq::train::checkpoint::Checkpoint,
+    state: SearchState,
+}
+
+/// Checks that `rungs` lower `arm` one rung after another from `from` down to the floor, each
+/// with a finite trial, the one at `la`'s policy being its own score.
+fn walk_rungs(
+    lw: &ccq::search::target::Lowering,
+    arm: ccq::search::target::Arm,
+    from: ccq::quant::policy::Policy,
+    rungs: &[ccq::search::lookahead::Rung],
+    la: &ccq::search::lookahead::Lookahead,
+) {
+    let mut p = from;
+    for r in rungs {
+        let next = lw.lower(arm, &p).expect("a rung below");
+        assert_eq!(
+            (r.before, r.after),
+            (p.bits[arm.layer].w, next.bits[arm.layer].w)
+        );
+        assert!(r.trial.is_some_and(|t| t.loss.is_finite()), "{r:?}");
+        if next == la.policy {
+            assert_eq!(r.trial.as_ref(), Some(&la.current));
+        }
+        p = next;
+    }
+    assert!(lw.lower(arm, &p).is_none(), "down to the floor");
+}
+
+/// Runs that comparison in `dir` with `price` applied to its search settings; its CCQ 7x row
+/// must be fine-tuned.
+fn priced_comparison(dir: &Path, price: impl FnOnce(&mut ccq::pipeline::SearchSettings)) -> Priced {
+    let (d, fp, _) = trained_fp(dir);
+    let out = dir.join("priced");
     let mut cfg = ccq_comparison(&out, &fp, &d, &[7.0, 8.0]);
-    cfg.search.lookahead_prices = Some(true);
+    price(&mut cfg.search);
     let compared = pipeline::compare(&cfg, &Silent).unwrap();
     assert!(
         compared
@@ -664,16 +698,32 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
             .iter()
             .any(|r| r.method == "ccq" && r.budget == 7.0 && r.test_top1.is_some())
     );
-    // Kept beside the search's 7x weights, below the policy they were at.
     let kept = out.join("ccq").join("at-7x");
     let text = std::fs::read_to_string(kept.join(pipeline::compare::LOOKAHEAD)).unwrap();
-    let la: Lookahead = serde_json::from_str(&text).unwrap();
-    let device = ccq::train::Devices::cpu().device;
-    let ck = ccq::train::checkpoint::load(&kept, device).unwrap();
+    let la: ccq::search::lookahead::Lookahead = serde_json::from_str(&text).unwrap();
+    let ck = ccq::train::checkpoint::load(&kept, ccq::train::Devices::cpu().device).unwrap();
     assert_eq!(ck.meta.policy.as_ref(), Some(&la.policy));
     let state = ccq::search::run_dir::RunDir::new(out.join("ccq"))
         .load_state()
         .unwrap();
+    Priced {
+        d,
+        fp,
+        la,
+        ck,
+        state,
+    }
+}
+
+#[test]
+fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
+    use ccq::search::lookahead::{self, Reach};
+    use ccq::search::trials::{TRIAL_BATCH, TRIAL_BN_BATCHES, score_trials};
+    let t = tempfile::tempdir().unwrap();
+    let Priced {
+        d, la, ck, state, ..
+    } = priced_comparison(t.path(), |s| s.lookahead_prices = Some(true));
+    let device = ccq::train::Devices::cpu().device;
     let (lw, sc) = (&state.config.lowering, &state.config);
     // The search's own end (8x) was priced the same way before its re-allocation.
     let end = state
@@ -690,17 +740,7 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
     assert_eq!(la.arms.len(), arms.len());
     // Every arm's rungs, one after another, from the policy's bits down to the floor.
     for (arm, rungs) in arms.iter().zip(&la.arms) {
-        let mut p = la.policy.clone();
-        for r in rungs {
-            let next = lw.lower(*arm, &p).expect("a rung below");
-            assert_eq!(
-                (r.before, r.after),
-                (p.bits[arm.layer].w, next.bits[arm.layer].w)
-            );
-            assert!(r.trial.is_some_and(|t| t.loss.is_finite()), "{r:?}");
-            p = next;
-        }
-        assert!(lw.lower(*arm, &p).is_none(), "down to the floor");
+        walk_rungs(lw, *arm, la.policy.clone(), rungs, &la);
     }
     assert!(la.arms.iter().any(|r| r.len() >= 2), "{la:?}");
     // Measured again on the kept weights, the same; and each first rung is the trial the
@@ -746,30 +786,17 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
 
 #[test]
 fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_policy() {
-    use ccq::search::lookahead::{self, Lookahead, Reach};
+    use ccq::search::lookahead::{self, Reach};
     use ccq::search::trials::{TRIAL_BATCH, score_trials};
     let t = tempfile::tempdir().unwrap();
-    let (d, fp, _) = trained_fp(t.path());
-    let out = t.path().join("fp-prices");
-    let mut cfg = ccq_comparison(&out, &fp, &d, &[7.0, 8.0]);
-    cfg.search.fp_prices = Some(true);
-    let compared = pipeline::compare(&cfg, &Silent).unwrap();
-    assert!(
-        compared
-            .report
-            .results
-            .iter()
-            .any(|r| r.method == "ccq" && r.budget == 7.0 && r.test_top1.is_some())
-    );
-    let kept = out.join("ccq").join("at-7x");
-    let text = std::fs::read_to_string(kept.join(pipeline::compare::LOOKAHEAD)).unwrap();
-    let la: Lookahead = serde_json::from_str(&text).unwrap();
+    let Priced {
+        d,
+        fp,
+        la,
+        ck,
+        state,
+    } = priced_comparison(t.path(), |s| s.fp_prices = Some(true));
     let device = ccq::train::Devices::cpu().device;
-    let ck = ccq::train::checkpoint::load(&kept, device).unwrap();
-    assert_eq!(ck.meta.policy.as_ref(), Some(&la.policy));
-    let state = ccq::search::run_dir::RunDir::new(out.join("ccq"))
-        .load_state()
-        .unwrap();
     let (lw, sc) = (&state.config.lowering, &state.config);
     assert!(sc.fp_prices && !sc.lookahead_prices);
     // The search's own end was priced so too, from every arm's top.
@@ -782,25 +809,13 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
     let tops = la.tops.as_ref().expect("priced from the top");
     assert_eq!((la.arms.len(), tops.len()), (arms.len(), arms.len()));
     for ((arm, rungs), top) in arms.iter().zip(&la.arms).zip(tops) {
-        let mut p = lw.topped(*arm, &la.policy);
+        let p = lw.topped(*arm, &la.policy);
         assert_eq!(p.bits[arm.layer].w, 8);
         assert!(top.is_some_and(|t| t.loss.is_finite()));
         if p == la.policy {
             assert_eq!(top.as_ref(), Some(&la.current));
         }
-        for r in rungs {
-            let next = lw.lower(*arm, &p).expect("a rung below");
-            assert_eq!(
-                (r.before, r.after),
-                (p.bits[arm.layer].w, next.bits[arm.layer].w)
-            );
-            assert!(r.trial.is_some_and(|t| t.loss.is_finite()), "{r:?}");
-            if next == la.policy {
-                assert_eq!(r.trial.as_ref(), Some(&la.current));
-            }
-            p = next;
-        }
-        assert!(lw.lower(*arm, &p).is_none(), "down to the floor");
+        walk_rungs(lw, *arm, p, rungs, &la);
     }
     assert!(
         la.arms.iter().all(|r| r.len() == 3),

@@ -501,6 +501,18 @@ mod tests {
         target: &Target,
         pricing: Pricing,
     ) -> Result<Option<Reallocation>> {
+        run_ahead(lw, records, searched, target, pricing, None)
+    }
+
+    /// [`run_priced`] with the prices `la` measured beyond the competition's (if given).
+    fn run_ahead(
+        lw: &Lowering,
+        records: &[StepRecord],
+        searched: &Policy,
+        target: &Target,
+        pricing: Pricing,
+        la: Option<&Lookahead>,
+    ) -> Result<Option<Reallocation>> {
         reallocate(
             &layers(),
             records,
@@ -509,7 +521,7 @@ mod tests {
             target,
             WeightQuantizer::Dorefa,
             pricing,
-            None,
+            la,
         )
     }
 
@@ -626,6 +638,19 @@ mod tests {
         assert!(run(&lw, &records, &searched, &target).unwrap().is_some());
     }
 
+    /// Seed 1's search at 11x, and its plain re-allocation. The search's policy (11.65x) is the
+    /// only one its prices reach: fc was priced one rung down (4 -> 3), and 8/3/3/3 (s2's last
+    /// rung back for s1's 4 -> 3 and fc's) does not meet it.
+    fn seed1_at_11x() -> (Lowering, Vec<StepRecord>, Policy, Target, Reallocation) {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1());
+        assert_eq!(w(&searched), [8, 4, 2, 4]);
+        let target = Target::Compression(11.0);
+        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(plain.policy, searched);
+        (lw, records, searched, target, plain)
+    }
+
     /// A look-ahead below `policy` from a bandit loss of 0.3 (tempered 0.28): per arm, each
     /// rung's (bits above it, bits below it, the cumulative rise down to it).
     fn lookahead(policy: &Policy, arms: Vec<Vec<(u32, u32, f64)>>) -> Lookahead {
@@ -657,15 +682,7 @@ mod tests {
 
     #[test]
     fn lookahead_prices_let_a_layer_go_more_than_one_rung_below_the_search() {
-        let lw = lowering(true);
-        let (records, searched) = steps(&lw, &seed1());
-        assert_eq!(w(&searched), [8, 4, 2, 4]);
-        // At 11x the search's policy (11.65x) is the only one its prices reach: fc was priced
-        // one rung down (4 -> 3), and 8/3/3/3 (s2's last rung back for s1's 4 -> 3 and fc's)
-        // does not meet it.
-        let target = Target::Compression(11.0);
-        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
-        assert_eq!(plain.policy, searched);
+        let (lw, records, searched, target, plain) = seed1_at_11x();
         // Priced on the search's weights, fc's 4 -> 3 and 3 -> 2 cost little, and s1's 4 -> 3
         // 0.05 (its last step said 0.0616): s2's last rung (0.2335) is traded for them.
         let la = lookahead(
@@ -678,13 +695,11 @@ mod tests {
             ],
         );
         let with = |la: &Lookahead| {
-            reallocate(
-                &layers(),
+            run_ahead(
+                &lw,
                 &records,
                 &searched,
-                &lw,
                 &target,
-                WeightQuantizer::Dorefa,
                 Pricing::default(),
                 Some(la),
             )
@@ -744,12 +759,7 @@ mod tests {
 
     #[test]
     fn fp_prices_replace_the_competitions_with_every_rung_from_the_top() {
-        let lw = lowering(true);
-        let (records, searched) = steps(&lw, &seed1());
-        assert_eq!(w(&searched), [8, 4, 2, 4]);
-        let target = Target::Compression(11.0);
-        let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
-        assert_eq!(plain.policy, searched);
+        let (lw, records, searched, target, plain) = seed1_at_11x();
         // On the FP model s2's last two rungs are dear (0.05, 0.12) and fc's cheap.
         let la = whole(
             &searched,
@@ -761,13 +771,11 @@ mod tests {
             ],
         );
         let with = |la: &Lookahead| {
-            reallocate(
-                &layers(),
+            run_ahead(
+                &lw,
                 &records,
                 &searched,
-                &lw,
                 &target,
-                WeightQuantizer::Dorefa,
                 Pricing::default(),
                 Some(la),
             )
@@ -787,18 +795,9 @@ mod tests {
             floor: false,
             tempered: true,
         };
-        let t = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-            tempered,
-            Some(&la),
-        )
-        .unwrap()
-        .unwrap();
+        let t = run_ahead(&lw, &records, &searched, &target, tempered, Some(&la))
+            .unwrap()
+            .unwrap();
         assert_eq!(t.policy, r.policy);
         // With the floor, a rung is never priced below the larger standard error of its two
         // trials: each of fc's rungs costs its trials' 0.004 at least (three of them rose less).
@@ -810,18 +809,9 @@ mod tests {
         for r in noisy.arms[3].iter_mut() {
             r.trial.as_mut().unwrap().loss_se = 0.004;
         }
-        let f = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-            floored,
-            Some(&noisy),
-        )
-        .unwrap()
-        .unwrap();
+        let f = run_ahead(&lw, &records, &searched, &target, floored, Some(&noisy))
+            .unwrap()
+            .unwrap();
         assert_eq!(w(&f.policy), [8, 3, 3, 2]);
         // s1 0.01 + 0.04 + 0.02, s2 0.01 + 0.02 + 0.05, fc 0.004 + 0.008 + 0.004 + 0.004.
         assert!(near(f.price, 0.07 + 0.08 + 0.02), "{f:?}");
