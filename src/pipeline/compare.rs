@@ -589,9 +589,9 @@ impl Bench<'_> {
                 policy = polished;
             }
         }
-        // The look-ahead's (or FP prices') control: the re-allocation without it, wherever the two differ
-        // (unless that is the search's own policy, shown as such), with or without the search
-        // policy rows.
+        // The look-ahead's (or the FP prices') control: the re-allocation without them,
+        // wherever the two differ (unless that is the search's own policy, shown as such), with
+        // or without the search policy rows.
         let searched_shown = self.cfg.search_policy_rows && policy != searched;
         if priced_ahead
             && let Some(control) = plain

@@ -194,9 +194,9 @@ pub fn fp_at(
 
 /// The re-allocation of the search's `policy` with look-ahead prices: the rungs around it that
 /// `cfg` asks for ([`Reach::of`]) priced on `model` ([`measure`]: the search's weights, or the
-/// FP model calibrated at `policy` for [`Reach::Whole`]), then `realloc` given them. Reports how many rungs were priced, in
-/// how long, and whether the result differs from `plain` (the re-allocation without them);
-/// returns the prices with the result.
+/// FP model calibrated at `policy` for [`Reach::Whole`]), then `realloc` given them. Reports
+/// how many rungs were priced, in how long, and whether the result differs from `plain` (the
+/// re-allocation without them); returns the prices with the result.
 #[allow(clippy::too_many_arguments)]
 pub fn reallocate_ahead(
     model: &Model,
