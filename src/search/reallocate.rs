@@ -95,8 +95,9 @@ fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> f64 {
 }
 
 /// Walks `steps` from the top-rung policy, collecting each rung's latest price as `pricing`
-/// says, then the rungs `lookahead` priced below the policy the steps lead to (the latest
-/// prices of all); returns them with that policy. `None` when a step lacks the current
+/// says, then the rungs `lookahead` priced around the policy the steps lead to (the latest
+/// prices of all; priced from each arm's top, they replace the steps' altogether); returns them
+/// with that policy. `None` when a step lacks the current
 /// policy's bandit loss (plain, or tempered when priced so: a search recorded before it was
 /// kept). Refused lowerings are never priced: their fine-tuning diverged.
 fn prices(
@@ -178,12 +179,9 @@ fn prices(
             prices.clear();
         }
         let loss = |t: &TrialScore| {
-            let l = if pricing.tempered {
-                t.tempered_loss
-            } else {
-                t.loss
-            };
-            l.is_finite().then_some(l)
+            pricing
+                .loss(Some(t.loss), Some(t.tempered_loss))
+                .filter(|l| l.is_finite())
         };
         for (i, rungs) in la.arms.iter().enumerate() {
             // Each rung's rise is over the trial one rung above it: the policy itself, or the
@@ -301,7 +299,8 @@ fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
 /// `None` when the steps lack the prices (recorded before they were kept) or the target cannot
 /// be met from the measured rungs; otherwise the least-price policy that meets `target`, which
 /// is `searched` itself unless another prices lower. Rungs are priced as `pricing` says, with
-/// the rungs below `searched` that `lookahead` priced on the search's weights (if given).
+/// the rungs `lookahead` priced around `searched` (if given): below it on the search's weights,
+/// or every rung from the top on the FP model, whose prices then replace the competition's.
 #[allow(clippy::too_many_arguments)]
 pub fn reallocate(
     layers: &[LayerInfo],
@@ -638,17 +637,40 @@ mod tests {
         assert!(run(&lw, &records, &searched, &target).unwrap().is_some());
     }
 
-    /// Seed 1's search at 11x, and its plain re-allocation. The search's policy (11.65x) is the
-    /// only one its prices reach: fc was priced one rung down (4 -> 3), and 8/3/3/3 (s2's last
-    /// rung back for s1's 4 -> 3 and fc's) does not meet it.
-    fn seed1_at_11x() -> (Lowering, Vec<StepRecord>, Policy, Target, Reallocation) {
+    /// Seed 1's search at 11x, and its plain re-allocation (`plain`).
+    struct At11x {
+        lw: Lowering,
+        records: Vec<StepRecord>,
+        searched: Policy,
+        target: Target,
+        plain: Reallocation,
+    }
+
+    impl At11x {
+        /// The re-allocation with `la`'s prices beside the steps', priced as `pricing` says.
+        fn ahead(&self, pricing: Pricing, la: &Lookahead) -> Result<Option<Reallocation>> {
+            let (lw, records, target) = (&self.lw, &self.records, &self.target);
+            run_ahead(lw, records, &self.searched, target, pricing, Some(la))
+        }
+    }
+
+    /// [`At11x`]. The search's policy (11.65x) is the only one its prices reach: fc was priced
+    /// one rung down (4 -> 3), and 8/3/3/3 (s2's last rung back for s1's 4 -> 3 and fc's) does
+    /// not meet it.
+    fn seed1_at_11x() -> At11x {
         let lw = lowering(true);
         let (records, searched) = steps(&lw, &seed1());
         assert_eq!(w(&searched), [8, 4, 2, 4]);
         let target = Target::Compression(11.0);
         let plain = run(&lw, &records, &searched, &target).unwrap().unwrap();
         assert_eq!(plain.policy, searched);
-        (lw, records, searched, target, plain)
+        At11x {
+            lw,
+            records,
+            searched,
+            target,
+            plain,
+        }
     }
 
     /// A look-ahead below `policy` from a bandit loss of 0.3 (tempered 0.28): per arm, each
@@ -682,11 +704,12 @@ mod tests {
 
     #[test]
     fn lookahead_prices_let_a_layer_go_more_than_one_rung_below_the_search() {
-        let (lw, records, searched, target, plain) = seed1_at_11x();
+        let at = seed1_at_11x();
+        let (searched, target, plain) = (&at.searched, &at.target, &at.plain);
         // Priced on the search's weights, fc's 4 -> 3 and 3 -> 2 cost little, and s1's 4 -> 3
         // 0.05 (its last step said 0.0616): s2's last rung (0.2335) is traded for them.
         let la = lookahead(
-            &searched,
+            searched,
             vec![
                 vec![(8, 6, 0.01), (6, 4, 0.05), (4, 3, 0.2), (3, 2, 0.5)],
                 vec![(4, 3, 0.05), (3, 2, 0.25)],
@@ -694,16 +717,7 @@ mod tests {
                 vec![(4, 3, 0.001), (3, 2, 0.003)],
             ],
         );
-        let with = |la: &Lookahead| {
-            run_ahead(
-                &lw,
-                &records,
-                &searched,
-                &target,
-                Pricing::default(),
-                Some(la),
-            )
-        };
+        let with = |la: &Lookahead| at.ahead(Pricing::default(), la);
         let r = with(&la).unwrap().unwrap();
         assert_eq!(w(&r.policy), [8, 3, 3, 2]);
         let cost = model_cost(&layers(), &r.policy, WeightQuantizer::Dorefa);
@@ -759,10 +773,11 @@ mod tests {
 
     #[test]
     fn fp_prices_replace_the_competitions_with_every_rung_from_the_top() {
-        let (lw, records, searched, target, plain) = seed1_at_11x();
+        let at = seed1_at_11x();
+        let (searched, target, plain) = (&at.searched, &at.target, &at.plain);
         // On the FP model s2's last two rungs are dear (0.05, 0.12) and fc's cheap.
         let la = whole(
-            &searched,
+            searched,
             [
                 [0.3, 0.31, 0.36, 0.56, 1.06],
                 [0.25, 0.26, 0.3, 0.32, 0.40],
@@ -770,16 +785,7 @@ mod tests {
                 [0.29, 0.292, 0.3, 0.301, 0.303],
             ],
         );
-        let with = |la: &Lookahead| {
-            run_ahead(
-                &lw,
-                &records,
-                &searched,
-                &target,
-                Pricing::default(),
-                Some(la),
-            )
-        };
+        let with = |la: &Lookahead| at.ahead(Pricing::default(), la);
         let r = with(&la).unwrap().unwrap();
         // s2 goes back up a rung (a refund of 0.12) for s1's 4 -> 3 (0.02) and fc's 4 -> 2.
         assert_eq!(w(&r.policy), [8, 3, 3, 2]);
@@ -795,9 +801,7 @@ mod tests {
             floor: false,
             tempered: true,
         };
-        let t = run_ahead(&lw, &records, &searched, &target, tempered, Some(&la))
-            .unwrap()
-            .unwrap();
+        let t = at.ahead(tempered, &la).unwrap().unwrap();
         assert_eq!(t.policy, r.policy);
         // With the floor, a rung is never priced below the larger standard error of its two
         // trials: each of fc's rungs costs its trials' 0.004 at least (three of them rose less).
@@ -809,9 +813,7 @@ mod tests {
         for r in noisy.arms[3].iter_mut() {
             r.trial.as_mut().unwrap().loss_se = 0.004;
         }
-        let f = run_ahead(&lw, &records, &searched, &target, floored, Some(&noisy))
-            .unwrap()
-            .unwrap();
+        let f = at.ahead(floored, &noisy).unwrap().unwrap();
         assert_eq!(w(&f.policy), [8, 3, 3, 2]);
         // s1 0.01 + 0.04 + 0.02, s2 0.01 + 0.02 + 0.05, fc 0.004 + 0.008 + 0.004 + 0.004.
         assert!(near(f.price, 0.07 + 0.08 + 0.02), "{f:?}");
