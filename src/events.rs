@@ -140,10 +140,13 @@ pub enum Event<'a> {
         lambda: f64,
     },
     /// The look-ahead priced the rungs below the search's policy on its weights
-    /// (`--lookahead-prices`), or every rung around it on the FP model (`--fp-prices`).
+    /// (`--lookahead-prices`), every rung around it on the FP model (`--fp-prices`), or every
+    /// rung of each layer alone at the top on the FP model (`--top-prices`).
     LookaheadPriced {
         /// Every rung from the top, on the FP model (`--fp-prices`), rather than those below.
         whole: bool,
+        /// Every rung of each layer alone at the top, on the FP model (`--top-prices`).
+        top: bool,
         /// Rungs priced.
         rungs: usize,
         /// Seconds the trials took.

@@ -648,8 +648,8 @@ fn final_policy_only_drops_the_search_policy_rows_and_keeps_the_results() {
 }
 
 /// What a comparison at 7x and 8x made with extra prices keeps: its data, the FP model, the
-/// prices kept beside the search's 7x weights (checked to be at their policy), those weights,
-/// and the search's state.
+/// prices kept beside the search's 7x weights (checked to be around their policy, or the top's
+/// with top prices), those weights, and the search's state.
 struct Priced {
     d: DataConfig,
     fp: std::path::PathBuf,
@@ -702,10 +702,16 @@ fn priced_comparison(dir: &Path, price: impl FnOnce(&mut ccq::pipeline::SearchSe
     let text = std::fs::read_to_string(kept.join(pipeline::compare::LOOKAHEAD)).unwrap();
     let la: ccq::search::lookahead::Lookahead = serde_json::from_str(&text).unwrap();
     let ck = ccq::train::checkpoint::load(&kept, ccq::train::Devices::cpu().device).unwrap();
-    assert_eq!(ck.meta.policy.as_ref(), Some(&la.policy));
     let state = ccq::search::run_dir::RunDir::new(out.join("ccq"))
         .load_state()
         .unwrap();
+    // Around the kept policy, or (top prices) around the top.
+    let around = if state.config.top_prices {
+        state.config.lowering.start(&la.policy.names)
+    } else {
+        ck.meta.policy.clone().unwrap()
+    };
+    assert_eq!(la.policy, around);
     Priced {
         d,
         fp,
@@ -842,6 +848,52 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
     )
     .unwrap();
     assert_ne!(searched.current.loss, la.current.loss);
+}
+
+#[test]
+fn top_prices_every_rung_of_each_layer_alone_at_the_top_on_the_fp_model_calibrated_there() {
+    use ccq::search::lookahead::{self, Reach};
+    let t = tempfile::tempdir().unwrap();
+    let Priced {
+        d,
+        fp,
+        la,
+        ck,
+        state,
+    } = priced_comparison(t.path(), |s| s.top_prices = Some(true));
+    let device = ccq::train::Devices::cpu().device;
+    let (lw, sc) = (&state.config.lowering, &state.config);
+    assert!(sc.top_prices && !sc.fp_prices && !sc.lookahead_prices);
+    assert!(
+        sc.reward.trial_bn,
+        "the improved trials re-estimate BatchNorm"
+    );
+    // Every arm alone from the top (8 bits), the others there too, down to the floor; each
+    // top is the top policy's own score.
+    let top = lw.start(&la.policy.names);
+    assert_eq!(la.policy, top);
+    let arms = lw.arms(top.bits.len());
+    let tops = la.tops.as_ref().expect("priced from the top");
+    assert_eq!((la.arms.len(), tops.len()), (arms.len(), arms.len()));
+    for ((arm, rungs), t) in arms.iter().zip(&la.arms).zip(tops) {
+        assert_eq!(t.as_ref(), Some(&la.current));
+        walk_rungs(lw, *arm, top.clone(), rungs, &la);
+    }
+    assert!(la.arms.iter().all(|r| r.len() == 3), "8 to 3 bits: {la:?}");
+    // They do not depend on the search's policy: its end (8x) was priced the same.
+    assert_ne!(ck.meta.policy.as_ref(), Some(&top));
+    assert_eq!(state.lookahead.as_ref(), Some(&la));
+    // Measured again on the FP model calibrated at the top, the same; and each trial kept the
+    // statistics calibrated there, where the competition's trials re-estimate them.
+    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
+    let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
+    let fp_model = ccq::train::checkpoint::load(&fp, device).unwrap().model;
+    let at = lookahead::fp_at(&fp_model, &top, sc, splits, norm).unwrap();
+    let again = lookahead::measure(&at, &top, sc, splits, norm, Reach::Top).unwrap();
+    assert_eq!(again, la);
+    let reestimated = lookahead::measure(&at, &top, sc, splits, norm, Reach::Whole).unwrap();
+    assert_eq!(reestimated.current, la.current);
+    assert_ne!(reestimated.arms, la.arms);
 }
 
 #[test]

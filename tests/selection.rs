@@ -44,6 +44,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         tempered_prices: false,
         lookahead_prices: false,
         fp_prices: false,
+        top_prices: false,
         budget_aware: false,
         trial_images: None,
         lambda: LambdaSchedule::default(),

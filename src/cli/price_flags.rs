@@ -27,4 +27,9 @@ pub struct PriceFlags {
     /// and re-allocate by those prices alone (default false in both).
     #[arg(long)]
     pub fp_prices: Option<bool>,
+    /// Before the re-allocation, price every rung of every layer, top to floor, each layer alone
+    /// with the others at the top, on the FP model calibrated at the top (BatchNorm statistics
+    /// as calibrated), and re-allocate by those prices alone (default false in both).
+    #[arg(long)]
+    pub top_prices: Option<bool>,
 }

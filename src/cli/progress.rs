@@ -163,20 +163,21 @@ impl Events for Console {
             )),
             Event::LookaheadPriced {
                 whole,
+                top,
                 rungs,
                 seconds,
                 changed,
             } => self.line(format!(
                 "{} {rungs} rungs {} in {seconds:.0}s; the re-allocation {}",
-                if *whole {
-                    "FP prices: priced"
-                } else {
-                    "look-ahead: priced"
+                match (whole, top) {
+                    (_, true) => "top prices: priced",
+                    (true, _) => "FP prices: priced",
+                    _ => "look-ahead: priced",
                 },
-                if *whole {
-                    "of every layer on the FP model at the search's policy"
-                } else {
-                    "below the search's policy"
+                match (whole, top) {
+                    (_, true) => "of every layer alone on the FP model at the top",
+                    (true, _) => "of every layer on the FP model at the search's policy",
+                    _ => "below the search's policy",
                 },
                 if *changed {
                     "differs from the one without them"

@@ -169,6 +169,7 @@ impl SearchFlags {
             tempered_prices: self.prices.tempered_prices,
             lookahead_prices: self.prices.lookahead_prices,
             fp_prices: self.prices.fp_prices,
+            top_prices: self.prices.top_prices,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

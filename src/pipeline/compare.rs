@@ -126,6 +126,10 @@ pub const NO_LOOKAHEAD: &str = " (no look-ahead)";
 /// one priced with them.
 pub const NO_FP_PRICES: &str = " (no FP prices)";
 
+/// Suffix of a CCQ row re-allocated without the top prices (`--top-prices`): the control of the
+/// one priced with them.
+pub const NO_TOP_PRICES: &str = " (no top prices)";
+
 /// The look-ahead prices of a CCQ milestone (or its FP prices), in its directory.
 pub const LOOKAHEAD: &str = "lookahead.json";
 
@@ -514,9 +518,9 @@ impl Bench<'_> {
         };
         let failed =
             |e: anyhow::Error| Error::Internal(format!("re-allocating CCQ's {b}x policy: {e:#}"));
-        let fp_prices = self.search.fp_prices;
+        let reach = lookahead::Reach::of(&self.search);
         let priced_ahead =
-            self.search.reallocate && (self.search.lookahead_prices || fp_prices) && n > 0;
+            self.search.reallocate && (self.search.lookahead_prices || reach.from_top()) && n > 0;
         // Without the look-ahead: the control its rows are measured against.
         let plain = if self.search.reallocate && n > 0 {
             realloc(None).map_err(failed)?
@@ -524,12 +528,12 @@ impl Bench<'_> {
             None
         };
         let reallocation = if priced_ahead {
-            // The FP model calibrated at the policy, or the search's weights.
+            // The FP model calibrated where the rungs are priced, or the search's weights.
             let fp;
-            let on = if fp_prices {
+            let on = if reach.from_top() {
                 fp = lookahead::fp_at(
                     &self.ck.model,
-                    &policy,
+                    &reach.around(&self.search, &policy),
                     &self.search,
                     &self.p.splits,
                     self.norm,
@@ -601,10 +605,10 @@ impl Bench<'_> {
             if let Some(m) = &model {
                 search::rescale_between(m, &policy, &control, self.scheme);
             }
-            let suffix = if fp_prices {
-                NO_FP_PRICES
-            } else {
-                NO_LOOKAHEAD
+            let suffix = match reach {
+                lookahead::Reach::Top => NO_TOP_PRICES,
+                lookahead::Reach::Whole => NO_FP_PRICES,
+                lookahead::Reach::Below => NO_LOOKAHEAD,
             };
             let method = format!("{name}{suffix}");
             let raw = self.ccq_finish(&method, b, model.as_ref(), &control, search_secs)?;

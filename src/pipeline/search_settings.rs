@@ -132,6 +132,10 @@ pub struct SearchSettings {
     /// Before the re-allocation, price every rung around the search's policy on the FP model
     /// calibrated at it, and re-allocate by those prices alone (default off in both variants).
     pub fp_prices: Option<bool>,
+    /// Before the re-allocation, price every rung of every layer alone at the top on the FP
+    /// model calibrated there, and re-allocate by those prices alone (default off in both
+    /// variants).
+    pub top_prices: Option<bool>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -200,6 +204,7 @@ impl Default for SearchSettings {
             tempered_prices: None,
             lookahead_prices: None,
             fp_prices: None,
+            top_prices: None,
             budget_aware: None,
             trial_images: None,
             lambda: None,
@@ -253,18 +258,33 @@ impl SearchSettings {
                     .into(),
             ));
         }
-        if self.fp_prices == Some(true) {
-            if !self.reallocate.unwrap_or(self.variant == Variant::Improved) {
-                return Err(Error::InvalidConfig(
-                    "--fp-prices true prices the re-allocation, so it needs it (--reallocate true; the reference variant has none)"
-                        .into(),
-                ));
+        for (flag, on, others) in [
+            (
+                "--fp-prices",
+                self.fp_prices,
+                &[("--lookahead-prices", self.lookahead_prices)][..],
+            ),
+            (
+                "--top-prices",
+                self.top_prices,
+                &[
+                    ("--lookahead-prices", self.lookahead_prices),
+                    ("--fp-prices", self.fp_prices),
+                ][..],
+            ),
+        ] {
+            if on != Some(true) {
+                continue;
             }
-            if self.lookahead_prices == Some(true) {
-                return Err(Error::InvalidConfig(
-                    "--fp-prices true replaces every price, so --lookahead-prices true would add nothing: set one of them"
-                        .into(),
-                ));
+            if !self.reallocate.unwrap_or(self.variant == Variant::Improved) {
+                return Err(Error::InvalidConfig(format!(
+                    "{flag} true prices the re-allocation, so it needs it (--reallocate true; the reference variant has none)"
+                )));
+            }
+            if let Some((other, _)) = others.iter().find(|(_, o)| *o == Some(true)) {
+                return Err(Error::InvalidConfig(format!(
+                    "{flag} true replaces every price, so {other} true would add nothing: set one of them"
+                )));
             }
         }
         if let Some(d) = &self.distill {
@@ -301,6 +321,7 @@ impl SearchSettings {
             tempered_prices: self.tempered_prices.unwrap_or(improved),
             lookahead_prices: self.lookahead_prices.unwrap_or(false),
             fp_prices: self.fp_prices.unwrap_or(false),
+            top_prices: self.top_prices.unwrap_or(false),
             // Off in both variants: measured worse in `ccq compare` (see the README).
             budget_aware: self.budget_aware.unwrap_or(false),
             trial_images: self.trial_images,
@@ -540,6 +561,60 @@ mod tests {
             },
             "--lookahead-prices",
         );
+    }
+
+    #[test]
+    fn top_prices_are_off_in_both_variants_and_need_the_reallocation_alone() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        let on = SearchSettings {
+            top_prices: Some(true),
+            ..SearchSettings::default()
+        };
+        let c = cfg(&on).unwrap();
+        assert!(c.top_prices && !c.fp_prices && !c.lookahead_prices);
+        for variant in [Variant::Improved, Variant::Reference] {
+            let settings = SearchSettings {
+                variant,
+                ..SearchSettings::default()
+            };
+            assert!(!cfg(&settings).unwrap().top_prices);
+        }
+        let refused = |s: SearchSettings, flag: &str| match cfg(&s) {
+            Err(Error::InvalidConfig(m)) => {
+                assert!(m.contains("--top-prices") && m.contains(flag), "{m}")
+            }
+            other => panic!("{other:?}"),
+        };
+        // The reference has no re-allocation to price; with one switched on it may.
+        let reference = SearchSettings {
+            variant: Variant::Reference,
+            ..on.clone()
+        };
+        refused(reference.clone(), "--reallocate");
+        let reallocating = SearchSettings {
+            reallocate: Some(true),
+            ..reference
+        };
+        assert!(cfg(&reallocating).unwrap().top_prices);
+        // Either other price set beside it would be replaced, so it is refused.
+        for (flag, other) in [
+            (
+                "--lookahead-prices",
+                SearchSettings {
+                    lookahead_prices: Some(true),
+                    ..on.clone()
+                },
+            ),
+            (
+                "--fp-prices",
+                SearchSettings {
+                    fp_prices: Some(true),
+                    ..on.clone()
+                },
+            ),
+        ] {
+            refused(other, flag);
+        }
     }
 
     #[test]

@@ -622,19 +622,20 @@ fn conclude(
                 )
             };
             let plain = realloc(None)?;
-            if cfg.lookahead_prices || cfg.fp_prices {
-                // The FP model calibrated at the policy, or the search's weights.
-                let fp = if cfg.fp_prices {
+            let reach = lookahead::Reach::of(&cfg);
+            if cfg.lookahead_prices || reach.from_top() {
+                // The FP model calibrated where the rungs are priced, or the search's weights.
+                let fp = if reach.from_top() {
                     let ck = crate::train::checkpoint::load(&state.source, model.net.device())
                         .with_context(|| {
                             format!(
-                                "the FP prices (--fp-prices) need the full-precision model {}",
+                                "the FP or top prices (--fp-prices, --top-prices) need the full-precision model {}",
                                 state.source.display()
                             )
                         })?;
                     Some(lookahead::fp_at(
                         &ck.model,
-                        &state.policy,
+                        &reach.around(&cfg, &state.policy),
                         &cfg,
                         env.splits,
                         env.norm,

@@ -158,6 +158,12 @@ pub struct SearchConfig {
     /// fine-tuning from FP starts; [`super::lookahead`]), and re-allocate by those prices alone.
     #[serde(default)]
     pub fp_prices: bool,
+    /// Before the re-allocation, price every rung of every arm, from its ladder's top to the
+    /// floor, each arm alone with the others at the top, on the FP model calibrated at the top
+    /// (the search's start) with its BatchNorm statistics kept as calibrated
+    /// ([`super::lookahead::Reach::Top`]), and re-allocate by those prices alone.
+    #[serde(default)]
+    pub top_prices: bool,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -13,6 +13,12 @@
 //! (`--final-from fp`). [`Reach::Whole`] prices every rung of every arm, from the ladder's top
 //! to the floor, around the search's policy on the FP model calibrated at that policy: the
 //! network that fine-tuning starts from. The re-allocation then uses those prices alone.
+//!
+//! [`Reach::Top`] prices every rung of every arm alone, the others at the ladder's top, on the
+//! FP model calibrated at the top (the search's start), keeping the BatchNorm statistics
+//! calibrated there rather than re-estimating them per trial: each layer's damage from the
+//! network it starts from, on its own, as a sensitivity analysis measures it. These prices do
+//! not depend on the search's policy.
 
 use super::config::SearchConfig;
 use super::reallocate::{Reallocation, moved};
@@ -46,15 +52,36 @@ pub enum Reach {
     /// Each arm's rungs from its ladder's top to the floor, the others kept at the policy
     /// (`--fp-prices`).
     Whole,
+    /// Each arm's rungs from its ladder's top to the floor, the others at the top, without
+    /// re-estimating BatchNorm per trial (`--top-prices`); measured around the top policy.
+    Top,
 }
 
 impl Reach {
-    /// The reach `cfg` asks for: the whole ladder with `--fp-prices`, else below the policy.
+    /// The reach `cfg` asks for: the whole ladder with `--fp-prices`, alone at the top with
+    /// `--top-prices`, else below the policy.
     pub fn of(cfg: &SearchConfig) -> Self {
-        if cfg.fp_prices {
+        if cfg.top_prices {
+            Reach::Top
+        } else if cfg.fp_prices {
             Reach::Whole
         } else {
             Reach::Below
+        }
+    }
+
+    /// Whether the rungs are priced from each ladder's top on the FP model, replacing the
+    /// competition's prices (else below the policy on the search's weights).
+    pub fn from_top(self) -> bool {
+        self != Reach::Below
+    }
+
+    /// The policy the rungs are priced around, for a search that ended at `searched`: the top
+    /// (every arm at its ladder's top) for [`Reach::Top`], else `searched` itself.
+    pub fn around(self, cfg: &SearchConfig, searched: &Policy) -> Policy {
+        match self {
+            Reach::Top => cfg.lowering.start(&searched.names),
+            _ => searched.clone(),
         }
     }
 }
@@ -70,9 +97,9 @@ pub struct Lookahead {
     /// to the floor, highest first: from the policy's bits ([`Reach::Below`]), or from the
     /// ladder's top ([`Reach::Whole`]).
     pub arms: Vec<Vec<Rung>>,
-    /// With [`Reach::Whole`]: per arm, the policy with that arm at its ladder's top, scored (the
-    /// base of its first rung; the policy's own score where the arm is at the top already;
-    /// `None`: its logits were not finite). `None` with [`Reach::Below`].
+    /// With [`Reach::Whole`] or [`Reach::Top`]: per arm, the policy with that arm at its ladder's
+    /// top, scored (the base of its first rung; the policy's own score where the arm is at the
+    /// top already; `None`: its logits were not finite). `None` with [`Reach::Below`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tops: Option<Vec<Option<TrialScore>>>,
 }
@@ -86,7 +113,8 @@ impl Lookahead {
 
 /// Scores the rungs `reach` says around `policy` on `model` with the search's trial settings in
 /// `cfg`: the same bandit images, and the same BatchNorm re-estimation when its trials
-/// re-estimate. A trial at the policy itself is its own score, not scored again.
+/// re-estimate (never with [`Reach::Top`], which keeps the statistics `model` has). A trial at
+/// the policy itself is its own score, not scored again.
 pub fn measure(
     model: &Model,
     policy: &Policy,
@@ -110,7 +138,7 @@ pub fn measure(
     for (i, arm) in arms.iter().enumerate() {
         let (mut p, top) = match reach {
             Reach::Below => (policy.clone(), None),
-            Reach::Whole => {
+            Reach::Whole | Reach::Top => {
                 let top = cfg.lowering.topped(*arm, policy);
                 (top.clone(), Some(slot(i, top)))
             }
@@ -130,7 +158,7 @@ pub fn measure(
         .iter()
         .map(|(i, p)| Some((arms[*i].layer, p)))
         .collect();
-    let bn_batches = if cfg.reward.trial_bn {
+    let bn_batches = if cfg.reward.trial_bn && reach != Reach::Top {
         crate::data::calibration_batches(
             &splits.train,
             norm,
@@ -171,13 +199,16 @@ pub fn measure(
         policy: policy.clone(),
         current: scored.current,
         arms: out,
-        tops: (reach == Reach::Whole).then(|| tops.into_iter().flatten().collect()),
+        tops: reach
+            .from_top()
+            .then(|| tops.into_iter().flatten().collect()),
     })
 }
 
 /// The full-precision model `fp` calibrated at `policy` (quantizer ranges and BatchNorm
 /// statistics on the calibration images), as the final fine-tuning from FP starts: the network
-/// [`Reach::Whole`] prices are measured on.
+/// [`Reach::Whole`] prices are measured on (at the search's policy), and [`Reach::Top`]'s (at
+/// the top).
 pub fn fp_at(
     fp: &Model,
     policy: &Policy,
@@ -192,11 +223,11 @@ pub fn fp_at(
     Ok(model)
 }
 
-/// The re-allocation of the search's `policy` with look-ahead prices: the rungs around it that
-/// `cfg` asks for ([`Reach::of`]) priced on `model` ([`measure`]: the search's weights, or the
-/// FP model calibrated at `policy` for [`Reach::Whole`]), then `realloc` given them. Reports
-/// how many rungs were priced, in how long, and whether the result differs from `plain` (the
-/// re-allocation without them); returns the prices with the result.
+/// The re-allocation of the search's `policy` with look-ahead prices: the rungs that `cfg` asks
+/// for ([`Reach::of`]) priced around [`Reach::around`] on `model` ([`measure`]: the search's
+/// weights, or the FP model calibrated at that policy when [`Reach::from_top`]), then `realloc`
+/// given them. Reports how many rungs were priced, in how long, and whether the result differs
+/// from `plain` (the re-allocation without them); returns the prices with the result.
 #[allow(clippy::too_many_arguments)]
 pub fn reallocate_ahead(
     model: &Model,
@@ -210,11 +241,13 @@ pub fn reallocate_ahead(
 ) -> Result<(Lookahead, Option<Reallocation>)> {
     let started = Instant::now();
     let reach = Reach::of(cfg);
-    let priced = measure(model, policy, cfg, splits, norm, reach)?;
+    let around = reach.around(cfg, policy);
+    let priced = measure(model, &around, cfg, splits, norm, reach)?;
     let seconds = started.elapsed().as_secs_f64();
     let with = realloc(Some(&priced))?;
     events.event(&Event::LookaheadPriced {
         whole: reach == Reach::Whole,
+        top: reach == Reach::Top,
         rungs: priced.rungs(),
         seconds,
         changed: with.as_ref().map(|r| &r.policy) != plain.map(|r| &r.policy),

@@ -168,7 +168,9 @@ fn prices(
         }
     }
     if let Some(la) = lookahead {
-        if la.policy.bits != policy.bits
+        // Around the search's policy, or (priced from the top) around the top itself.
+        let around_top = la.tops.is_some() && la.policy.bits == lowering.start(names).bits;
+        if (la.policy.bits != policy.bits && !around_top)
             || la.arms.len() != arms.len()
             || la.tops.as_ref().is_some_and(|t| t.len() != arms.len())
         {
@@ -826,6 +828,38 @@ mod tests {
         let mut short = la.clone();
         short.tops.as_mut().unwrap().pop();
         let e = with(&short).unwrap_err();
+        assert!(format!("{e:#}").contains("another policy"), "{e:#}");
+    }
+
+    #[test]
+    fn top_prices_around_the_top_replace_the_competitions_as_the_fp_prices_do() {
+        let at = seed1_at_11x();
+        let losses = [
+            [0.3, 0.31, 0.36, 0.56, 1.06],
+            [0.25, 0.26, 0.3, 0.32, 0.40],
+            [0.10, 0.11, 0.13, 0.18, 0.3],
+            [0.29, 0.292, 0.3, 0.301, 0.303],
+        ];
+        let around_policy = whole(&at.searched, losses);
+        let r = at
+            .ahead(Pricing::default(), &around_policy)
+            .unwrap()
+            .unwrap();
+        // The same rungs priced around the top (every arm at 8 bits): the prices are read the
+        // same way, whatever policy they were measured around.
+        let top = at.lw.start(&at.searched.names);
+        assert_ne!(top, at.searched);
+        let around_top = whole(&top, losses);
+        let t = at.ahead(Pricing::default(), &around_top).unwrap().unwrap();
+        assert_eq!(w(&t.policy), [8, 3, 3, 2]);
+        assert_eq!((t.policy, t.price), (r.policy, r.price));
+        // Only prices from the top may be measured around it: rungs below the top, like the
+        // look-ahead's below the search's policy, are of another policy than the search's.
+        let below_top = Lookahead {
+            tops: None,
+            ..around_top
+        };
+        let e = at.ahead(Pricing::default(), &below_top).unwrap_err();
         assert!(format!("{e:#}").contains("another policy"), "{e:#}");
     }
 
