@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prices weight-bit policies the way CCQ's re-allocation prices them, at one milestone of a
-`ccq compare` run made with `--lookahead-prices true` or `--fp-prices true`.
+`ccq compare` run made with `--lookahead-prices true`, `--fp-prices true` or `--top-prices true`.
 
     bench/price_policy.py RUN/ccq BUDGET [POLICY ...]
 
@@ -10,10 +10,12 @@ A POLICY is a string of weight bits, one digit per layer in the model's order (a
 Each rung's price is its latest measured rise in bandit cross-entropy: the search's step trials
 up to the step that first reached BUDGET (from `state.json`), then the look-ahead below the
 search's policy there (`at-<BUDGET>x/lookahead.json`); or, from a run with `--fp-prices`, every
-rung from the top priced on the FP model calibrated at that policy, alone. Like the
-re-allocation, a price is the tempered rise when the run priced so, never below 0, and never
-below the larger standard error of the rung's two trials with the price floor. Prints each policy's summed price, with and without the look-ahead rungs
-("unpriced" where a rung it needs was never measured).
+rung from the top priced on the FP model calibrated at that policy, alone; or, with
+`--top-prices`, every rung of each layer alone at the top on the FP model calibrated there,
+alone. Like the re-allocation, a price is the tempered rise when the run priced so, never below
+0, and never below the larger standard error of the rung's two trials with the price floor.
+Prints each policy's summed price, with and without the look-ahead rungs ("unpriced" where a
+rung it needs was never measured).
 """
 import json
 import sys
@@ -37,6 +39,11 @@ def main():
     tempered, floor = cfg.get("tempered_prices", False), cfg.get("price_floor", False)
     names = la["policy"]["names"]
     milestone = [b["w"] for b in la["policy"]["bits"]]
+    if la.get("tops") and all(b == ladder[0] for b in milestone):
+        # Top prices (`--top-prices`) are measured around the top: the search's policy is the
+        # milestone checkpoint's.
+        with open(f"{run}/at-{budget}x/checkpoint.json") as f:
+            milestone = [b["w"] for b in json.load(f)["policy"]["bits"]]
 
     def rise(trial, base, se):
         p = max(trial - base, 0.0)
@@ -65,8 +72,8 @@ def main():
         steps += 1
     if bits != milestone:
         sys.exit(f"{state_path}: the steps never reach the {budget}x policy of {la_path}")
-    # FP prices (`--fp-prices`: every rung from each arm's top, with `tops`) replace the
-    # steps' prices; look-ahead prices (below the policy) add to them.
+    # FP or top prices (`--fp-prices`, `--top-prices`: every rung from each arm's top, with
+    # `tops`) replace the steps' prices; look-ahead prices (below the policy) add to them.
     tops = la.get("tops")
     ahead = {} if tops else dict(walked)
     for layer, rungs in enumerate(la["arms"][:len(names)]):
@@ -107,7 +114,7 @@ def main():
         policies.append((arg, [int(c) for c in arg]))
     for label, p in policies:
         print(f"{label}: {show(price(p, walked))} from the steps, "
-              f"{show(price(p, ahead))} with the {'FP prices' if tops else 'look-ahead'}")
+              f"{show(price(p, ahead))} with the {'FP or top prices' if tops else 'look-ahead'}")
 
 
 if __name__ == "__main__":
