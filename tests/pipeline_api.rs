@@ -658,6 +658,27 @@ struct Priced {
     state: SearchState,
 }
 
+impl Priced {
+    /// The rungs `reach` says priced again around `policy` on the FP model calibrated there,
+    /// with the search's settings; and the data they were measured on.
+    fn on_fp(
+        &self,
+        policy: &ccq::quant::policy::Policy,
+        reach: ccq::search::lookahead::Reach,
+    ) -> (ccq::search::lookahead::Lookahead, pipeline::data::Prepared) {
+        use ccq::search::lookahead;
+        let (sc, norm) = (&self.state.config, &self.ck.meta.normalization);
+        let prepared = pipeline::data::prepare_for(&self.ck, &self.d, &Silent).unwrap();
+        let device = ccq::train::Devices::cpu().device;
+        let fp_model = ccq::train::checkpoint::load(&self.fp, device)
+            .unwrap()
+            .model;
+        let at = lookahead::fp_at(&fp_model, policy, sc, &prepared.splits, norm).unwrap();
+        let la = lookahead::measure(&at, policy, sc, &prepared.splits, norm, reach).unwrap();
+        (la, prepared)
+    }
+}
+
 /// Checks that `rungs` lower `arm` one rung after another from `from` down to the floor, each
 /// with a finite trial, the one at `la`'s policy being its own score.
 fn walk_rungs(
@@ -792,17 +813,11 @@ fn lookahead_prices_every_rung_below_the_search_policy_on_its_weights() {
 
 #[test]
 fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_policy() {
-    use ccq::search::lookahead::{self, Reach};
+    use ccq::search::lookahead::Reach;
     use ccq::search::trials::{TRIAL_BATCH, score_trials};
     let t = tempfile::tempdir().unwrap();
-    let Priced {
-        d,
-        fp,
-        la,
-        ck,
-        state,
-    } = priced_comparison(t.path(), |s| s.fp_prices = Some(true));
-    let device = ccq::train::Devices::cpu().device;
+    let priced = priced_comparison(t.path(), |s| s.fp_prices = Some(true));
+    let Priced { la, ck, state, .. } = &priced;
     let (lw, sc) = (&state.config.lowering, &state.config);
     assert!(sc.fp_prices && !sc.lookahead_prices);
     // The search's own end was priced so too, from every arm's top.
@@ -821,7 +836,7 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
         if p == la.policy {
             assert_eq!(top.as_ref(), Some(&la.current));
         }
-        walk_rungs(lw, *arm, p, rungs, &la);
+        walk_rungs(lw, *arm, p, rungs, la);
     }
     assert!(
         la.arms.iter().all(|r| r.len() == 3),
@@ -829,20 +844,16 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
     );
     // Measured again on the FP model calibrated at the policy, the same; the search's kept
     // weights score the policy otherwise.
-    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
-    let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
-    let fp_model = ccq::train::checkpoint::load(&fp, device).unwrap().model;
-    let at = lookahead::fp_at(&fp_model, &la.policy, sc, splits, norm).unwrap();
-    let again = lookahead::measure(&at, &la.policy, sc, splits, norm, Reach::Whole).unwrap();
-    assert_eq!(again, la);
-    let bandit = sc.trial_split(&splits.bandit);
+    let (again, prepared) = priced.on_fp(&la.policy, Reach::Whole);
+    assert_eq!(&again, la);
+    let bandit = sc.trial_split(&prepared.splits.bandit);
     let searched = score_trials(
         &ck.model,
         &la.policy,
         &[],
         sc.scheme,
         &bandit,
-        norm,
+        &ck.meta.normalization,
         TRIAL_BATCH,
         &[],
     )
@@ -852,16 +863,10 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
 
 #[test]
 fn top_prices_every_rung_of_each_layer_alone_at_the_top_on_the_fp_model_calibrated_there() {
-    use ccq::search::lookahead::{self, Reach};
+    use ccq::search::lookahead::Reach;
     let t = tempfile::tempdir().unwrap();
-    let Priced {
-        d,
-        fp,
-        la,
-        ck,
-        state,
-    } = priced_comparison(t.path(), |s| s.top_prices = Some(true));
-    let device = ccq::train::Devices::cpu().device;
+    let priced = priced_comparison(t.path(), |s| s.top_prices = Some(true));
+    let Priced { la, ck, state, .. } = &priced;
     let (lw, sc) = (&state.config.lowering, &state.config);
     assert!(sc.top_prices && !sc.fp_prices && !sc.lookahead_prices);
     assert!(
@@ -877,21 +882,16 @@ fn top_prices_every_rung_of_each_layer_alone_at_the_top_on_the_fp_model_calibrat
     assert_eq!((la.arms.len(), tops.len()), (arms.len(), arms.len()));
     for ((arm, rungs), t) in arms.iter().zip(&la.arms).zip(tops) {
         assert_eq!(t.as_ref(), Some(&la.current));
-        walk_rungs(lw, *arm, top.clone(), rungs, &la);
+        walk_rungs(lw, *arm, top.clone(), rungs, la);
     }
     assert!(la.arms.iter().all(|r| r.len() == 3), "8 to 3 bits: {la:?}");
     // They do not depend on the search's policy: its end (8x) was priced the same.
     assert_ne!(ck.meta.policy.as_ref(), Some(&top));
-    assert_eq!(state.lookahead.as_ref(), Some(&la));
+    assert_eq!(state.lookahead.as_ref(), Some(la));
     // Measured again on the FP model calibrated at the top, the same; and each trial kept the
     // statistics calibrated there, where the competition's trials re-estimate them.
-    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
-    let (splits, norm) = (&prepared.splits, &ck.meta.normalization);
-    let fp_model = ccq::train::checkpoint::load(&fp, device).unwrap().model;
-    let at = lookahead::fp_at(&fp_model, &top, sc, splits, norm).unwrap();
-    let again = lookahead::measure(&at, &top, sc, splits, norm, Reach::Top).unwrap();
-    assert_eq!(again, la);
-    let reestimated = lookahead::measure(&at, &top, sc, splits, norm, Reach::Whole).unwrap();
+    assert_eq!(&priced.on_fp(&top, Reach::Top).0, la);
+    let (reestimated, _) = priced.on_fp(&top, Reach::Whole);
     assert_eq!(reestimated.current, la.current);
     assert_ne!(reestimated.arms, la.arms);
 }
