@@ -130,7 +130,7 @@ pub const NO_FP_PRICES: &str = " (no FP prices)";
 /// one priced with them.
 pub const NO_TOP_PRICES: &str = " (no top prices)";
 
-/// The look-ahead prices of a CCQ milestone (or its FP prices), in its directory.
+/// The look-ahead prices of a CCQ milestone (or its FP or top prices), in its directory.
 pub const LOOKAHEAD: &str = "lookahead.json";
 
 pub use crate::report::EQUAL;

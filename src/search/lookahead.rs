@@ -95,7 +95,7 @@ pub struct Lookahead {
     pub current: TrialScore,
     /// Per arm (in [`super::target::Lowering::arms`] order), its rungs from where it starts down
     /// to the floor, highest first: from the policy's bits ([`Reach::Below`]), or from the
-    /// ladder's top ([`Reach::Whole`]).
+    /// ladder's top ([`Reach::Whole`], [`Reach::Top`]).
     pub arms: Vec<Vec<Rung>>,
     /// With [`Reach::Whole`] or [`Reach::Top`]: per arm, the policy with that arm at its ladder's
     /// top, scored (the base of its first rung; the policy's own score where the arm is at the

@@ -139,7 +139,8 @@ pub struct SearchState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reallocation: Option<Reallocation>,
     /// The rungs priced before the re-allocation: below the search's policy on its weights
-    /// (with `--lookahead-prices`), or every rung around it on the FP model (`--fp-prices`).
+    /// (with `--lookahead-prices`), every rung around it on the FP model (`--fp-prices`), or
+    /// every rung of each layer alone around the top on the FP model (`--top-prices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<super::lookahead::Lookahead>,
     /// The raises the budget polish made after the search.
