@@ -246,8 +246,7 @@ pub fn reallocate_ahead(
     let seconds = started.elapsed().as_secs_f64();
     let with = realloc(Some(&priced))?;
     events.event(&Event::LookaheadPriced {
-        whole: reach == Reach::Whole,
-        top: reach == Reach::Top,
+        reach,
         rungs: priced.rungs(),
         seconds,
         changed: with.as_ref().map(|r| &r.policy) != plain.map(|r| &r.policy),
