@@ -143,9 +143,10 @@ pub enum Event<'a> {
     /// (`--lookahead-prices`), every rung around it on the FP model (`--fp-prices`), or every
     /// rung of each layer alone at the top on the FP model (`--top-prices`).
     LookaheadPriced {
-        /// Which rungs, around which policy: below the search's (`--lookahead-prices`), every
-        /// one around it (`--fp-prices`), or every one alone at the top (`--top-prices`).
-        reach: crate::search::lookahead::Reach,
+        /// Every rung from the top, on the FP model (`--fp-prices`), rather than those below.
+        whole: bool,
+        /// Every rung of each layer alone at the top, on the FP model (`--top-prices`).
+        top: bool,
         /// Rungs priced.
         rungs: usize,
         /// Seconds the trials took.

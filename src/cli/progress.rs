@@ -2,7 +2,6 @@
 //! events, with a quiet mode for logs.
 
 use ccq::events::{Event, Events};
-use ccq::search::lookahead::Reach;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -163,21 +162,22 @@ impl Events for Console {
                 }
             )),
             Event::LookaheadPriced {
-                reach,
+                whole,
+                top,
                 rungs,
                 seconds,
                 changed,
             } => self.line(format!(
                 "{} {rungs} rungs {} in {seconds:.0}s; the re-allocation {}",
-                match reach {
-                    Reach::Top => "top prices: priced",
-                    Reach::Whole => "FP prices: priced",
-                    Reach::Below => "look-ahead: priced",
+                match (whole, top) {
+                    (_, true) => "top prices: priced",
+                    (true, _) => "FP prices: priced",
+                    _ => "look-ahead: priced",
                 },
-                match reach {
-                    Reach::Top => "of every layer alone on the FP model at the top",
-                    Reach::Whole => "of every layer on the FP model at the search's policy",
-                    Reach::Below => "below the search's policy",
+                match (whole, top) {
+                    (_, true) => "of every layer alone on the FP model at the top",
+                    (true, _) => "of every layer on the FP model at the search's policy",
+                    _ => "below the search's policy",
                 },
                 if *changed {
                     "differs from the one without them"

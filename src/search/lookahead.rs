@@ -246,7 +246,8 @@ pub fn reallocate_ahead(
     let seconds = started.elapsed().as_secs_f64();
     let with = realloc(Some(&priced))?;
     events.event(&Event::LookaheadPriced {
-        reach,
+        whole: reach == Reach::Whole,
+        top: reach == Reach::Top,
         rungs: priced.rungs(),
         seconds,
         changed: with.as_ref().map(|r| &r.policy) != plain.map(|r| &r.policy),
