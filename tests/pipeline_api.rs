@@ -865,14 +865,15 @@ fn fp_prices_every_rung_from_the_top_on_the_fp_model_calibrated_at_the_search_po
 fn top_prices_every_rung_of_each_layer_alone_at_the_top_on_the_fp_model_calibrated_there() {
     use ccq::search::lookahead::Reach;
     let t = tempfile::tempdir().unwrap();
-    let priced = priced_comparison(t.path(), |s| s.top_prices = Some(true));
+    // Trial BatchNorm on, to show that the top prices keep the statistics even so.
+    let priced = priced_comparison(t.path(), |s| {
+        s.top_prices = Some(true);
+        s.trial_bn = Some(true);
+    });
     let Priced { la, ck, state, .. } = &priced;
     let (lw, sc) = (&state.config.lowering, &state.config);
     assert!(sc.top_prices && !sc.fp_prices && !sc.lookahead_prices);
-    assert!(
-        sc.reward.trial_bn,
-        "the improved trials re-estimate BatchNorm"
-    );
+    assert!(sc.reward.trial_bn, "these trials re-estimate BatchNorm");
     // Every arm alone from the top (8 bits), the others there too, down to the floor; each
     // top is the top policy's own score.
     let top = lw.start(&la.policy.names);

@@ -87,7 +87,7 @@ impl Reward {
             standardise: true,
             carry: 0.5,
             log_price: true,
-            trial_bn: true,
+            trial_bn: false,
         }
     }
 
