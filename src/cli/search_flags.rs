@@ -55,7 +55,7 @@ pub struct SearchFlags {
     pub log_price: Option<bool>,
     /// Each trial first re-estimates the BatchNorm statistics its lowering affects (on 1,024
     /// training images), so that damage a recalibration undoes is not priced (off in both
-    /// variants: on ResNet-20 it made the search a third slower and its 12× policies worse).
+    /// variants: on ResNet-20 it made the search half as long again and its 12× policies worse).
     #[arg(long)]
     pub trial_bn: Option<bool>,
     /// Keep the best fine-tuning epoch's weights rather than the last (improved: true).
