@@ -164,6 +164,20 @@ pub enum Event<'a> {
         /// Summed price of the new policy.
         price: f64,
     },
+    /// The audition fine-tuned the re-allocation's policy and its rivals briefly and scored
+    /// them on the bandit split.
+    Auditioned {
+        /// Per finalist (the re-allocation's choice first): the layers whose bits differ from
+        /// the choice's (name, the choice's bits, the finalist's), its summed price, and its
+        /// bandit loss after the fine-tuning (None: diverged or not finite).
+        finalists: Vec<(Vec<(&'a str, LayerBits, LayerBits)>, f64, Option<f64>)>,
+        /// Index of the winner.
+        chosen: usize,
+        /// Training images each finalist fine-tuned on.
+        images: usize,
+        /// Seconds it took.
+        seconds: f64,
+    },
     /// The budget polish raised a layer one rung (and lowered another in exchange, for a swap).
     Raised {
         /// The layer.

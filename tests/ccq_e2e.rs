@@ -398,12 +398,23 @@ fn train_qat_quantize_and_resume() {
             .find(|r| r["method"] == "ccq" && r["budget"].as_f64() == Some(b))
             .unwrap();
         assert_eq!(r["epochs"].as_f64(), Some(1.0), "{r}");
-        assert!(r["note"].is_null(), "{r}");
+        // The audition (improved, after the re-allocation) is noted where it ran: each
+        // finalist fine-tuned on min(6400, the 180 training images), one epoch each here.
+        match r["audition_epochs"].as_f64() {
+            Some(a) => {
+                let finalists = (a.round() as usize).clamp(2, 3);
+                assert_eq!(a, finalists as f64, "{r}");
+                let note = r["note"].as_str().unwrap();
+                assert!(note.starts_with("audition (6400 images each"), "{r}");
+                assert_eq!(note.matches("; ").count(), finalists - 1, "{r}");
+            }
+            None => assert!(r["note"].is_null(), "{r}"),
+        }
     }
     // Equal compute: continuing with --equal-compute adds every other method's policies
     // fine-tuned for as many epochs as CCQ spent reaching each budget (each of its search
-    // epochs 100/180 of one, the fraction trained as a partial last epoch), plus its final
-    // fine-tuning (--ft-epochs).
+    // epochs 100/180 of one, the fraction trained as a partial last epoch), plus its audition
+    // there and its final fine-tuning (--ft-epochs).
     let mut eq = compare_args("1");
     eq.push("--equal-compute");
     ccq(&eq);
@@ -427,7 +438,12 @@ fn train_qat_quantize_and_resume() {
             .map(|s| s["epochs"].as_u64().unwrap())
             .sum();
         let epochs = hawq["epochs"].as_f64().unwrap();
-        let expected = 1.0 + spent as f64 * 100.0 / 180.0;
+        let auditioned = results
+            .iter()
+            .find(|r| r["method"] == "ccq" && r["budget"].as_f64() == Some(b))
+            .and_then(|r| r["audition_epochs"].as_f64())
+            .unwrap_or(0.0);
+        let expected = 1.0 + spent as f64 * 100.0 / 180.0 + auditioned;
         assert!(
             (epochs - expected).abs() < 1e-9,
             "{b}x: {epochs} ≠ {expected}"

@@ -243,6 +243,8 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     // The same search with the re-allocation and without it or the polish.
     let mut q = search(&t.path().join("on"), &fp, &d);
     q.search.reallocate = Some(true);
+    // The re-allocation alone (the audition after it has its own test).
+    q.search.audition = Some(0);
     let on = pipeline::quantize(&q, &Silent).unwrap();
     let mut q = search(&t.path().join("off"), &fp, &d);
     q.search.reallocate = Some(false);
@@ -273,6 +275,7 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
         cfg.scheme.weight,
         cfg.pricing(),
         None,
+        0,
     )
     .unwrap()
     .expect("every step recorded its bandit loss");
@@ -290,6 +293,104 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     }
     let cost = model_cost(&on.layers, &on.state.policy, cfg.scheme.weight);
     assert!(target.met(&cost), "{}", target.describe(&cost));
+}
+
+#[test]
+fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short_fine_tuning() {
+    use ccq::model::cost::model_cost;
+    use ccq::search::{audition, reallocate::reallocate};
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // Four finalists, each fine-tuned on 96 images (three batches).
+    let mut q = search(&t.path().join("on"), &fp, &d);
+    q.search.audition = Some(4);
+    q.search.audition_images = Some(96);
+    q.search.polish = Some(false);
+    let on = pipeline::quantize(&q, &Silent).unwrap();
+    let cfg = &on.state.config;
+    let settings = cfg.audition.expect("asked for");
+    assert_eq!((settings.finalists, settings.images), (4, 96));
+    // The same search with the re-allocation alone.
+    let mut q = search(&t.path().join("off"), &fp, &d);
+    q.search.audition = Some(0);
+    q.search.polish = Some(false);
+    let off = pipeline::quantize(&q, &Silent).unwrap();
+    assert_eq!(off.state.config.audition, None);
+    assert!(off.state.audition.is_none());
+    assert_eq!(
+        on.state.steps.len(),
+        off.state.steps.len(),
+        "it acts after the search"
+    );
+    // Its finalists: the re-allocation's choice, then its rivals, cheapest first.
+    let searched = on
+        .state
+        .reallocation
+        .as_ref()
+        .map_or(off.state.policy.clone(), |r| r.searched.clone());
+    let target = cfg.target.unwrap();
+    let r = reallocate(
+        &on.layers,
+        &on.state.steps,
+        &searched,
+        &cfg.lowering,
+        &target,
+        cfg.scheme.weight,
+        cfg.pricing(),
+        None,
+        settings.finalists - 1,
+    )
+    .unwrap()
+    .expect("priced");
+    assert_eq!(r.policy, off.state.policy, "the re-allocation's choice");
+    let a = on.state.audition.as_ref().expect("the choice had rivals");
+    assert!(!r.rivals.is_empty() && r.rivals.len() <= 3);
+    let policies: Vec<_> = a.finalists.iter().map(|f| f.policy.clone()).collect();
+    let mut expected = vec![r.policy.clone()];
+    expected.extend(r.rivals.iter().map(|x| x.policy.clone()));
+    assert_eq!(policies, expected);
+    assert_eq!(a.images, 96);
+    for f in &a.finalists {
+        assert!(f.loss.is_some_and(|l| l.is_finite() && l > 0.0), "{f:?}");
+        assert!(target.met(&model_cost(&on.layers, &f.policy, cfg.scheme.weight)));
+    }
+    // The least loss won, and the search ended at it.
+    let losses: Vec<_> = a.finalists.iter().map(|f| f.loss).collect();
+    assert_eq!(a.chosen, audition::winner(&losses));
+    assert_eq!(&on.state.policy, a.winner());
+    // Auditioned again, the same: every finalist saw the same images in the same order.
+    let ck = ccq::train::checkpoint::load(&fp, ccq::train::Devices::cpu().device).unwrap();
+    let prepared = pipeline::data::prepare_for(&ck, &d, &Silent).unwrap();
+    let again = audition::audition(
+        &ck.model,
+        &r,
+        cfg,
+        settings,
+        &prepared.splits,
+        &ck.meta.normalization,
+        &Silent,
+    )
+    .unwrap()
+    .unwrap();
+    let again_losses: Vec<_> = again.finalists.iter().map(|f| f.loss).collect();
+    assert_eq!(again_losses, losses);
+    // Trained longer, the losses move: the fine-tuning counts.
+    let longer = audition::Audition {
+        images: 320,
+        ..settings
+    };
+    let moved = audition::audition(
+        &ck.model,
+        &r,
+        cfg,
+        longer,
+        &prepared.splits,
+        &ck.meta.normalization,
+        &Silent,
+    )
+    .unwrap()
+    .unwrap();
+    assert_ne!(moved.finalists[0].loss, losses[0]);
 }
 
 /// Records the images of every epoch a job trained.

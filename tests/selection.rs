@@ -45,6 +45,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         lookahead_prices: false,
         fp_prices: false,
         top_prices: false,
+        audition: None,
         budget_aware: false,
         trial_images: None,
         lambda: LambdaSchedule::default(),

@@ -32,4 +32,13 @@ pub struct PriceFlags {
     /// as calibrated), and re-allocate by those prices alone (default false in both).
     #[arg(long)]
     pub top_prices: Option<bool>,
+    /// After the re-allocation, audition its policy against its cheapest rivals (each a layer
+    /// one rung away, the rest re-allocated): N finalists, each fine-tuned from the FP model on
+    /// --audition-images training images and scored on the bandit split; the least loss wins
+    /// (improved, with the re-allocation: 3; 0 or 1: off).
+    #[arg(long, value_name = "N")]
+    pub audition: Option<usize>,
+    /// Training images each finalist of the audition fine-tunes on [default: 6400].
+    #[arg(long, value_name = "IMAGES")]
+    pub audition_images: Option<usize>,
 }

@@ -198,6 +198,33 @@ impl Events for Console {
                     .join(", "),
                 searched_price.map_or("unmeasured".into(), |p| format!("{p:.4}"))
             )),
+            Event::Auditioned {
+                finalists,
+                chosen,
+                images,
+                seconds,
+            } => self.line(format!(
+                "audition ({images} images each, {seconds:.0}s): {}",
+                finalists
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (changes, price, loss))| {
+                        let what = if changes.is_empty() {
+                            "re-allocation's".to_string()
+                        } else {
+                            changes
+                                .iter()
+                                .map(|(l, b, a)| format!("{l} {b} → {a}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        let mark = if i == *chosen { " (chosen)" } else { "" };
+                        let loss = loss.map_or("diverged".into(), |l| format!("{l:.4}"));
+                        format!("{what} price {price:.4} loss {loss}{mark}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
             Event::Raised {
                 layer,
                 before,

@@ -171,6 +171,8 @@ impl SearchFlags {
             lookahead_prices: self.prices.lookahead_prices,
             fp_prices: self.prices.fp_prices,
             top_prices: self.prices.top_prices,
+            audition: self.prices.audition,
+            audition_images: self.prices.audition_images,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

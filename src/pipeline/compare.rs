@@ -13,6 +13,7 @@ use crate::names::Named;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
+use crate::search::audition::{self, Auditioned};
 use crate::search::baselines::{ActBits, Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
@@ -129,6 +130,10 @@ pub const NO_FP_PRICES: &str = " (no FP prices)";
 /// Suffix of a CCQ row re-allocated without the top prices (`--top-prices`): the control of the
 /// one priced with them.
 pub const NO_TOP_PRICES: &str = " (no top prices)";
+
+/// Suffix of a CCQ row at the re-allocation's own choice where the audition (`--audition`)
+/// chose a rival: the control of the one it chose.
+pub const NO_AUDITION: &str = " (no audition)";
 
 /// The look-ahead prices of a CCQ milestone (or its FP or top prices), in its directory.
 pub const LOOKAHEAD: &str = "lookahead.json";
@@ -514,6 +519,7 @@ impl Bench<'_> {
                 self.scheme.weight,
                 self.search.pricing(),
                 lookahead,
+                self.search.audition.map_or(0, |a| a.finalists - 1),
             )
         };
         let failed =
@@ -559,8 +565,30 @@ impl Bench<'_> {
             with
         } else {
             plain.clone()
+        };
+        // The audition of the re-allocation's choice against its rivals, on the FP model.
+        let mut reallocation = reallocation;
+        let mut auditioned = None;
+        if let (Some(settings), Some(r)) = (self.search.audition, reallocation.as_mut())
+            && !r.rivals.is_empty()
+        {
+            let a = audition::audition(
+                &self.ck.model,
+                r,
+                &self.search,
+                settings,
+                &self.p.splits,
+                self.norm,
+                self.events,
+            )
+            .map_err(|e| Error::Internal(format!("auditioning CCQ's {b}x finalists: {e:#}")))?;
+            if let Some(a) = a {
+                r.price = a.finalists[a.chosen].price;
+                r.policy = a.winner().clone();
+                auditioned = Some(a);
+            }
         }
-        .filter(|r| r.policy != policy);
+        let reallocation = reallocation.filter(|r| r.policy != policy);
         // The search's own policy beside the one that replaced it.
         let beside = |suffix: &str, policy: &Policy, report: &mut Report| -> Result<()> {
             if self.cfg.search_policy_rows {
@@ -617,7 +645,31 @@ impl Bench<'_> {
                 search::rescale_between(m, &control, &policy, self.scheme);
             }
         }
-        let r = self.ccq_finish(name, b, model.as_ref(), &policy, search_secs)?;
+        // The audition's control: the re-allocation's own choice, where a rival won (unless
+        // that is the search's own policy, shown as such).
+        if let Some(a) = auditioned.as_ref().filter(|a| a.chosen != 0) {
+            let own = &a.finalists[0].policy;
+            if !(searched_shown && *own == searched) {
+                if let Some(m) = &model {
+                    search::rescale_between(m, &policy, own, self.scheme);
+                }
+                let method = format!("{name}{NO_AUDITION}");
+                let raw = self.ccq_finish(&method, b, model.as_ref(), own, search_secs)?;
+                report.results.push(raw);
+                if let Some(m) = &model {
+                    search::rescale_between(m, own, &policy, self.scheme);
+                }
+            }
+        }
+        let mut r = self.ccq_finish(name, b, model.as_ref(), &policy, search_secs)?;
+        if let Some(a) = &auditioned {
+            r.audition_epochs = Some(a.epochs(self.p.splits.train.len()));
+            let text = audition_note(a);
+            r.note = Some(match r.note.take() {
+                Some(n) => format!("{n}; {text}"),
+                None => text,
+            });
+        }
         report.results.push(r);
         Ok(())
     }
@@ -891,8 +943,15 @@ impl Bench<'_> {
             } else {
                 1
             };
+            // CCQ's audition at this budget is part of its allocation, so it counts too.
+            let auditioned = report
+                .results
+                .iter()
+                .find(|c| c.method == Method::Ccq.name() && c.budget == r.budget)
+                .and_then(|c| c.audition_epochs)
+                .unwrap_or(0.0);
             // The search's fraction of an epoch counts too: a partial last epoch.
-            let epochs = (finals * self.cfg.ft_epochs) as f64 + extra;
+            let epochs = (finals * self.cfg.ft_epochs) as f64 + extra + auditioned;
             let policy = Policy {
                 names: self.ck.meta.layers.clone(),
                 bits: r.bits.clone(),
@@ -1040,6 +1099,7 @@ impl Bench<'_> {
             seconds,
             note: None,
             epochs: Some(epochs),
+            audition_epochs: None,
         };
         let spread = r.spread_text();
         self.events.event(&Event::Note(format!(
@@ -1072,6 +1132,7 @@ impl Bench<'_> {
             seconds: 0.0,
             note: Some(note),
             epochs: None,
+            audition_epochs: None,
             test_top1_each: Vec::new(),
         }
     }
@@ -1156,6 +1217,40 @@ fn is_standard_baseline(r: &MethodResult) -> bool {
         && !r.method.ends_with(EQUAL)
         && !r.bits.is_empty()
         && r.epochs.is_some()
+}
+
+/// What an audition found, for a result's note: each finalist's changes from the
+/// re-allocation's choice and its bandit loss, the winner marked.
+fn audition_note(a: &Auditioned) -> String {
+    let first = &a.finalists[0].policy;
+    let each: Vec<String> = a
+        .finalists
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let changes: Vec<String> = first
+                .bits
+                .iter()
+                .zip(&f.policy.bits)
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(l, (x, y))| format!("{} {x}→{y}", first.names[l]))
+                .collect();
+            let what = if changes.is_empty() {
+                "re-allocation's".to_string()
+            } else {
+                changes.join(", ")
+            };
+            let loss = f.loss.map_or("diverged".into(), |l| format!("{l:.4}"));
+            let mark = if i == a.chosen { " (chosen)" } else { "" };
+            format!("{what} {loss}{mark}")
+        })
+        .collect();
+    format!(
+        "audition ({} images each, bandit loss): {}",
+        a.images,
+        each.join("; ")
+    )
 }
 
 /// Seed of fine-tuning `repeat` of a comparison seeded with `seed`: the seed itself first, so one

@@ -46,6 +46,7 @@ pub fn report_run(dir: &Path) -> Result<PathBuf> {
             seconds: state.seconds,
             note: None,
             epochs: None,
+            audition_epochs: None,
             test_top1_each: Vec::new(),
         }],
         ccq_steps: state.steps.clone(),

@@ -46,6 +46,11 @@ pub struct MethodResult {
     /// partial last epoch; None: not run).
     #[serde(default)]
     pub epochs: Option<f64>,
+    /// CCQ: training epochs its audition of finalists spent at this budget (whole-training-split
+    /// equivalents), part of the allocation, which the equal-compute mode gives the other
+    /// methods too; None: no audition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audition_epochs: Option<f64>,
 }
 
 impl MethodResult {
@@ -465,6 +470,7 @@ mod tests {
                 seconds: 3.0,
                 note: None,
                 epochs: Some(2.0),
+                audition_epochs: None,
                 // Two fine-tunings: their mean is the result, their spread is shown.
                 test_top1_each: vec![0.88, 0.90],
             }],

@@ -7,6 +7,7 @@
 //! and measured), [`collaborate_step`] (all layers fine-tune together, or the lowering is
 //! refused), and [`persist`] (the step recorded and saved).
 
+use super::audition;
 use super::bandit::Competition;
 use super::collaborate::{Collaboration, collaborate, finetune};
 use super::config::{FinalFrom, Finetune, SearchConfig};
@@ -192,6 +193,7 @@ pub fn init(
         polish: Vec::new(),
         reallocation: None,
         lookahead: None,
+        audition: None,
         refused: Vec::new(),
     };
     state.add_milestones(&env.keep);
@@ -619,6 +621,7 @@ fn conclude(
                     cfg.scheme.weight,
                     cfg.pricing(),
                     la,
+                    cfg.audition.map_or(0, |a| a.finalists - 1),
                 )
             };
             let plain = realloc(None)?;
@@ -661,6 +664,27 @@ fn conclude(
         }
         _ => None,
     };
+    let mut reallocation = reallocation;
+    if let (Some(settings), Some(r)) = (cfg.audition, reallocation.as_mut())
+        && !r.rivals.is_empty()
+    {
+        let ck = crate::train::checkpoint::load(&state.source, model.net.device()).with_context(
+            || {
+                format!(
+                    "the audition (--audition) needs the full-precision model {}",
+                    state.source.display()
+                )
+            },
+        )?;
+        let auditioned = audition::audition(
+            &ck.model, r, &cfg, settings, env.splits, env.norm, env.events,
+        )?;
+        if let Some(a) = auditioned {
+            r.price = a.finalists[a.chosen].price;
+            r.policy = a.winner().clone();
+            state.audition = Some(a);
+        }
+    }
     if let Some(r) = reallocation.filter(|r| r.policy != state.policy) {
         adopt(&model, &r, cfg.scheme, env.events);
         state.policy = r.policy.clone();

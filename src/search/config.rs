@@ -164,6 +164,11 @@ pub struct SearchConfig {
     /// ([`super::lookahead::Reach::Top`]), and re-allocate by those prices alone.
     #[serde(default)]
     pub top_prices: bool,
+    /// After the re-allocation, audition its policy against its cheapest rivals: each
+    /// fine-tuned briefly from the FP model and scored on the bandit split
+    /// ([`super::audition`]); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audition: Option<super::audition::Audition>,
     /// Count only the saving that goes toward the nearest unmet goal (reward and memory
     /// prior), so that near the target an arm that meets it with little overshoot wins.
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! Mixed-precision search: CCQ's competition and collaboration.
 
 pub mod allocate;
+pub mod audition;
 pub mod bandit;
 pub mod baselines;
 pub mod ccq;

@@ -50,7 +50,28 @@ pub struct Reallocation {
     pub policy: Policy,
     /// Its summed price.
     pub price: f64,
+    /// Its rivals, cheapest first (as many as asked for, or fewer; none unless asked for): for
+    /// each layer, each arm one rung above or below where `policy` has it (a rung that moves at
+    /// least [`MIN_RIVAL_SHARE`] of `policy`'s metric), the least-price policy that meets the
+    /// target with the layer so. The audition ([`super::audition`]) weighs them against it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rivals: Vec<Rival>,
 }
+
+/// A policy that meets the target with one layer a rung away from the re-allocation's choice,
+/// at the least price the measured rungs allow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rival {
+    /// The policy.
+    pub policy: Policy,
+    /// Its summed price.
+    pub price: f64,
+}
+
+/// Least share of the chosen policy's metric (its size, for a size target) that a rival's rung
+/// must move: a rung on a layer too small to matter (a stem's) makes a rival that differs from
+/// the choice by almost nothing, which a fine-tuning could not tell from it.
+pub const MIN_RIVAL_SHARE: f64 = 0.01;
 
 /// The measured price of each arm's rung: (arm index, bits the arm had) → the rise in bandit
 /// cross-entropy its one-rung lowering caused, from the latest step that scored it.
@@ -303,6 +324,7 @@ fn pareto(mut v: Vec<(f64, f64, Vec<u8>)>) -> Vec<(f64, f64, Vec<u8>)> {
 /// is `searched` itself unless another prices lower. Rungs are priced as `pricing` says, with
 /// the rungs `lookahead` priced around `searched` (if given): below it on the search's weights,
 /// or every rung from the top on the FP model, whose prices then replace the competition's.
+/// With `rivals` > 0, up to that many of the result's [`Reallocation::rivals`] come with it.
 #[allow(clippy::too_many_arguments)]
 pub fn reallocate(
     layers: &[LayerInfo],
@@ -313,6 +335,7 @@ pub fn reallocate(
     scheme: WeightQuantizer,
     pricing: Pricing,
     lookahead: Option<&Lookahead>,
+    rivals: usize,
 ) -> Result<Option<Reallocation>> {
     let names = &searched.names;
     let Some((prices, walked)) = prices(steps, lowering, names, pricing, lookahead)? else {
@@ -342,18 +365,6 @@ pub fn reallocate(
             choices(l, &own, &prices, lowering, &start, &metric)
         })
         .collect();
-    let mut frontier = vec![(0.0, 0.0, Vec::new())];
-    for options in &per_layer {
-        let mut next = Vec::with_capacity(frontier.len() * options.len());
-        for (m, p, picks) in &frontier {
-            for (k, c) in options.iter().enumerate() {
-                let mut picks = picks.clone();
-                picks.push(k as u8);
-                next.push((m + c.metric, p + c.price, picks));
-            }
-        }
-        frontier = pareto(next);
-    }
     let policy_of = |picks: &[u8]| Policy {
         names: names.clone(),
         bits: picks
@@ -362,12 +373,8 @@ pub fn reallocate(
             .map(|(&k, o)| o[k as usize].bits)
             .collect(),
     };
-    let meets = |p: &Policy| target.met(&model_cost(layers, p, scheme));
-    let best = frontier
-        .iter()
-        .filter(|(_, _, picks)| meets(&policy_of(picks)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let Some((_, price, picks)) = best else {
+    let meets = |picks: &[u8]| target.met(&model_cost(layers, &policy_of(picks), scheme));
+    let Some((price, picks)) = cheapest(&per_layer, None, &meets) else {
         return Ok(None);
     };
     let searched_price: Option<f64> = per_layer
@@ -376,15 +383,111 @@ pub fn reallocate(
         .map(|(o, b)| o.iter().find(|c| c.bits == *b).map(|c| c.price))
         .sum::<Option<f64>>();
     let (policy, price) = match searched_price {
-        Some(s) if *price >= s - MIN_GAIN => (searched.clone(), s),
-        _ => (policy_of(picks), *price),
+        Some(s) if price >= s - MIN_GAIN => (searched.clone(), s),
+        _ => (policy_of(&picks), price),
     };
+    // The chosen policy's choice in each layer (the search's are among the choices when it
+    // was kept: it was priced).
+    let chosen: Vec<usize> = per_layer
+        .iter()
+        .zip(&policy.bits)
+        .map(|(o, b)| o.iter().position(|c| c.bits == *b).unwrap_or(0))
+        .collect();
+    let total: f64 = chosen
+        .iter()
+        .zip(&per_layer)
+        .map(|(&k, o)| o[k].metric)
+        .sum();
+    let mut found: Vec<Rival> = Vec::new();
+    if rivals > 0 {
+        for (l, options) in per_layer.iter().enumerate() {
+            let own: Vec<Arm> = arms
+                .iter()
+                .filter(|a| a.1.layer == l)
+                .map(|a| a.1)
+                .collect();
+            for k in neighbours(options, chosen[l], &own) {
+                if (options[k].metric - options[chosen[l]].metric).abs() < MIN_RIVAL_SHARE * total {
+                    continue;
+                }
+                let Some((p, picks)) = cheapest(&per_layer, Some((l, k)), &meets) else {
+                    continue;
+                };
+                let rival = policy_of(&picks);
+                if rival != policy && !found.iter().any(|r| r.policy == rival) {
+                    found.push(Rival {
+                        policy: rival,
+                        price: p,
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.price.total_cmp(&b.price));
+        found.truncate(rivals);
+    }
     Ok(Some(Reallocation {
         searched: searched.clone(),
         searched_price,
         policy,
         price,
+        rivals: found,
     }))
+}
+
+/// The least-price way to set every layer (an index into each layer's `per_layer` choices)
+/// whose policy `meets` the target, with layer `fixed.0` held at choice `fixed.1` if given, and
+/// its summed price; `None` when none meets it. An exact multiple-choice knapsack over the
+/// Pareto frontier of (metric, price).
+fn cheapest(
+    per_layer: &[Vec<Choice>],
+    fixed: Option<(usize, usize)>,
+    meets: &dyn Fn(&[u8]) -> bool,
+) -> Option<(f64, Vec<u8>)> {
+    let mut frontier = vec![(0.0, 0.0, Vec::new())];
+    for (l, options) in per_layer.iter().enumerate() {
+        let mut next = Vec::with_capacity(frontier.len() * options.len());
+        for (m, p, picks) in &frontier {
+            for (k, c) in options.iter().enumerate() {
+                if fixed.is_some_and(|(fl, fk)| fl == l && fk != k) {
+                    continue;
+                }
+                let mut picks = picks.clone();
+                picks.push(k as u8);
+                next.push((m + c.metric, p + c.price, picks));
+            }
+        }
+        frontier = pareto(next);
+    }
+    frontier
+        .into_iter()
+        .filter(|(_, _, picks)| meets(picks))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(_, price, picks)| (price, picks))
+}
+
+/// The choices of a layer one rung from choice `k` on one of its `arms`, the layer's other arm
+/// unchanged: the nearest bits above and the nearest below that the measured choices hold.
+fn neighbours(options: &[Choice], k: usize, arms: &[Arm]) -> Vec<usize> {
+    let here = options[k].bits;
+    let mut out = Vec::new();
+    for &arm in arms {
+        let v = moved(arm, here);
+        let others_same = |c: &Choice| {
+            arms.iter()
+                .filter(|o| o.kind != arm.kind)
+                .all(|&o| moved(o, c.bits) == moved(o, here))
+        };
+        let along: Vec<(usize, u32)> = options
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| others_same(c) && moved(arm, c.bits) != v)
+            .map(|(i, c)| (i, moved(arm, c.bits)))
+            .collect();
+        let above = along.iter().filter(|x| x.1 > v).min_by_key(|x| x.1);
+        let below = along.iter().filter(|x| x.1 < v).max_by_key(|x| x.1);
+        out.extend(above.into_iter().chain(below).map(|x| x.0));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -523,6 +626,7 @@ mod tests {
             WeightQuantizer::Dorefa,
             pricing,
             la,
+            0,
         )
     }
 
@@ -573,6 +677,104 @@ mod tests {
             w(&r.policy),
             [6, 6, 2, 4],
             "s2's rung, and the slack back to s1"
+        );
+    }
+
+    #[test]
+    fn rivals_hold_one_layer_a_rung_away_and_re_allocate_the_rest() {
+        let lw = lowering(true);
+        let (records, searched) = steps(&lw, &seed1());
+        let target = Target::Compression(10.0);
+        let pricing = Pricing::default();
+        let r = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+            pricing,
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(w(&r.policy), [8, 4, 3, 3]);
+        let rivals: Vec<(Vec<u32>, f64)> =
+            r.rivals.iter().map(|x| (w(&x.policy), x.price)).collect();
+        // s1 one rung down (4 → 3, priced 0.0616), and s1 one rung up (4 → 6), which s2's
+        // 3 → 2 pays for with fc's rung back; the rungs s2 or fc could move alone either are
+        // unpriced (s2 4, fc 2) or lead to that same rival. The stem's 8 → 6 (priced 0.003,
+        // the cheapest of all) moves too few bits to be a rival.
+        let want = [
+            (vec![8, 3, 3, 3], r.price + 0.0616),
+            (vec![8, 6, 2, 4], r.price - 0.0377 + 0.2335 - 0.12),
+        ];
+        assert_eq!(rivals.len(), want.len(), "{rivals:?}");
+        for ((got, p), (exp, q)) in rivals.iter().zip(&want) {
+            assert_eq!(got, exp);
+            assert!((p - q).abs() < 1e-9, "{p} against {q}");
+        }
+        for x in &r.rivals {
+            let cost = model_cost(&layers(), &x.policy, WeightQuantizer::Dorefa);
+            assert!(target.met(&cost), "{cost:?}");
+        }
+        // Asked for one, the cheapest; asked for none, none, and the same choice.
+        let one = reallocate(
+            &layers(),
+            &records,
+            &searched,
+            &lw,
+            &target,
+            WeightQuantizer::Dorefa,
+            pricing,
+            None,
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(one.rivals, r.rivals[..1]);
+        let none = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert!(none.rivals.is_empty());
+        assert_eq!(none.policy, r.policy);
+    }
+
+    #[test]
+    fn an_untied_layers_neighbours_move_one_arm_one_measured_rung() {
+        let choice = |w, a| Choice {
+            bits: LayerBits { w, a },
+            price: 0.0,
+            metric: 0.0,
+        };
+        // The measured choices of a layer: weights 8/6/4/3 by activations 8/4/3 (6 unmeasured
+        // for activations).
+        let mut options = Vec::new();
+        for w in [8, 6, 4, 3] {
+            for a in [8, 4, 3] {
+                options.push(choice(w, a));
+            }
+        }
+        let arm = |kind| Arm { layer: 0, kind };
+        let arms = [arm(ArmKind::Weight), arm(ArmKind::Act)];
+        let at = |w, a| {
+            options
+                .iter()
+                .position(|c| c.bits == LayerBits { w, a })
+                .unwrap()
+        };
+        let bits = |ks: Vec<usize>| -> Vec<(u32, u32)> {
+            ks.iter()
+                .map(|&k| (options[k].bits.w, options[k].bits.a))
+                .collect()
+        };
+        assert_eq!(
+            bits(neighbours(&options, at(6, 4), &arms)),
+            [(8, 4), (4, 4), (6, 8), (6, 3)]
+        );
+        // At an end of a ladder, one way only.
+        assert_eq!(
+            bits(neighbours(&options, at(3, 8), &arms)),
+            [(4, 8), (3, 4)]
         );
     }
 

@@ -143,6 +143,10 @@ pub struct SearchState {
     /// every rung of each layer alone around the top on the FP model (`--top-prices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookahead: Option<super::lookahead::Lookahead>,
+    /// The audition of the re-allocation's policy against its rivals (`--audition`), when it
+    /// had rivals to weigh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audition: Option<super::audition::Auditioned>,
     /// The raises the budget polish made after the search.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub polish: Vec<Raise>,
