@@ -5,8 +5,8 @@
 //! `cargo run --release --example policy_damage -- FP_CHECKPOINT RUN/state.json POLICY[,POLICY…]
 //! [TOUCH_IMAGES [LR [SEED]]]`
 //!
-//! A POLICY is a string of weight bits, one digit per layer in the model's order (activations at
-//! the search's activation-ladder top), e.g. `6444343436333333432224` for ResNet-20. The search's
+//! A POLICY is a string of weight bits, one digit per layer in the model's order (activations the
+//! same when the search ties them, else at its activation-ladder top), e.g. `6444343436333333432224` for ResNet-20. The search's
 //! settings (quantizers, augmentation, ladders, seed) come from the run's `state.json`. For each
 //! policy it prints the bandit split's mean cross-entropy rise over the FP model, the mean KL
 //! divergence of the policy's softmax from the FP model's, and the bandit top-1. With
@@ -82,6 +82,9 @@ fn main() -> Result<()> {
             b.w = c
                 .to_digit(10)
                 .with_context(|| format!("{digits}: not a digit: {c}"))?;
+            if cfg.lowering.tied {
+                b.a = b.w;
+            }
         }
         let model = ccq::search::lookahead::fp_at(&ck.model, &policy, &cfg, &p.splits, &norm)?;
         if touch > 0 {
