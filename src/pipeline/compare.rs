@@ -13,7 +13,7 @@ use crate::names::Named;
 use crate::quant::policy::{Ladder, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
-use crate::search::audition::{self, Auditioned};
+use crate::search::audition;
 use crate::search::baselines::{ActBits, Method, hawq, hessian_traces, random, uniform};
 use crate::search::ccq::{self as search, SearchEnv};
 use crate::search::config::{FinalFrom, SearchConfig};
@@ -661,10 +661,12 @@ impl Bench<'_> {
                 }
             }
         }
-        let mut r = self.ccq_finish(name, b, model.as_ref(), &policy, search_secs)?;
+        // The audition is part of the allocation's time.
+        let allocation_secs = search_secs + auditioned.as_ref().map_or(0.0, |a| a.seconds);
+        let mut r = self.ccq_finish(name, b, model.as_ref(), &policy, allocation_secs)?;
         if let Some(a) = &auditioned {
             r.audition_epochs = Some(a.epochs(self.p.splits.train.len()));
-            let text = audition_note(a);
+            let text = a.describe();
             r.note = Some(match r.note.take() {
                 Some(n) => format!("{n}; {text}"),
                 None => text,
@@ -1217,40 +1219,6 @@ fn is_standard_baseline(r: &MethodResult) -> bool {
         && !r.method.ends_with(EQUAL)
         && !r.bits.is_empty()
         && r.epochs.is_some()
-}
-
-/// What an audition found, for a result's note: each finalist's changes from the
-/// re-allocation's choice and its bandit loss, the winner marked.
-fn audition_note(a: &Auditioned) -> String {
-    let first = &a.finalists[0].policy;
-    let each: Vec<String> = a
-        .finalists
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let changes: Vec<String> = first
-                .bits
-                .iter()
-                .zip(&f.policy.bits)
-                .enumerate()
-                .filter(|(_, (x, y))| x != y)
-                .map(|(l, (x, y))| format!("{} {x}→{y}", first.names[l]))
-                .collect();
-            let what = if changes.is_empty() {
-                "re-allocation's".to_string()
-            } else {
-                changes.join(", ")
-            };
-            let loss = f.loss.map_or("diverged".into(), |l| format!("{l:.4}"));
-            let mark = if i == a.chosen { " (chosen)" } else { "" };
-            format!("{what} {loss}{mark}")
-        })
-        .collect();
-    format!(
-        "audition ({} images each, bandit loss): {}",
-        a.images,
-        each.join("; ")
-    )
 }
 
 /// Seed of fine-tuning `repeat` of a comparison seeded with `seed`: the seed itself first, so one

@@ -18,7 +18,7 @@ use super::reallocate::Reallocation;
 use crate::data::{Normalization, Splits};
 use crate::events::{Event, Events, Pass};
 use crate::model::{Model, QuantCtx};
-use crate::quant::policy::Policy;
+use crate::quant::policy::{LayerBits, Policy};
 use crate::train::fit::epoch_rng;
 use crate::train::{eval_policy, sgd, train_epoch};
 use anyhow::Result;
@@ -68,6 +68,48 @@ impl Auditioned {
     /// The winning policy.
     pub fn winner(&self) -> &Policy {
         &self.finalists[self.chosen].policy
+    }
+
+    /// The layers whose bits finalist `i` changes from the re-allocation's choice (the first):
+    /// name, the choice's bits, the finalist's.
+    pub fn changes(&self, i: usize) -> Vec<(&str, LayerBits, LayerBits)> {
+        let first = &self.finalists[0].policy;
+        first
+            .bits
+            .iter()
+            .zip(&self.finalists[i].policy.bits)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(l, (a, b))| (first.names[l].as_str(), *a, *b))
+            .collect()
+    }
+
+    /// One line for a report: each finalist's changes and bandit loss, the winner marked.
+    pub fn describe(&self) -> String {
+        let each: Vec<String> = (0..self.finalists.len())
+            .map(|i| {
+                let changes = self.changes(i);
+                let what = if changes.is_empty() {
+                    "re-allocation's".to_string()
+                } else {
+                    let c: Vec<String> = changes
+                        .iter()
+                        .map(|(l, a, b)| format!("{l} {a}→{b}"))
+                        .collect();
+                    c.join(", ")
+                };
+                let loss = self.finalists[i]
+                    .loss
+                    .map_or("diverged".into(), |l| format!("{l:.4}"));
+                let mark = if i == self.chosen { " (chosen)" } else { "" };
+                format!("{what} {loss}{mark}")
+            })
+            .collect();
+        format!(
+            "audition ({} images each, bandit loss): {}",
+            self.images,
+            each.join("; ")
+        )
     }
 
     /// The training the audition spent, in epochs of a training split of `train_len` images.
@@ -180,22 +222,11 @@ fn tuned_loss(
 /// Reports the audition: each finalist's changes from the re-allocation's choice, price and
 /// loss, and the winner.
 fn report(done: &Auditioned, events: &dyn Events) {
-    let first = &done.finalists[0].policy;
-    let names = &first.names;
     let finalists = done
         .finalists
         .iter()
-        .map(|f| {
-            let changes = first
-                .bits
-                .iter()
-                .zip(&f.policy.bits)
-                .enumerate()
-                .filter(|(_, (a, b))| a != b)
-                .map(|(l, (a, b))| (names[l].as_str(), *a, *b))
-                .collect();
-            (changes, f.price, f.loss)
-        })
+        .enumerate()
+        .map(|(i, f)| (done.changes(i), f.price, f.loss))
         .collect();
     events.event(&Event::Auditioned {
         finalists,
@@ -240,5 +271,43 @@ mod tests {
         };
         assert!((a.epochs(64_000) - 0.3).abs() < 1e-12);
         assert!((a.epochs(3200) - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_description_names_each_finalists_changes_and_marks_the_winner() {
+        let names = vec!["s1".to_string(), "fc".to_string()];
+        let p = |s1, fc| Policy {
+            names: names.clone(),
+            bits: vec![LayerBits { w: s1, a: s1 }, LayerBits { w: fc, a: fc }],
+        };
+        let a = Auditioned {
+            finalists: vec![
+                Finalist {
+                    policy: p(4, 3),
+                    price: 0.28,
+                    loss: Some(0.3449),
+                },
+                Finalist {
+                    policy: p(3, 4),
+                    price: 0.29,
+                    loss: Some(0.3238),
+                },
+                Finalist {
+                    policy: p(4, 2),
+                    price: 0.44,
+                    loss: None,
+                },
+            ],
+            chosen: 1,
+            images: 6400,
+            seconds: 8.0,
+        };
+        assert!(a.changes(0).is_empty());
+        assert_eq!(a.winner(), &p(3, 4));
+        assert_eq!(
+            a.describe(),
+            "audition (6400 images each, bandit loss): re-allocation's 0.3449; \
+             s1 W4A4→W3A3, fc W3A3→W4A4 0.3238 (chosen); fc W3A3→W2A2 diverged"
+        );
     }
 }
