@@ -9,7 +9,8 @@
 //! same when the search ties them, else at its activation-ladder top), e.g. `6444343436333333432224` for ResNet-20. The search's
 //! settings (quantizers, augmentation, ladders, seed) come from the run's `state.json`. For each
 //! policy it prints the bandit split's mean cross-entropy rise over the FP model, the mean KL
-//! divergence of the policy's softmax from the FP model's, and the bandit top-1. With
+//! divergence of the policy's softmax from the FP model's, the bandit top-1, and the mean
+//! cross-entropy at the softmax temperature that minimises it (as `--tempered-prices` prices). With
 //! TOUCH_IMAGES > 0, every layer first fine-tunes on that many training images (batches of the
 //! search's size, learning rate LR, default 0.01, decaying linearly to 0, shuffled by SEED,
 //! default the search's).
@@ -111,11 +112,22 @@ fn main() -> Result<()> {
             )?;
         }
         let (ce, kl, hits, _) = damage(&run(&model, &policy)?, &fp_logp)?;
+        let scored = ccq::search::trials::score_trials(
+            &model,
+            &policy,
+            &[],
+            cfg.scheme,
+            bandit,
+            &norm,
+            500,
+            &[],
+        )?;
         println!(
-            "{digits} ce_rise {:.4} kl {:.4} top1 {:.4}",
+            "{digits} ce_rise {:.4} kl {:.4} top1 {:.4} tempered_ce {:.4}",
             (ce - fp_ce) / n,
             kl / n,
-            hits / n
+            hits / n,
+            scored.current.tempered_loss
         );
     }
     Ok(())

@@ -8,6 +8,9 @@
 use crate::quant::policy::LayerBits;
 use std::path::Path;
 
+/// Layers whose bits a policy changes from another: name, bits before, bits after.
+pub type Changes<'a> = Vec<(&'a str, LayerBits, LayerBits)>;
+
 /// Something a job did.
 #[derive(Clone, Debug)]
 pub enum Event<'a> {
@@ -158,7 +161,7 @@ pub enum Event<'a> {
     /// lower.
     Reallocated {
         /// Layers whose bits changed: name, bits in the search's policy, bits now.
-        changes: Vec<(&'a str, LayerBits, LayerBits)>,
+        changes: Changes<'a>,
         /// Summed price of the search's policy (None: a rung of it was never priced).
         searched_price: Option<f64>,
         /// Summed price of the new policy.
@@ -170,7 +173,7 @@ pub enum Event<'a> {
         /// Per finalist (the re-allocation's choice first): the layers whose bits differ from
         /// the choice's (name, the choice's bits, the finalist's), its summed price, and its
         /// bandit loss after the fine-tuning (None: diverged or not finite).
-        finalists: Vec<(Vec<(&'a str, LayerBits, LayerBits)>, f64, Option<f64>)>,
+        finalists: Vec<(Changes<'a>, f64, Option<f64>)>,
         /// Index of the winner.
         chosen: usize,
         /// Training images each finalist fine-tuned on.

@@ -26,6 +26,7 @@ fn result(method: &str, budget: f64, compression: f64, top1: f64, bits: &[u32]) 
         seconds: 10.0,
         note: None,
         epochs: Some(2.0),
+        audition_epochs: None,
         test_top1_each: Vec::new(),
     }
 }

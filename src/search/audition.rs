@@ -16,9 +16,9 @@ use super::config::SearchConfig;
 use super::lookahead::fp_at;
 use super::reallocate::Reallocation;
 use crate::data::{Normalization, Splits};
-use crate::events::{Event, Events, Pass};
+use crate::events::{Changes, Event, Events, Pass};
 use crate::model::{Model, QuantCtx};
-use crate::quant::policy::{LayerBits, Policy};
+use crate::quant::policy::Policy;
 use crate::train::fit::epoch_rng;
 use crate::train::{eval_policy, sgd, train_epoch};
 use anyhow::Result;
@@ -72,7 +72,7 @@ impl Auditioned {
 
     /// The layers whose bits finalist `i` changes from the re-allocation's choice (the first):
     /// name, the choice's bits, the finalist's.
-    pub fn changes(&self, i: usize) -> Vec<(&str, LayerBits, LayerBits)> {
+    pub fn changes(&self, i: usize) -> Changes<'_> {
         let first = &self.finalists[0].policy;
         first
             .bits
@@ -239,6 +239,7 @@ fn report(done: &Auditioned, events: &dyn Events) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::policy::LayerBits;
 
     #[test]
     fn the_least_finite_loss_wins_and_the_first_keeps_a_tie() {
@@ -254,10 +255,7 @@ mod tests {
 
     #[test]
     fn the_audition_spends_each_finalists_images_capped_at_the_split() {
-        let p = Policy::uniform(
-            &["a".to_string()],
-            crate::quant::policy::LayerBits { w: 4, a: 4 },
-        );
+        let p = Policy::uniform(&["a".to_string()], LayerBits { w: 4, a: 4 });
         let f = |loss| Finalist {
             policy: p.clone(),
             price: 0.0,
