@@ -334,6 +334,9 @@ fn train_qat_quantize_and_resume() {
             ft_epochs,
             "--reallocate",
             "true",
+            // The re-allocation's policy auditioned against up to two rivals.
+            "--audition",
+            "3",
             // 100 of the 180 training images per search epoch: the search spends fractions.
             "--ft-samples",
             "100",
@@ -392,16 +395,19 @@ fn train_qat_quantize_and_resume() {
     }
     // The default CCQ fine-tunes its policy from the FP model (the search only chooses it):
     // --ft-epochs once, like every other method.
+    let mut auditioned = 0;
     for b in [5.0, 7.0] {
         let r = results
             .iter()
             .find(|r| r["method"] == "ccq" && r["budget"].as_f64() == Some(b))
             .unwrap();
         assert_eq!(r["epochs"].as_f64(), Some(1.0), "{r}");
-        // The audition (improved, after the re-allocation) is noted where it ran: each
-        // finalist fine-tuned on min(6400, the 180 training images), one epoch each here.
+        // The audition (`--audition 3`, after the re-allocation) is noted where it had rivals
+        // to weigh: each finalist fine-tuned on min(6400, the 180 training images), one epoch
+        // each here.
         match r["audition_epochs"].as_f64() {
             Some(a) => {
+                auditioned += 1;
                 let finalists = (a.round() as usize).clamp(2, 3);
                 assert_eq!(a, finalists as f64, "{r}");
                 let note = r["note"].as_str().unwrap();
@@ -411,6 +417,7 @@ fn train_qat_quantize_and_resume() {
             None => assert!(r["note"].is_null(), "{r}"),
         }
     }
+    assert!(auditioned > 0, "no budget had rivals to audition");
     // Equal compute: continuing with --equal-compute adds every other method's policies
     // fine-tuned for as many epochs as CCQ spent reaching each budget (each of its search
     // epochs 100/180 of one, the fraction trained as a partial last epoch), plus its audition

@@ -35,7 +35,7 @@ pub struct PriceFlags {
     /// After the re-allocation, audition its policy against its cheapest rivals (each a layer
     /// one rung away, the rest re-allocated): N finalists, each fine-tuned from the FP model on
     /// --audition-images training images and scored on the bandit split; the least loss wins
-    /// (improved, with the re-allocation: 3; 0 or 1: off).
+    /// (default off in both variants; 3 measured; 0 or 1: off).
     #[arg(long, value_name = "N")]
     pub audition: Option<usize>,
     /// Training images each finalist of the audition fine-tunes on [default: 6400].
