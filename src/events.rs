@@ -11,6 +11,35 @@ use std::path::Path;
 /// Layers whose bits a policy changes from another: name, bits before, bits after.
 pub type Changes<'a> = Vec<(&'a str, LayerBits, LayerBits)>;
 
+/// `changes` as `layer W4A4 → W3A3, …`.
+pub fn changes_text(changes: &[(&str, LayerBits, LayerBits)]) -> String {
+    let each: Vec<String> = changes
+        .iter()
+        .map(|(l, b, a)| format!("{l} {b} → {a}"))
+        .collect();
+    each.join(", ")
+}
+
+/// An audition's finalists ([`Event::Auditioned`]) as one text: each one's changes from the
+/// re-allocation's choice, price and bandit loss, the winner (`chosen`) marked.
+pub fn finalists_text(finalists: &[(Changes<'_>, f64, Option<f64>)], chosen: usize) -> String {
+    let each: Vec<String> = finalists
+        .iter()
+        .enumerate()
+        .map(|(i, (changes, price, loss))| {
+            let what = if changes.is_empty() {
+                "re-allocation's".to_string()
+            } else {
+                changes_text(changes)
+            };
+            let mark = if i == chosen { " (chosen)" } else { "" };
+            let loss = loss.map_or("diverged".into(), |l| format!("{l:.4}"));
+            format!("{what}: price {price:.4}, loss {loss}{mark}")
+        })
+        .collect();
+    each.join("; ")
+}
+
 /// Something a job did.
 #[derive(Clone, Debug)]
 pub enum Event<'a> {

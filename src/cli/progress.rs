@@ -1,7 +1,7 @@
 //! The command line's observer: progress bars (indicatif) and log lines from the library's
 //! events, with a quiet mode for logs.
 
-use ccq::events::{Event, Events};
+use ccq::events::{Event, Events, changes_text, finalists_text};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -167,35 +167,24 @@ impl Events for Console {
                 rungs,
                 seconds,
                 changed,
-            } => self.line(format!(
-                "{} {rungs} rungs {} in {seconds:.0}s; the re-allocation {}",
-                match (whole, top) {
-                    (_, true) => "top prices: priced",
-                    (true, _) => "FP prices: priced",
-                    _ => "look-ahead: priced",
-                },
-                match (whole, top) {
-                    (_, true) => "of every layer alone on the FP model at the top",
-                    (true, _) => "of every layer on the FP model at the search's policy",
-                    _ => "below the search's policy",
-                },
-                if *changed {
-                    "differs from the one without them"
-                } else {
-                    "is the same as without them"
-                }
-            )),
+            } => {
+                let (what, around) = match (whole, top) {
+                    (_, true) => ("top", "of every layer alone on the FP model at the top"),
+                    (true, _) => ("FP", "of every layer on the FP model at the search's policy"),
+                    _ => ("look-ahead", "below the search's policy"),
+                };
+                let same = if *changed { "differs from" } else { "is the same as" };
+                self.line(format!(
+                    "{what} prices: priced {rungs} rungs {around} in {seconds:.0}s; the re-allocation {same} the one without them"
+                ))
+            }
             Event::Reallocated {
                 changes,
                 searched_price,
                 price,
             } => self.line(format!(
                 "re-allocated: {} (measured price {} → {price:.4})",
-                changes
-                    .iter()
-                    .map(|(l, b, a)| format!("{l} {b} → {a}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                changes_text(changes),
                 searched_price.map_or("unmeasured".into(), |p| format!("{p:.4}"))
             )),
             Event::Auditioned {
@@ -205,25 +194,7 @@ impl Events for Console {
                 seconds,
             } => self.line(format!(
                 "audition ({images} images each, {seconds:.0}s): {}",
-                finalists
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (changes, price, loss))| {
-                        let what = if changes.is_empty() {
-                            "re-allocation's".to_string()
-                        } else {
-                            changes
-                                .iter()
-                                .map(|(l, b, a)| format!("{l} {b} → {a}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        };
-                        let mark = if i == *chosen { " (chosen)" } else { "" };
-                        let loss = loss.map_or("diverged".into(), |l| format!("{l:.4}"));
-                        format!("{what} price {price:.4} loss {loss}{mark}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                finalists_text(finalists, *chosen)
             )),
             Event::Raised {
                 layer,

@@ -16,7 +16,7 @@ use super::config::SearchConfig;
 use super::lookahead::fp_at;
 use super::reallocate::Reallocation;
 use crate::data::{Normalization, Splits};
-use crate::events::{Changes, Event, Events, Pass};
+use crate::events::{Changes, Event, Events, Pass, finalists_text};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
 use crate::train::fit::epoch_rng;
@@ -84,31 +84,22 @@ impl Auditioned {
             .collect()
     }
 
-    /// One line for a report: each finalist's changes and bandit loss, the winner marked.
+    /// Each finalist's changes from the re-allocation's choice, summed price and bandit loss,
+    /// as [`Event::Auditioned`] reports them.
+    pub fn finalists(&self) -> Vec<(Changes<'_>, f64, Option<f64>)> {
+        self.finalists
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (self.changes(i), f.price, f.loss))
+            .collect()
+    }
+
+    /// One line for a report: each finalist's changes, price and loss, the winner marked.
     pub fn describe(&self) -> String {
-        let each: Vec<String> = (0..self.finalists.len())
-            .map(|i| {
-                let changes = self.changes(i);
-                let what = if changes.is_empty() {
-                    "re-allocation's".to_string()
-                } else {
-                    let c: Vec<String> = changes
-                        .iter()
-                        .map(|(l, a, b)| format!("{l} {a}→{b}"))
-                        .collect();
-                    c.join(", ")
-                };
-                let loss = self.finalists[i]
-                    .loss
-                    .map_or("diverged".into(), |l| format!("{l:.4}"));
-                let mark = if i == self.chosen { " (chosen)" } else { "" };
-                format!("{what} {loss}{mark}")
-            })
-            .collect();
         format!(
             "audition ({} images each, bandit loss): {}",
             self.images,
-            each.join("; ")
+            finalists_text(&self.finalists(), self.chosen)
         )
     }
 
@@ -222,14 +213,8 @@ fn tuned_loss(
 /// Reports the audition: each finalist's changes from the re-allocation's choice, price and
 /// loss, and the winner.
 fn report(done: &Auditioned, events: &dyn Events) {
-    let finalists = done
-        .finalists
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (done.changes(i), f.price, f.loss))
-        .collect();
     events.event(&Event::Auditioned {
-        finalists,
+        finalists: done.finalists(),
         chosen: done.chosen,
         images: done.images,
         seconds: done.seconds,
@@ -304,8 +289,9 @@ mod tests {
         assert_eq!(a.winner(), &p(3, 4));
         assert_eq!(
             a.describe(),
-            "audition (6400 images each, bandit loss): re-allocation's 0.3449; \
-             s1 W4A4→W3A3, fc W3A3→W4A4 0.3238 (chosen); fc W3A3→W2A2 diverged"
+            "audition (6400 images each, bandit loss): re-allocation's: price 0.2800, loss \
+             0.3449; s1 W4A4 → W3A3, fc W3A3 → W4A4: price 0.2900, loss 0.3238 (chosen); \
+             fc W3A3 → W2A2: price 0.4400, loss diverged"
         );
     }
 }
