@@ -234,10 +234,32 @@ fn the_final_fine_tuning_starts_where_asked() {
     assert_eq!(weights(FinalFrom::Best), weights(kept));
 }
 
+/// The re-allocation of `searched` by the prices `run`'s search recorded, with up to `rivals`
+/// rivals.
+fn reallocation_of(
+    run: &pipeline::Quantized,
+    searched: &ccq::quant::policy::Policy,
+    rivals: usize,
+) -> ccq::search::reallocate::Reallocation {
+    let cfg = &run.state.config;
+    ccq::search::reallocate::reallocate(
+        &run.layers,
+        &run.state.steps,
+        searched,
+        &cfg.lowering,
+        &cfg.target.unwrap(),
+        cfg.scheme.weight,
+        cfg.pricing(),
+        None,
+        rivals,
+    )
+    .unwrap()
+    .expect("every step recorded its bandit loss")
+}
+
 #[test]
 fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     use ccq::model::cost::model_cost;
-    use ccq::search::reallocate::reallocate;
     let t = tempfile::tempdir().unwrap();
     let (d, fp, _) = trained_fp(t.path());
     // The same search with the re-allocation and without it or the polish.
@@ -266,19 +288,7 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
     let searched = off.state.policy.clone();
     let cfg = &on.state.config;
     let target = cfg.target.unwrap();
-    let r = reallocate(
-        &on.layers,
-        &on.state.steps,
-        &searched,
-        &cfg.lowering,
-        &target,
-        cfg.scheme.weight,
-        cfg.pricing(),
-        None,
-        0,
-    )
-    .unwrap()
-    .expect("every step recorded its bandit loss");
+    let r = reallocation_of(&on, &searched, 0);
     assert!(r.price <= r.searched_price.unwrap());
     match &on.state.reallocation {
         // Changed: recorded, adopted, strictly cheaper, and no polish after it.
@@ -298,7 +308,7 @@ fn the_reallocation_is_the_knapsack_of_the_recorded_prices() {
 #[test]
 fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short_fine_tuning() {
     use ccq::model::cost::model_cost;
-    use ccq::search::{audition, reallocate::reallocate};
+    use ccq::search::audition;
     let t = tempfile::tempdir().unwrap();
     let (d, fp, _) = trained_fp(t.path());
     // Four finalists, each fine-tuned on 96 images (three batches).
@@ -329,19 +339,7 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
         .as_ref()
         .map_or(off.state.policy.clone(), |r| r.searched.clone());
     let target = cfg.target.unwrap();
-    let r = reallocate(
-        &on.layers,
-        &on.state.steps,
-        &searched,
-        &cfg.lowering,
-        &target,
-        cfg.scheme.weight,
-        cfg.pricing(),
-        None,
-        settings.finalists - 1,
-    )
-    .unwrap()
-    .expect("priced");
+    let r = reallocation_of(&on, &searched, settings.finalists - 1);
     assert_eq!(r.policy, off.state.policy, "the re-allocation's choice");
     let a = on.state.audition.as_ref().expect("the choice had rivals");
     assert!(!r.rivals.is_empty() && r.rivals.len() <= 3);

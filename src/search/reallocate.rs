@@ -685,20 +685,22 @@ mod tests {
         let lw = lowering(true);
         let (records, searched) = steps(&lw, &seed1());
         let target = Target::Compression(10.0);
-        let pricing = Pricing::default();
-        let r = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-            pricing,
-            None,
-            10,
-        )
-        .unwrap()
-        .unwrap();
+        let with = |rivals| {
+            reallocate(
+                &layers(),
+                &records,
+                &searched,
+                &lw,
+                &target,
+                WeightQuantizer::Dorefa,
+                Pricing::default(),
+                None,
+                rivals,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let r = with(10);
         assert_eq!(w(&r.policy), [8, 4, 3, 3]);
         let rivals: Vec<(Vec<u32>, f64)> =
             r.rivals.iter().map(|x| (w(&x.policy), x.price)).collect();
@@ -720,21 +722,8 @@ mod tests {
             assert!(target.met(&cost), "{cost:?}");
         }
         // Asked for one, the cheapest; asked for none, none, and the same choice.
-        let one = reallocate(
-            &layers(),
-            &records,
-            &searched,
-            &lw,
-            &target,
-            WeightQuantizer::Dorefa,
-            pricing,
-            None,
-            1,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(one.rivals, r.rivals[..1]);
-        let none = run(&lw, &records, &searched, &target).unwrap().unwrap();
+        assert_eq!(with(1).rivals, r.rivals[..1]);
+        let none = with(0);
         assert!(none.rivals.is_empty());
         assert_eq!(none.policy, r.policy);
     }
