@@ -311,6 +311,12 @@ impl SearchSettings {
                     .into(),
             ));
         }
+        if self.audition_images.is_some() && finalists <= 1 {
+            return Err(Error::InvalidConfig(
+                "--audition-images sets the audition's fine-tuning, which is off: add --audition N (N ≥ 2)"
+                    .into(),
+            ));
+        }
         if self.audition_images == Some(0) {
             return Err(Error::InvalidConfig(
                 "--audition-images must be at least 1 (to turn the audition off: --audition 0)"
@@ -592,9 +598,15 @@ mod tests {
         }
         let none = SearchSettings {
             audition_images: Some(0),
-            ..SearchSettings::default()
+            ..on.clone()
         };
         refused(cfg(&none), "--audition-images");
+        // Its images without the audition would be ignored: refused, naming the flag.
+        let alone = SearchSettings {
+            audition_images: Some(1000),
+            ..SearchSettings::default()
+        };
+        refused(cfg(&alone), "--audition N");
     }
 
     #[test]
