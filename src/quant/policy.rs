@@ -102,6 +102,17 @@ impl Policy {
         }
     }
 
+    /// The layers whose bits `other` changes from this policy: name, bits here, bits there.
+    pub fn changes_to(&self, other: &Policy) -> Vec<(&str, LayerBits, LayerBits)> {
+        self.bits
+            .iter()
+            .zip(&other.bits)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(l, (a, b))| (self.names[l].as_str(), *a, *b))
+            .collect()
+    }
+
     /// The network input is an 8-bit image: the first layer's activation bits are 8 when the
     /// model is quantized, float when it is not.
     pub fn fix_input_layer(&mut self) {

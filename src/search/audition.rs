@@ -13,12 +13,12 @@
 //! The re-allocation's choice keeps its place unless a rival scores strictly lower.
 
 use super::config::SearchConfig;
-use super::lookahead::fp_at;
 use super::reallocate::Reallocation;
 use crate::data::{Normalization, Splits};
 use crate::events::{Changes, Event, Events, Pass, finalists_text};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
+use crate::train::calibrate::calibrate;
 use crate::train::fit::epoch_rng;
 use crate::train::{eval_policy, sgd, train_epoch};
 use anyhow::Result;
@@ -73,15 +73,9 @@ impl Auditioned {
     /// The layers whose bits finalist `i` changes from the re-allocation's choice (the first):
     /// name, the choice's bits, the finalist's.
     pub fn changes(&self, i: usize) -> Changes<'_> {
-        let first = &self.finalists[0].policy;
-        first
-            .bits
-            .iter()
-            .zip(&self.finalists[i].policy.bits)
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(l, (a, b))| (first.names[l].as_str(), *a, *b))
-            .collect()
+        self.finalists[0]
+            .policy
+            .changes_to(&self.finalists[i].policy)
     }
 
     /// Each finalist's changes from the re-allocation's choice, summed price and bandit loss,
@@ -151,8 +145,12 @@ pub fn audition(
         price: rv.price,
         loss: None,
     }));
+    // The calibration images every finalist starts from, drawn once.
+    let calib = crate::data::calibration_images(&splits.train, norm, fp.net.device(), cfg.augment)?;
     for f in &mut finalists {
-        f.loss = tuned_loss(fp, &f.policy, cfg, settings.images, splits, norm, events)?;
+        let model = fp.clone();
+        calibrate(&model.net, &f.policy, cfg.scheme, &calib);
+        f.loss = tuned_loss(model, &f.policy, cfg, settings.images, splits, norm, events)?;
     }
     let losses: Vec<Option<f64>> = finalists.iter().map(|f| f.loss).collect();
     let chosen = winner(&losses);
@@ -166,11 +164,11 @@ pub fn audition(
     Ok(Some(done))
 }
 
-/// The mean bandit cross-entropy of `policy` after fine-tuning every layer for `images`
-/// training images from `fp` calibrated at it; `None` when the fine-tuning diverged or the loss
-/// is not finite.
+/// The mean bandit cross-entropy of `policy` after fine-tuning every layer of `model` (the FP
+/// model calibrated at it) for `images` training images; `None` when the fine-tuning diverged or
+/// the loss is not finite.
 fn tuned_loss(
-    fp: &Model,
+    model: Model,
     policy: &Policy,
     cfg: &SearchConfig,
     images: usize,
@@ -178,7 +176,6 @@ fn tuned_loss(
     norm: &Normalization,
     events: &dyn Events,
 ) -> Result<Option<f64>> {
-    let model = fp_at(fp, policy, cfg, splits, norm)?;
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
     let mut optim = sgd(&cfg.hyper);
     let mut rng = epoch_rng(cfg.seed ^ AUDITION_SEED, 0);

@@ -577,16 +577,7 @@ pub fn rescale_between(model: &Model, from: &Policy, to: &Policy, scheme: QuantS
 
 /// Reports what a re-allocation changed (for a policy whose searched weights are not at hand).
 pub fn report_reallocation(r: &Reallocation, events: &dyn Events) {
-    let names = &r.searched.names;
-    let changes = r
-        .searched
-        .bits
-        .iter()
-        .zip(&r.policy.bits)
-        .enumerate()
-        .filter(|(_, (b, a))| b != a)
-        .map(|(l, (b, a))| (names[l].as_str(), *b, *a))
-        .collect();
+    let changes = r.searched.changes_to(&r.policy);
     events.event(&Event::Reallocated {
         changes,
         searched_price: r.searched_price,
