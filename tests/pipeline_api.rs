@@ -349,7 +349,9 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
     assert_eq!(policies, expected);
     assert_eq!(a.images, 96);
     for f in &a.finalists {
-        assert!(f.loss.is_some_and(|l| l.is_finite() && l > 0.0), "{f:?}");
+        // A cross-entropy: finite and never negative (0 to the float's precision is possible
+        // on this separable synthetic data, depending on the threads' summation order).
+        assert!(f.loss.is_some_and(|l| l.is_finite() && l >= 0.0), "{f:?}");
         assert!(target.met(&model_cost(&on.layers, &f.policy, cfg.scheme.weight)));
     }
     // The least loss won, and the search ended at it.
