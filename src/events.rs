@@ -201,12 +201,14 @@ pub enum Event<'a> {
     Auditioned {
         /// Per finalist (the re-allocation's choice first): the layers whose bits differ from
         /// the choice's (name, the choice's bits, the finalist's), its summed price, and its
-        /// bandit loss after the fine-tuning (None: diverged or not finite).
+        /// bandit loss after the fine-tuning, as `score` names it (None: diverged or not finite).
         finalists: Vec<(Changes<'a>, f64, Option<f64>)>,
         /// Index of the winner.
         chosen: usize,
         /// Training images each finalist fine-tuned on.
         images: usize,
+        /// What the losses are ("bandit loss", "tempered bandit loss").
+        score: &'static str,
         /// Seconds it took.
         seconds: f64,
     },

@@ -1,6 +1,8 @@
 //! The flags of CCQ's re-allocation and of how it prices rungs, shared by `ccq quantize` and
 //! `ccq compare`.
 
+use super::args::named;
+use ccq::search::audition::AuditionScore;
 use clap::Args;
 
 /// How CCQ re-allocates the rungs once the target is met, and what prices it uses.
@@ -41,4 +43,8 @@ pub struct PriceFlags {
     /// Training images each finalist of the audition fine-tunes on [default: 6400].
     #[arg(long, value_name = "IMAGES")]
     pub audition_images: Option<usize>,
+    /// What the audition scores its finalists by: `loss` (bandit cross-entropy) or `tempered`
+    /// (the same at the temperature that minimises it) [default: tempered].
+    #[arg(long, value_parser = named::<AuditionScore>())]
+    pub audition_score: Option<AuditionScore>,
 }

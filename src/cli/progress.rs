@@ -191,9 +191,10 @@ impl Events for Console {
                 finalists,
                 chosen,
                 images,
+                score,
                 seconds,
             } => self.line(format!(
-                "audition ({images} images each, {seconds:.0}s): {}",
+                "audition ({images} images each, {score}, {seconds:.0}s): {}",
                 finalists_text(finalists, *chosen)
             )),
             Event::Raised {

@@ -173,6 +173,7 @@ impl SearchFlags {
             top_prices: self.prices.top_prices,
             audition: self.prices.audition,
             audition_images: self.prices.audition_images,
+            audition_score: self.prices.audition_score,
             budget_aware: self.budget_aware,
             trial_images: self.trial_images,
             lambda: match (self.lambda_odd, self.lambda_a, self.lambda_b) {

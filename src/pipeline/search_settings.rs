@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::names::Named;
 use crate::quant::policy::Ladder;
 use crate::quant::quantizer::QuantScheme;
-use crate::search::audition::Audition;
+use crate::search::audition::{Audition, AuditionScore};
 use crate::search::bandit::LambdaSchedule;
 use crate::search::config::{FinalFrom, Finetune, SearchConfig, StopRule};
 use crate::search::reward::{Reward, TrialSignal};
@@ -148,6 +148,8 @@ pub struct SearchSettings {
     /// Training images each finalist of the audition fine-tunes on (default
     /// [`AUDITION_IMAGES`]).
     pub audition_images: Option<usize>,
+    /// What the audition scores its finalists by (default: tempered loss).
+    pub audition_score: Option<AuditionScore>,
     /// Count only the saving that goes toward the nearest unmet goal (default off in both
     /// variants).
     pub budget_aware: Option<bool>,
@@ -219,6 +221,7 @@ impl Default for SearchSettings {
             top_prices: None,
             audition: None,
             audition_images: None,
+            audition_score: None,
             budget_aware: None,
             trial_images: None,
             lambda: None,
@@ -311,11 +314,15 @@ impl SearchSettings {
                     .into(),
             ));
         }
-        if self.audition_images.is_some() && finalists <= 1 {
-            return Err(Error::InvalidConfig(
-                "--audition-images sets the audition's fine-tuning, which is off: add --audition N (N ≥ 2)"
-                    .into(),
-            ));
+        for (set, flag) in [
+            (self.audition_images.is_some(), "--audition-images"),
+            (self.audition_score.is_some(), "--audition-score"),
+        ] {
+            if set && finalists <= 1 {
+                return Err(Error::InvalidConfig(format!(
+                    "{flag} sets the audition, which is off: add --audition N (N ≥ 2)"
+                )));
+            }
         }
         if self.audition_images == Some(0) {
             return Err(Error::InvalidConfig(
@@ -326,6 +333,7 @@ impl SearchSettings {
         let audition = (finalists > 1).then(|| Audition {
             finalists,
             images: self.audition_images.unwrap_or(AUDITION_IMAGES),
+            score: self.audition_score.unwrap_or(AuditionScore::Tempered),
         });
         if let Some(d) = &self.distill {
             d.validate().map_err(Error::InvalidConfig)?;
@@ -559,12 +567,14 @@ mod tests {
             Some(Audition {
                 finalists: 3,
                 images: AUDITION_IMAGES,
+                score: AuditionScore::Tempered,
             })
         );
-        // Its size and images can be set; 0 or 1 finalists (nothing to weigh) is off.
+        // Its size, images and score can be set; 0 or 1 finalists (nothing to weigh) is off.
         let set = SearchSettings {
             audition: Some(5),
             audition_images: Some(1000),
+            audition_score: Some(AuditionScore::Loss),
             ..SearchSettings::default()
         };
         assert_eq!(
@@ -572,6 +582,7 @@ mod tests {
             Some(Audition {
                 finalists: 5,
                 images: 1000,
+                score: AuditionScore::Loss,
             })
         );
         for off in [0, 1] {
@@ -607,6 +618,11 @@ mod tests {
             ..SearchSettings::default()
         };
         refused(cfg(&alone), "--audition N");
+        let alone = SearchSettings {
+            audition_score: Some(AuditionScore::Loss),
+            ..SearchSettings::default()
+        };
+        refused(cfg(&alone), "--audition-score sets the audition");
     }
 
     #[test]

@@ -9,18 +9,20 @@
 //! ranks the two that way. So the finalists (the re-allocation's choice and its
 //! [`super::reallocate::Reallocation::rivals`]) each start where the final fine-tuning from FP
 //! starts (the FP model calibrated at the policy), train every layer on the same training
-//! images in the same order, and are scored by their mean cross-entropy on the bandit split.
-//! The re-allocation's choice keeps its place unless a rival scores strictly lower.
+//! images in the same order, and are scored on the bandit split by their mean cross-entropy,
+//! plain or tempered ([`AuditionScore`]). The re-allocation's choice keeps its place unless a
+//! rival scores strictly lower.
 
 use super::config::SearchConfig;
 use super::reallocate::Reallocation;
+use super::trials::{TRIAL_BATCH, score_trials};
 use crate::data::{Normalization, Splits};
 use crate::events::{Changes, Event, Events, Pass, finalists_text};
 use crate::model::{Model, QuantCtx};
 use crate::quant::policy::Policy;
 use crate::train::calibrate::calibrate;
 use crate::train::fit::epoch_rng;
-use crate::train::{eval_policy, sgd, train_epoch};
+use crate::train::{sgd, train_epoch};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -29,7 +31,32 @@ use std::time::Instant;
 /// the same order.
 const AUDITION_SEED: u64 = 0xA0D1_7105;
 
-/// How the audition runs (`--audition`, `--audition-images`).
+/// What the audition scores a finalist by once it is fine-tuned (`--audition-score`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditionScore {
+    /// Mean bandit cross-entropy (what an audition recorded before the choice existed).
+    #[default]
+    Loss,
+    /// Mean bandit cross-entropy at the softmax temperature that minimises it, as
+    /// `--tempered-prices` prices the re-allocation: a short fine-tuning's cross-entropy also
+    /// rewards a classifier whose logits are merely better scaled.
+    Tempered,
+}
+
+impl crate::names::Named for AuditionScore {
+    const ALL: &'static [Self] = &[AuditionScore::Loss, AuditionScore::Tempered];
+    const WHAT: &'static str = "audition score";
+    fn name(&self) -> &'static str {
+        match self {
+            AuditionScore::Loss => "loss",
+            AuditionScore::Tempered => "tempered",
+        }
+    }
+}
+crate::from_str_by_name!(AuditionScore);
+
+/// How the audition runs (`--audition`, `--audition-images`, `--audition-score`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Audition {
     /// Policies auditioned: the re-allocation's and up to this many less one of its rivals.
@@ -37,6 +64,9 @@ pub struct Audition {
     /// Training images each finalist fine-tunes on (the learning rate falls linearly from the
     /// collaboration's peak to 0 over them).
     pub images: usize,
+    /// What the finalists are scored by (plain cross-entropy in settings recorded before it).
+    #[serde(default)]
+    pub score: AuditionScore,
 }
 
 /// One finalist and how it did.
@@ -49,6 +79,20 @@ pub struct Finalist {
     /// Mean bandit cross-entropy after its fine-tuning (`None`: the fine-tuning diverged or the
     /// loss was not finite, so it cannot win).
     pub loss: Option<f64>,
+    /// The same at the softmax temperature that minimises it (`None` as for `loss`, and in
+    /// auditions recorded before it was measured).
+    #[serde(default)]
+    pub tempered: Option<f64>,
+}
+
+impl Finalist {
+    /// What `score` judges this finalist by.
+    pub fn score(&self, score: AuditionScore) -> Option<f64> {
+        match score {
+            AuditionScore::Loss => self.loss,
+            AuditionScore::Tempered => self.tempered,
+        }
+    }
 }
 
 /// What an audition found.
@@ -60,6 +104,9 @@ pub struct Auditioned {
     pub chosen: usize,
     /// Training images each finalist fine-tuned on.
     pub images: usize,
+    /// What the winner was chosen by.
+    #[serde(default)]
+    pub score: AuditionScore,
     /// Wall time.
     pub seconds: f64,
 }
@@ -78,21 +125,30 @@ impl Auditioned {
             .changes_to(&self.finalists[i].policy)
     }
 
-    /// Each finalist's changes from the re-allocation's choice, summed price and bandit loss,
-    /// as [`Event::Auditioned`] reports them.
+    /// Each finalist's changes from the re-allocation's choice, summed price and score (the
+    /// bandit loss the audition chose by), as [`Event::Auditioned`] reports them.
     pub fn finalists(&self) -> Vec<(Changes<'_>, f64, Option<f64>)> {
         self.finalists
             .iter()
             .enumerate()
-            .map(|(i, f)| (self.changes(i), f.price, f.loss))
+            .map(|(i, f)| (self.changes(i), f.price, f.score(self.score)))
             .collect()
     }
 
-    /// One line for a report: each finalist's changes, price and loss, the winner marked.
+    /// What the scores are, in words ("bandit loss", "tempered bandit loss").
+    pub fn score_name(&self) -> &'static str {
+        match self.score {
+            AuditionScore::Loss => "bandit loss",
+            AuditionScore::Tempered => "tempered bandit loss",
+        }
+    }
+
+    /// One line for a report: each finalist's changes, price and score, the winner marked.
     pub fn describe(&self) -> String {
         format!(
-            "audition ({} images each, bandit loss): {}",
+            "audition ({} images each, {}): {}",
             self.images,
+            self.score_name(),
             finalists_text(&self.finalists(), self.chosen)
         )
     }
@@ -139,35 +195,39 @@ pub fn audition(
         policy: r.policy.clone(),
         price: r.price,
         loss: None,
+        tempered: None,
     }];
     finalists.extend(r.rivals[..rivals].iter().map(|rv| Finalist {
         policy: rv.policy.clone(),
         price: rv.price,
         loss: None,
+        tempered: None,
     }));
     // The calibration images every finalist starts from, drawn once.
     let calib = crate::data::calibration_images(&splits.train, norm, fp.net.device(), cfg.augment)?;
     for f in &mut finalists {
         let model = fp.clone();
         calibrate(&model.net, &f.policy, cfg.scheme, &calib);
-        f.loss = tuned_loss(model, &f.policy, cfg, settings.images, splits, norm, events)?;
+        let tuned = tuned_losses(model, &f.policy, cfg, settings.images, splits, norm, events)?;
+        (f.loss, f.tempered) = (tuned.map(|t| t.0), tuned.map(|t| t.1));
     }
-    let losses: Vec<Option<f64>> = finalists.iter().map(|f| f.loss).collect();
-    let chosen = winner(&losses);
+    let scores: Vec<Option<f64>> = finalists.iter().map(|f| f.score(settings.score)).collect();
+    let chosen = winner(&scores);
     let done = Auditioned {
         finalists,
         chosen,
         images: settings.images,
+        score: settings.score,
         seconds: started.elapsed().as_secs_f64(),
     };
     report(&done, events);
     Ok(Some(done))
 }
 
-/// The mean bandit cross-entropy of `policy` after fine-tuning every layer of `model` (the FP
-/// model calibrated at it) for `images` training images; `None` when the fine-tuning diverged or
-/// the loss is not finite.
-fn tuned_loss(
+/// The mean bandit cross-entropy of `policy`, plain and tempered, after fine-tuning every layer
+/// of `model` (the FP model calibrated at it) for `images` training images; `None` when the
+/// fine-tuning diverged or either loss is not finite.
+fn tuned_losses(
     model: Model,
     policy: &Policy,
     cfg: &SearchConfig,
@@ -175,7 +235,7 @@ fn tuned_loss(
     splits: &Splits,
     norm: &Normalization,
     events: &dyn Events,
-) -> Result<Option<f64>> {
+) -> Result<Option<(f64, f64)>> {
     let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
     let mut optim = sgd(&cfg.hyper);
     let mut rng = epoch_rng(cfg.seed ^ AUDITION_SEED, 0);
@@ -203,8 +263,18 @@ fn tuned_loss(
             None => Err(e),
         };
     }
-    let eval = eval_policy(&model, policy, cfg.scheme, &splits.bandit, norm, None)?;
-    Ok(Some(eval.loss).filter(|l| l.is_finite()))
+    let scored = score_trials(
+        &model,
+        policy,
+        &[],
+        cfg.scheme,
+        &splits.bandit,
+        norm,
+        TRIAL_BATCH,
+        &[],
+    )?
+    .current;
+    Ok(Some((scored.loss, scored.tempered_loss)).filter(|(l, t)| l.is_finite() && t.is_finite()))
 }
 
 /// Reports the audition: each finalist's changes from the re-allocation's choice, price and
@@ -214,6 +284,7 @@ fn report(done: &Auditioned, events: &dyn Events) {
         finalists: done.finalists(),
         chosen: done.chosen,
         images: done.images,
+        score: done.score_name(),
         seconds: done.seconds,
     });
 }
@@ -221,6 +292,7 @@ fn report(done: &Auditioned, events: &dyn Events) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Named;
     use crate::quant::policy::LayerBits;
 
     #[test]
@@ -242,11 +314,13 @@ mod tests {
             policy: p.clone(),
             price: 0.0,
             loss,
+            tempered: loss,
         };
         let a = Auditioned {
             finalists: vec![f(Some(0.1)), f(None), f(Some(0.2))],
             chosen: 0,
             images: 6400,
+            score: AuditionScore::Loss,
             seconds: 1.0,
         };
         assert!((a.epochs(64_000) - 0.3).abs() < 1e-12);
@@ -266,29 +340,66 @@ mod tests {
                     policy: p(4, 3),
                     price: 0.28,
                     loss: Some(0.3449),
+                    tempered: Some(0.2930),
                 },
                 Finalist {
                     policy: p(3, 4),
                     price: 0.29,
                     loss: Some(0.3238),
+                    tempered: Some(0.2863),
                 },
                 Finalist {
                     policy: p(4, 2),
                     price: 0.44,
                     loss: None,
+                    tempered: None,
                 },
             ],
             chosen: 1,
             images: 6400,
+            score: AuditionScore::Tempered,
             seconds: 8.0,
         };
         assert!(a.changes(0).is_empty());
         assert_eq!(a.winner(), &p(3, 4));
+        // The scores shown are the ones chosen by.
         assert_eq!(
             a.describe(),
-            "audition (6400 images each, bandit loss): re-allocation's: price 0.2800, loss \
-             0.3449; s1 W4A4 → W3A3, fc W3A3 → W4A4: price 0.2900, loss 0.3238 (chosen); \
+            "audition (6400 images each, tempered bandit loss): re-allocation's: price 0.2800, \
+             loss 0.2930; s1 W4A4 → W3A3, fc W3A3 → W4A4: price 0.2900, loss 0.2863 (chosen); \
              fc W3A3 → W2A2: price 0.4400, loss diverged"
         );
+        let plain = Auditioned {
+            score: AuditionScore::Loss,
+            ..a
+        };
+        assert!(plain.describe().starts_with(
+            "audition (6400 images each, bandit loss): re-allocation's: price 0.2800, loss 0.3449;"
+        ));
+    }
+
+    #[test]
+    fn a_finalist_is_judged_by_the_score_asked_for_and_old_records_read_as_plain() {
+        let f = Finalist {
+            policy: Policy::uniform(&["a".to_string()], LayerBits { w: 4, a: 4 }),
+            price: 0.1,
+            loss: Some(0.4),
+            tempered: Some(0.3),
+        };
+        assert_eq!(f.score(AuditionScore::Loss), Some(0.4));
+        assert_eq!(f.score(AuditionScore::Tempered), Some(0.3));
+        // Settings and finalists recorded before the score existed read back as plain loss.
+        let old: Audition = serde_json::from_str(r#"{"finalists": 3, "images": 6400}"#).unwrap();
+        assert_eq!(old.score, AuditionScore::Loss);
+        let mut json = serde_json::to_value(&f).unwrap();
+        json.as_object_mut().unwrap().remove("tempered");
+        let read: Finalist = serde_json::from_value(json).unwrap();
+        assert_eq!((read.loss, read.tempered), (Some(0.4), None));
+        let names: Vec<&str> = ["loss", "tempered"]
+            .iter()
+            .map(|n| n.parse::<AuditionScore>().unwrap().name())
+            .collect();
+        assert_eq!(names, ["loss", "tempered"]);
+        assert!("top1".parse::<AuditionScore>().is_err());
     }
 }
