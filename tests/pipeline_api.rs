@@ -319,7 +319,10 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
     let on = pipeline::quantize(&q, &Silent).unwrap();
     let cfg = &on.state.config;
     let settings = cfg.audition.expect("asked for");
-    assert_eq!((settings.finalists, settings.images), (4, 96));
+    assert_eq!(
+        (settings.finalists, settings.images, settings.score),
+        (4, 96, audition::AuditionScore::Tempered)
+    );
     // The same search with the re-allocation alone.
     let mut q = search(&t.path().join("off"), &fp, &d);
     q.search.audition = Some(0);
@@ -352,11 +355,15 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
         // A cross-entropy: finite and never negative (0 to the float's precision is possible
         // on this separable synthetic data, depending on the threads' summation order).
         assert!(f.loss.is_some_and(|l| l.is_finite() && l >= 0.0), "{f:?}");
+        // Tempered: the least over temperatures that include 1, so never above the plain loss.
+        let (plain, tempered) = (f.loss.unwrap(), f.tempered.expect("measured"));
+        assert!(tempered >= 0.0 && tempered <= plain + 1e-12, "{f:?}");
         assert!(target.met(&model_cost(&on.layers, &f.policy, cfg.scheme.weight)));
     }
-    // The least loss won, and the search ended at it.
-    let losses: Vec<_> = a.finalists.iter().map(|f| f.loss).collect();
-    assert_eq!(a.chosen, audition::winner(&losses));
+    // The least tempered loss won (the default score), and the search ended at it.
+    assert_eq!(a.score, audition::AuditionScore::Tempered);
+    let scores: Vec<_> = a.finalists.iter().map(|f| f.tempered).collect();
+    assert_eq!(a.chosen, audition::winner(&scores));
     assert_eq!(&on.state.policy, a.winner());
     // Auditioned again, the same: every finalist saw the same images in the same order.
     let ck = ccq::train::checkpoint::load(&fp, ccq::train::Devices::cpu().device).unwrap();
@@ -372,8 +379,10 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
     )
     .unwrap()
     .unwrap();
-    let again_losses: Vec<_> = again.finalists.iter().map(|f| f.loss).collect();
-    assert_eq!(again_losses, losses);
+    let losses = |a: &audition::Auditioned| -> Vec<_> {
+        a.finalists.iter().map(|f| (f.loss, f.tempered)).collect()
+    };
+    assert_eq!(losses(&again), losses(a));
     // Trained longer, the losses move: the fine-tuning counts.
     let longer = audition::Audition {
         images: 320,
@@ -390,7 +399,7 @@ fn the_audition_weighs_the_reallocations_policy_against_its_rivals_after_a_short
     )
     .unwrap()
     .unwrap();
-    assert_ne!(moved.finalists[0].loss, losses[0]);
+    assert_ne!(moved.finalists[0].loss, a.finalists[0].loss);
 }
 
 /// Records the images of every epoch a job trained.
