@@ -77,6 +77,21 @@ fn stopped_and_resumed_training_equals_uninterrupted() {
         serde_json::to_string(&b.test).unwrap()
     );
     assert_eq!(a.epochs, 3);
+    // Resuming the finished run does nothing: the same files, byte for byte and untouched.
+    let modified = |d: &Path, f: &str| std::fs::metadata(d.join(f)).unwrap().modified().unwrap();
+    let stamps = [checkpoint::META, checkpoint::WEIGHTS].map(|f| modified(&parts, f));
+    let (meta_bytes, weights) = (
+        read(&parts, checkpoint::META),
+        read(&parts, checkpoint::WEIGHTS),
+    );
+    let text = train(&parts, &["--resume"]);
+    assert!(text.contains("already finished its 3 epochs"), "{text}");
+    assert_eq!(
+        [checkpoint::META, checkpoint::WEIGHTS].map(|f| modified(&parts, f)),
+        stamps
+    );
+    assert_eq!(read(&parts, checkpoint::META), meta_bytes);
+    assert_eq!(read(&parts, checkpoint::WEIGHTS), weights);
     assert!(
         checkpoint::load(&plain, tch::Device::Cpu)
             .unwrap()

@@ -160,6 +160,22 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         meta.training = Some(settings);
         model = ck.model;
         momentum = ck.momentum;
+        // A finished and tested run has nothing left to do: its checkpoint stays as it is.
+        if let (true, Some(test)) = (meta.epochs >= cfg.epochs, meta.test) {
+            events.event(&Event::Note(format!(
+                "{} already finished its {} epochs (test top-1 {:.2}%); nothing to resume, nothing rewritten",
+                cfg.out.display(),
+                meta.epochs,
+                100.0 * test.top1
+            )));
+            return Ok(Trained {
+                checkpoint: cfg.out.clone(),
+                epochs: meta.epochs,
+                total_epochs: cfg.epochs,
+                test: Some(test),
+                seconds: 0.0,
+            });
+        }
     }
     let policy = Policy::float(&model.layer_names());
     let plan = FitPlan {
