@@ -56,6 +56,16 @@ impl crate::names::Named for AuditionScore {
 }
 crate::from_str_by_name!(AuditionScore);
 
+impl AuditionScore {
+    /// What the scores are, in words ("bandit loss", "tempered bandit loss").
+    pub fn describe(self) -> &'static str {
+        match self {
+            AuditionScore::Loss => "bandit loss",
+            AuditionScore::Tempered => "tempered bandit loss",
+        }
+    }
+}
+
 /// How the audition runs (`--audition`, `--audition-images`, `--audition-score`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Audition {
@@ -135,20 +145,12 @@ impl Auditioned {
             .collect()
     }
 
-    /// What the scores are, in words ("bandit loss", "tempered bandit loss").
-    pub fn score_name(&self) -> &'static str {
-        match self.score {
-            AuditionScore::Loss => "bandit loss",
-            AuditionScore::Tempered => "tempered bandit loss",
-        }
-    }
-
     /// One line for a report: each finalist's changes, price and score, the winner marked.
     pub fn describe(&self) -> String {
         format!(
             "audition ({} images each, {}): {}",
             self.images,
-            self.score_name(),
+            self.score.describe(),
             finalists_text(&self.finalists(), self.chosen)
         )
     }
@@ -284,7 +286,7 @@ fn report(done: &Auditioned, events: &dyn Events) {
         finalists: done.finalists(),
         chosen: done.chosen,
         images: done.images,
-        score: done.score_name(),
+        score: done.score.describe(),
         seconds: done.seconds,
     });
 }
