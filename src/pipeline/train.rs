@@ -161,7 +161,9 @@ pub fn train(cfg: &TrainConfig, events: &dyn Events) -> Result<Trained> {
         model = ck.model;
         momentum = ck.momentum;
         // A finished and tested run has nothing left to do: its checkpoint stays as it is.
-        if let (true, Some(test)) = (meta.epochs >= cfg.epochs, meta.test) {
+        if meta.epochs >= cfg.epochs
+            && let Some(test) = meta.test
+        {
             events.event(&Event::Note(format!(
                 "{} already finished its {} epochs (test top-1 {:.2}%); nothing to resume, nothing rewritten",
                 cfg.out.display(),
