@@ -57,6 +57,11 @@ impl crate::names::Named for AuditionScore {
 crate::from_str_by_name!(AuditionScore);
 
 impl AuditionScore {
+    /// Whether this is the plain loss (the score before the choice existed).
+    pub fn is_loss(&self) -> bool {
+        *self == AuditionScore::Loss
+    }
+
     /// What the scores are, in words ("bandit loss", "tempered bandit loss").
     pub fn describe(self) -> &'static str {
         match self {
@@ -75,7 +80,9 @@ pub struct Audition {
     /// collaboration's peak to 0 over them).
     pub images: usize,
     /// What the finalists are scored by (plain cross-entropy in settings recorded before it).
-    #[serde(default)]
+    /// Plain is not written, so that settings recorded before the choice existed (a
+    /// comparison's `compare.json`) still match when continued with `--audition-score loss`.
+    #[serde(default, skip_serializing_if = "AuditionScore::is_loss")]
     pub score: AuditionScore,
 }
 
@@ -391,8 +398,19 @@ mod tests {
         assert_eq!(f.score(AuditionScore::Loss), Some(0.4));
         assert_eq!(f.score(AuditionScore::Tempered), Some(0.3));
         // Settings and finalists recorded before the score existed read back as plain loss.
-        let old: Audition = serde_json::from_str(r#"{"finalists": 3, "images": 6400}"#).unwrap();
+        let recorded = r#"{"finalists":3,"images":6400}"#;
+        let old: Audition = serde_json::from_str(recorded).unwrap();
         assert_eq!(old.score, AuditionScore::Loss);
+        // And plain loss is written as they were, so that they continue with it.
+        assert_eq!(serde_json::to_string(&old).unwrap(), recorded);
+        let tempered = Audition {
+            score: AuditionScore::Tempered,
+            ..old
+        };
+        assert_eq!(
+            serde_json::to_string(&tempered).unwrap(),
+            r#"{"finalists":3,"images":6400,"score":"tempered"}"#
+        );
         let mut json = serde_json::to_value(&f).unwrap();
         json.as_object_mut().unwrap().remove("tempered");
         let read: Finalist = serde_json::from_value(json).unwrap();
