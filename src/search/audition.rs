@@ -218,7 +218,7 @@ pub fn audition(
         let model = fp.clone();
         calibrate(&model.net, &f.policy, cfg.scheme, &calib);
         let tuned = tuned_losses(model, &f.policy, cfg, settings.images, splits, norm, events)?;
-        (f.loss, f.tempered) = (tuned.map(|t| t.0), tuned.map(|t| t.1));
+        (f.loss, f.tempered) = tuned.unzip();
     }
     let scores: Vec<Option<f64>> = finalists.iter().map(|f| f.score(settings.score)).collect();
     let chosen = winner(&scores);
