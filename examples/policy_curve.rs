@@ -1,0 +1,109 @@
+//! Follows whole weight-bit policies through the fine-tuning `ccq compare` gives every method
+//! (from the FP model calibrated at the policy, a cosine from LR to 0 over EPOCHS epochs) and
+//! prints, at each of a few points along it, the bandit split's tempered cross-entropy and
+//! top-1, then the test top-1 at the end: a diagnostic of when in the fine-tuning the ranking of
+//! two policies settles.
+//!
+//! `cargo run --release --example policy_curve -- FP_CHECKPOINT RUN/state.json POLICY[,POLICY…]
+//! [EPOCHS [LR [SEED]]]`
+//!
+//! POLICY is a string of weight bits as `policy_damage` takes (activations the same when the
+//! search ties them). Points are at 3,200 and 6,400 images, then every doubling, and the end.
+use anyhow::{Context, Result, bail};
+use ccq::events::{Pass, Silent};
+use ccq::model::QuantCtx;
+use ccq::search::config::SearchConfig;
+use ccq::train::schedule::cosine;
+use std::path::Path;
+use tch::Device;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 3 {
+        bail!(
+            "usage: policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]"
+        );
+    }
+    let ck = ccq::train::checkpoint::load(Path::new(&args[0]), Device::Cpu)?;
+    let text = std::fs::read_to_string(&args[1]).with_context(|| args[1].clone())?;
+    let state: serde_json::Value = serde_json::from_str(&text).with_context(|| args[1].clone())?;
+    let cfg: SearchConfig = serde_json::from_value(state["config"].clone())
+        .with_context(|| format!("{}: no search settings", args[1]))?;
+    let epochs: f64 = args.get(3).map_or(Ok(2.0), |s| s.parse())?;
+    let lr: f64 = args.get(4).map_or(Ok(0.005), |s| s.parse())?;
+    let seed: u64 = args.get(5).map_or(Ok(cfg.seed), |s| s.parse())?;
+    let p = ccq::pipeline::data::prepare_for(&ck, &Default::default(), &Silent)?;
+    let norm = ck.meta.normalization.clone();
+    let names = ck.meta.layers.clone();
+    let total = (epochs * p.splits.train.len() as f64).round() as usize;
+    let mut points = vec![3200usize, 6400];
+    while points.last().is_some_and(|&x| 2 * x < total) {
+        points.push(2 * points.last().expect("non-empty"));
+    }
+    points.push(total);
+    points.retain(|&x| x <= total);
+    for digits in args[2].split(',') {
+        let mut policy = cfg.lowering.start(&names);
+        if digits.len() != names.len() {
+            bail!(
+                "{digits}: {} digits for {} layers",
+                digits.len(),
+                names.len()
+            );
+        }
+        for (b, c) in policy.bits.iter_mut().zip(digits.chars()) {
+            b.w = c
+                .to_digit(10)
+                .with_context(|| format!("{digits}: not a digit: {c}"))?;
+            if cfg.lowering.tied {
+                b.a = b.w;
+            }
+        }
+        let model = ccq::search::lookahead::fp_at(&ck.model, &policy, &cfg, &p.splits, &norm)?;
+        let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
+        let mut optim = ccq::train::sgd(&cfg.hyper);
+        let mut rng = ccq::train::fit::epoch_rng(seed, 0);
+        let mut done = 0usize;
+        let mut line = digits.to_string();
+        for &to in &points {
+            let chunk = to - done;
+            let start = done as f64;
+            ccq::train::train_epoch(
+                &model.net,
+                &mut optim,
+                &ctx,
+                &p.splits.train,
+                &norm,
+                &cfg.hyper,
+                cfg.augment,
+                &mut rng,
+                Some(chunk),
+                &|t| cosine(lr, 0.0, (start + chunk as f64 * t) / total as f64),
+                None,
+                Pass {
+                    events: &Silent,
+                    phase: "fine-tune",
+                },
+            )?;
+            done = to;
+            let scored = ccq::search::trials::score_trials(
+                &model,
+                &policy,
+                &[],
+                cfg.scheme,
+                &p.splits.bandit,
+                &norm,
+                500,
+                &[],
+            )?;
+            line += &format!(
+                " {to}:{:.4}/{:.4}",
+                scored.current.tempered_loss, scored.current.top1
+            );
+        }
+        let test =
+            ccq::train::eval_policy(&model, &policy, cfg.scheme, &p.splits.test, &norm, None)?;
+        println!("{line} test {:.4}", test.top1);
+    }
+    Ok(())
+}
