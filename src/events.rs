@@ -195,6 +195,9 @@ pub enum Event<'a> {
         searched_price: Option<f64>,
         /// Summed price of the new policy.
         price: f64,
+        /// The least price, where the noise rule took a policy priced within one standard error
+        /// of it that uses more of the budget (`--noise-ties`); `None` otherwise.
+        least: Option<f64>,
     },
     /// The audition fine-tuned the re-allocation's policy and its rivals briefly and scored
     /// them on the bandit split.

@@ -42,6 +42,7 @@ fn config(eta: f64, qsteps: usize, target: Option<Target>) -> SearchConfig {
         reallocate: false,
         price_floor: false,
         tempered_prices: false,
+        noise_ties: false,
         lookahead_prices: false,
         fp_prices: false,
         top_prices: false,

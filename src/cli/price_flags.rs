@@ -20,6 +20,10 @@ pub struct PriceFlags {
     /// that rescaling the logits does not undo (improved: true).
     #[arg(long)]
     pub tempered_prices: Option<bool>,
+    /// In the re-allocation, policies priced within one standard error of the least price are
+    /// ties: take the one that uses the most of the budget (default false in both).
+    #[arg(long)]
+    pub noise_ties: Option<bool>,
     /// Before the re-allocation, price every rung below the search's policy on its weights, so a
     /// layer may go more than one rung below where the search left it (default false in both).
     #[arg(long)]

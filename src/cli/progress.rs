@@ -182,10 +182,14 @@ impl Events for Console {
                 changes,
                 searched_price,
                 price,
+                least,
             } => self.line(format!(
-                "re-allocated: {} (measured price {} → {price:.4})",
+                "re-allocated: {} (measured price {} → {price:.4}{})",
                 changes_text(changes),
-                searched_price.map_or("unmeasured".into(), |p| format!("{p:.4}"))
+                searched_price.map_or("unmeasured".into(), |p| format!("{p:.4}")),
+                least.map_or(String::new(), |l| format!(
+                    "; the least, {l:.4}, is within one standard error and uses less of the budget"
+                ))
             )),
             Event::Auditioned {
                 finalists,

@@ -168,6 +168,7 @@ impl SearchFlags {
             reallocate: self.prices.reallocate,
             price_floor: self.prices.price_floor,
             tempered_prices: self.prices.tempered_prices,
+            noise_ties: self.prices.noise_ties,
             lookahead_prices: self.prices.lookahead_prices,
             fp_prices: self.prices.fp_prices,
             top_prices: self.prices.top_prices,

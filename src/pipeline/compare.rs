@@ -134,6 +134,8 @@ pub const NO_TOP_PRICES: &str = " (no top prices)";
 /// Suffix of a CCQ row at the re-allocation's own choice where the audition (`--audition`)
 /// chose a rival: the control of the one it chose.
 pub const NO_AUDITION: &str = " (no audition)";
+/// Suffix of CCQ's least-price policy, where the noise rule (`--noise-ties`) took another.
+pub const LEAST_PRICE: &str = " (least price)";
 
 /// The look-ahead prices of a CCQ milestone (or its FP or top prices), in its directory.
 pub const LOOKAHEAD: &str = "lookahead.json";
@@ -588,6 +590,11 @@ impl Bench<'_> {
                 auditioned = Some(a);
             }
         }
+        // The least-price policy, where the noise rule took another.
+        let least = reallocation
+            .as_ref()
+            .and_then(|r| r.least.as_ref())
+            .map(|l| l.policy.clone());
         let reallocation = reallocation.filter(|r| r.policy != policy);
         // The search's own policy beside the one that replaced it.
         let beside = |suffix: &str, policy: &Policy, report: &mut Report| -> Result<()> {
@@ -659,6 +666,26 @@ impl Bench<'_> {
                 if let Some(m) = &model {
                     search::rescale_between(m, own, &policy, self.scheme);
                 }
+            }
+        }
+        // The noise rule's control: the least-price policy, where a tie within the noise took
+        // another (unless shown already: the search's own, or the audition's control).
+        let shown_by_audition = |p: &Policy| {
+            auditioned
+                .as_ref()
+                .is_some_and(|a| a.chosen != 0 && a.finalists[0].policy == *p)
+        };
+        if let Some(own) = least.as_ref().filter(|l| {
+            **l != policy && !(searched_shown && **l == searched) && !shown_by_audition(l)
+        }) {
+            if let Some(m) = &model {
+                search::rescale_between(m, &policy, own, self.scheme);
+            }
+            let method = format!("{name}{LEAST_PRICE}");
+            let raw = self.ccq_finish(&method, b, model.as_ref(), own, search_secs)?;
+            report.results.push(raw);
+            if let Some(m) = &model {
+                search::rescale_between(m, own, &policy, self.scheme);
             }
         }
         // The audition is part of the allocation's time.

@@ -132,6 +132,9 @@ pub struct SearchSettings {
     /// In the re-allocation, price each rung by its rise in tempered cross-entropy, the damage
     /// that rescaling the logits does not undo (reference off, improved on).
     pub tempered_prices: Option<bool>,
+    /// In the re-allocation, take the rival that uses the most of the budget among those priced
+    /// within one standard error of the least price (default off in both variants).
+    pub noise_ties: Option<bool>,
     /// Before the re-allocation, price every rung below the search's policy on the search's
     /// weights (default off in both variants).
     pub lookahead_prices: Option<bool>,
@@ -216,6 +219,7 @@ impl Default for SearchSettings {
             reallocate: None,
             price_floor: None,
             tempered_prices: None,
+            noise_ties: None,
             lookahead_prices: None,
             fp_prices: None,
             top_prices: None,
@@ -305,6 +309,12 @@ impl SearchSettings {
             }
         }
         let reallocates = self.reallocate.unwrap_or(improved);
+        if self.noise_ties == Some(true) && !reallocates {
+            return Err(Error::InvalidConfig(
+                "--noise-ties true chooses between the re-allocation's policies, so it needs it (--reallocate true; the reference variant has none)"
+                    .into(),
+            ));
+        }
         // Off unless asked for, in both variants: measured level on Fashion-MNIST and not
         // better on ResNet-20 (see the README).
         let finalists = self.audition.unwrap_or(0);
@@ -367,6 +377,7 @@ impl SearchSettings {
             reallocate: self.reallocate.unwrap_or(improved),
             price_floor: self.price_floor.unwrap_or(improved),
             tempered_prices: self.tempered_prices.unwrap_or(improved),
+            noise_ties: self.noise_ties.unwrap_or(false),
             lookahead_prices: self.lookahead_prices.unwrap_or(false),
             fp_prices: self.fp_prices.unwrap_or(false),
             top_prices: self.top_prices.unwrap_or(false),
@@ -547,6 +558,45 @@ mod tests {
             let c = cfg(&switched);
             assert_eq!(on(&c), (!default, !default, !default));
         }
+    }
+
+    #[test]
+    fn noise_ties_are_off_in_both_variants_and_need_the_reallocation() {
+        let cfg = |s: &SearchSettings| s.config(None, &Session::default(), None);
+        let reference = SearchSettings {
+            variant: Variant::Reference,
+            ..SearchSettings::default()
+        };
+        for s in [SearchSettings::default(), reference.clone()] {
+            let c = cfg(&s).unwrap();
+            assert!(!c.noise_ties && !c.pricing().noise_ties);
+        }
+        let on = SearchSettings {
+            noise_ties: Some(true),
+            ..SearchSettings::default()
+        };
+        let c = cfg(&on).unwrap();
+        assert!(c.noise_ties && c.pricing().noise_ties);
+        for without in [
+            SearchSettings {
+                reallocate: Some(false),
+                ..on.clone()
+            },
+            SearchSettings {
+                noise_ties: Some(true),
+                ..reference
+            },
+        ] {
+            let e = cfg(&without).unwrap_err().to_string();
+            assert!(
+                e.contains("--noise-ties true") && e.contains("--reallocate true"),
+                "{e}"
+            );
+        }
+        // Off is not written, so that settings recorded before it still read the same.
+        let off = serde_json::to_value(cfg(&SearchSettings::default()).unwrap()).unwrap();
+        assert!(off.get("noise_ties").is_none());
+        assert_eq!(serde_json::to_value(&c).unwrap()["noise_ties"], true);
     }
 
     #[test]

@@ -582,6 +582,7 @@ pub fn report_reallocation(r: &Reallocation, events: &dyn Events) {
         changes,
         searched_price: r.searched_price,
         price: r.price,
+        least: r.least.as_ref().map(|l| l.price),
     });
 }
 

@@ -111,11 +111,12 @@ impl SearchConfig {
         }
     }
 
-    /// How the re-allocation prices a rung.
+    /// How the re-allocation prices rungs and breaks ties within the noise.
     pub fn pricing(&self) -> super::reallocate::Pricing {
         super::reallocate::Pricing {
             floor: self.price_floor,
             tempered: self.tempered_prices,
+            noise_ties: self.noise_ties,
         }
     }
 }
@@ -148,6 +149,11 @@ pub struct SearchConfig {
     /// over softmax temperatures), which a change of the logits' scale does not move.
     #[serde(default)]
     pub tempered_prices: bool,
+    /// In the re-allocation, take the rival that uses the most of the budget among those priced
+    /// within one standard error of the least price ([`super::reallocate::Pricing::noise_ties`]).
+    /// Off is not written, so that settings recorded before it still match.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noise_ties: bool,
     /// Before the re-allocation, price every rung below the search's policy on its weights
     /// ([`super::lookahead`]), so that a layer may go more than one rung below where the search
     /// left it.

@@ -56,6 +56,11 @@ pub struct Reallocation {
     /// target with the layer so. The audition ([`super::audition`]) weighs them against it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rivals: Vec<Rival>,
+    /// The least-price policy and its price, where the noise rule ([`Pricing::noise_ties`])
+    /// took `policy` instead: priced within one standard error of it, using more of the
+    /// budget. `None` where the least-price policy stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub least: Option<Rival>,
 }
 
 /// A policy that meets the target with one layer a rung away from the re-allocation's choice,
@@ -73,11 +78,22 @@ pub struct Rival {
 /// the choice by almost nothing, which a fine-tuning could not tell from it.
 pub const MIN_RIVAL_SHARE: f64 = 0.01;
 
-/// The measured price of each arm's rung: (arm index, bits the arm had) → the rise in bandit
-/// cross-entropy its one-rung lowering caused, from the latest step that scored it.
-type Prices = HashMap<(usize, u32), f64>;
+/// A rung: (arm index, bits the arm had before its one-rung lowering).
+type RungKey = (usize, u32);
 
-/// How the re-allocation prices a rung.
+/// A measured rung: its price and the standard error of the rise it was taken from.
+#[derive(Clone, Copy, Debug)]
+struct Priced {
+    price: f64,
+    se: f64,
+}
+
+/// The measured price of each arm's rung: the rise in bandit cross-entropy its one-rung
+/// lowering caused, from the latest step that scored it.
+type Prices = HashMap<RungKey, Priced>;
+
+/// How the re-allocation prices rungs, and how it chooses between policies the prices cannot
+/// tell apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pricing {
     /// Never below the standard error of the trial's rise, so that a rung whose measured rise is
@@ -87,6 +103,12 @@ pub struct Pricing {
     /// that rescaling the logits does not undo, rather than the plain cross-entropy's. The floor
     /// stays the plain rise's standard error (the tempered rise's is not measured).
     pub tempered: bool,
+    /// Among the least-price policy and its rivals, those priced within one standard error of
+    /// it (the summed variance of the rungs where the two differ) are ties by the
+    /// measurements; take the one that uses the most of the budget (the largest metric that
+    /// still meets the target), since more bits left at the same measured damage can only
+    /// help the fine-tuning.
+    pub noise_ties: bool,
 }
 
 impl Pricing {
@@ -106,12 +128,18 @@ pub(super) fn moved(arm: Arm, bits: LayerBits) -> u32 {
 
 /// The price of a rung whose trial raised the bandit loss from `base` to `loss` with standard
 /// error `se`: the rise, never below 0, and with `floor` never below `se` either, so that a
-/// rung whose measured rise is within the noise is not free.
-fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> f64 {
+/// rung whose measured rise is within the noise is not free. Its noise is `se` (0 where not
+/// measured).
+fn price(loss: f64, base: f64, se: Option<f64>, floor: bool) -> Priced {
     let rise = (loss - base).max(0.0);
-    match se.filter(|s| floor && s.is_finite()) {
+    let se = se.filter(|s| s.is_finite());
+    let price = match se.filter(|_| floor) {
         Some(se) => rise.max(se),
         None => rise,
+    };
+    Priced {
+        price,
+        se: se.unwrap_or(0.0),
     }
 }
 
@@ -233,12 +261,13 @@ fn prices(
     Ok(Some((prices, policy)))
 }
 
-/// One way to set a layer: its bits, the summed price of its rungs below the top, and its share
-/// of the target's metric.
+/// One way to set a layer: its bits, the summed price of its rungs below the top, its share
+/// of the target's metric, and the rungs it lowers with each one's variance.
 struct Choice {
     bits: LayerBits,
     price: f64,
     metric: f64,
+    rungs: Vec<(RungKey, f64)>,
 }
 
 /// A layer's measured choices: each of its arms lowered rung by rung while the rung is priced
@@ -251,43 +280,49 @@ fn choices(
     start: &Policy,
     metric: &dyn Fn(usize, LayerBits) -> f64,
 ) -> Vec<Choice> {
-    // Each arm's chain: (policy after k lowerings, summed price).
+    // Each arm's chain: (policy after k lowerings, summed price, the rungs lowered).
+    type Link = (Policy, f64, Vec<(RungKey, f64)>);
     let chain = |(i, arm): (usize, Arm), from: &Policy| {
-        let mut out = vec![(from.clone(), 0.0)];
+        let mut out: Vec<Link> = vec![(from.clone(), 0.0, Vec::new())];
         loop {
-            let (p, sum) = out.last().expect("starts non-empty");
-            let Some(price) = prices.get(&(i, moved(arm, p.bits[layer]))) else {
+            let (p, sum, rungs) = out.last().expect("starts non-empty");
+            let key = (i, moved(arm, p.bits[layer]));
+            let Some(priced) = prices.get(&key) else {
                 break;
             };
             let Some(next) = lowering.lower(arm, p) else {
                 break;
             };
-            let sum = sum + price;
-            out.push((next, sum));
+            let mut rungs = rungs.clone();
+            rungs.push((key, priced.se * priced.se));
+            let sum = sum + priced.price;
+            out.push((next, sum, rungs));
         }
         out
     };
     let mut out = Vec::new();
     match arms {
         [first] => {
-            for (p, price) in chain(*first, start) {
-                out.push((p.bits[layer], price));
+            for (p, price, rungs) in chain(*first, start) {
+                out.push((p.bits[layer], price, rungs));
             }
         }
         [first, second] => {
-            for (p, price) in chain(*first, start) {
-                for (q, more) in chain(*second, &p) {
-                    out.push((q.bits[layer], price + more));
+            for (p, price, rungs) in chain(*first, start) {
+                for (q, more, others) in chain(*second, &p) {
+                    let all = rungs.iter().chain(&others).copied().collect();
+                    out.push((q.bits[layer], price + more, all));
                 }
             }
         }
         _ => unreachable!("a layer has one or two arms"),
     }
     out.into_iter()
-        .map(|(bits, price)| Choice {
+        .map(|(bits, price, rungs)| Choice {
             bits,
             price,
             metric: metric(layer, bits),
+            rungs,
         })
         .collect()
 }
@@ -398,8 +433,32 @@ pub fn reallocate(
         .zip(&per_layer)
         .map(|(&k, o)| o[k].metric)
         .sum();
-    let mut found: Vec<Rival> = Vec::new();
-    if rivals > 0 {
+    // The variance of the price difference between two ways to set the layers: that of the
+    // rungs one lowers and the other does not.
+    let variance = |a: &[usize], b: &[usize]| -> f64 {
+        let only = |x: &[(RungKey, f64)], y: &[(RungKey, f64)]| -> f64 {
+            x.iter()
+                .filter(|r| !y.iter().any(|q| q.0 == r.0))
+                .map(|r| r.1)
+                .sum()
+        };
+        per_layer
+            .iter()
+            .zip(a.iter().zip(b))
+            .filter(|(_, (x, y))| x != y)
+            .map(|(o, (&x, &y))| only(&o[x].rungs, &o[y].rungs) + only(&o[y].rungs, &o[x].rungs))
+            .sum()
+    };
+    let metric_of = |picks: &[usize]| -> f64 {
+        picks
+            .iter()
+            .zip(&per_layer)
+            .map(|(&k, o)| o[k].metric)
+            .sum()
+    };
+    // Each rival with its choice in each layer.
+    let mut found: Vec<(Rival, Vec<usize>)> = Vec::new();
+    if rivals > 0 || pricing.noise_ties {
         for (l, options) in per_layer.iter().enumerate() {
             let own: Vec<Arm> = arms
                 .iter()
@@ -414,23 +473,56 @@ pub fn reallocate(
                     continue;
                 };
                 let rival = policy_of(&picks);
-                if rival != policy && !found.iter().any(|r| r.policy == rival) {
-                    found.push(Rival {
-                        policy: rival,
-                        price: p,
-                    });
+                if rival != policy && !found.iter().any(|r| r.0.policy == rival) {
+                    let picks = picks.iter().map(|&k| k as usize).collect();
+                    found.push((
+                        Rival {
+                            policy: rival,
+                            price: p,
+                        },
+                        picks,
+                    ));
                 }
             }
         }
-        found.sort_by(|a, b| a.price.total_cmp(&b.price));
-        found.truncate(rivals);
     }
+    // The noise rule: a rival priced within one standard error of the choice that uses more
+    // of the budget takes its place (the one that uses the most), and the choice becomes a
+    // rival.
+    let (mut policy, mut price, mut least) = (policy, price, None);
+    if pricing.noise_ties {
+        let tie = found
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, picks))| {
+                r.price - price <= variance(&chosen, picks).sqrt() && metric_of(picks) > total
+            })
+            .max_by(|(_, a), (_, b)| {
+                metric_of(&a.1)
+                    .total_cmp(&metric_of(&b.1))
+                    .then(b.0.price.total_cmp(&a.0.price))
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = tie {
+            let (r, _) = found.remove(i);
+            let was = Rival {
+                policy: std::mem::replace(&mut policy, r.policy),
+                price: std::mem::replace(&mut price, r.price),
+            };
+            least = Some(was.clone());
+            found.push((was, chosen.clone()));
+        }
+    }
+    let mut found: Vec<Rival> = found.into_iter().map(|(r, _)| r).collect();
+    found.sort_by(|a, b| a.price.total_cmp(&b.price));
+    found.truncate(rivals);
     Ok(Some(Reallocation {
         searched: searched.clone(),
         searched_price,
         policy,
         price,
         rivals: found,
+        least,
     }))
 }
 
@@ -531,6 +623,15 @@ mod tests {
         lw: &Lowering,
         moves: &[(usize, Vec<Option<f64>>, bool)],
     ) -> (Vec<StepRecord>, Policy) {
+        steps_se(lw, moves, 0.001)
+    }
+
+    /// [`steps`] with every trial's rise measured to standard error `se`.
+    fn steps_se(
+        lw: &Lowering,
+        moves: &[(usize, Vec<Option<f64>>, bool)],
+        se: f64,
+    ) -> (Vec<StepRecord>, Policy) {
         let names = names();
         let arms = lw.arms(names.len());
         let mut policy = lw.start(&names);
@@ -546,7 +647,7 @@ mod tests {
                     kind: a.kind,
                     a: price.map(|_| 0.9),
                     loss: price.map(|p| 0.3 + p),
-                    loss_se: price.map(|_| 0.001),
+                    loss_se: price.map(|_| se),
                     // Tempered, the same rises from a base 0.02 lower.
                     tempered_loss: price.map(|p| 0.28 + p),
                     saved: None,
@@ -681,6 +782,65 @@ mod tests {
     }
 
     #[test]
+    fn ties_within_the_noise_go_to_the_policy_that_uses_the_most_of_the_budget() {
+        let lw = lowering(true);
+        let target = Target::Compression(9.0);
+        let noisy = Pricing {
+            noise_ties: true,
+            ..Pricing::default()
+        };
+        let size = |p: &Policy| model_cost(&layers(), p, WeightQuantizer::Dorefa).size_bits as f64;
+        let with = |se: f64, pricing: Pricing, rivals: usize| {
+            let (records, searched) = steps_se(&lw, &seed1(), se);
+            reallocate(
+                &layers(),
+                &records,
+                &searched,
+                &lw,
+                &target,
+                WeightQuantizer::Dorefa,
+                pricing,
+                None,
+                rivals,
+            )
+            .unwrap()
+            .expect("priced")
+        };
+        // Measured to 1 nat, every rival is a tie by the measurements.
+        let plain = with(1.0, Pricing::default(), 10);
+        assert!(plain.least.is_none(), "off unless asked for");
+        // Measured to 0.001 nats, the least price stands: no rival is within the noise.
+        let precise = with(0.001, noisy, 0);
+        assert_eq!(precise.policy, plain.policy);
+        assert!(precise.least.is_none());
+        // Within the noise, the one that uses the most of the budget wins, and the least-price
+        // policy is kept beside it, as a rival too.
+        let largest = plain
+            .rivals
+            .iter()
+            .max_by(|a, b| size(&a.policy).total_cmp(&size(&b.policy)))
+            .expect("rivals");
+        assert!(size(&largest.policy) > size(&plain.policy));
+        let tied = with(1.0, noisy, 10);
+        assert_eq!(tied.policy, largest.policy);
+        assert!((tied.price - largest.price).abs() < 1e-12);
+        assert!(target.met(&model_cost(
+            &layers(),
+            &tied.policy,
+            WeightQuantizer::Dorefa
+        )));
+        let least = tied.least.as_ref().expect("the least-price policy kept");
+        assert_eq!(least.policy, plain.policy);
+        assert!((least.price - plain.price).abs() < 1e-12);
+        assert!(tied.rivals.iter().any(|r| r.policy == plain.policy));
+        assert!(tied.rivals.iter().all(|r| r.policy != tied.policy));
+        // Asked for no rivals, the rule still weighs them, and returns none.
+        let alone = with(1.0, noisy, 0);
+        assert_eq!(alone.policy, tied.policy);
+        assert!(alone.rivals.is_empty());
+    }
+
+    #[test]
     fn rivals_hold_one_layer_a_rung_away_and_re_allocate_the_rest() {
         let lw = lowering(true);
         let (records, searched) = steps(&lw, &seed1());
@@ -734,6 +894,7 @@ mod tests {
             bits: LayerBits { w, a },
             price: 0.0,
             metric: 0.0,
+            rungs: Vec::new(),
         };
         // The measured choices of a layer: weights 8/6/4/3 by activations 8/4/3 (6 unmeasured
         // for activations).
@@ -782,6 +943,7 @@ mod tests {
         let pricing = Pricing {
             floor: true,
             tempered: false,
+            noise_ties: false,
         };
         let floored = run_priced(&lw, &records, &searched, &target, pricing)
             .unwrap()
@@ -813,6 +975,7 @@ mod tests {
         let tempered = Pricing {
             floor: false,
             tempered: true,
+            noise_ties: false,
         };
         let r = run_priced(&lw, &records, &searched, &target, tempered)
             .unwrap()
@@ -993,6 +1156,7 @@ mod tests {
         let tempered = Pricing {
             floor: false,
             tempered: true,
+            noise_ties: false,
         };
         let t = at.ahead(tempered, &la).unwrap().unwrap();
         assert_eq!(t.policy, r.policy);
@@ -1001,6 +1165,7 @@ mod tests {
         let floored = Pricing {
             floor: true,
             tempered: false,
+            noise_ties: false,
         };
         let mut noisy = la.clone();
         for r in noisy.arms[3].iter_mut() {
