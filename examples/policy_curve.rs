@@ -9,13 +9,12 @@
 //!
 //! POLICY is a string of weight bits as `policy_damage` takes (activations the same when the
 //! search ties them). Points are at 3,200 and 6,400 images, then every doubling, and the end.
-use anyhow::{Context, Result, bail};
+mod common;
+
+use anyhow::{Result, bail};
 use ccq::events::{Pass, Silent};
 use ccq::model::QuantCtx;
-use ccq::search::config::SearchConfig;
 use ccq::train::schedule::cosine;
-use std::path::Path;
-use tch::Device;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,17 +23,12 @@ fn main() -> Result<()> {
             "usage: policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]"
         );
     }
-    let ck = ccq::train::checkpoint::load(Path::new(&args[0]), Device::Cpu)?;
-    let text = std::fs::read_to_string(&args[1]).with_context(|| args[1].clone())?;
-    let state: serde_json::Value = serde_json::from_str(&text).with_context(|| args[1].clone())?;
-    let cfg: SearchConfig = serde_json::from_value(state["config"].clone())
-        .with_context(|| format!("{}: no search settings", args[1]))?;
+    let setup = common::Setup::load(&args[0], &args[1])?;
+    let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
     let epochs: f64 = args.get(3).map_or(Ok(2.0), |s| s.parse())?;
     let lr: f64 = args.get(4).map_or(Ok(0.005), |s| s.parse())?;
     let seed: u64 = args.get(5).map_or(Ok(cfg.seed), |s| s.parse())?;
-    let p = ccq::pipeline::data::prepare_for(&ck, &Default::default(), &Silent)?;
     let norm = ck.meta.normalization.clone();
-    let names = ck.meta.layers.clone();
     let total = (epochs * p.splits.train.len() as f64).round() as usize;
     let mut points = vec![3200usize, 6400];
     while points.last().is_some_and(|&x| 2 * x < total) {
@@ -43,23 +37,8 @@ fn main() -> Result<()> {
     points.push(total);
     points.retain(|&x| x <= total);
     for digits in args[2].split(',') {
-        let mut policy = cfg.lowering.start(&names);
-        if digits.len() != names.len() {
-            bail!(
-                "{digits}: {} digits for {} layers",
-                digits.len(),
-                names.len()
-            );
-        }
-        for (b, c) in policy.bits.iter_mut().zip(digits.chars()) {
-            b.w = c
-                .to_digit(10)
-                .with_context(|| format!("{digits}: not a digit: {c}"))?;
-            if cfg.lowering.tied {
-                b.a = b.w;
-            }
-        }
-        let model = ccq::search::lookahead::fp_at(&ck.model, &policy, &cfg, &p.splits, &norm)?;
+        let policy = setup.policy(digits)?;
+        let model = ccq::search::lookahead::fp_at(&ck.model, &policy, cfg, &p.splits, &norm)?;
         let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
         let mut optim = ccq::train::sgd(&cfg.hyper);
         let mut rng = ccq::train::fit::epoch_rng(seed, 0);

@@ -14,13 +14,13 @@
 //! TOUCH_IMAGES > 0, every layer first fine-tunes on that many training images (batches of the
 //! search's size, learning rate LR, default 0.01, decaying linearly to 0, shuffled by SEED,
 //! default the search's).
-use anyhow::{Context, Result, bail};
+mod common;
+
+use anyhow::{Result, bail};
 use ccq::data::in_order;
 use ccq::events::{Pass, Silent};
 use ccq::model::QuantCtx;
 use ccq::quant::policy::Policy;
-use ccq::search::config::SearchConfig;
-use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The bandit split's summed cross-entropy, summed KL from `fp` (per-batch log-probabilities),
@@ -44,15 +44,11 @@ fn main() -> Result<()> {
             "usage: policy_damage FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [TOUCH_IMAGES [LR [SEED]]]"
         );
     }
-    let ck = ccq::train::checkpoint::load(Path::new(&args[0]), Device::Cpu)?;
-    let text = std::fs::read_to_string(&args[1]).with_context(|| args[1].clone())?;
-    let state: serde_json::Value = serde_json::from_str(&text).with_context(|| args[1].clone())?;
-    let cfg: SearchConfig = serde_json::from_value(state["config"].clone())
-        .with_context(|| format!("{}: no search settings", args[1]))?;
+    let setup = common::Setup::load(&args[0], &args[1])?;
+    let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
     let touch: usize = args.get(3).map_or(Ok(0), |s| s.parse())?;
     let lr: f64 = args.get(4).map_or(Ok(0.01), |s| s.parse())?;
     let seed: u64 = args.get(5).map_or(Ok(cfg.seed), |s| s.parse())?;
-    let p = ccq::pipeline::data::prepare_for(&ck, &Default::default(), &Silent)?;
     let norm = ck.meta.normalization.clone();
     let names = ck.meta.layers.clone();
     let bandit = &p.splits.bandit;
@@ -71,23 +67,8 @@ fn main() -> Result<()> {
         .collect();
     let (fp_ce, _, _, n) = damage(&fp_logits, &fp_logp)?;
     for digits in args[2].split(',') {
-        let mut policy = cfg.lowering.start(&names);
-        if digits.len() != names.len() {
-            bail!(
-                "{digits}: {} digits for {} layers",
-                digits.len(),
-                names.len()
-            );
-        }
-        for (b, c) in policy.bits.iter_mut().zip(digits.chars()) {
-            b.w = c
-                .to_digit(10)
-                .with_context(|| format!("{digits}: not a digit: {c}"))?;
-            if cfg.lowering.tied {
-                b.a = b.w;
-            }
-        }
-        let model = ccq::search::lookahead::fp_at(&ck.model, &policy, &cfg, &p.splits, &norm)?;
+        let policy = setup.policy(digits)?;
+        let model = ccq::search::lookahead::fp_at(&ck.model, &policy, cfg, &p.splits, &norm)?;
         if touch > 0 {
             let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
             let mut optim = ccq::train::sgd(&cfg.hyper);

@@ -1,0 +1,59 @@
+//! What the policy diagnostics (`policy_damage`, `policy_curve`) share: the FP model, the
+//! search's settings and data, and policies given as strings of weight bits.
+
+use anyhow::{Context, Result, bail};
+use ccq::events::Silent;
+use ccq::pipeline::data::Prepared;
+use ccq::quant::policy::Policy;
+use ccq::search::config::SearchConfig;
+use ccq::train::checkpoint::Checkpoint;
+use std::path::Path;
+use tch::Device;
+
+/// The FP checkpoint, the settings of the search whose `state.json` is given, and the
+/// checkpoint's data split as the search split it.
+pub struct Setup {
+    /// The FP checkpoint.
+    pub ck: Checkpoint,
+    /// The search's settings (quantizers, augmentation, ladders, seed).
+    pub cfg: SearchConfig,
+    /// The checkpoint's data.
+    pub p: Prepared,
+}
+
+impl Setup {
+    /// Loads the FP checkpoint at `fp` and the settings in the search state at `state`.
+    pub fn load(fp: &str, state: &str) -> Result<Self> {
+        let ck = ccq::train::checkpoint::load(Path::new(fp), Device::Cpu)?;
+        let text = std::fs::read_to_string(state).with_context(|| state.to_string())?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| state.to_string())?;
+        let cfg: SearchConfig = serde_json::from_value(json["config"].clone())
+            .with_context(|| format!("{state}: no search settings"))?;
+        let p = ccq::pipeline::data::prepare_for(&ck, &Default::default(), &Silent)?;
+        Ok(Setup { ck, cfg, p })
+    }
+
+    /// The policy `digits` names: one weight-bit digit per layer in the model's order,
+    /// activations the same when the search ties them, else at its activation-ladder top.
+    pub fn policy(&self, digits: &str) -> Result<Policy> {
+        let names = &self.ck.meta.layers;
+        let mut policy = self.cfg.lowering.start(names);
+        if digits.len() != names.len() {
+            bail!(
+                "{digits}: {} digits for {} layers",
+                digits.len(),
+                names.len()
+            );
+        }
+        for (b, c) in policy.bits.iter_mut().zip(digits.chars()) {
+            b.w = c
+                .to_digit(10)
+                .with_context(|| format!("{digits}: not a digit: {c}"))?;
+            if self.cfg.lowering.tied {
+                b.a = b.w;
+            }
+        }
+        Ok(policy)
+    }
+}
