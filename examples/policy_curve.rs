@@ -11,23 +11,20 @@
 //! search ties them). Points are at 3,200 and 6,400 images, then every doubling, and the end.
 mod common;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use ccq::events::{Pass, Silent};
 use ccq::model::QuantCtx;
 use ccq::train::schedule::cosine;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 3 {
-        bail!(
-            "usage: policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]"
-        );
-    }
+    let args = common::args(
+        "policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]",
+    )?;
     let setup = common::Setup::load(&args[0], &args[1])?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
-    let epochs: f64 = args.get(3).map_or(Ok(2.0), |s| s.parse())?;
-    let lr: f64 = args.get(4).map_or(Ok(0.005), |s| s.parse())?;
-    let seed: u64 = args.get(5).map_or(Ok(cfg.seed), |s| s.parse())?;
+    let epochs: f64 = common::arg(&args, 3, 2.0)?;
+    let lr: f64 = common::arg(&args, 4, 0.005)?;
+    let seed: u64 = common::arg(&args, 5, cfg.seed)?;
     let norm = ck.meta.normalization.clone();
     let total = (epochs * p.splits.train.len() as f64).round() as usize;
     let mut points = vec![3200usize, 6400];

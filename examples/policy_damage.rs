@@ -16,7 +16,7 @@
 //! default the search's).
 mod common;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use ccq::data::in_order;
 use ccq::events::{Pass, Silent};
 use ccq::model::QuantCtx;
@@ -38,17 +38,14 @@ fn damage(logits: &[(Tensor, Tensor)], fp: &[Tensor]) -> Result<(f64, f64, f64, 
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 3 {
-        bail!(
-            "usage: policy_damage FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [TOUCH_IMAGES [LR [SEED]]]"
-        );
-    }
+    let args = common::args(
+        "policy_damage FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [TOUCH_IMAGES [LR [SEED]]]",
+    )?;
     let setup = common::Setup::load(&args[0], &args[1])?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
-    let touch: usize = args.get(3).map_or(Ok(0), |s| s.parse())?;
-    let lr: f64 = args.get(4).map_or(Ok(0.01), |s| s.parse())?;
-    let seed: u64 = args.get(5).map_or(Ok(cfg.seed), |s| s.parse())?;
+    let touch: usize = common::arg(&args, 3, 0)?;
+    let lr: f64 = common::arg(&args, 4, 0.01)?;
+    let seed: u64 = common::arg(&args, 5, cfg.seed)?;
     let norm = ck.meta.normalization.clone();
     let names = ck.meta.layers.clone();
     let bandit = &p.splits.bandit;

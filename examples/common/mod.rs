@@ -8,7 +8,29 @@ use ccq::quant::policy::Policy;
 use ccq::search::config::SearchConfig;
 use ccq::train::checkpoint::Checkpoint;
 use std::path::Path;
+use std::str::FromStr;
 use tch::Device;
+
+/// The command line after the program's name: FP_CHECKPOINT RUN/state.json POLICY[,POLICY…]
+/// and the options after them; an error that gives `usage` when the first three are missing.
+pub fn args(usage: &str) -> Result<Vec<String>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 3 {
+        bail!("usage: {usage}");
+    }
+    Ok(args)
+}
+
+/// Argument `i` parsed, or `default` where it is absent.
+pub fn arg<T: FromStr>(args: &[String], i: usize, default: T) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    args.get(i).map_or(Ok(default), |s| {
+        s.parse()
+            .with_context(|| format!("argument {}: {s}", i + 1))
+    })
+}
 
 /// The FP checkpoint, the settings of the search whose `state.json` is given, and the
 /// checkpoint's data split as the search split it.
