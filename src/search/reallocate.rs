@@ -428,11 +428,14 @@ pub fn reallocate(
         .zip(&policy.bits)
         .map(|(o, b)| o.iter().position(|c| c.bits == *b).unwrap_or(0))
         .collect();
-    let total: f64 = chosen
-        .iter()
-        .zip(&per_layer)
-        .map(|(&k, o)| o[k].metric)
-        .sum();
+    let metric_of = |picks: &[usize]| -> f64 {
+        picks
+            .iter()
+            .zip(&per_layer)
+            .map(|(&k, o)| o[k].metric)
+            .sum()
+    };
+    let total = metric_of(&chosen);
     // The variance of the price difference between two ways to set the layers: that of the
     // rungs one lowers and the other does not.
     let variance = |a: &[usize], b: &[usize]| -> f64 {
@@ -447,13 +450,6 @@ pub fn reallocate(
             .zip(a.iter().zip(b))
             .filter(|(_, (x, y))| x != y)
             .map(|(o, (&x, &y))| only(&o[x].rungs, &o[y].rungs) + only(&o[y].rungs, &o[x].rungs))
-            .sum()
-    };
-    let metric_of = |picks: &[usize]| -> f64 {
-        picks
-            .iter()
-            .zip(&per_layer)
-            .map(|(&k, o)| o[k].metric)
             .sum()
     };
     // Each rival with its choice in each layer.
@@ -718,6 +714,19 @@ mod tests {
         pricing: Pricing,
         la: Option<&Lookahead>,
     ) -> Result<Option<Reallocation>> {
+        run_rivals(lw, records, searched, target, pricing, la, 0)
+    }
+
+    /// [`run_ahead`] with up to `rivals` rivals asked for.
+    fn run_rivals(
+        lw: &Lowering,
+        records: &[StepRecord],
+        searched: &Policy,
+        target: &Target,
+        pricing: Pricing,
+        la: Option<&Lookahead>,
+        rivals: usize,
+    ) -> Result<Option<Reallocation>> {
         reallocate(
             &layers(),
             records,
@@ -727,7 +736,7 @@ mod tests {
             WeightQuantizer::Dorefa,
             pricing,
             la,
-            0,
+            rivals,
         )
     }
 
@@ -792,19 +801,9 @@ mod tests {
         let size = |p: &Policy| model_cost(&layers(), p, WeightQuantizer::Dorefa).size_bits as f64;
         let with = |se: f64, pricing: Pricing, rivals: usize| {
             let (records, searched) = steps_se(&lw, &seed1(), se);
-            reallocate(
-                &layers(),
-                &records,
-                &searched,
-                &lw,
-                &target,
-                WeightQuantizer::Dorefa,
-                pricing,
-                None,
-                rivals,
-            )
-            .unwrap()
-            .expect("priced")
+            run_rivals(&lw, &records, &searched, &target, pricing, None, rivals)
+                .unwrap()
+                .expect("priced")
         };
         // Measured to 1 nat, every rival is a tie by the measurements.
         let plain = with(1.0, Pricing::default(), 10);
@@ -846,13 +845,11 @@ mod tests {
         let (records, searched) = steps(&lw, &seed1());
         let target = Target::Compression(10.0);
         let with = |rivals| {
-            reallocate(
-                &layers(),
+            run_rivals(
+                &lw,
                 &records,
                 &searched,
-                &lw,
                 &target,
-                WeightQuantizer::Dorefa,
                 Pricing::default(),
                 None,
                 rivals,
