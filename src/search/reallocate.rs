@@ -702,22 +702,11 @@ mod tests {
         target: &Target,
         pricing: Pricing,
     ) -> Result<Option<Reallocation>> {
-        run_ahead(lw, records, searched, target, pricing, None)
+        run_rivals(lw, records, searched, target, pricing, None, 0)
     }
 
-    /// [`run_priced`] with the prices `la` measured beyond the competition's (if given).
-    fn run_ahead(
-        lw: &Lowering,
-        records: &[StepRecord],
-        searched: &Policy,
-        target: &Target,
-        pricing: Pricing,
-        la: Option<&Lookahead>,
-    ) -> Result<Option<Reallocation>> {
-        run_rivals(lw, records, searched, target, pricing, la, 0)
-    }
-
-    /// [`run_ahead`] with up to `rivals` rivals asked for.
+    /// [`run_priced`] with the prices `la` measured beyond the competition's (if given) and up
+    /// to `rivals` rivals asked for.
     fn run_rivals(
         lw: &Lowering,
         records: &[StepRecord],
@@ -1003,7 +992,7 @@ mod tests {
         /// The re-allocation with `la`'s prices beside the steps', priced as `pricing` says.
         fn ahead(&self, pricing: Pricing, la: &Lookahead) -> Result<Option<Reallocation>> {
             let (lw, records, target) = (&self.lw, &self.records, &self.target);
-            run_ahead(lw, records, &self.searched, target, pricing, Some(la))
+            run_rivals(lw, records, &self.searched, target, pricing, Some(la), 0)
         }
     }
 
