@@ -632,40 +632,38 @@ impl Bench<'_> {
         // wherever the two differ (unless that is the search's own policy, shown as such), with
         // or without the search policy rows.
         let searched_shown = self.cfg.search_policy_rows && policy != searched;
+        // A control row: `own` fine-tuned beside as `ccq<suffix>`, on the search's weights
+        // moved to it and back.
+        let control = |suffix: &str, own: &Policy, report: &mut Report| -> Result<()> {
+            if let Some(m) = &model {
+                search::rescale_between(m, &policy, own, self.scheme);
+            }
+            let method = format!("{name}{suffix}");
+            let raw = self.ccq_finish(&method, b, model.as_ref(), own, search_secs)?;
+            report.results.push(raw);
+            if let Some(m) = &model {
+                search::rescale_between(m, own, &policy, self.scheme);
+            }
+            Ok(())
+        };
         if priced_ahead
-            && let Some(control) = plain
+            && let Some(without) = plain
                 .map(|p| p.policy)
                 .filter(|p| *p != policy && !(searched_shown && *p == searched))
         {
-            if let Some(m) = &model {
-                search::rescale_between(m, &policy, &control, self.scheme);
-            }
             let suffix = match reach {
                 lookahead::Reach::Top => NO_TOP_PRICES,
                 lookahead::Reach::Whole => NO_FP_PRICES,
                 lookahead::Reach::Below => NO_LOOKAHEAD,
             };
-            let method = format!("{name}{suffix}");
-            let raw = self.ccq_finish(&method, b, model.as_ref(), &control, search_secs)?;
-            report.results.push(raw);
-            if let Some(m) = &model {
-                search::rescale_between(m, &control, &policy, self.scheme);
-            }
+            control(suffix, &without, report)?;
         }
         // The audition's control: the re-allocation's own choice, where a rival won (unless
         // that is the search's own policy, shown as such).
         if let Some(a) = auditioned.as_ref().filter(|a| a.chosen != 0) {
             let own = &a.finalists[0].policy;
             if !(searched_shown && *own == searched) {
-                if let Some(m) = &model {
-                    search::rescale_between(m, &policy, own, self.scheme);
-                }
-                let method = format!("{name}{NO_AUDITION}");
-                let raw = self.ccq_finish(&method, b, model.as_ref(), own, search_secs)?;
-                report.results.push(raw);
-                if let Some(m) = &model {
-                    search::rescale_between(m, own, &policy, self.scheme);
-                }
+                control(NO_AUDITION, own, report)?;
             }
         }
         // The noise rule's control: the least-price policy, where a tie within the noise took
@@ -678,15 +676,7 @@ impl Bench<'_> {
         if let Some(own) = least.as_ref().filter(|l| {
             **l != policy && !(searched_shown && **l == searched) && !shown_by_audition(l)
         }) {
-            if let Some(m) = &model {
-                search::rescale_between(m, &policy, own, self.scheme);
-            }
-            let method = format!("{name}{LEAST_PRICE}");
-            let raw = self.ccq_finish(&method, b, model.as_ref(), own, search_secs)?;
-            report.results.push(raw);
-            if let Some(m) = &model {
-                search::rescale_between(m, own, &policy, self.scheme);
-            }
+            control(LEAST_PRICE, own, report)?;
         }
         // The audition is part of the allocation's time.
         let allocation_secs = search_secs + auditioned.as_ref().map_or(0.0, |a| a.seconds);
