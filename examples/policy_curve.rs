@@ -17,10 +17,9 @@ use ccq::model::QuantCtx;
 use ccq::train::schedule::cosine;
 
 fn main() -> Result<()> {
-    let args = common::args(
+    let (args, setup) = common::from_args(
         "policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]",
     )?;
-    let setup = common::Setup::load(&args[0], &args[1])?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
     let epochs: f64 = common::arg(&args, 3, 2.0)?;
     let lr: f64 = common::arg(&args, 4, 0.005)?;

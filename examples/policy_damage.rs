@@ -38,10 +38,9 @@ fn damage(logits: &[(Tensor, Tensor)], fp: &[Tensor]) -> Result<(f64, f64, f64, 
 }
 
 fn main() -> Result<()> {
-    let args = common::args(
+    let (args, setup) = common::from_args(
         "policy_damage FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [TOUCH_IMAGES [LR [SEED]]]",
     )?;
-    let setup = common::Setup::load(&args[0], &args[1])?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
     let touch: usize = common::arg(&args, 3, 0)?;
     let lr: f64 = common::arg(&args, 4, 0.01)?;

@@ -11,14 +11,16 @@ use std::path::Path;
 use std::str::FromStr;
 use tch::Device;
 
-/// The command line after the program's name: FP_CHECKPOINT RUN/state.json POLICY[,POLICY…]
-/// and the options after them; an error that gives `usage` when the first three are missing.
-pub fn args(usage: &str) -> Result<Vec<String>> {
+/// The command line after the program's name (FP_CHECKPOINT RUN/state.json POLICY[,POLICY…]
+/// and the options after them) and the [`Setup`] its first two name; an error that gives
+/// `usage` when the first three are missing.
+pub fn from_args(usage: &str) -> Result<(Vec<String>, Setup)> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         bail!("usage: {usage}");
     }
-    Ok(args)
+    let setup = Setup::load(&args[0], &args[1])?;
+    Ok((args, setup))
 }
 
 /// Argument `i` parsed, or `default` where it is absent.
