@@ -1064,3 +1064,57 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn more_fine_tunings_extend_a_comparisons_results_to_those_of_one_made_with_them() {
+    use ccq::search::baselines::Method;
+    use ccq::search::config::FinalFrom;
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    let cfg = |out: &Path, repeats: usize, from: FinalFrom| {
+        let mut c = ccq_comparison(out, &fp, &d, &[7.0]);
+        c.methods = vec![Method::Ccq, Method::Uniform];
+        c.equal_compute = true;
+        c.control = true;
+        c.ft_repeats = repeats;
+        c.search.final_from = Some(from);
+        c
+    };
+    let rows = |c: &pipeline::Compared| {
+        let mut r: Vec<_> = c
+            .report
+            .results
+            .iter()
+            .chain(c.report.control.iter())
+            .map(|r| {
+                let each = match r.test_top1_each.as_slice() {
+                    [] => vec![r.test_top1.unwrap()],
+                    e => e.to_vec(),
+                };
+                (r.method.clone(), r.budget, r.bits.clone(), each)
+            })
+            .collect();
+        r.sort_by(|x, y| x.0.cmp(&y.0));
+        r
+    };
+    for from in [FinalFrom::Fp, FinalFrom::Best] {
+        let (one, more) = (t.path().join("one"), t.path().join("two"));
+        let _ = std::fs::remove_dir_all(&one);
+        let _ = std::fs::remove_dir_all(&more);
+        let first = rows(&pipeline::compare(&cfg(&one, 1, from), &Silent).unwrap());
+        let added = pipeline::compare(&cfg(&one, 2, from), &Silent).unwrap();
+        let whole = pipeline::compare(&cfg(&more, 2, from), &Silent).unwrap();
+        let (added, whole) = (rows(&added), rows(&whole));
+        let names: Vec<&str> = added.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(names, ["ccq", "control", "uniform", "uniform (equal compute)"]);
+        assert_eq!(added, whole, "{from:?}");
+        for (a, f) in added.iter().zip(&first) {
+            assert_eq!(a.3.len(), 2, "{from:?} {}", a.0);
+            // The first fine-tuning is the one measured before, kept.
+            assert_eq!(a.3[0], f.3[0], "{from:?} {}", a.0);
+        }
+        // Fewer fine-tunings than recorded are refused, naming the setting.
+        let e = pipeline::compare(&cfg(&one, 1, from), &Silent).unwrap_err();
+        assert!(e.to_string().contains("--ft-repeats"), "{e}");
+    }
+}

@@ -34,7 +34,8 @@ pub struct CompareArgs {
     pub ft_lr: f64,
     /// Fine-tune each policy this many times, each with its own seed (the first with --seed),
     /// and report the mean test top-1 and its spread: one fine-tuning's noise is about as large
-    /// as the differences between policies.
+    /// as the differences between policies. Continuing a comparison with more adds only the
+    /// fine-tunings each result lacks.
     #[arg(long, default_value_t = 1)]
     pub ft_repeats: usize,
     /// Images for the Hessian traces.

@@ -33,6 +33,8 @@ use rand::rngs::StdRng;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod repeats;
+
 /// A comparison job.
 #[derive(Clone, Debug)]
 pub struct CompareConfig {
@@ -262,6 +264,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
             named(&dropped)
         )));
     }
+    bench.add_repeats(&mut report)?;
     if cfg.control && report.control.is_none() {
         report.control = Some(bench.control(&start)?);
         save_report(&cfg.out, &report)?;
@@ -1383,6 +1386,12 @@ fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
         {
             old["checkpoint"] = settings["checkpoint"].clone();
         }
+        // More fine-tunings than recorded add to the results (`repeats`); fewer are refused.
+        let repeats = |v: &serde_json::Value| v.get("--ft-repeats").and_then(|r| r.as_u64());
+        let more = repeats(&settings).unwrap_or(1) > repeats(&old).unwrap_or(1);
+        if more {
+            old["--ft-repeats"] = settings["--ft-repeats"].clone();
+        }
         let diff = differences("", &old, &settings);
         if !diff.is_empty() {
             return Err(Error::incompatible(
@@ -1394,7 +1403,9 @@ fn check_settings(out: &Path, settings: serde_json::Value) -> Result<()> {
                 ),
             ));
         }
-        return Ok(());
+        if !more {
+            return Ok(());
+        }
     }
     let text =
         serde_json::to_string_pretty(&settings).map_err(|e| Error::Internal(e.to_string()))?;
