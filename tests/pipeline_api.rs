@@ -1106,7 +1106,10 @@ fn more_fine_tunings_extend_a_comparisons_results_to_those_of_one_made_with_them
         let whole = pipeline::compare(&cfg(&more, 2, from), &Silent).unwrap();
         let (added, whole) = (rows(&added), rows(&whole));
         let names: Vec<&str> = added.iter().map(|r| r.0.as_str()).collect();
-        assert_eq!(names, ["ccq", "control", "uniform", "uniform (equal compute)"]);
+        assert_eq!(
+            names,
+            ["ccq", "control", "uniform", "uniform (equal compute)"]
+        );
         assert_eq!(added, whole, "{from:?}");
         for (a, f) in added.iter().zip(&first) {
             assert_eq!(a.3.len(), 2, "{from:?} {}", a.0);

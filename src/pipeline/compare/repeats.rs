@@ -17,6 +17,10 @@ use crate::search::config::FinalFrom;
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// Test top-1 of the fine-tunings run while adding repeats, by policy (each layer's weight and
+/// activation bits), epochs (their bits) and repeat.
+type Measured = HashMap<(Vec<(u32, u32)>, u64, usize), f64>;
+
 /// Each fine-tuning's test top-1 of `r`: the ones kept, or its mean when it had only one.
 pub(super) fn tests_of(r: &MethodResult) -> Vec<f64> {
     match (&r.test_top1_each[..], r.test_top1) {
@@ -76,7 +80,8 @@ impl Bench<'_> {
         let from = self.search.final_from;
         // CCQ's rows at a budget come together (its result and its controls), so where one
         // must be measured again, all that this invocation would measure there are.
-        let asked_redo = |r: &MethodResult| self.asks_for(&r.method) && plan(r, repeats, from) == Plan::Redo;
+        let asked_redo =
+            |r: &MethodResult| self.asks_for(&r.method) && plan(r, repeats, from) == Plan::Redo;
         let is_ccq = |r: &MethodResult| r.method.starts_with(Method::Ccq.name());
         let ccq_redo: Vec<f64> = report
             .results
@@ -102,7 +107,7 @@ impl Bench<'_> {
         }
         // One fine-tuning is the same whichever result asks for it (e.g. CCQ's and HAWQ-style's
         // at the same policy): each runs once.
-        let mut done: HashMap<(Vec<(u32, u32)>, u64, usize), f64> = HashMap::new();
+        let mut done: Measured = HashMap::new();
         for i in 0..report.results.len() {
             let r = &report.results[i];
             if !self.asks_for(&r.method) {
@@ -125,12 +130,7 @@ impl Bench<'_> {
 
     /// `r` with its fine-tunings from repeat `have` to `--ft-repeats` added (from the FP model
     /// calibrated at its policy, for its epochs), reusing any in `done`.
-    fn extended(
-        &self,
-        r: &MethodResult,
-        have: usize,
-        done: &mut HashMap<(Vec<(u32, u32)>, u64, usize), f64>,
-    ) -> Result<MethodResult> {
+    fn extended(&self, r: &MethodResult, have: usize, done: &mut Measured) -> Result<MethodResult> {
         let start = Instant::now();
         let policy = Policy {
             names: self.ck.meta.layers.clone(),
