@@ -1121,3 +1121,33 @@ fn more_fine_tunings_extend_a_comparisons_results_to_those_of_one_made_with_them
         assert!(e.to_string().contains("--ft-repeats"), "{e}");
     }
 }
+
+#[test]
+fn a_fine_tuning_two_results_share_runs_once() {
+    let t = tempfile::tempdir().unwrap();
+    let (d, fp, _) = trained_fp(t.path());
+    // At 3x the search's start (every layer at 8 bits, about 4x) meets the budget, so CCQ's
+    // policy is the start, which the control fine-tunes too: the same fine-tuning.
+    let mut cfg = ccq_comparison(&t.path().join("cmp"), &fp, &d, &[3.0]);
+    cfg.control = true;
+    cfg.ft_repeats = 2;
+    let seen = Recorder {
+        steps: Cell::new(0),
+        stop_after: None,
+        kinds: RefCell::new(Vec::new()),
+    };
+    let c = pipeline::compare(&cfg, &seen).unwrap();
+    let ccq = c.report.results.iter().find(|r| r.method == "ccq").unwrap();
+    let control = c.report.control.as_ref().unwrap();
+    assert_eq!(ccq.bits, control.bits);
+    assert_eq!(ccq.test_top1_each, control.test_top1_each);
+    assert_eq!(ccq.test_top1_each.len(), 2);
+    // One epoch per repeat, not two: the second result reused the first's fine-tunings.
+    let epochs = seen
+        .kinds
+        .borrow()
+        .iter()
+        .filter(|k| **k == "epoch")
+        .count();
+    assert_eq!(epochs, 2);
+}

@@ -30,6 +30,8 @@ use crate::train::fit::{FitPlan, fit};
 use crate::train::{Devices, eval_policy};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -168,7 +170,13 @@ struct Bench<'a> {
     /// The FP model every method's fine-tuning distils from (`--distill`).
     teacher: Option<Teacher>,
     events: &'a dyn Events,
+    /// The fine-tunings from FP run so far ([`Bench::from_fp`]).
+    measured: RefCell<Measured>,
 }
+
+/// Test top-1 and seconds of the fine-tunings from FP, by policy (each layer's weight and
+/// activation bits), epochs (their bits) and repeat.
+type Measured = HashMap<(Vec<(u32, u32)>, u64, usize), (f64, f64)>;
 
 /// Runs a comparison (or continues one in `out` made with the same settings).
 pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
@@ -236,6 +244,7 @@ pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
         start_compression,
         teacher,
         events,
+        measured: RefCell::default(),
     };
     let mut report = bench.load_report()?;
     let stale = drop_stale_baselines(&mut report, ActBits::of(&bench.search.lowering));
@@ -352,7 +361,7 @@ impl Bench<'_> {
         // Its budget is its own compression, to two decimals as the report prints it.
         let at = (100.0 * self.start_compression).round() / 100.0;
         let epochs = self.cfg.ft_epochs as f64;
-        self.finish(CONTROL, at, self.ck.model.clone(), start, true, 0.0, epochs)
+        self.finish(CONTROL, at, start, 0.0, epochs)
     }
 
     /// Whether CCQ's ladder and floor can reach `b`.
@@ -731,9 +740,13 @@ impl Bench<'_> {
         policy: &Policy,
         search_secs: f64,
     ) -> Result<MethodResult> {
-        let start = Instant::now();
         let from = self.search.final_from;
         let epochs = self.cfg.ft_epochs as f64;
+        if from == FinalFrom::Fp {
+            // The FP start alone: the fine-tuning every method gets.
+            return self.finish(method, budget, policy, search_secs, epochs);
+        }
+        let start = Instant::now();
         let (mut tests, mut starts, mut tried) = (Vec::new(), Vec::new(), 0);
         for repeat in 0..self.cfg.ft_repeats {
             let mut candidates = Vec::new();
@@ -838,15 +851,7 @@ impl Bench<'_> {
             } else {
                 0.0
             };
-        let r = self.finish(
-            m.name(),
-            b,
-            self.ck.model.clone(),
-            &policy,
-            true,
-            alloc,
-            self.cfg.ft_epochs as f64,
-        )?;
+        let r = self.finish(m.name(), b, &policy, alloc, self.cfg.ft_epochs as f64)?;
         report.results.push(r);
         save_report(&self.cfg.out, report)
     }
@@ -978,42 +983,51 @@ impl Bench<'_> {
                 names: self.ck.meta.layers.clone(),
                 bits: r.bits.clone(),
             };
-            let result = self.finish(
-                &label,
-                r.budget,
-                self.ck.model.clone(),
-                &policy,
-                true,
-                0.0,
-                epochs,
-            )?;
+            let result = self.finish(&label, r.budget, &policy, 0.0, epochs)?;
             report.results.push(result);
             save_report(&self.cfg.out, report)?;
         }
         Ok(())
     }
 
-    /// Fine-tunes `model` at `policy` for `epochs` (calibrating first when `fresh`) and
+    /// Fine-tunes the FP model calibrated at `policy` for `epochs` (`--ft-repeats` times) and
     /// measures it.
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         method: &str,
         budget: f64,
-        model: Model,
         policy: &Policy,
-        fresh: bool,
         extra_seconds: f64,
         epochs: f64,
     ) -> Result<MethodResult> {
-        let start = Instant::now();
+        let mut seconds = extra_seconds;
         let mut tests = Vec::new();
         for repeat in 0..self.cfg.ft_repeats {
-            let (m, _) = self.tune(model.clone(), policy, fresh, epochs, repeat)?;
-            tests.push(self.test(&m, policy)?);
+            let (t, s) = self.from_fp(policy, epochs, repeat)?;
+            tests.push(t);
+            seconds += s;
         }
-        let seconds = extra_seconds + start.elapsed().as_secs_f64();
         Ok(self.measure(method, budget, &tests, policy, seconds, epochs))
+    }
+
+    /// Test top-1 of the FP model calibrated at `policy` and fine-tuned for `epochs` with the
+    /// seed of `repeat`, and the seconds that took. Each such fine-tuning runs once per
+    /// invocation: another result at the same policy (CCQ's and a baseline's often agree) gets
+    /// the same one, with its seconds.
+    fn from_fp(&self, policy: &Policy, epochs: f64, repeat: usize) -> Result<(f64, f64)> {
+        let key = (
+            policy.bits.iter().map(|b| (b.w, b.a)).collect(),
+            epochs.to_bits(),
+            repeat,
+        );
+        if let Some(done) = self.measured.borrow().get(&key) {
+            return Ok(*done);
+        }
+        let start = Instant::now();
+        let (m, _) = self.tune(self.ck.model.clone(), policy, true, epochs, repeat)?;
+        let done = (self.test(&m, policy)?, start.elapsed().as_secs_f64());
+        self.measured.borrow_mut().insert(key, done);
+        Ok(done)
     }
 
     /// Fine-tunes `model` at `policy` for `epochs` whole-training-split epochs, a fraction being

@@ -14,12 +14,6 @@ use crate::events::Event;
 use crate::quant::policy::Policy;
 use crate::report::Report;
 use crate::search::config::FinalFrom;
-use std::collections::HashMap;
-use std::time::Instant;
-
-/// Test top-1 of the fine-tunings run while adding repeats, by policy (each layer's weight and
-/// activation bits), epochs (their bits) and repeat.
-type Measured = HashMap<(Vec<(u32, u32)>, u64, usize), f64>;
 
 /// Each fine-tuning's test top-1 of `r`: the ones kept, or its mean when it had only one.
 pub(super) fn tests_of(r: &MethodResult) -> Vec<f64> {
@@ -105,16 +99,13 @@ impl Bench<'_> {
             )));
             save_report(&self.cfg.out, report)?;
         }
-        // One fine-tuning is the same whichever result asks for it (e.g. CCQ's and HAWQ-style's
-        // at the same policy): each runs once.
-        let mut done: Measured = HashMap::new();
         for i in 0..report.results.len() {
             let r = &report.results[i];
             if !self.asks_for(&r.method) {
                 continue;
             }
             if let Plan::Extend(have) = plan(r, repeats, from) {
-                report.results[i] = self.extended(r, have, &mut done)?;
+                report.results[i] = self.extended(r, have)?;
                 save_report(&self.cfg.out, report)?;
             }
         }
@@ -122,39 +113,26 @@ impl Bench<'_> {
             && let Some(c) = &report.control
             && let Plan::Extend(have) = plan(c, repeats, from)
         {
-            report.control = Some(self.extended(c, have, &mut done)?);
+            report.control = Some(self.extended(c, have)?);
             save_report(&self.cfg.out, report)?;
         }
         Ok(())
     }
 
     /// `r` with its fine-tunings from repeat `have` to `--ft-repeats` added (from the FP model
-    /// calibrated at its policy, for its epochs), reusing any in `done`.
-    fn extended(&self, r: &MethodResult, have: usize, done: &mut Measured) -> Result<MethodResult> {
-        let start = Instant::now();
+    /// calibrated at its policy, for its epochs).
+    fn extended(&self, r: &MethodResult, have: usize) -> Result<MethodResult> {
         let policy = Policy {
             names: self.ck.meta.layers.clone(),
             bits: r.bits.clone(),
         };
         let epochs = r.epochs.unwrap_or(self.cfg.ft_epochs as f64);
-        let key = |repeat| {
-            let bits = r.bits.iter().map(|b| (b.w, b.a)).collect();
-            (bits, epochs.to_bits(), repeat)
-        };
-        let mut tests = tests_of(r);
+        let (mut tests, mut seconds) = (tests_of(r), r.seconds);
         for repeat in have..self.cfg.ft_repeats {
-            let t = match done.get(&key(repeat)) {
-                Some(t) => *t,
-                None => {
-                    let (m, _) = self.tune(self.ck.model.clone(), &policy, true, epochs, repeat)?;
-                    let t = self.test(&m, &policy)?;
-                    done.insert(key(repeat), t);
-                    t
-                }
-            };
+            let (t, s) = self.from_fp(&policy, epochs, repeat)?;
             tests.push(t);
+            seconds += s;
         }
-        let seconds = r.seconds + start.elapsed().as_secs_f64();
         let mut more = self.measure(&r.method, r.budget, &tests, &policy, seconds, epochs);
         more.note = r.note.clone();
         more.audition_epochs = r.audition_epochs;
