@@ -170,7 +170,7 @@ struct Bench<'a> {
     /// The FP model every method's fine-tuning distils from (`--distill`).
     teacher: Option<Teacher>,
     events: &'a dyn Events,
-    /// The fine-tunings from FP run so far ([`Bench::from_fp`]).
+    /// The fine-tunings from FP run so far ([`Bench::tuned_from_fp`]).
     measured: RefCell<Measured>,
 }
 
@@ -1003,7 +1003,7 @@ impl Bench<'_> {
         let mut seconds = extra_seconds;
         let mut tests = Vec::new();
         for repeat in 0..self.cfg.ft_repeats {
-            let (t, s) = self.from_fp(policy, epochs, repeat)?;
+            let (t, s) = self.tuned_from_fp(policy, epochs, repeat)?;
             tests.push(t);
             seconds += s;
         }
@@ -1014,7 +1014,7 @@ impl Bench<'_> {
     /// seed of `repeat`, and the seconds that took. Each such fine-tuning runs once per
     /// invocation: another result at the same policy (CCQ's and a baseline's often agree) gets
     /// the same one, with its seconds.
-    fn from_fp(&self, policy: &Policy, epochs: f64, repeat: usize) -> Result<(f64, f64)> {
+    fn tuned_from_fp(&self, policy: &Policy, epochs: f64, repeat: usize) -> Result<(f64, f64)> {
         let key = (
             policy.bits.iter().map(|b| (b.w, b.a)).collect(),
             epochs.to_bits(),

@@ -129,7 +129,7 @@ impl Bench<'_> {
         let epochs = r.epochs.unwrap_or(self.cfg.ft_epochs as f64);
         let (mut tests, mut seconds) = (tests_of(r), r.seconds);
         for repeat in have..self.cfg.ft_repeats {
-            let (t, s) = self.from_fp(&policy, epochs, repeat)?;
+            let (t, s) = self.tuned_from_fp(&policy, epochs, repeat)?;
             tests.push(t);
             seconds += s;
         }
