@@ -349,6 +349,13 @@ fn train_qat_quantize_and_resume() {
     };
     let text = ccq(&compare_args("1"));
     assert!(text.contains("FP32 test top-1"), "{text}");
+    // CCQ set against each method at each budget; one fine-tuning each gives no interval.
+    assert!(
+        text.contains("ccq vs uniform at 5x: ")
+            && text.contains("over 1 paired fine-tunings: ")
+            && !text.contains("ccq vs ccq"),
+        "{text}"
+    );
     // Continuing it with other settings is refused, naming them.
     let e = ccq_fails(&compare_args("2"));
     assert!(
@@ -506,7 +513,8 @@ fn train_qat_quantize_and_resume() {
         .collect();
     assert_eq!(each.len(), 2, "{r}");
     assert!((r["test_top1"].as_f64().unwrap() - (each[0] + each[1]) / 2.0).abs() < 1e-12);
-    assert!(ccq_fails(&repeats("3")).contains("--ft-repeats"));
+    // Fewer fine-tunings than recorded are refused (more add to the results).
+    assert!(ccq_fails(&repeats("1")).contains("--ft-repeats"));
     // The control: continuing with --control fine-tunes the search's start (W8A8) the same way,
     // twice, and gives each result against it; a further continuation keeps it.
     let mut with_control = repeats("2");

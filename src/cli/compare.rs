@@ -139,6 +139,17 @@ pub fn compare(a: CompareArgs) -> Result<()> {
             ccq::report::pct(k.test_top1)
         );
     }
+    for v in r.ccq_versus() {
+        let interval = v.half_width.map_or(String::new(), |h| format!(" ± {h:.2}"));
+        println!(
+            "ccq vs {} at {}x: {:+.2}{interval} points over {} paired fine-tunings: {}",
+            v.method,
+            v.budget,
+            v.points,
+            v.pairs,
+            v.verdict_text()
+        );
+    }
     println!(
         "FP32 test top-1 {:.2}%; report {}",
         100.0 * r.fp_test.unwrap_or(f64::NAN),

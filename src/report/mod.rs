@@ -2,6 +2,7 @@
 //! page with SVG plots.
 
 pub mod svg;
+pub mod versus;
 
 use crate::quant::policy::{FLOAT_BITS, LayerBits};
 use crate::search::state::StepRecord;
@@ -54,6 +55,14 @@ pub struct MethodResult {
 }
 
 impl MethodResult {
+    /// Each fine-tuning's test top-1: the ones kept, or the result itself when it had one.
+    pub fn each_test(&self) -> Vec<f64> {
+        match (&self.test_top1_each[..], self.test_top1) {
+            ([], Some(t)) => vec![t],
+            (each, _) => each.to_vec(),
+        }
+    }
+
     /// Sample standard deviation of the repeated fine-tunings' test top-1 (None for fewer than
     /// two).
     pub fn top1_sd(&self) -> Option<f64> {
@@ -181,6 +190,7 @@ pub fn html(r: &Report) -> String {
         search_trace(&mut s, r);
     }
     results_table(&mut s, r);
+    versus_table(&mut s, r);
     let _ = writeln!(
         s,
         "<p class=\"note\">layers: {}</p></body></html>",
@@ -445,6 +455,31 @@ fn results_table(s: &mut String, r: &Report) {
     s.push_str("</table>");
 }
 
+/// CCQ against each other method at each budget, paired by fine-tuning (nothing without a CCQ
+/// result beside another).
+fn versus_table(s: &mut String, r: &Report) {
+    let rows = r.ccq_versus();
+    if rows.is_empty() {
+        return;
+    }
+    s.push_str(
+        "<h2>CCQ against each method</h2><p class=\"note\">The mean difference of test top-1, CCQ minus the method, over pairs of fine-tunings with the same seed, and its 95% confidence interval (Student's t over the pairs): CCQ is ahead or behind only where the interval excludes 0.</p><table id=\"versus\"><tr><th>budget</th><th>method</th><th>CCQ − it (points)</th><th>pairs</th><th>verdict</th></tr>",
+    );
+    for v in rows {
+        let _ = write!(
+            s,
+            "<tr><td>{}x</td><td>{}</td><td>{:+.2}{}</td><td>{}</td><td>{}</td></tr>",
+            v.budget,
+            esc(&v.method),
+            v.points,
+            v.half_width.map_or(String::new(), |h| format!(" ± {h:.2}")),
+            v.pairs,
+            v.verdict_text()
+        );
+    }
+    s.push_str("</table>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +537,11 @@ mod tests {
             [("ccq", 8.0), ("ccq", 10.0), ("hawq", 8.0), ("hawq", 10.0)]
         );
         let page = html(&later);
+        // CCQ against HAWQ-style at each budget: here the same policy and fine-tunings.
+        assert!(
+            page.contains("<tr><td>8x</td><td>hawq</td><td>+0.00 ± 0.00</td><td>2</td><td>the same policy and fine-tunings</td></tr>"),
+            "{page}"
+        );
         let row = |m: &str, b: &str| page.find(&format!("<tr><td>{m}</td><td>{b}</td>")).unwrap();
         assert!(row("ccq", "8x") < row("ccq", "10x") && row("ccq", "10x") < row("hawq", "8x"));
         let h = html(&r);
@@ -521,6 +561,8 @@ mod tests {
         // Without a control there is no such column; with one, each result is given against
         // it, except an equal-compute one (it trained longer than the control).
         assert!(!h.contains("vs control") && !h.contains("id=\"control\""));
+        // CCQ alone: nothing to set it against.
+        assert!(!h.contains("id=\"versus\""));
         let mut with = r.clone();
         with.results.push(MethodResult {
             method: format!("hawq{EQUAL}"),

@@ -15,14 +15,6 @@ use crate::quant::policy::Policy;
 use crate::report::Report;
 use crate::search::config::FinalFrom;
 
-/// Each fine-tuning's test top-1 of `r`: the ones kept, or its mean when it had only one.
-pub(super) fn tests_of(r: &MethodResult) -> Vec<f64> {
-    match (&r.test_top1_each[..], r.test_top1) {
-        ([], Some(t)) => vec![t],
-        (each, _) => each.to_vec(),
-    }
-}
-
 /// What a comparison continued with `repeats` fine-tunings does with a result it asks for.
 #[derive(Debug, PartialEq)]
 pub(super) enum Plan {
@@ -37,7 +29,7 @@ pub(super) enum Plan {
 /// What to do with `r` when each result should have `repeats` fine-tunings and CCQ's last
 /// fine-tuning starts where `final_from` says.
 pub(super) fn plan(r: &MethodResult, repeats: usize, final_from: FinalFrom) -> Plan {
-    let have = tests_of(r).len();
+    let have = r.each_test().len();
     if r.test_top1.is_none() || r.bits.is_empty() || have >= repeats {
         return Plan::Keep;
     }
@@ -127,7 +119,7 @@ impl Bench<'_> {
             bits: r.bits.clone(),
         };
         let epochs = r.epochs.unwrap_or(self.cfg.ft_epochs as f64);
-        let (mut tests, mut seconds) = (tests_of(r), r.seconds);
+        let (mut tests, mut seconds) = (r.each_test(), r.seconds);
         for repeat in have..self.cfg.ft_repeats {
             let (t, s) = self.tuned_from_fp(&policy, epochs, repeat)?;
             tests.push(t);
