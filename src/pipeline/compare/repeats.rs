@@ -18,7 +18,7 @@ use crate::search::config::FinalFrom;
 /// What a comparison continued with `repeats` fine-tunings does with a result it asks for.
 #[derive(Debug, PartialEq)]
 pub(super) enum Plan {
-    /// Nothing: measured, skipped, or not fine-tuned that many times short.
+    /// Nothing: not measured (a skipped budget), or fine-tuned that many times already.
     Keep,
     /// Run the fine-tunings from this repeat on, from the FP model.
     Extend(usize),
