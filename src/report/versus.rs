@@ -59,7 +59,7 @@ impl Versus {
             Verdict::Same => "the same policy and fine-tunings",
             Verdict::Ahead => "CCQ ahead",
             Verdict::Behind => "CCQ behind",
-            Verdict::Level => "level within the noise",
+            Verdict::Level => "within the noise (the interval holds 0)",
             Verdict::Unknown => "one fine-tuning each: no spread",
         }
     }
