@@ -1119,6 +1119,25 @@ fn more_fine_tunings_extend_a_comparisons_results_to_those_of_one_made_with_them
         // Fewer fine-tunings than recorded are refused, naming the setting.
         let e = pipeline::compare(&cfg(&one, 1, from), &Silent).unwrap_err();
         assert!(e.to_string().contains("--ft-repeats"), "{e}");
+        if from == FinalFrom::Fp {
+            // Only the budgets asked for get more: 5x is added with three, 7x keeps its two.
+            let mut at5 = cfg(&one, 3, from);
+            at5.budgets = vec![5.0];
+            let c = pipeline::compare(&at5, &Silent).unwrap();
+            let each = |b: f64| -> Vec<usize> {
+                let mut n: Vec<usize> = c
+                    .report
+                    .results
+                    .iter()
+                    .filter(|r| r.budget == b)
+                    .map(|r| r.each_test().len())
+                    .collect();
+                n.sort();
+                n
+            };
+            assert_eq!(each(7.0), [2, 2, 2], "{:?}", c.report.results);
+            assert!(!each(5.0).is_empty() && each(5.0).iter().all(|n| *n == 3));
+        }
     }
 }
 

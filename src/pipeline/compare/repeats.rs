@@ -41,10 +41,14 @@ pub(super) fn plan(r: &MethodResult, repeats: usize, final_from: FinalFrom) -> P
 }
 
 impl Bench<'_> {
-    /// Whether this invocation would measure a result named `method`: its method is asked for
+    /// Whether this invocation would measure `r`: its budget and its method are asked for
     /// (equal-compute results with `--equal-compute`; CCQ's search-policy rows unless
     /// `--final-policy-only`).
-    fn asks_for(&self, method: &str) -> bool {
+    fn asks_for(&self, r: &MethodResult) -> bool {
+        if !self.cfg.budgets.contains(&r.budget) {
+            return false;
+        }
+        let method = r.method.as_str();
         let base = method.strip_suffix(EQUAL);
         if base.is_some() && !self.cfg.equal_compute {
             return false;
@@ -67,7 +71,7 @@ impl Bench<'_> {
         // CCQ's rows at a budget come together (its result and its controls), so where one
         // must be measured again, all that this invocation would measure there are.
         let asked_redo =
-            |r: &MethodResult| self.asks_for(&r.method) && plan(r, repeats, from) == Plan::Redo;
+            |r: &MethodResult| self.asks_for(r) && plan(r, repeats, from) == Plan::Redo;
         let is_ccq = |r: &MethodResult| r.method.starts_with(Method::Ccq.name());
         let ccq_redo: Vec<f64> = report
             .results
@@ -78,7 +82,7 @@ impl Bench<'_> {
         let before = report.results.len();
         report.results.retain(|r| {
             let again = if is_ccq(r) {
-                self.asks_for(&r.method) && ccq_redo.contains(&r.budget)
+                self.asks_for(r) && ccq_redo.contains(&r.budget)
             } else {
                 asked_redo(r)
             };
@@ -93,7 +97,7 @@ impl Bench<'_> {
         }
         for i in 0..report.results.len() {
             let r = &report.results[i];
-            if !self.asks_for(&r.method) {
+            if !self.asks_for(r) {
                 continue;
             }
             if let Plan::Extend(have) = plan(r, repeats, from) {
