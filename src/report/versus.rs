@@ -4,6 +4,7 @@
 //! spread says whether a difference is more than the fine-tuning's noise.
 
 use super::{MethodResult, Report};
+use crate::search::baselines::Method;
 use serde::Serialize;
 
 /// CCQ's result at one budget against another method's there.
@@ -103,15 +104,16 @@ impl Report {
     /// both were measured, by budget then method as listed.
     pub fn ccq_versus(&self) -> Vec<Versus> {
         let measured = |r: &&MethodResult| r.test_top1.is_some() && !r.bits.is_empty();
+        let name = Method::Ccq.name();
         let mut out = Vec::new();
-        for ccq in self.ordered().into_iter().filter(|r| r.method == "ccq") {
+        for ccq in self.ordered().into_iter().filter(|r| r.method == name) {
             if !measured(&ccq) {
                 continue;
             }
             out.extend(
                 self.ordered()
                     .into_iter()
-                    .filter(|r| r.budget == ccq.budget && !r.method.starts_with("ccq"))
+                    .filter(|r| r.budget == ccq.budget && !r.method.starts_with(name))
                     .filter(measured)
                     .filter_map(|r| versus(ccq, r)),
             );
