@@ -104,10 +104,18 @@ fn report_renders_in_chromium() {
         dom.matches("class=\"bar\"").count() >= 16,
         "a bar per layer per method per budget"
     );
+    let (results, versus) = dom
+        .split_once("id=\"versus\"")
+        .expect("the table of CCQ against each method");
     assert_eq!(
-        dom.matches("<tr>").count(),
+        results.matches("<tr>").count(),
         5,
         "results table: header + 4 rows"
+    );
+    assert_eq!(
+        versus.matches("<tr>").count(),
+        3,
+        "CCQ against HAWQ-style: header + one row per budget"
     );
 
     let shot = dir.path().join("shot.png");
