@@ -10,7 +10,7 @@ use crate::events::{Event, Events, Pass};
 use crate::model::cost::model_cost;
 use crate::model::{LayerInfo, Model};
 use crate::names::Named;
-use crate::quant::policy::{Ladder, Policy};
+use crate::quant::policy::{Ladder, LayerBits, Policy};
 use crate::quant::quantizer::QuantScheme;
 use crate::report::{MethodResult, Report, html};
 use crate::search::audition;
@@ -174,9 +174,9 @@ struct Bench<'a> {
     measured: RefCell<Measured>,
 }
 
-/// Test top-1 and seconds of the fine-tunings from FP, by policy (each layer's weight and
-/// activation bits), epochs (their bits) and repeat.
-type Measured = HashMap<(Vec<(u32, u32)>, u64, usize), (f64, f64)>;
+/// Test top-1 and seconds of the fine-tunings from FP, by policy bits, epochs (their bits) and
+/// repeat.
+type Measured = HashMap<(Vec<LayerBits>, u64, usize), (f64, f64)>;
 
 /// Runs a comparison (or continues one in `out` made with the same settings).
 pub fn compare(cfg: &CompareConfig, events: &dyn Events) -> Result<Compared> {
@@ -746,21 +746,19 @@ impl Bench<'_> {
             // The FP start alone: the fine-tuning every method gets.
             return self.finish(method, budget, policy, search_secs, epochs);
         }
+        // From the search's weights, and with `best` from the FP model too.
         let start = Instant::now();
-        let (mut tests, mut starts, mut tried) = (Vec::new(), Vec::new(), 0);
+        let what = format!("--final-from {}", from.name());
+        let searched = self.searched(searched, budget, &what)?;
+        let tried = if from == FinalFrom::Best { 2 } else { 1 };
+        let (mut tests, mut starts) = (Vec::new(), Vec::new());
         for repeat in 0..self.cfg.ft_repeats {
-            let mut candidates = Vec::new();
-            if matches!(from, FinalFrom::Search | FinalFrom::Best) {
-                let what = format!("--final-from {}", from.name());
-                let searched = self.searched(searched, budget, &what)?;
-                let (m, v) = self.tune(searched.clone(), policy, false, epochs, repeat)?;
-                candidates.push(("search", m, v));
-            }
-            if matches!(from, FinalFrom::Fp | FinalFrom::Best) {
+            let (m, v) = self.tune(searched.clone(), policy, false, epochs, repeat)?;
+            let mut candidates = vec![("search", m, v)];
+            if from == FinalFrom::Best {
                 let (m, v) = self.tune(self.ck.model.clone(), policy, true, epochs, repeat)?;
                 candidates.push(("fp", m, v));
             }
-            tried = candidates.len();
             let (start_name, model, _) = FinalFrom::keep(candidates)
                 .ok_or_else(|| Error::Internal("no final fine-tuning start".into()))?;
             tests.push(self.test(&model, policy)?);
@@ -979,15 +977,20 @@ impl Bench<'_> {
                 .unwrap_or(0.0);
             // The search's fraction of an epoch counts too: a partial last epoch.
             let epochs = (finals * self.cfg.ft_epochs) as f64 + extra + auditioned;
-            let policy = Policy {
-                names: self.ck.meta.layers.clone(),
-                bits: r.bits.clone(),
-            };
+            let policy = self.policy_of(&r);
             let result = self.finish(&label, r.budget, &policy, 0.0, epochs)?;
             report.results.push(result);
             save_report(&self.cfg.out, report)?;
         }
         Ok(())
+    }
+
+    /// The policy of result `r` (its bits, the model's layer names).
+    fn policy_of(&self, r: &MethodResult) -> Policy {
+        Policy {
+            names: self.ck.meta.layers.clone(),
+            bits: r.bits.clone(),
+        }
     }
 
     /// Fine-tunes the FP model calibrated at `policy` for `epochs` (`--ft-repeats` times) and
@@ -1000,14 +1003,27 @@ impl Bench<'_> {
         extra_seconds: f64,
         epochs: f64,
     ) -> Result<MethodResult> {
-        let mut seconds = extra_seconds;
-        let mut tests = Vec::new();
-        for repeat in 0..self.cfg.ft_repeats {
+        let (tests, seconds) = self.fine_tunings(policy, epochs, 0)?;
+        Ok(self.measure(
+            method,
+            budget,
+            &tests,
+            policy,
+            extra_seconds + seconds,
+            epochs,
+        ))
+    }
+
+    /// Test top-1 of the fine-tunings from FP of repeats `from` to `--ft-repeats` (see
+    /// [`Self::tuned_from_fp`]), and the seconds they took.
+    fn fine_tunings(&self, policy: &Policy, epochs: f64, from: usize) -> Result<(Vec<f64>, f64)> {
+        let (mut tests, mut seconds) = (Vec::new(), 0.0);
+        for repeat in from..self.cfg.ft_repeats {
             let (t, s) = self.tuned_from_fp(policy, epochs, repeat)?;
             tests.push(t);
             seconds += s;
         }
-        Ok(self.measure(method, budget, &tests, policy, seconds, epochs))
+        Ok((tests, seconds))
     }
 
     /// Test top-1 of the FP model calibrated at `policy` and fine-tuned for `epochs` with the
@@ -1015,11 +1031,7 @@ impl Bench<'_> {
     /// invocation: another result at the same policy (CCQ's and a baseline's often agree) gets
     /// the same one, with its seconds.
     fn tuned_from_fp(&self, policy: &Policy, epochs: f64, repeat: usize) -> Result<(f64, f64)> {
-        let key = (
-            policy.bits.iter().map(|b| (b.w, b.a)).collect(),
-            epochs.to_bits(),
-            repeat,
-        );
+        let key = (policy.bits.clone(), epochs.to_bits(), repeat);
         if let Some(done) = self.measured.borrow().get(&key) {
             return Ok(*done);
         }

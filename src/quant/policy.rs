@@ -9,7 +9,7 @@ use std::path::Path;
 pub const FLOAT_BITS: u32 = 32;
 
 /// The bits of one layer: its weights, and the input activations it multiplies them with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LayerBits {
     /// Weight bits (2..=8, or 32 for float).
     pub w: u32,

@@ -11,7 +11,6 @@
 use super::{Bench, EQUAL, Method, MethodResult, NO_POLISH, NOT_REALLOCATED, save_report};
 use crate::error::Result;
 use crate::events::Event;
-use crate::quant::policy::Policy;
 use crate::report::Report;
 use crate::search::config::FinalFrom;
 
@@ -118,18 +117,18 @@ impl Bench<'_> {
     /// `r` with its fine-tunings from repeat `have` to `--ft-repeats` added (from the FP model
     /// calibrated at its policy, for its epochs).
     fn extended(&self, r: &MethodResult, have: usize) -> Result<MethodResult> {
-        let policy = Policy {
-            names: self.ck.meta.layers.clone(),
-            bits: r.bits.clone(),
-        };
+        let policy = self.policy_of(r);
         let epochs = r.epochs.unwrap_or(self.cfg.ft_epochs as f64);
-        let (mut tests, mut seconds) = (r.each_test(), r.seconds);
-        for repeat in have..self.cfg.ft_repeats {
-            let (t, s) = self.tuned_from_fp(&policy, epochs, repeat)?;
-            tests.push(t);
-            seconds += s;
-        }
-        let mut more = self.measure(&r.method, r.budget, &tests, &policy, seconds, epochs);
+        let (added, seconds) = self.fine_tunings(&policy, epochs, have)?;
+        let tests = [r.each_test(), added].concat();
+        let mut more = self.measure(
+            &r.method,
+            r.budget,
+            &tests,
+            &policy,
+            r.seconds + seconds,
+            epochs,
+        );
         more.note = r.note.clone();
         more.audition_epochs = r.audition_epochs;
         Ok(more)
