@@ -103,18 +103,17 @@ impl Report {
     /// CCQ (the result named `ccq`) against every other method's result at each budget where
     /// both were measured, by budget then method as listed.
     pub fn ccq_versus(&self) -> Vec<Versus> {
-        let measured = |r: &&MethodResult| r.test_top1.is_some() && !r.bits.is_empty();
         let name = Method::Ccq.name();
+        let rows: Vec<&MethodResult> = self
+            .ordered()
+            .into_iter()
+            .filter(|r| r.test_top1.is_some() && !r.bits.is_empty())
+            .collect();
         let mut out = Vec::new();
-        for ccq in self.ordered().into_iter().filter(|r| r.method == name) {
-            if !measured(&ccq) {
-                continue;
-            }
+        for ccq in rows.iter().filter(|r| r.method == name) {
             out.extend(
-                self.ordered()
-                    .into_iter()
+                rows.iter()
                     .filter(|r| r.budget == ccq.budget && !r.method.starts_with(name))
-                    .filter(measured)
                     .filter_map(|r| versus(ccq, r)),
             );
         }
