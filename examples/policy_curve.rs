@@ -12,8 +12,6 @@
 mod common;
 
 use anyhow::Result;
-use ccq::events::{Pass, Silent};
-use ccq::model::QuantCtx;
 use ccq::train::schedule::cosine;
 
 fn main() -> Result<()> {
@@ -21,9 +19,7 @@ fn main() -> Result<()> {
         "policy_curve FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [EPOCHS [LR [SEED]]]",
     )?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
-    let epochs: f64 = common::arg(&args, 3, 2.0)?;
-    let lr: f64 = common::arg(&args, 4, 0.005)?;
-    let seed: u64 = common::arg(&args, 5, cfg.seed)?;
+    let (epochs, lr, seed): (f64, f64, u64) = common::options(&args, &setup, 2.0, 0.005)?;
     let norm = ck.meta.normalization.clone();
     let total = (epochs * p.splits.train.len() as f64).round() as usize;
     let mut points = vec![3200usize, 6400];
@@ -35,7 +31,6 @@ fn main() -> Result<()> {
     for digits in args[2].split(',') {
         let policy = setup.policy(digits)?;
         let model = ccq::search::lookahead::fp_at(&ck.model, &policy, cfg, &p.splits, &norm)?;
-        let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
         let mut optim = ccq::train::sgd(&cfg.hyper);
         let mut rng = ccq::train::fit::epoch_rng(seed, 0);
         let mut done = 0usize;
@@ -43,38 +38,12 @@ fn main() -> Result<()> {
         for &to in &points {
             let chunk = to - done;
             let start = done as f64;
-            ccq::train::train_epoch(
-                &model.net,
-                &mut optim,
-                &ctx,
-                &p.splits.train,
-                &norm,
-                &cfg.hyper,
-                cfg.augment,
-                &mut rng,
-                Some(chunk),
-                &|t| cosine(lr, 0.0, (start + chunk as f64 * t) / total as f64),
-                None,
-                Pass {
-                    events: &Silent,
-                    phase: "fine-tune",
-                },
-            )?;
+            setup.train(&model, &policy, &mut optim, &mut rng, chunk, &|t| {
+                cosine(lr, 0.0, (start + chunk as f64 * t) / total as f64)
+            })?;
             done = to;
-            let scored = ccq::search::trials::score_trials(
-                &model,
-                &policy,
-                &[],
-                cfg.scheme,
-                &p.splits.bandit,
-                &norm,
-                500,
-                &[],
-            )?;
-            line += &format!(
-                " {to}:{:.4}/{:.4}",
-                scored.current.tempered_loss, scored.current.top1
-            );
+            let scored = setup.bandit_score(&model, &policy)?;
+            line += &format!(" {to}:{:.4}/{:.4}", scored.tempered_loss, scored.top1);
         }
         let test =
             ccq::train::eval_policy(&model, &policy, cfg.scheme, &p.splits.test, &norm, None)?;

@@ -18,7 +18,6 @@ mod common;
 
 use anyhow::Result;
 use ccq::data::in_order;
-use ccq::events::{Pass, Silent};
 use ccq::model::QuantCtx;
 use ccq::quant::policy::Policy;
 use tch::{Device, Kind, Tensor};
@@ -42,9 +41,7 @@ fn main() -> Result<()> {
         "policy_damage FP_CHECKPOINT RUN/state.json POLICY[,POLICY…] [TOUCH_IMAGES [LR [SEED]]]",
     )?;
     let (ck, cfg, p) = (&setup.ck, &setup.cfg, &setup.p);
-    let touch: usize = common::arg(&args, 3, 0)?;
-    let lr: f64 = common::arg(&args, 4, 0.01)?;
-    let seed: u64 = common::arg(&args, 5, cfg.seed)?;
+    let (touch, lr, seed): (usize, f64, u64) = common::options(&args, &setup, 0, 0.01)?;
     let norm = ck.meta.normalization.clone();
     let names = ck.meta.layers.clone();
     let bandit = &p.splits.bandit;
@@ -66,45 +63,20 @@ fn main() -> Result<()> {
         let policy = setup.policy(digits)?;
         let model = ccq::search::lookahead::fp_at(&ck.model, &policy, cfg, &p.splits, &norm)?;
         if touch > 0 {
-            let ctx = QuantCtx::new(cfg.scheme, &policy.bits);
             let mut optim = ccq::train::sgd(&cfg.hyper);
             let mut rng = ccq::train::fit::epoch_rng(seed, 0);
-            let pass = Pass {
-                events: &Silent,
-                phase: "touch-up",
-            };
-            ccq::train::train_epoch(
-                &model.net,
-                &mut optim,
-                &ctx,
-                &p.splits.train,
-                &norm,
-                &cfg.hyper,
-                cfg.augment,
-                &mut rng,
-                Some(touch),
-                &|t| lr * (1.0 - t),
-                None,
-                pass,
-            )?;
+            setup.train(&model, &policy, &mut optim, &mut rng, touch, &|t| {
+                lr * (1.0 - t)
+            })?;
         }
         let (ce, kl, hits, _) = damage(&run(&model, &policy)?, &fp_logp)?;
-        let scored = ccq::search::trials::score_trials(
-            &model,
-            &policy,
-            &[],
-            cfg.scheme,
-            bandit,
-            &norm,
-            500,
-            &[],
-        )?;
+        let scored = setup.bandit_score(&model, &policy)?;
         println!(
             "{digits} ce_rise {:.4} kl {:.4} top1 {:.4} tempered_ce {:.4}",
             (ce - fp_ce) / n,
             kl / n,
             hits / n,
-            scored.current.tempered_loss
+            scored.tempered_loss
         );
     }
     Ok(())

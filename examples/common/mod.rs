@@ -2,11 +2,13 @@
 //! search's settings and data, and policies given as strings of weight bits.
 
 use anyhow::{Context, Result, bail};
-use ccq::events::Silent;
+use ccq::events::{Pass, Silent};
+use ccq::model::{Model, QuantCtx};
 use ccq::pipeline::data::Prepared;
 use ccq::quant::policy::Policy;
 use ccq::search::config::SearchConfig;
 use ccq::train::checkpoint::Checkpoint;
+use rand::rngs::StdRng;
 use std::path::Path;
 use std::str::FromStr;
 use tch::Device;
@@ -21,6 +23,24 @@ pub fn from_args(usage: &str) -> Result<(Vec<String>, Setup)> {
     }
     let setup = Setup::load(&args[0], &args[1])?;
     Ok((args, setup))
+}
+
+/// The three optional arguments after the policies: images (or epochs), learning rate (each
+/// with its default) and the shuffling seed (the search's by default).
+pub fn options<T: FromStr>(
+    args: &[String],
+    setup: &Setup,
+    length: T,
+    lr: f64,
+) -> Result<(T, f64, u64)>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok((
+        arg(args, 3, length)?,
+        arg(args, 4, lr)?,
+        arg(args, 5, setup.cfg.seed)?,
+    ))
 }
 
 /// Argument `i` parsed, or `default` where it is absent.
@@ -79,5 +99,55 @@ impl Setup {
             }
         }
         Ok(policy)
+    }
+
+    /// Trains every layer of `model` at `policy` on `images` training images (the search's
+    /// batch settings and augmentation), the learning rate at `t` ∈ [0, 1] of them `lr_at(t)`.
+    pub fn train(
+        &self,
+        model: &Model,
+        policy: &Policy,
+        optim: &mut ccq::train::optim::FlatSgd,
+        rng: &mut StdRng,
+        images: usize,
+        lr_at: &dyn Fn(f64) -> f64,
+    ) -> Result<()> {
+        ccq::train::train_epoch(
+            &model.net,
+            optim,
+            &QuantCtx::new(self.cfg.scheme, &policy.bits),
+            &self.p.splits.train,
+            &self.ck.meta.normalization,
+            &self.cfg.hyper,
+            self.cfg.augment,
+            rng,
+            Some(images),
+            lr_at,
+            None,
+            Pass {
+                events: &Silent,
+                phase: "fine-tune",
+            },
+        )?;
+        Ok(())
+    }
+
+    /// `model` at `policy` scored on the bandit split as the search's trials score it.
+    pub fn bandit_score(
+        &self,
+        model: &Model,
+        policy: &Policy,
+    ) -> Result<ccq::search::reward::TrialScore> {
+        Ok(ccq::search::trials::score_trials(
+            model,
+            policy,
+            &[],
+            self.cfg.scheme,
+            &self.p.splits.bandit,
+            &self.ck.meta.normalization,
+            500,
+            &[],
+        )?
+        .current)
     }
 }
